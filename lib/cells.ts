@@ -1,0 +1,355 @@
+import {
+  DataSource,
+  type DataSourceOptions,
+  type EntityManager,
+  type EntityTarget,
+  type ObjectLiteral,
+  type Repository,
+} from 'typeorm';
+import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
+import { API_ENTITIES } from '../entities';
+import { API_MIGRATIONS } from '../migrations';
+import { maskSecrets, parseConnectionUrl } from './connection-url';
+import {
+  RequestContext,
+  bindContext,
+  currentContext,
+  kApiTransaction,
+  kMainTransaction,
+  runInternal,
+  type ActiveTransaction,
+} from './context';
+import {
+  CellUnreachableError,
+  CellsError,
+  CellsNotReadyError,
+  InvalidArgumentError,
+  NoContextError,
+  NoTargetCellError,
+} from './errors';
+import { CellMappings } from './mappings';
+import { DataSourceRegistry, type RegistryEvent, type RegistryStats, type Route } from './registry';
+import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
+
+/** TypeORM options of a PostgreSQL DataSource. */
+export type PostgresOptions = Extract<DataSourceOptions, { type: 'postgres' }>;
+
+/** A database given as a `postgres://` URL or as TypeORM PostgreSQL options. */
+export type DatabaseConfig = string | Omit<PostgresOptions, 'type'>;
+
+/** TypeORM options shared by every cell DataSource; connection fields come from each CellMapping. */
+export type CellDataSourceOptions = Omit<
+  PostgresOptions,
+  'type' | 'url' | 'host' | 'port' | 'username' | 'password' | 'database' | 'entities' | 'migrations' | 'name'
+>;
+
+/** Something typeorm-cells reports to the `logger` option; never carries a connection string. */
+export type CellsLogEvent = RegistryEvent;
+
+/** Options of `new Cells()`. Only `api` is required. */
+export interface CellsOptions {
+  /**
+   * The API database (cell, instance and host mappings), as a URL or TypeORM options. The mapping
+   * entities and the API migrations are added to what you pass.
+   */
+  api: DatabaseConfig;
+  /**
+   * The default main database, used by `'main'` repositories in an untargeted context. Without it,
+   * such calls throw NoTargetCellError rather than silently picking a database. Default: none.
+   */
+  main?: DatabaseConfig;
+  /** Entities of the cell databases (and of the default main database). */
+  entities: NonNullable<PostgresOptions['entities']>;
+  /** Migrations of the cell databases, applied per cell by the CLI. Default: none. */
+  migrations?: PostgresOptions['migrations'];
+  /** Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...). */
+  cellDataSourceOptions?: CellDataSourceOptions;
+  /**
+   * Most cell DataSources open at once (LRU bound); opening one more evicts the least recently
+   * used. Bounds server connections at `maxOpenCells * poolSize`. Default: 64.
+   */
+  maxOpenCells?: number;
+  /** Close a cell DataSource unused for this many ms; 0 never closes idle ones. Default: 300000 (5 min). */
+  idleTimeoutMs?: number;
+  /** Connections in each cell's pool. Default: 5. */
+  poolSize?: number;
+  /** Give up connecting to a cell after this many ms. Default: 5000. */
+  connectTimeoutMs?: number;
+  /** Run the API database migrations in `initialize()`. Default: false. */
+  migrateApi?: boolean;
+  /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
+  logger?: (event: CellsLogEvent) => void;
+}
+
+/** Counters of the DataSource registry; see RegistryStats. */
+export type CellsStats = RegistryStats;
+
+const API_KEY = 'api';
+const MAIN_KEY = 'main';
+
+/** A database that is always open while Cells is ready: the API or the default main database. */
+class StaticRoute implements Route {
+  constructor(readonly manager: EntityManager) {}
+  release(): void {}
+}
+
+/** An open transaction; routed repositories of its database join it instead of taking a lease. */
+class TransactionRoute implements Route, ActiveTransaction {
+  constructor(
+    readonly owner: object,
+    readonly key: string,
+    readonly label: string,
+    readonly manager: EntityManager,
+  ) {}
+  release(): void {}
+}
+
+/**
+ * Routes TypeORM repositories to the cell database named by the current request context, over an
+ * LRU-cached registry of cell DataSources resolved through the API database's CellMapping.
+ */
+export class Cells implements Router {
+  /** Cell, instance and host lookups in the API database. Available after `initialize()`. */
+  mappings!: CellMappings;
+  private readonly options: CellsOptions;
+  private readonly apiDataSource: DataSource;
+  private readonly mainDataSource: DataSource | undefined;
+  private readonly templateDataSource: DataSource;
+  private readonly registry: DataSourceRegistry;
+  private readonly repositories = new Map<string, Map<EntityTarget<ObjectLiteral>, Repository<ObjectLiteral>>>([
+    ['api', new Map()],
+    ['main', new Map()],
+  ]);
+  private state: 'new' | 'initializing' | 'ready' | 'destroyed' = 'new';
+  private apiRoute!: StaticRoute;
+  private mainRoute: StaticRoute | undefined;
+
+  /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
+  constructor(options: CellsOptions) {
+    this.options = validateOptions(options);
+    this.apiDataSource = new DataSource({
+      ...postgresOptions(options.api, 'api'),
+      entities: [...API_ENTITIES, ...entityList(options.api)],
+      migrations: [...API_MIGRATIONS],
+      migrationsTableName: 'cells_api_migrations',
+    });
+    this.mainDataSource =
+      options.main === undefined
+        ? undefined
+        : new DataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') });
+    this.templateDataSource = new DataSource({
+      ...this.cellOptions(),
+      type: 'postgres',
+    });
+    this.registry = new DataSourceRegistry({
+      maxOpen: options.maxOpenCells ?? 64,
+      idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
+      open: (key) => this.openCell(key),
+      ...(options.logger ? { onEvent: options.logger } : {}),
+    });
+  }
+
+  /**
+   * Connects the API database (and the default main database), migrating the API database when
+   * `migrateApi` is set. Cell databases open lazily on first use.
+   * @throws CellUnreachableError when the API or main database cannot be reached.
+   */
+  async initialize(): Promise<this> {
+    if (this.state !== 'new') throw new InvalidArgumentError(`initialize() was already called (state: ${this.state}).`);
+    this.state = 'initializing';
+    try {
+      await connect(this.apiDataSource, 'the API database');
+      if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
+      if (this.mainDataSource) await connect(this.mainDataSource, 'the default main database');
+      // Entity metadata for create()/merge()/query builders, built once without a connection.
+      await (this.templateDataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+    } catch (error) {
+      await this.closeStatic();
+      this.state = 'new';
+      throw error;
+    }
+    this.apiRoute = new StaticRoute(this.apiDataSource.manager);
+    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager) : undefined;
+    this.mappings = new CellMappings(this.apiDataSource);
+    this.state = 'ready';
+    return this;
+  }
+
+  /**
+   * Closes every DataSource: cell DataSources once their running calls finish, then the API and
+   * main databases. Leaves no open handle and no server connection. Safe to call twice.
+   */
+  async destroy(): Promise<void> {
+    if (this.state === 'destroyed') return;
+    this.state = 'destroyed';
+    await this.registry.destroy();
+    await this.closeStatic();
+  }
+
+  /**
+   * A TypeORM Repository of `entity` routed at each call: `'api'` to the API database, `'main'`
+   * (default) to the cell of the current context, or the default main database when untargeted.
+   * Cached per entity and database; needs no context to create.
+   */
+  getRepository<T extends ObjectLiteral>(entity: EntityTarget<T>, db: DatabaseSelector = 'main'): Repository<T> {
+    const byEntity = this.repositories.get(db);
+    if (byEntity === undefined) throw new InvalidArgumentError(`db must be 'api' or 'main', got ${String(db).slice(0, 40)}.`);
+    let repo = byEntity.get(entity);
+    if (repo === undefined) {
+      repo = createRoutedRepository(this, entity as EntityTarget<ObjectLiteral>, db);
+      byEntity.set(entity, repo);
+    }
+    return repo as unknown as Repository<T>;
+  }
+
+  /**
+   * Runs `fn` in a transaction on the current context's database (`db: 'api'` for the API
+   * database); routed repositories used inside join it. Nested calls use a savepoint.
+   * @throws NoContextError for `'main'` outside a context; CellSwitchInTransactionError when `fn`
+   * targets another database.
+   */
+  async transaction<T>(
+    fn: (manager: EntityManager) => Promise<T>,
+    options: { db?: DatabaseSelector; isolation?: IsolationLevel } = {},
+  ): Promise<T> {
+    const db = options.db ?? 'main';
+    if (db !== 'main' && db !== 'api') throw new InvalidArgumentError(`db must be 'api' or 'main'.`);
+    const slot = db === 'main' ? kMainTransaction : kApiTransaction;
+    const ctx = currentContext() ?? (db === 'api' ? new RequestContext() : undefined);
+    if (ctx === undefined) throw new NoContextError('cells.transaction()');
+    const outer = ctx[slot];
+    if (outer !== undefined && outer.owner === this) {
+      return outer.manager.transaction(() => fn(outer.manager));
+    }
+    const route = await this.route(db);
+    try {
+      const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
+      const label = db === 'api' ? 'the API database' : key === MAIN_KEY ? 'the default main database' : `cell ${ctx.cellName ?? key}`;
+      const body = (manager: EntityManager) => {
+        const inner = ctx.clone();
+        inner[slot] = new TransactionRoute(this, key, label, manager);
+        return runInternal(inner, () => fn(manager));
+      };
+      return options.isolation === undefined
+        ? await route.manager.transaction(body)
+        : await route.manager.transaction(options.isolation, body);
+    } finally {
+      route.release();
+    }
+  }
+
+  /** Returns `fn` bound to the current request context; see `bindContext`. */
+  bind<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+    return bindContext(fn);
+  }
+
+  /** Registry counters: open DataSources, hits, misses, evictions, initialisations in flight. */
+  stats(): CellsStats {
+    return this.registry.stats();
+  }
+
+  /** Closes the DataSource of a cell (after its running calls), for example after its mapping changed. */
+  evictCell(uuid: string): void {
+    this.registry.evict(uuid.toLowerCase());
+  }
+
+  /** @internal */
+  route(db: DatabaseSelector): Route | Promise<Route> {
+    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    const ctx = currentContext();
+    if (db === 'api') {
+      const tx = ctx?.[kApiTransaction];
+      return tx !== undefined && tx.owner === this ? (tx as TransactionRoute) : this.apiRoute;
+    }
+    if (ctx === undefined) throw new NoContextError(`A routed 'main' call`);
+    const tx = ctx[kMainTransaction];
+    if (tx !== undefined && tx.owner === this) return tx as TransactionRoute;
+    const key = ctx.dbConnection;
+    if (key === null) {
+      if (this.mainRoute === undefined) throw new NoTargetCellError();
+      return this.mainRoute;
+    }
+    return this.registry.acquire(key);
+  }
+
+  /** @internal */
+  metadataManager(db: DatabaseSelector): EntityManager {
+    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    return db === 'api' ? this.apiDataSource.manager : this.templateDataSource.manager;
+  }
+
+  private cellOptions(): Omit<PostgresOptions, 'host'> {
+    const base = this.options.cellDataSourceOptions ?? {};
+    const poolSize = this.options.poolSize ?? 5;
+    return {
+      ...base,
+      type: 'postgres',
+      entities: this.options.entities,
+      migrations: this.options.migrations ?? [],
+      poolSize,
+      connectTimeoutMS: this.options.connectTimeoutMs ?? 5000,
+      extra: { ...(base.extra as object | undefined), max: poolSize },
+    };
+  }
+
+  private async openCell(key: string): Promise<DataSource> {
+    const cell = await this.mappings.cellByUuid(key);
+    const label = `'${cell.name}' (${cell.uuid})`;
+    const parts = parseConnectionUrl(cell.databaseConnection, label);
+    const dataSource = new DataSource({ ...this.cellOptions(), ...parts });
+    await connect(dataSource, `cell ${label}`);
+    return dataSource;
+  }
+
+  private async closeStatic(): Promise<void> {
+    for (const ds of [this.mainDataSource, this.apiDataSource]) {
+      if (ds?.isInitialized) await ds.destroy();
+    }
+  }
+}
+
+/** Initializes `dataSource`, turning a connection failure into CellUnreachableError with no secrets. */
+async function connect(dataSource: DataSource, label: string): Promise<void> {
+  try {
+    await dataSource.initialize();
+  } catch (error) {
+    if (error instanceof CellsError) throw error;
+    const reason = maskSecrets(error instanceof Error ? error.message : String(error)) || 'connection failed';
+    throw new CellUnreachableError(label, reason, { cause: error });
+  }
+}
+
+function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
+  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
+  if (config === null || typeof config !== 'object') {
+    throw new InvalidArgumentError(`The ${label} database must be a postgres:// URL or TypeORM options.`);
+  }
+  if (config.url !== undefined) {
+    const { url, ...rest } = config;
+    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
+  }
+  return { ...config, type: 'postgres' };
+}
+
+function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entities']> extends infer E ? E extends readonly (infer I)[] ? I[] : never : never {
+  if (typeof config === 'string' || config.entities === undefined) return [];
+  return Array.isArray(config.entities) ? [...config.entities] : (Object.values(config.entities) as never);
+}
+
+function validateOptions(options: CellsOptions): CellsOptions {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('new Cells() needs an options object.');
+  if (options.api === undefined) throw new InvalidArgumentError(`The 'api' option (the API database) is required.`);
+  if (options.entities === undefined) throw new InvalidArgumentError(`The 'entities' option (cell entities) is required.`);
+  positiveInteger(options.maxOpenCells, 'maxOpenCells', 1);
+  positiveInteger(options.poolSize, 'poolSize', 1);
+  positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0);
+  positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
+  return options;
+}
+
+function positiveInteger(value: number | undefined, name: string, min: number): void {
+  if (value === undefined) return;
+  if (!Number.isInteger(value) || value < min) {
+    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${String(value).slice(0, 20)}.`);
+  }
+}

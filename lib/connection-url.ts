@@ -1,0 +1,89 @@
+import { BadConnectionUrlError } from './errors';
+
+/** The parts of a PostgreSQL connection URL that a TypeORM DataSource needs. */
+export interface ConnectionParts {
+  host: string;
+  port: number;
+  username: string;
+  password: string | undefined;
+  database: string;
+  ssl: boolean | { rejectUnauthorized: boolean } | undefined;
+}
+
+const URL_USERINFO_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/\s@]*:)[^@\s]*@/gi;
+const KEYWORD_PASSWORD = /(password\s*=\s*)('[^']*'|[^\s]+)/gi;
+
+/**
+ * Replaces every password found in `text` (URL user-info or `password=` keywords) with `***`.
+ * Applied to every message, log line and CLI output that could carry a connection string.
+ */
+export function maskSecrets(text: string): string {
+  return text.replace(URL_USERINFO_PASSWORD, '$1***@').replace(KEYWORD_PASSWORD, '$1***');
+}
+
+/**
+ * Returns `url` with its password replaced by `***`, for display; an unparsable URL is masked
+ * textually instead, so the result is always safe to print.
+ */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return maskSecrets(url);
+  }
+}
+
+/**
+ * Parses a `postgres://` or `postgresql://` URL into DataSource connection options.
+ * @param url the connection URL; it is never copied into an error message.
+ * @param cellLabel how errors name the cell (uuid or name).
+ * @throws BadConnectionUrlError when the URL is empty, unparsable, not PostgreSQL or has no database.
+ */
+export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
+  if (typeof url !== 'string' || url.trim() === '') {
+    throw new BadConnectionUrlError(cellLabel, 'it is empty');
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new BadConnectionUrlError(cellLabel, 'it cannot be parsed as a URL');
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new BadConnectionUrlError(
+      cellLabel,
+      `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not postgres or postgresql`,
+    );
+  }
+  if (!parsed.hostname) throw new BadConnectionUrlError(cellLabel, 'it has no host');
+  const database = safeDecode(parsed.pathname.replace(/^\//, ''), cellLabel);
+  if (!database || database.includes('/')) {
+    throw new BadConnectionUrlError(cellLabel, 'it names no single database in its path');
+  }
+  const port = parsed.port === '' ? 5432 : Number(parsed.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new BadConnectionUrlError(cellLabel, 'its port is out of range');
+  }
+  const sslmode = parsed.searchParams.get('sslmode') ?? parsed.searchParams.get('ssl');
+  let ssl: ConnectionParts['ssl'];
+  if (sslmode === 'verify-full' || sslmode === 'verify-ca') ssl = true;
+  else if (sslmode === 'require' || sslmode === 'true' || sslmode === 'prefer') ssl = { rejectUnauthorized: false };
+  return {
+    host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port,
+    username: safeDecode(parsed.username, cellLabel) || 'postgres',
+    password: parsed.password === '' ? undefined : safeDecode(parsed.password, cellLabel),
+    database,
+    ssl,
+  };
+}
+
+function safeDecode(part: string, cellLabel: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new BadConnectionUrlError(cellLabel, 'it contains a malformed percent-escape');
+  }
+}

@@ -1,0 +1,261 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
+import type { EntityManager } from 'typeorm';
+import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
+
+/** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
+export type ReadDeleted = 'no' | 'yes' | 'only';
+
+const READ_DELETED_MODES: ReadonlySet<string> = new Set(['no', 'yes', 'only']);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Anything that names a cell for targeting: a `CellMapping` (or any `{ uuid, name? }`) or a uuid. */
+export type CellRef = string | { readonly uuid: string; readonly name?: string };
+
+/** Fields accepted by `new RequestContext(init)`; every one is optional. */
+export interface RequestContextInit {
+  /** Defaults to a random uuid. */
+  requestId?: string;
+  userId?: string | null;
+  projectId?: string | null;
+  /** Defaults to `false`. */
+  isAdmin?: boolean;
+  /** Defaults to `'no'`. */
+  readDeleted?: ReadDeleted;
+  /** The cell to target from the start; defaults to none (the default main database). */
+  cell?: CellRef | null;
+}
+
+/** A transaction open in a context; routed repositories of the same database join it. @internal */
+export interface ActiveTransaction {
+  /** The Cells instance that opened it: repositories of another instance do not join. */
+  readonly owner: object;
+  /** The routing key of its database: a cell uuid, or a fixed key for the API or default main. */
+  readonly key: string;
+  /** How errors name its database. */
+  readonly label: string;
+  readonly manager: EntityManager;
+}
+
+/** Slots for the transaction open on the main (cell) database and on the API database. @internal */
+export const kMainTransaction = Symbol('typeorm-cells.mainTransaction');
+/** @internal */
+export const kApiTransaction = Symbol('typeorm-cells.apiTransaction');
+
+/**
+ * The state of one request: who makes it and which cell database it talks to. It lives in an
+ * AsyncLocalStorage store (see `runWithContext`), so data-access code reads it without parameters.
+ * `dbConnection` is a routing key (the target cell's uuid), never a URL: `toJSON()`, `toString()`
+ * and `util.inspect` show nothing secret.
+ */
+export class RequestContext {
+  requestId: string;
+  userId: string | null;
+  projectId: string | null;
+  isAdmin: boolean;
+  #readDeleted: ReadDeleted = 'no';
+  #cellUuid: string | null = null;
+  #cellName: string | null = null;
+  /** @internal */
+  [kMainTransaction]: ActiveTransaction | undefined;
+  /** @internal */
+  [kApiTransaction]: ActiveTransaction | undefined;
+
+  /**
+   * @throws InvalidArgumentError for an unknown `readDeleted` mode or a malformed cell uuid.
+   */
+  constructor(init: RequestContextInit = {}) {
+    this.requestId = init.requestId ?? `req-${randomUUID()}`;
+    this.userId = init.userId ?? null;
+    this.projectId = init.projectId ?? null;
+    this.isAdmin = init.isAdmin ?? false;
+    if (init.readDeleted !== undefined) this.readDeleted = init.readDeleted;
+    if (init.cell != null) this.#setCell(init.cell);
+  }
+
+  /** `'no'` (default) hides soft-deleted rows from routed reads, `'yes'` includes them, `'only'` returns only them. */
+  get readDeleted(): ReadDeleted {
+    return this.#readDeleted;
+  }
+
+  /** @throws InvalidArgumentError when `mode` is not `'no'`, `'yes'` or `'only'`. */
+  set readDeleted(mode: ReadDeleted) {
+    if (typeof mode !== 'string' || !READ_DELETED_MODES.has(mode)) {
+      throw new InvalidArgumentError(
+        `readDeleted must be 'no', 'yes' or 'only', got ${describe(mode)}.`,
+      );
+    }
+    this.#readDeleted = mode;
+  }
+
+  /** The routing key of the target database: the target cell's uuid, or `null` for the default main database. */
+  get dbConnection(): string | null {
+    return this.#cellUuid;
+  }
+
+  /** The uuid of the target cell, or `null` when untargeted. */
+  get cellUuid(): string | null {
+    return this.#cellUuid;
+  }
+
+  /** The name of the target cell when it was targeted by a `CellMapping`, else `null`. */
+  get cellName(): string | null {
+    return this.#cellName;
+  }
+
+  /** Returns an independent copy; a transaction open in this context stays joined in the copy. */
+  clone(): RequestContext {
+    const copy = new RequestContext({
+      requestId: this.requestId,
+      userId: this.userId,
+      projectId: this.projectId,
+      isAdmin: this.isAdmin,
+    });
+    copy.#readDeleted = this.#readDeleted;
+    copy.#cellUuid = this.#cellUuid;
+    copy.#cellName = this.#cellName;
+    copy[kMainTransaction] = this[kMainTransaction];
+    copy[kApiTransaction] = this[kApiTransaction];
+    return copy;
+  }
+
+  /** Points this context at `cell`, or at the default main database for `null`. @internal */
+  retarget(cell: CellRef | null): void {
+    const tx = this[kMainTransaction];
+    const uuid = cell === null ? null : cellUuidOf(cell);
+    if (tx !== undefined && uuid !== (this.#cellUuid ?? null)) {
+      throw new CellSwitchInTransactionError(tx.label, uuid === null ? 'the default main database' : `cell ${uuid}`);
+    }
+    if (cell === null) {
+      this.#cellUuid = null;
+      this.#cellName = null;
+    } else {
+      this.#setCell(cell);
+    }
+  }
+
+  #setCell(cell: CellRef): void {
+    this.#cellUuid = cellUuidOf(cell);
+    this.#cellName = typeof cell === 'string' ? null : (cell.name ?? null);
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      requestId: this.requestId,
+      userId: this.userId,
+      projectId: this.projectId,
+      isAdmin: this.isAdmin,
+      readDeleted: this.#readDeleted,
+      dbConnection: this.#cellUuid,
+      cellUuid: this.#cellUuid,
+      cellName: this.#cellName,
+    };
+  }
+
+  toString(): string {
+    const target = this.#cellUuid === null ? 'main' : `cell ${this.#cellName ?? this.#cellUuid}`;
+    return `RequestContext(${this.requestId}, ${target})`;
+  }
+
+  [inspect.custom](): string {
+    return `RequestContext ${inspect(this.toJSON())}`;
+  }
+}
+
+/**
+ * Returns the lowercase uuid of a cell reference.
+ * @throws InvalidArgumentError when it is not a CellMapping or a well-formed uuid.
+ */
+export function cellUuidOf(cell: CellRef): string {
+  const uuid = typeof cell === 'string' ? cell : (cell as { uuid?: unknown } | null)?.uuid;
+  if (typeof uuid !== 'string' || !UUID.test(uuid)) {
+    throw new InvalidArgumentError(
+      `A cell must be a CellMapping or a cell uuid, got ${describe(typeof cell === 'string' ? cell : uuid)}.`,
+    );
+  }
+  return uuid.toLowerCase();
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') {
+    const shown = value.length > 60 ? `${value.slice(0, 60)}...` : value;
+    return `'${shown}'`;
+  }
+  return value === null ? 'null' : typeof value;
+}
+
+const storage = new AsyncLocalStorage<RequestContext>();
+
+/** The active context or `undefined`; the routing hot path reads it once per call. @internal */
+export function currentContext(): RequestContext | undefined {
+  return storage.getStore();
+}
+
+/**
+ * Runs `fn` with `ctx` as the active request context and returns its result.
+ * @throws InvalidArgumentError when `ctx` is not a RequestContext.
+ */
+export function runWithContext<T>(ctx: RequestContext, fn: () => T): T {
+  if (!(ctx instanceof RequestContext)) {
+    throw new InvalidArgumentError('runWithContext needs a RequestContext instance.');
+  }
+  return storage.run(ctx, fn);
+}
+
+/**
+ * Returns the active request context.
+ * @throws NoContextError outside any context.
+ */
+export function getContext(): RequestContext {
+  const ctx = storage.getStore();
+  if (ctx === undefined) throw new NoContextError('getContext()');
+  return ctx;
+}
+
+/** Returns the active request context, or `undefined` outside any context. */
+export function tryGetContext(): RequestContext | undefined {
+  return storage.getStore();
+}
+
+/**
+ * Runs `fn` with a copy of the current context pointed at `cell` (Nova's `target_cell`) and returns
+ * its result. The outer context is untouched, also when `fn` throws; calls nest. `null` targets the
+ * default main database. Outside any context, a fresh context is created for `fn`.
+ * @throws InvalidArgumentError for a malformed cell; CellSwitchInTransactionError inside a
+ * transaction on another database.
+ */
+export function targetCell<T>(cell: CellRef | null, fn: () => T): T {
+  const current = storage.getStore();
+  const next = current === undefined ? new RequestContext() : current.clone();
+  next.retarget(cell);
+  return storage.run(next, fn);
+}
+
+/**
+ * Points `ctx` at `cell` for good (Nova's `set_target_cell`); `null` untargets it.
+ * @throws InvalidArgumentError for a malformed cell; CellSwitchInTransactionError when `ctx` is
+ * inside a transaction on another database.
+ */
+export function setTargetCell(ctx: RequestContext, cell: CellRef | null): void {
+  if (!(ctx instanceof RequestContext)) {
+    throw new InvalidArgumentError('setTargetCell needs a RequestContext instance.');
+  }
+  ctx.retarget(cell);
+}
+
+/**
+ * Returns a function that runs `fn` in the context active now, wherever it is later called from: an
+ * event listener, a stream or pool callback. Bound outside any context, it runs outside any context,
+ * so it never picks up the context of whoever happens to call it.
+ */
+export function bindContext<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  const ctx = storage.getStore();
+  if (ctx === undefined) return (...args: A) => storage.exit(() => fn(...args));
+  return (...args: A) => storage.run(ctx, () => fn(...args));
+}
+
+/** Runs `fn` in `ctx` without the checks of `runWithContext`. @internal */
+export function runInternal<T>(ctx: RequestContext, fn: () => T): T {
+  return storage.run(ctx, fn);
+}

@@ -1,0 +1,92 @@
+/**
+ * Every error typeorm-cells throws. Each class has a stable `code` that callers can switch on, and a
+ * message that names the cell by uuid or name and never contains a connection string or password.
+ */
+
+/** Base class of every typeorm-cells error; `code` is stable across releases. */
+export abstract class CellsError extends Error {
+  abstract readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A routed `'main'` call, `getContext()` or a transaction ran outside any request context. */
+export class NoContextError extends CellsError {
+  readonly code = 'CELLS_NO_CONTEXT';
+  constructor(what = 'This call') {
+    super(
+      `${what} needs a request context, but none is active. Wrap the work in ` +
+        `runWithContext(new RequestContext(), fn) (or targetCell(cell, fn)), and use cells.bind(fn) ` +
+        `for callbacks registered elsewhere (event listeners, streams).`,
+    );
+  }
+}
+
+/** A `'main'` call ran in an untargeted context and no default main database was configured. */
+export class NoTargetCellError extends CellsError {
+  readonly code = 'CELLS_NO_TARGET_CELL';
+  constructor() {
+    super(
+      `The request context targets no cell and no default main database is configured. ` +
+        `Use targetCell(cell, fn), or pass the 'main' option to new Cells().`,
+    );
+  }
+}
+
+/** No `CellMapping` exists for the requested cell. */
+export class UnknownCellError extends CellsError {
+  readonly code = 'CELLS_UNKNOWN_CELL';
+  constructor(readonly cell: string) {
+    super(`Unknown cell '${cell}': no CellMapping has this uuid or name. List cells with cells.mappings.allCells().`);
+  }
+}
+
+/** A cell's stored database connection is not a usable PostgreSQL URL. */
+export class BadConnectionUrlError extends CellsError {
+  readonly code = 'CELLS_BAD_CONNECTION_URL';
+  constructor(readonly cell: string, reason: string) {
+    super(
+      `The database connection of cell ${cell} is not a valid PostgreSQL URL (${reason}). ` +
+        `Expected postgres://user:password@host:port/database; fix the CellMapping.`,
+    );
+  }
+}
+
+/** Opening a cell's database failed (server down, authentication, missing database). */
+export class CellUnreachableError extends CellsError {
+  readonly code = 'CELLS_CELL_UNREACHABLE';
+  constructor(readonly cell: string, reason: string, options?: { cause?: unknown }) {
+    super(`Cell ${cell} is unreachable: ${reason}. The next call retries.`, options);
+  }
+}
+
+/** Code inside `cells.transaction()` tried to target a different database. */
+export class CellSwitchInTransactionError extends CellsError {
+  readonly code = 'CELLS_CELL_SWITCH_IN_TRANSACTION';
+  constructor(from: string, to: string) {
+    super(
+      `Cannot target ${to} inside a transaction on ${from}: a transaction lives in one database. ` +
+        `Finish the transaction first, or run the other cell's work outside it.`,
+    );
+  }
+}
+
+/** An argument failed validation (malformed uuid, unknown readDeleted mode, bad option). */
+export class InvalidArgumentError extends CellsError {
+  readonly code = 'CELLS_INVALID_ARGUMENT';
+}
+
+/** The `Cells` instance is not initialized yet, or was destroyed. */
+export class CellsNotReadyError extends CellsError {
+  readonly code = 'CELLS_NOT_READY';
+  constructor(state: 'uninitialized' | 'destroyed') {
+    super(
+      state === 'uninitialized'
+        ? 'Cells is not initialized: await cells.initialize() before routing calls.'
+        : 'Cells was destroyed: create a new Cells instance to route calls again.',
+    );
+  }
+}

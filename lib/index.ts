@@ -1,0 +1,30 @@
+import 'reflect-metadata';
+
+export { Cells } from './cells';
+export type { CellDataSourceOptions, CellsLogEvent, CellsOptions, CellsStats, DatabaseConfig, PostgresOptions } from './cells';
+export {
+  RequestContext,
+  bindContext,
+  getContext,
+  runWithContext,
+  setTargetCell,
+  targetCell,
+  tryGetContext,
+} from './context';
+export type { CellRef, ReadDeleted, RequestContextInit } from './context';
+export {
+  BadConnectionUrlError,
+  CellSwitchInTransactionError,
+  CellUnreachableError,
+  CellsError,
+  CellsNotReadyError,
+  InvalidArgumentError,
+  NoContextError,
+  NoTargetCellError,
+  UnknownCellError,
+} from './errors';
+export { maskSecrets, redactUrl } from './connection-url';
+export type { DatabaseSelector } from './repository';
+export { CellMappings } from './mappings';
+export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export { API_MIGRATIONS } from '../migrations';

@@ -1,0 +1,249 @@
+import { LRUCache } from 'lru-cache';
+import type { DataSource, EntityManager } from 'typeorm';
+import { CellsNotReadyError } from './errors';
+
+/**
+ * A database a routed call can run on. Calls take a lease for their whole duration (`acquire` /
+ * `release`), so the registry never closes a DataSource under a running query. @internal
+ */
+export interface Route {
+  readonly manager: EntityManager;
+  release(): void;
+}
+
+/** One open cell DataSource in the registry. @internal */
+export class RegistryEntry implements Route {
+  readonly manager: EntityManager;
+  /** Calls and transactions running on this DataSource now. */
+  leases = 0;
+  /** `open` while in the LRU; `draining` once evicted, until its last lease ends; then `closed`. */
+  state: 'open' | 'draining' | 'closed' = 'open';
+
+  constructor(
+    readonly key: string,
+    readonly dataSource: DataSource,
+    private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
+  ) {
+    this.manager = dataSource.manager;
+  }
+
+  release(): void {
+    if (--this.leases === 0 && this.state === 'draining') this.onIdleAfterEviction(this);
+  }
+}
+
+/** Counters returned by `cells.stats()`. */
+export interface RegistryStats {
+  /** Cell DataSources open and in the LRU. */
+  open: number;
+  /** Evicted DataSources still finishing their running calls. */
+  draining: number;
+  /** DataSources being opened now (initialisations in flight). */
+  opening: number;
+  /** Routed calls that found their cell's DataSource open. */
+  hits: number;
+  /** Routed calls that had to open (or wait for) their cell's DataSource. */
+  misses: number;
+  /** DataSources evicted by the LRU bound, the idle timeout or an explicit eviction. */
+  evictions: number;
+  /** DataSources opened successfully since start. */
+  opened: number;
+  /** DataSources closed since start. */
+  closed: number;
+  /** Opens that failed (they are not cached: the next call retries). */
+  failedOpens: number;
+}
+
+/** How the registry opens a cell and reports what it does. @internal */
+export interface RegistryOptions {
+  /** Upper bound on DataSources open at once, counting those opening and draining. */
+  maxOpen: number;
+  /** Close a DataSource unused for this long; 0 keeps it until the LRU bound evicts it. */
+  idleTimeoutMs: number;
+  /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
+  open(key: string): Promise<DataSource>;
+  /** Receives lifecycle events for logging. */
+  onEvent?(event: RegistryEvent): void;
+}
+
+/** What the registry reports to the `logger` option. Keys are cell uuids, never URLs. */
+export type RegistryEvent =
+  | { type: 'open'; key: string; ms: number }
+  | { type: 'open-failed'; key: string; error: unknown }
+  | { type: 'evict'; key: string; reason: string }
+  | { type: 'close'; key: string }
+  | { type: 'close-failed'; key: string; error: unknown };
+
+/**
+ * LRU-cached cell DataSources keyed by cell uuid: opened lazily with single flight, bounded by
+ * `maxOpen`, closed when idle or evicted only after their running calls finish.
+ * @internal
+ */
+export class DataSourceRegistry {
+  private readonly lru: LRUCache<string, RegistryEntry>;
+  private readonly opening = new Map<string, Promise<RegistryEntry>>();
+  private readonly draining = new Set<RegistryEntry>();
+  private readonly closing = new Set<Promise<void>>();
+  private readonly slotWaiters: Array<() => void> = [];
+  private slotsUsed = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private destroyed = false;
+  private readonly counters = { hits: 0, misses: 0, evictions: 0, opened: 0, closed: 0, failedOpens: 0 };
+
+  constructor(private readonly options: RegistryOptions) {
+    const ttl = options.idleTimeoutMs > 0 ? options.idleTimeoutMs : undefined;
+    this.lru = new LRUCache<string, RegistryEntry>({
+      max: options.maxOpen,
+      ...(ttl === undefined ? {} : { ttl, updateAgeOnGet: true }),
+      dispose: (entry, _key, reason) => this.retire(entry, reason),
+    });
+    if (ttl !== undefined) {
+      // lru-cache checks staleness on access only; sweep so an idle cell closes without traffic.
+      this.sweeper = setInterval(() => this.lru.purgeStale(), Math.max(10, Math.min(ttl / 2, 30_000)));
+      this.sweeper.unref();
+    }
+  }
+
+  /**
+   * Returns the entry of `key` with a lease taken: synchronously when it is open, else after opening
+   * it (one open for any number of concurrent callers). The caller must `release()` it.
+   * @throws CellsNotReadyError after destroy(); whatever `open` throws (not cached).
+   */
+  acquire(key: string): RegistryEntry | Promise<RegistryEntry> {
+    const entry = this.lru.get(key);
+    if (entry !== undefined) {
+      this.counters.hits++;
+      entry.leases++;
+      return entry;
+    }
+    if (this.destroyed) throw new CellsNotReadyError('destroyed');
+    this.counters.misses++;
+    return this.acquireSlow(key);
+  }
+
+  private async acquireSlow(key: string): Promise<RegistryEntry> {
+    for (;;) {
+      let flight = this.opening.get(key);
+      if (flight === undefined) {
+        flight = this.open(key);
+        this.opening.set(key, flight);
+        const clear = () => this.opening.delete(key);
+        flight.then(clear, clear);
+      }
+      const entry = await flight;
+      // Evicted and already closed between the open and this caller's turn: open it again.
+      if (entry.state === 'closed') {
+        if (this.destroyed) throw new CellsNotReadyError('destroyed');
+        const reopened = this.lru.get(key);
+        if (reopened === undefined) continue;
+        reopened.leases++;
+        return reopened;
+      }
+      entry.leases++;
+      return entry;
+    }
+  }
+
+  private async open(key: string): Promise<RegistryEntry> {
+    await this.takeSlot();
+    const started = performance.now();
+    let dataSource: DataSource;
+    try {
+      if (this.destroyed) throw new CellsNotReadyError('destroyed');
+      dataSource = await this.options.open(key);
+    } catch (error) {
+      this.counters.failedOpens++;
+      this.giveSlot();
+      this.options.onEvent?.({ type: 'open-failed', key, error });
+      throw error;
+    }
+    const entry = new RegistryEntry(key, dataSource, (e) => this.close(e));
+    this.counters.opened++;
+    this.options.onEvent?.({ type: 'open', key, ms: performance.now() - started });
+    if (this.destroyed) {
+      entry.state = 'draining';
+      this.draining.add(entry);
+      this.close(entry);
+    } else {
+      this.lru.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** Waits until opening one more DataSource keeps the total within `maxOpen`, evicting the LRU tail. */
+  private async takeSlot(): Promise<void> {
+    while (this.slotsUsed >= this.options.maxOpen) {
+      if (this.destroyed) throw new CellsNotReadyError('destroyed');
+      // Free a slot for each waiter: evict the least recently used open cell unless enough are draining.
+      if (this.draining.size <= this.slotWaiters.length && this.lru.size > 0) this.lru.pop();
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+    this.slotsUsed++;
+  }
+
+  private giveSlot(): void {
+    this.slotsUsed--;
+    this.slotWaiters.shift()?.();
+  }
+
+  /** Called by the LRU when an entry leaves it: close now if idle, else once its last lease ends. */
+  private retire(entry: RegistryEntry, reason: string): void {
+    if (entry.state !== 'open') return;
+    entry.state = 'draining';
+    this.draining.add(entry);
+    this.counters.evictions++;
+    this.options.onEvent?.({ type: 'evict', key: entry.key, reason });
+    if (entry.leases === 0) this.close(entry);
+  }
+
+  private close(entry: RegistryEntry): void {
+    if (entry.state !== 'draining') return;
+    entry.state = 'closed';
+    const done = entry.dataSource
+      .destroy()
+      .catch((error: unknown) => this.options.onEvent?.({ type: 'close-failed', key: entry.key, error }))
+      .finally(() => {
+        this.draining.delete(entry);
+        this.closing.delete(done);
+        this.counters.closed++;
+        this.options.onEvent?.({ type: 'close', key: entry.key });
+        this.giveSlot();
+      });
+    this.closing.add(done);
+  }
+
+  /** Evicts `key` (for example after its mapping changed); running calls finish first. */
+  evict(key: string): void {
+    this.lru.delete(key);
+  }
+
+  /** True when `key` has an open DataSource in the LRU (does not touch recency). */
+  has(key: string): boolean {
+    return this.lru.has(key);
+  }
+
+  stats(): RegistryStats {
+    return {
+      open: this.lru.size,
+      draining: this.draining.size,
+      opening: this.opening.size,
+      ...this.counters,
+    };
+  }
+
+  /**
+   * Closes every DataSource: open ones at once when idle, busy ones when their calls finish, and
+   * those still opening once open. Resolves when all are closed; later acquires throw.
+   */
+  async destroy(): Promise<void> {
+    this.destroyed = true;
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    for (const wake of this.slotWaiters.splice(0)) wake();
+    this.lru.clear();
+    await Promise.allSettled([...this.opening.values()]);
+    while (this.closing.size > 0 || this.draining.size > 0) {
+      if (this.closing.size > 0) await Promise.allSettled([...this.closing]);
+      else await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}

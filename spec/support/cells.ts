@@ -1,0 +1,100 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { Cells, CellMapping, type CellsOptions } from '../../lib';
+import { createTestDatabase, type TestDatabase } from './databases';
+import { CreateWidgets1764072100000, Widget } from './widget';
+
+/** A cell of a test world: its database and its mapping in the API database. */
+export interface TestCell {
+  db: TestDatabase;
+  mapping: CellMapping;
+}
+
+/** An API database with cells mapped in it, and a `Cells` instance routing over them. */
+export interface CellWorld {
+  api: TestDatabase;
+  cells: TestCell[];
+  lib: Cells;
+  /** Destroys `lib` and drops every database of the world. */
+  destroy(): Promise<void>;
+}
+
+/** Options of `createCellWorld`. */
+export interface CellWorldOptions {
+  /** How many cells to create and map. Default: 3. */
+  cellCount?: number;
+  /** Extra options for `new Cells()`. */
+  cells?: Partial<CellsOptions>;
+  /** Rewrites each cell's connection URL before it is stored (e.g. to add a sentinel password). */
+  connectionUrl?: (url: string, index: number) => string;
+  /** Also create a default main database with the widgets table. Default: false. */
+  withMain?: boolean;
+}
+
+/** Applies the cell migrations (the widgets table) to the database at `url`. */
+export async function migrateCellDatabase(url: string): Promise<void> {
+  const ds = new DataSource({ type: 'postgres', url, migrations: [CreateWidgets1764072100000], entities: [] });
+  await ds.initialize();
+  try {
+    await ds.runMigrations();
+  } finally {
+    await ds.destroy();
+  }
+}
+
+/**
+ * Creates an API database (migrated), `cellCount` cell databases (migrated) mapped in it, and an
+ * initialized `Cells` over them.
+ */
+export async function createCellWorld(label: string, options: CellWorldOptions = {}): Promise<CellWorld> {
+  const api = await createTestDatabase(`${label}_api`);
+  const cells: TestCell[] = [];
+  const extra: TestDatabase[] = [];
+  let lib: Cells | undefined;
+  try {
+    const main = options.withMain ? await createTestDatabase(`${label}_main`) : undefined;
+    if (main) {
+      extra.push(main);
+      await migrateCellDatabase(main.url);
+    }
+    lib = new Cells({
+      api: api.url,
+      entities: [Widget],
+      migrations: [CreateWidgets1764072100000],
+      migrateApi: true,
+      ...(main ? { main: main.url } : {}),
+      ...options.cells,
+    });
+    await lib.initialize();
+    const mappings = lib.getRepository(CellMapping, 'api');
+    for (let i = 0; i < (options.cellCount ?? 3); i++) {
+      const db = await createTestDatabase(`${label}_c${i}`);
+      await migrateCellDatabase(db.url);
+      const url = options.connectionUrl ? options.connectionUrl(db.url, i) : db.url;
+      const mapping = await mappings.save(
+        mappings.create({ uuid: randomUUID(), name: `${label}-cell${i}`, databaseConnection: url }),
+      );
+      cells.push({ db, mapping });
+    }
+  } catch (error) {
+    await lib?.destroy();
+    await Promise.all([api, ...extra, ...cells.map((c) => c.db)].map((db) => db.drop()));
+    throw error;
+  }
+  const ready = lib;
+  return {
+    api,
+    cells,
+    lib: ready,
+    async destroy() {
+      await ready.destroy();
+      await Promise.all([api, ...extra, ...cells.map((c) => c.db)].map((db) => db.drop()));
+    },
+  };
+}
+
+/** A widget row meant for `cellUuid`. */
+export function widgetFor(cellUuid: string, name = `w-${randomUUID().slice(0, 8)}`): Partial<Widget> {
+  return { uuid: randomUUID(), name, intendedCell: cellUuid };
+}
