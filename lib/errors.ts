@@ -90,3 +90,35 @@ export class CellsNotReadyError extends CellsError {
     );
   }
 }
+
+/** No InstanceMapping exists for the instance, or it is not placed in a cell yet. */
+export class UnknownInstanceError extends CellsError {
+  readonly code = 'CELLS_UNKNOWN_INSTANCE';
+  constructor(readonly instanceUuid: string, detail = 'no InstanceMapping has this uuid') {
+    super(`Unknown instance '${instanceUuid}': ${detail}.`);
+  }
+}
+
+/** No HostMapping exists for the host. */
+export class UnknownHostError extends CellsError {
+  readonly code = 'CELLS_UNKNOWN_HOST';
+  constructor(readonly host: string) {
+    super(`Unknown host '${host.slice(0, 255)}': no HostMapping has this name. Map it with cells.mappings.mapHost().`);
+  }
+}
+
+/** A cell cannot be deleted while instances or hosts are mapped to it. */
+export class CellInUseError extends CellsError {
+  readonly code = 'CELLS_CELL_IN_USE';
+  constructor(cell: string, instances: number, hosts: number) {
+    super(
+      `Cell ${cell} still has ${instances} instance mapping(s) and ${hosts} host mapping(s); ` +
+        `move or delete them first, or pass { force: true } to delete the mappings with the cell.`,
+    );
+  }
+}
+
+/** A mapping with this uuid or name already exists. */
+export class DuplicateMappingError extends CellsError {
+  readonly code = 'CELLS_DUPLICATE_MAPPING';
+}

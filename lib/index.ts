@@ -22,9 +22,14 @@ export {
   NoContextError,
   NoTargetCellError,
   UnknownCellError,
+  UnknownInstanceError,
+  UnknownHostError,
+  CellInUseError,
+  DuplicateMappingError,
 } from './errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
+export type { AllCellsOptions, CellMappingInit, CellMappingPatch, InstanceMappingInit } from './mappings';
 export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
 export { API_MIGRATIONS } from '../migrations';
