@@ -38,8 +38,10 @@ export interface RegistryStats {
   open: number;
   /** Evicted DataSources still finishing their running calls. */
   draining: number;
-  /** DataSources being opened now (initialisations in flight). */
+  /** DataSources being initialized now (connecting; each holds a slot of the bound). */
   opening: number;
+  /** Cells whose callers wait for a free slot under the `maxOpen` bound. */
+  waiting: number;
   /** Routed calls that found their cell's DataSource open. */
   hits: number;
   /** Routed calls that had to open (or wait for) their cell's DataSource. */
@@ -86,6 +88,7 @@ export class DataSourceRegistry {
   private readonly closing = new Set<Promise<void>>();
   private readonly slotWaiters: Array<() => void> = [];
   private slotsUsed = 0;
+  private initializing = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private destroyed = false;
   private readonly counters = { hits: 0, misses: 0, evictions: 0, opened: 0, closed: 0, failedOpens: 0 };
@@ -148,6 +151,7 @@ export class DataSourceRegistry {
     await this.takeSlot();
     const started = performance.now();
     let dataSource: DataSource;
+    this.initializing++;
     try {
       if (this.destroyed) throw new CellsNotReadyError('destroyed');
       dataSource = await this.options.open(key);
@@ -156,6 +160,8 @@ export class DataSourceRegistry {
       this.giveSlot();
       this.options.onEvent?.({ type: 'open-failed', key, error });
       throw error;
+    } finally {
+      this.initializing--;
     }
     const entry = new RegistryEntry(key, dataSource, (e) => this.close(e));
     this.counters.opened++;
@@ -166,6 +172,8 @@ export class DataSourceRegistry {
       this.close(entry);
     } else {
       this.lru.set(key, entry);
+      // Openers waiting for a slot may now evict this entry; let its own callers lease it first.
+      if (this.slotWaiters.length > 0) setImmediate(() => this.slotWaiters.shift()?.());
     }
     return entry;
   }
@@ -226,7 +234,8 @@ export class DataSourceRegistry {
     return {
       open: this.lru.size,
       draining: this.draining.size,
-      opening: this.opening.size,
+      opening: this.initializing,
+      waiting: this.slotWaiters.length,
       ...this.counters,
     };
   }

@@ -59,7 +59,9 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
       await migrateCellDatabase(main.url);
     }
     lib = new Cells({
-      api: api.url,
+      // Small pools: the suite runs files in parallel, also against a server with max_connections 100.
+      api: { url: api.url, poolSize: 3 },
+      poolSize: 3,
       entities: [Widget],
       migrations: [CreateWidgets1764072100000],
       migrateApi: true,
