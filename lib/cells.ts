@@ -28,6 +28,7 @@ import {
   NoTargetCellError,
 } from './errors';
 import { CellMappings } from './mappings';
+import { maskDataSourceLogger } from './masked-logger';
 import { DataSourceRegistry, type RegistryEvent, type RegistryStats, type Route } from './registry';
 import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
 
@@ -310,6 +311,7 @@ export class Cells implements Router {
 
 /** Initializes `dataSource`, turning a connection failure into CellUnreachableError with no secrets. */
 async function connect(dataSource: DataSource, label: string): Promise<void> {
+  maskDataSourceLogger(dataSource);
   try {
     await dataSource.initialize();
   } catch (error) {

@@ -28,6 +28,8 @@ export interface CellWorldOptions {
   cells?: Partial<CellsOptions>;
   /** Rewrites each cell's connection URL before it is stored (e.g. to add a sentinel password). */
   connectionUrl?: (url: string, index: number) => string;
+  /** Extra TypeORM options for the API DataSource (logging, logger...). */
+  apiOptions?: Record<string, unknown>;
   /** Also create a default main database with the widgets table. Default: false. */
   withMain?: boolean;
 }
@@ -60,7 +62,7 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
     }
     lib = new Cells({
       // Small pools: the suite runs files in parallel, also against a server with max_connections 100.
-      api: { url: api.url, poolSize: 3 },
+      api: { url: api.url, poolSize: 3, ...options.apiOptions },
       poolSize: 3,
       entities: [Widget],
       migrations: [CreateWidgets1764072100000],
