@@ -18,6 +18,10 @@ function mask(value: unknown): unknown {
  * its database URL.
  */
 export function maskDataSourceLogger(dataSource: DataSource): void {
+  const { logging, logger, maxQueryExecutionTime } = dataSource.options;
+  // TypeORM calls its logger on every query; with logging off and no custom logger nothing is
+  // printed, so the hot path skips the masking proxy.
+  if (!logging && logger === undefined && maxQueryExecutionTime === undefined) return;
   const inner = dataSource.logger;
   const masked = new Proxy(inner, {
     get(target, property, receiver) {

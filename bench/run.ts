@@ -1,0 +1,56 @@
+import 'reflect-metadata';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import globalSetup from '../spec/support/global-setup';
+import globalTeardown from '../spec/support/global-teardown';
+import type { Scenario, ScenarioResult } from './scenario';
+import { routingOverhead } from './scenarios/routing';
+import { coldCell } from './scenarios/cold-cell';
+
+const SCENARIOS: Record<string, Scenario> = {
+  routing: routingOverhead,
+  'cold-cell': coldCell,
+};
+
+/**
+ * `npm run bench [-- --quick] [-- --only a,b]`: runs the scenarios against CELLS_TEST_DATABASE_URL,
+ * or an embedded PostgreSQL when it is unset, and writes bench/results/latest.{json,md}.
+ */
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const quick = args.includes('--quick');
+  const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+  const only = onlyArg ? new Set(onlyArg.split(',')) : undefined;
+  await globalSetup();
+  const results: ScenarioResult[] = [];
+  const started = Date.now();
+  try {
+    for (const [id, scenario] of Object.entries(SCENARIOS)) {
+      if (only && !only.has(id)) continue;
+      const t = Date.now();
+      process.stdout.write(`\n## ${id}${quick ? ' (quick)' : ''}\n`);
+      const result = await scenario(quick);
+      results.push(result);
+      process.stdout.write(`${result.markdown}\n(${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
+    }
+  } finally {
+    await globalTeardown();
+  }
+  const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const header = `Run ${new Date().toISOString()} on ${machine}${quick ? ' (quick smoke run: figures are not meaningful)' : ''}; total ${((Date.now() - started) / 1000).toFixed(0)} s.`;
+  const dir = join(__dirname, '..', '..', 'bench', 'results');
+  await mkdir(dir, { recursive: true });
+  const name = quick ? 'quick' : 'latest';
+  await writeFile(join(dir, `${name}.json`), JSON.stringify({ header, machine, quick, results }, null, 2));
+  await writeFile(
+    join(dir, `${name}.md`),
+    [`# Benchmark results`, '', header, '', ...results.flatMap((r) => [`## ${r.title}`, '', r.markdown, ''])].join('\n'),
+  );
+  process.stdout.write(`\n${header}\nWrote bench/results/${name}.json and ${name}.md\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});
