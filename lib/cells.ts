@@ -7,12 +7,14 @@ import {
   type Repository,
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
-import { API_ENTITIES } from '../entities';
+import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
 import { maskSecrets, parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
   bindContext,
+  targetCell,
+  type CellRef,
   currentContext,
   kApiTransaction,
   kMainTransaction,
@@ -28,6 +30,8 @@ import {
   NoTargetCellError,
 } from './errors';
 import { CellMappings } from './mappings';
+import type { MappingCacheOptions } from './mapping-cache';
+import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
 import { DataSourceRegistry, type RegistryEvent, type RegistryStats, type Route } from './registry';
 import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
@@ -80,6 +84,14 @@ export interface CellsOptions {
   migrateApi?: boolean;
   /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
   logger?: (event: CellsLogEvent) => void;
+  /**
+   * Bounds of the cache of cell, instance and host lookups (`cells.mappings`). Writes through the
+   * library invalidate it at once in every process sharing the API database (PostgreSQL
+   * LISTEN/NOTIFY, one extra API connection per process), so `ttlMs` only bounds staleness after
+   * changes made with plain SQL. LISTEN needs a session connection: not through a transaction-mode
+   * pooler. Default: `{ max: 10000, ttlMs: 60000 }`.
+   */
+  mappingCache?: MappingCacheOptions;
 }
 
 /** Counters of the DataSource registry; see RegistryStats. */
@@ -124,6 +136,8 @@ export class Cells implements Router {
   private state: 'new' | 'initializing' | 'ready' | 'destroyed' = 'new';
   private apiRoute!: StaticRoute;
   private mainRoute: StaticRoute | undefined;
+  /** The connection each cell DataSource was opened with, to find stale ones after a listener outage. */
+  private readonly cellConnections = new Map<string, string>();
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
@@ -171,7 +185,15 @@ export class Cells implements Router {
     }
     this.apiRoute = new StaticRoute(this.apiDataSource.manager);
     this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager) : undefined;
-    this.mappings = new CellMappings(this.apiDataSource);
+    this.mappings = new CellMappings(this.apiDataSource, {
+      ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
+      onCellReconnect: (uuid) => {
+        this.cellConnections.delete(uuid);
+        this.evictCell(uuid);
+      },
+      onResync: () => void this.resyncCells(),
+    });
+    await this.mappings.listen();
     this.state = 'ready';
     return this;
   }
@@ -183,6 +205,7 @@ export class Cells implements Router {
   async destroy(): Promise<void> {
     if (this.state === 'destroyed') return;
     this.state = 'destroyed';
+    await this.mappings?.close();
     await this.registry.destroy();
     await this.closeStatic();
   }
@@ -254,6 +277,46 @@ export class Cells implements Router {
     this.registry.evict(uuid.toLowerCase());
   }
 
+  /**
+   * Looks up the cell holding an instance (cached) and runs `fn` targeted at it, as `targetCell`.
+   * @throws UnknownInstanceError when the instance is unmapped or not placed in a cell yet;
+   * InvalidArgumentError for a malformed uuid; whatever `fn` throws.
+   */
+  async targetInstanceCell<T>(instanceUuid: string, fn: (cell: CellMapping) => T | Promise<T>): Promise<T> {
+    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    const cell = await this.mappings.instanceCell(instanceUuid);
+    return targetCell(cell, () => fn(cell));
+  }
+
+  /**
+   * Runs `fn` once in each of `cells` (CellMappings or uuids), inside `targetCell(cell)`, in parallel
+   * up to `concurrency`, and gathers the results by cell uuid. A cell that throws yields RaisedError
+   * and one that misses the deadline yields DidNotRespond; neither affects the other cells.
+   * @param options timeoutMs (default 30000), concurrency (default all), signal.
+   * @throws InvalidArgumentError for a malformed cell or option; ScatterGatherAbortedError when
+   * `options.signal` aborts first.
+   */
+  async scatterGather<T>(
+    cells: readonly CellRef[],
+    fn: CellTask<T>,
+    options: ScatterGatherOptions = {},
+  ): Promise<ScatterGatherResult<T>> {
+    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    return scatterGather(cells, fn, options, (uuid) => this.mappings.cellByUuid(uuid));
+  }
+
+  /**
+   * `scatterGather` over every mapped cell (cached list). Like `mappings.allCells()`, it includes
+   * cell0 and disabled cells unless `includeCell0: false` / `includeDisabled: false`.
+   * @throws as `scatterGather`.
+   */
+  async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
+    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    const { includeCell0, includeDisabled, ...gather } = options;
+    const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
+    return this.scatterGather(cells, fn, gather);
+  }
+
   /** @internal */
   route(db: DatabaseSelector): Route | Promise<Route> {
     if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
@@ -294,12 +357,38 @@ export class Cells implements Router {
   }
 
   private async openCell(key: string): Promise<DataSource> {
-    const cell = await this.mappings.cellByUuid(key);
-    const label = `'${cell.name}' (${cell.uuid})`;
-    const parts = parseConnectionUrl(cell.databaseConnection, label);
-    const dataSource = new DataSource({ ...this.cellOptions(), ...parts });
-    await connect(dataSource, `cell ${label}`);
-    return dataSource;
+    for (let attempt = 1; ; attempt++) {
+      const cell = await this.mappings.cellByUuid(key);
+      const label = `'${cell.name}' (${cell.uuid})`;
+      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      const dataSource = new DataSource({ ...this.cellOptions(), ...parts });
+      await connect(dataSource, `cell ${label}`);
+      // A change notified while connecting evicted nothing (this DataSource was not in the registry
+      // yet): check the mapping again, a cache hit unless it changed, and reopen if it did.
+      const now = await this.mappings.cellByUuid(key).catch(() => undefined);
+      if (now?.databaseConnection === cell.databaseConnection || attempt === 3) {
+        this.cellConnections.set(key, cell.databaseConnection);
+        return dataSource;
+      }
+      await dataSource.destroy();
+    }
+  }
+
+  /** After the listener missed notifications, closes DataSources whose cell was deleted or re-pointed. */
+  private async resyncCells(): Promise<void> {
+    if (this.cellConnections.size === 0 || this.state !== 'ready') return;
+    const current = new Map<string, string>();
+    try {
+      for (const cell of await this.mappings.allCells()) current.set(cell.uuid, cell.databaseConnection);
+    } catch {
+      current.clear();
+    }
+    for (const [uuid, connection] of this.cellConnections) {
+      if (current.get(uuid) !== connection) {
+        this.cellConnections.delete(uuid);
+        this.evictCell(uuid);
+      }
+    }
   }
 
   private async closeStatic(): Promise<void> {
@@ -346,6 +435,8 @@ function validateOptions(options: CellsOptions): CellsOptions {
   positiveInteger(options.poolSize, 'poolSize', 1);
   positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0);
   positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
+  positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1);
+  positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1);
   return options;
 }
 

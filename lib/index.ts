@@ -33,3 +33,8 @@ export { CellMappings } from './mappings';
 export type { AllCellsOptions, CellMappingInit, CellMappingPatch, InstanceMappingInit } from './mappings';
 export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
 export { API_MIGRATIONS } from '../migrations';
+export { ScatterGatherAbortedError } from './errors';
+export type { CellMappingsOptions } from './mappings';
+export type { MappingCacheOptions, MappingCacheStats } from './mapping-cache';
+export { DidNotRespond, RaisedError, isCellFailure } from './scatter';
+export type { CellResult, CellTask, ScatterGatherAllOptions, ScatterGatherOptions, ScatterGatherResult } from './scatter';

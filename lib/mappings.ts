@@ -13,6 +13,17 @@ import {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
+import {
+  MAPPINGS_CHANNEL,
+  MappingCache,
+  MappingListener,
+  decodeChange,
+  encodeChange,
+  listenerConfig,
+  type MappingCacheOptions,
+  type MappingCacheStats,
+  type MappingChange,
+} from './mapping-cache';
 
 /** Fields of a new cell; `uuid` defaults to a random one. */
 export interface CellMappingInit {
@@ -24,7 +35,9 @@ export interface CellMappingInit {
 }
 
 /** Fields of a cell that `updateCell` may change. */
-export type CellMappingPatch = Partial<Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'disabled'>>;
+export type CellMappingPatch = Partial<
+  Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'disabled'>
+>;
 
 /** Which cells `allCells` returns. */
 export interface AllCellsOptions {
@@ -43,86 +56,193 @@ export interface InstanceMappingInit {
   userId?: string | null;
 }
 
+/** Options of `new CellMappings()`; `Cells` sets them from its own options. */
+export interface CellMappingsOptions {
+  /** Bounds of the lookup cache. Default: 10000 entries, 60000 ms. */
+  cache?: MappingCacheOptions;
+  /**
+   * Called (in every process, after the change committed) when a cell was deleted or its database
+   * connection changed, so its open DataSource can be closed. Default: none.
+   */
+  onCellReconnect?: (uuid: string) => void;
+  /** Called when the listener reconnected after an outage, in which changes may have been missed. */
+  onResync?: () => void;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_NAME = 255;
+const ALL = 'all';
 
 /**
- * Cell, instance and host lookups and writes in the API database.
- * Reached as `cells.mappings`.
+ * Cell, instance and host lookups and writes in the API database, reached as `cells.mappings`.
+ * Lookups are cached while `listen()` keeps a LISTEN connection open: every write made through this
+ * class notifies all processes in its own transaction, and each drops the affected keys at once.
+ * Returned CellMappings are copies: changing one changes nothing until passed to `updateCell`.
  */
 export class CellMappings {
-  constructor(private readonly api: DataSource) {}
+  private readonly cache: MappingCache;
+  private readonly origin = randomUUID();
+  private listener: MappingListener | undefined;
+
+  /**
+   * @param api the initialized API DataSource.
+   * @param options cache bounds and change callbacks; see CellMappingsOptions.
+   */
+  constructor(
+    private readonly api: DataSource,
+    private readonly options: CellMappingsOptions = {},
+  ) {
+    this.cache = new MappingCache(options.cache);
+  }
 
   private get manager(): EntityManager {
     return this.api.manager;
   }
 
   /**
-   * The CellMapping with this uuid.
-   * @throws InvalidArgumentError for a malformed uuid; UnknownCellError when none exists.
+   * Opens the LISTEN connection that keeps the cache coherent, and starts caching once it listens.
+   * Never throws: when the connection fails, lookups go to the database and it retries with backoff.
    */
-  async cellByUuid(uuid: string): Promise<CellMapping> {
-    const key = uuidArg(uuid, 'cell uuid');
-    const cell = await this.manager.findOneBy(CellMapping, { uuid: key });
-    if (cell === null) throw new UnknownCellError(key);
-    return cell;
+  async listen(): Promise<void> {
+    if (this.listener !== undefined) return;
+    this.listener = new MappingListener({
+      connection: listenerConfig(this.api),
+      onPayload: (payload) => this.onPayload(payload),
+      onUp: (afterOutage) => {
+        this.cache.setActive(true);
+        if (afterOutage) this.options.onResync?.();
+      },
+      onDown: () => this.cache.setActive(false),
+    });
+    await this.listener.start();
+  }
+
+  /** Closes the LISTEN connection and stops caching. Safe to call twice. */
+  async close(): Promise<void> {
+    this.cache.setActive(false);
+    await this.listener?.stop();
+  }
+
+  /** Cache counters: hits, misses, queries run, size, invalidations and whether the listener is up. */
+  cacheStats(): MappingCacheStats {
+    return {
+      ...this.cache.stats(),
+      listening: this.listener?.listening ?? false,
+      reconnects: this.listener?.reconnects ?? 0,
+    };
   }
 
   /**
-   * The CellMapping with this name.
-   * @throws UnknownCellError when none exists.
+   * The CellMapping with this uuid (cached).
+   * @throws InvalidArgumentError for a malformed uuid; UnknownCellError when none exists.
+   */
+  async cellByUuid(uuid: string): Promise<CellMapping> {
+    return copyCell(await this.sharedCellByUuid(uuidArg(uuid, 'cell uuid')));
+  }
+
+  /**
+   * The CellMapping with this name (cached).
+   * @throws InvalidArgumentError for an empty name; UnknownCellError when none exists.
    */
   async cellByName(name: string): Promise<CellMapping> {
     const key = nameArg(name, 'cell name');
-    const cell = await this.manager.findOneBy(CellMapping, { name: key });
-    if (cell === null) throw new UnknownCellError(key);
-    return cell;
+    const cell = await this.cache.get(`n:${key}`, async () => {
+      const found = await this.manager.findOneBy(CellMapping, { name: key });
+      if (found === null) throw new UnknownCellError(key);
+      return found;
+    });
+    return copyCell(cell);
   }
 
-  /** The cell named by a uuid or a name (a uuid-shaped string is taken as a uuid first). */
+  /**
+   * The cell named by a uuid or a name (a uuid-shaped string is taken as a uuid first; cached).
+   * @throws UnknownCellError when neither matches.
+   */
   async cell(uuidOrName: string): Promise<CellMapping> {
     if (typeof uuidOrName === 'string' && UUID.test(uuidOrName)) {
-      const byUuid = await this.manager.findOneBy(CellMapping, { uuid: uuidOrName.toLowerCase() });
-      if (byUuid !== null) return byUuid;
+      try {
+        return await this.cellByUuid(uuidOrName);
+      } catch (error) {
+        if (!(error instanceof UnknownCellError)) throw error;
+      }
     }
     return this.cellByName(uuidOrName);
   }
 
-  /** Every cell, ordered by name; cell0 and disabled cells included unless excluded. */
+  /** Every cell, ordered by name; cell0 and disabled cells included unless excluded (cached). */
   async allCells(options: AllCellsOptions = {}): Promise<CellMapping[]> {
-    const cells = await this.manager.find(CellMapping, { order: { name: 'ASC' } });
-    return cells.filter(
-      (c) => (options.includeCell0 !== false || c.uuid !== CELL0_UUID) && (options.includeDisabled !== false || !c.disabled),
-    );
+    const cells = await this.cache.get(ALL, async () => {
+      const epoch = this.cache.currentEpoch;
+      const found = await this.manager.find(CellMapping, { order: { name: 'ASC' } });
+      for (const cell of found) {
+        this.cache.prime(`u:${cell.uuid}`, cell, epoch);
+        this.cache.prime(`n:${cell.name}`, cell, epoch);
+      }
+      return found as readonly CellMapping[];
+    });
+    const result: CellMapping[] = [];
+    for (const c of cells) {
+      if (
+        (options.includeCell0 !== false || c.uuid !== CELL0_UUID) &&
+        (options.includeDisabled !== false || !c.disabled)
+      ) {
+        result.push(copyCell(c));
+      }
+    }
+    return result;
   }
 
   /**
-   * The cell that holds an instance.
-   * @throws UnknownInstanceError when the instance is unmapped or not yet in a cell.
+   * The cell that holds an instance (cached; an unmapped instance is looked up again every time).
+   * @throws InvalidArgumentError for a malformed uuid; UnknownInstanceError when the instance is
+   * unmapped or not yet in a cell.
    */
   async instanceCell(instanceUuid: string): Promise<CellMapping> {
     const key = uuidArg(instanceUuid, 'instance uuid');
-    const mapping = await this.manager.findOne(InstanceMapping, { where: { instanceUuid: key }, relations: { cell: true } });
-    if (mapping === null) throw new UnknownInstanceError(key);
-    if (mapping.cell === null) throw new UnknownInstanceError(key, 'it is not placed in a cell yet');
-    return mapping.cell;
+    const cellUuid = await this.cache.get(`i:${key}`, async () => {
+      const epoch = this.cache.currentEpoch;
+      // A query builder without LIMIT: findOne with a relation costs two round trips.
+      const mapping = await this.manager
+        .createQueryBuilder(InstanceMapping, 'instance')
+        .leftJoinAndSelect('instance.cell', 'cell')
+        .where('instance.instanceUuid = :key', { key })
+        .getOne();
+      if (mapping === null) throw new UnknownInstanceError(key);
+      if (mapping.cell === null)
+        throw new UnknownInstanceError(key, 'it is not placed in a cell yet');
+      this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
+      return mapping.cell.uuid;
+    });
+    return copyCell(await this.sharedCellByUuid(cellUuid));
   }
 
-  /** The InstanceMapping of an instance, or null. */
+  /** The InstanceMapping of an instance, or null (not cached). */
   async instanceMapping(instanceUuid: string): Promise<InstanceMapping | null> {
     const key = uuidArg(instanceUuid, 'instance uuid');
-    return this.manager.findOne(InstanceMapping, { where: { instanceUuid: key }, relations: { cell: true } });
+    return this.manager.findOne(InstanceMapping, {
+      where: { instanceUuid: key },
+      relations: { cell: true },
+    });
   }
 
   /**
-   * The cell a host belongs to.
-   * @throws UnknownHostError when the host is unmapped.
+   * The cell a host belongs to (cached; an unmapped host is looked up again every time).
+   * @throws InvalidArgumentError for an empty host; UnknownHostError when the host is unmapped.
    */
   async hostCell(host: string): Promise<CellMapping> {
     const key = nameArg(host, 'host');
-    const mapping = await this.manager.findOne(HostMapping, { where: { host: key }, relations: { cell: true } });
-    if (mapping === null) throw new UnknownHostError(key);
-    return mapping.cell;
+    const cellUuid = await this.cache.get(`h:${key}`, async () => {
+      const epoch = this.cache.currentEpoch;
+      const mapping = await this.manager
+        .createQueryBuilder(HostMapping, 'host')
+        .innerJoinAndSelect('host.cell', 'cell')
+        .where('host.host = :key', { key })
+        .getOne();
+      if (mapping === null) throw new UnknownHostError(key);
+      this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
+      return mapping.cell.uuid;
+    });
+    return copyCell(await this.sharedCellByUuid(cellUuid));
   }
 
   /**
@@ -131,44 +251,73 @@ export class CellMappings {
    * DuplicateMappingError when the uuid or name is taken.
    */
   async createCell(init: CellMappingInit): Promise<CellMapping> {
-    if (init === null || typeof init !== 'object') throw new InvalidArgumentError('createCell needs { name, databaseConnection }.');
+    if (init === null || typeof init !== 'object')
+      throw new InvalidArgumentError('createCell needs { name, databaseConnection }.');
     const uuid = init.uuid === undefined ? randomUUID() : uuidArg(init.uuid, 'cell uuid');
     const name = nameArg(init.name, 'cell name');
     parseConnectionUrl(init.databaseConnection, `'${name}'`);
-    const cell = this.manager.create(CellMapping, {
-      uuid,
-      name,
-      databaseConnection: init.databaseConnection,
-      transportUrl: init.transportUrl ?? null,
-      disabled: init.disabled ?? false,
-    });
-    return this.unique(() => this.manager.save(cell), `A cell with uuid ${uuid} or name '${name}' already exists.`);
+    return this.unique(
+      () =>
+        this.write(async (tx) => {
+          const cell = tx.create(CellMapping, {
+            uuid,
+            name,
+            databaseConnection: init.databaseConnection,
+            transportUrl: init.transportUrl ?? null,
+            disabled: init.disabled ?? false,
+          });
+          const saved = await tx.save(cell);
+          return [saved, { kind: 'cell', uuid, names: [name], reconnect: false, deleted: false }];
+        }),
+      `A cell with uuid ${uuid} or name '${name}' already exists.`,
+    );
   }
 
   /**
-   * Changes a cell's name, connection, transport URL or disabled flag.
+   * Changes a cell's name, connection, transport URL or disabled flag. A new connection closes the
+   * cell's open DataSource in every process; the next call opens the new database.
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
   async updateCell(uuidOrName: string, patch: CellMappingPatch): Promise<CellMapping> {
-    const cell = await this.cell(uuidOrName);
-    if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
-    if (patch.databaseConnection !== undefined) {
-      parseConnectionUrl(patch.databaseConnection, `'${cell.name}' (${cell.uuid})`);
-      cell.databaseConnection = patch.databaseConnection;
-    }
-    if (patch.transportUrl !== undefined) cell.transportUrl = patch.transportUrl;
-    if (patch.disabled !== undefined) cell.disabled = Boolean(patch.disabled);
-    return this.unique(() => this.manager.save(cell), `A cell named '${cell.name}' already exists.`);
+    let name: string | undefined;
+    return this.unique(
+      () =>
+        this.write(async (tx) => {
+          const cell = await loadCell(tx, uuidOrName);
+          const before = { name: cell.name, databaseConnection: cell.databaseConnection };
+          if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
+          name = cell.name;
+          if (patch.databaseConnection !== undefined) {
+            parseConnectionUrl(patch.databaseConnection, `'${cell.name}' (${cell.uuid})`);
+            cell.databaseConnection = patch.databaseConnection;
+          }
+          if (patch.transportUrl !== undefined) cell.transportUrl = patch.transportUrl;
+          if (patch.disabled !== undefined) cell.disabled = Boolean(patch.disabled);
+          const saved = await tx.save(cell);
+          const reconnect = saved.databaseConnection !== before.databaseConnection;
+          return [
+            saved,
+            {
+              kind: 'cell',
+              uuid: saved.uuid,
+              names: [before.name, saved.name],
+              reconnect,
+              deleted: false,
+            },
+          ];
+        }),
+      () => `A cell named '${name ?? ''}' already exists.`,
+    );
   }
 
   /**
    * Deletes a cell mapping; refuses while instances or hosts are mapped to it unless `force`, which
-   * deletes those mappings too. The cell's database is left untouched.
+   * deletes those mappings too. The cell's database is left untouched; its open DataSource closes.
    * @throws UnknownCellError; CellInUseError.
    */
   async deleteCell(uuidOrName: string, options: { force?: boolean } = {}): Promise<CellMapping> {
-    const cell = await this.cell(uuidOrName);
-    return this.manager.transaction(async (tx) => {
+    return this.write(async (tx) => {
+      const cell = await loadCell(tx, uuidOrName);
       const instances = await tx.countBy(InstanceMapping, { cellId: cell.id });
       const hosts = await tx.countBy(HostMapping, { cellId: cell.id });
       if ((instances > 0 || hosts > 0) && !options.force) {
@@ -177,74 +326,201 @@ export class CellMappings {
       await tx.delete(InstanceMapping, { cellId: cell.id });
       await tx.delete(HostMapping, { cellId: cell.id });
       await tx.delete(CellMapping, { id: cell.id });
-      return cell;
+      return [
+        cell,
+        { kind: 'cell', uuid: cell.uuid, names: [cell.name], reconnect: true, deleted: true },
+      ];
     });
   }
 
   /**
    * Maps an instance to a cell (or to none yet); re-mapping an existing instance moves it.
-   * @throws InvalidArgumentError; UnknownCellError.
+   * @throws InvalidArgumentError; UnknownCellError; DuplicateMappingError when mapped concurrently.
    */
   async mapInstance(init: InstanceMappingInit): Promise<InstanceMapping> {
     const instanceUuid = uuidArg(init.instanceUuid, 'instance uuid');
     const projectId = nameArg(init.projectId, 'project id');
-    const cell = init.cell === null ? null : await this.cellByUuid(cellUuidOf(init.cell));
-    const existing = await this.manager.findOneBy(InstanceMapping, { instanceUuid });
-    const mapping = existing ?? this.manager.create(InstanceMapping, { instanceUuid, projectId });
-    mapping.projectId = projectId;
-    mapping.userId = init.userId ?? mapping.userId ?? null;
-    mapping.cell = cell;
-    mapping.cellId = cell?.id ?? null;
-    return this.unique(() => this.manager.save(mapping), `Instance ${instanceUuid} was mapped concurrently.`);
+    const cellUuid = init.cell === null ? null : cellUuidOf(init.cell);
+    return this.unique(
+      () =>
+        this.write(async (tx) => {
+          const cell = cellUuid === null ? null : await loadCell(tx, cellUuid, 'uuid');
+          const existing = await tx.findOneBy(InstanceMapping, { instanceUuid });
+          const mapping = existing ?? tx.create(InstanceMapping, { instanceUuid, projectId });
+          mapping.projectId = projectId;
+          mapping.userId = init.userId ?? mapping.userId ?? null;
+          mapping.cell = cell;
+          mapping.cellId = cell?.id ?? null;
+          return [await tx.save(mapping), { kind: 'instance', uuid: instanceUuid }];
+        }),
+      `Instance ${instanceUuid} was mapped concurrently.`,
+    );
   }
 
   /** Moves an instance to another cell. @throws UnknownInstanceError; UnknownCellError. */
   async moveInstance(instanceUuid: string, cell: CellRef): Promise<InstanceMapping> {
     const existing = await this.instanceMapping(instanceUuid);
     if (existing === null) throw new UnknownInstanceError(instanceUuid);
-    return this.mapInstance({ instanceUuid, cell, projectId: existing.projectId, userId: existing.userId });
+    return this.mapInstance({
+      instanceUuid,
+      cell,
+      projectId: existing.projectId,
+      userId: existing.userId,
+    });
   }
 
   /** Marks an instance mapping queued for delete (or not). @throws UnknownInstanceError. */
   async setQueuedForDelete(instanceUuid: string, queued: boolean): Promise<void> {
     const key = uuidArg(instanceUuid, 'instance uuid');
-    const result = await this.manager.update(InstanceMapping, { instanceUuid: key }, { queuedForDelete: queued });
-    if (!result.affected) throw new UnknownInstanceError(key);
+    await this.write(async (tx) => {
+      const result = await tx.update(
+        InstanceMapping,
+        { instanceUuid: key },
+        { queuedForDelete: queued },
+      );
+      if (!result.affected) throw new UnknownInstanceError(key);
+      return [undefined, { kind: 'instance', uuid: key }];
+    });
   }
 
   /** Deletes an instance mapping; returns whether one existed. */
   async unmapInstance(instanceUuid: string): Promise<boolean> {
     const key = uuidArg(instanceUuid, 'instance uuid');
-    const result = await this.manager.delete(InstanceMapping, { instanceUuid: key });
-    return (result.affected ?? 0) > 0;
+    return this.write(async (tx) => {
+      const result = await tx.delete(InstanceMapping, { instanceUuid: key });
+      const existed = (result.affected ?? 0) > 0;
+      return [existed, existed ? { kind: 'instance', uuid: key } : null];
+    });
   }
 
   /** Maps a host to a cell, moving it when already mapped. @throws UnknownCellError. */
   async mapHost(host: string, cell: CellRef): Promise<HostMapping> {
     const name = nameArg(host, 'host');
-    const target = await this.cellByUuid(cellUuidOf(cell));
-    const mapping = (await this.manager.findOneBy(HostMapping, { host: name })) ?? this.manager.create(HostMapping, { host: name });
-    mapping.cell = target;
-    mapping.cellId = target.id;
-    return this.unique(() => this.manager.save(mapping), `Host '${name}' was mapped concurrently.`);
+    const cellUuid = cellUuidOf(cell);
+    return this.unique(
+      () =>
+        this.write(async (tx) => {
+          const target = await loadCell(tx, cellUuid, 'uuid');
+          const mapping =
+            (await tx.findOneBy(HostMapping, { host: name })) ??
+            tx.create(HostMapping, { host: name });
+          mapping.cell = target;
+          mapping.cellId = target.id;
+          return [await tx.save(mapping), { kind: 'host', host: name }];
+        }),
+      `Host '${name}' was mapped concurrently.`,
+    );
   }
 
   /** Deletes a host mapping; returns whether one existed. */
   async unmapHost(host: string): Promise<boolean> {
-    const result = await this.manager.delete(HostMapping, { host: nameArg(host, 'host') });
-    return (result.affected ?? 0) > 0;
+    const name = nameArg(host, 'host');
+    return this.write(async (tx) => {
+      const result = await tx.delete(HostMapping, { host: name });
+      const existed = (result.affected ?? 0) > 0;
+      return [existed, existed ? { kind: 'host', host: name } : null];
+    });
   }
 
-  private async unique<T>(write: () => Promise<T>, message: string): Promise<T> {
+  /** The cached cell object itself (never handed out: callers get copies). */
+  private sharedCellByUuid(uuid: string): Promise<CellMapping> {
+    return this.cache.get(`u:${uuid}`, async () => {
+      const found = await this.manager.findOneBy(CellMapping, { uuid });
+      if (found === null) throw new UnknownCellError(uuid);
+      return found;
+    });
+  }
+
+  /**
+   * Runs `body` in an API-database transaction that also notifies every process of its change, so
+   * they drop their cached keys exactly when it commits; then applies the change here at once.
+   */
+  private async write<T>(
+    body: (tx: EntityManager) => Promise<[T, MappingChange | null]>,
+  ): Promise<T> {
+    const [result, change] = await this.manager.transaction(async (tx) => {
+      const out = await body(tx);
+      if (out[1] !== null)
+        await tx.query('SELECT pg_notify($1, $2)', [
+          MAPPINGS_CHANNEL,
+          encodeChange(this.origin, out[1]),
+        ]);
+      return out;
+    });
+    if (change !== null) this.apply(change);
+    return result;
+  }
+
+  private onPayload(payload: string): void {
+    const decoded = decodeChange(payload);
+    if (decoded === undefined) {
+      // Written by another version, or damaged: forget everything rather than serve stale data.
+      this.cache.clear();
+      return;
+    }
+    if (decoded.origin !== this.origin) this.apply(decoded.change);
+  }
+
+  private apply(change: MappingChange): void {
+    switch (change.kind) {
+      case 'instance':
+        this.cache.invalidate(`i:${change.uuid}`);
+        return;
+      case 'host':
+        this.cache.invalidate(`h:${change.host}`);
+        return;
+      case 'cell':
+        if (change.deleted) {
+          // Instance and host entries may point at the deleted cell; it is rare enough to start over.
+          this.cache.clear();
+        } else {
+          this.cache.invalidate(`u:${change.uuid}`);
+          for (const name of change.names) this.cache.invalidate(`n:${name}`);
+          this.cache.invalidate(ALL);
+        }
+        if (change.reconnect) this.options.onCellReconnect?.(change.uuid);
+    }
+  }
+
+  private async unique<T>(write: () => Promise<T>, message: string | (() => string)): Promise<T> {
     try {
       return await write();
     } catch (error) {
-      if (error instanceof QueryFailedError && (error.driverError as { code?: string } | undefined)?.code === '23505') {
-        throw new DuplicateMappingError(message, { cause: error });
+      if (
+        error instanceof QueryFailedError &&
+        (error.driverError as { code?: string } | undefined)?.code === '23505'
+      ) {
+        throw new DuplicateMappingError(typeof message === 'string' ? message : message(), {
+          cause: error,
+        });
       }
       throw error;
     }
   }
+}
+
+/** Reads a cell inside a write, uncached: by uuid, or by uuid then name as `cell()` does. */
+async function loadCell(
+  tx: EntityManager,
+  uuidOrName: string,
+  by: 'uuid' | 'uuidOrName' = 'uuidOrName',
+): Promise<CellMapping> {
+  if (by === 'uuid' || (typeof uuidOrName === 'string' && UUID.test(uuidOrName))) {
+    const byUuid = await tx.findOneBy(CellMapping, { uuid: uuidArg(uuidOrName, 'cell uuid') });
+    if (byUuid !== null || by === 'uuid') {
+      if (byUuid === null) throw new UnknownCellError(uuidOrName.toLowerCase());
+      return byUuid;
+    }
+  }
+  const key = nameArg(uuidOrName, 'cell name');
+  const byName = await tx.findOneBy(CellMapping, { name: key });
+  if (byName === null) throw new UnknownCellError(key);
+  return byName;
+}
+
+/** A copy of a cached cell, so no caller can change what every other request is routed by. */
+function copyCell(cell: CellMapping): CellMapping {
+  return Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
 }
 
 function uuidArg(value: unknown, what: string): string {
@@ -258,7 +534,9 @@ function uuidArg(value: unknown, what: string): string {
 function nameArg(value: unknown, what: string): string {
   if (typeof value !== 'string' || value.trim() === '' || value.length > MAX_NAME) {
     const shown = typeof value === 'string' ? `a string of length ${value.length}` : typeof value;
-    throw new InvalidArgumentError(`The ${what} must be a non-empty string of at most ${MAX_NAME} characters, got ${shown}.`);
+    throw new InvalidArgumentError(
+      `The ${what} must be a non-empty string of at most ${MAX_NAME} characters, got ${shown}.`,
+    );
   }
   return value;
 }

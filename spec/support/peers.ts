@@ -1,0 +1,75 @@
+import { createServer } from 'node:net';
+import type { Logger } from 'typeorm';
+import { Cells, type CellsOptions } from '../../lib';
+import type { CellWorld } from './cells';
+import { Widget } from './widget';
+
+/** A TypeORM logger that records every query a DataSource runs, to count API-database round trips. */
+export class QueryCounter implements Logger {
+  readonly queries: string[] = [];
+
+  /** Queries recorded so far whose text matches `pattern` (all when omitted). */
+  count(pattern?: RegExp): number {
+    return pattern === undefined
+      ? this.queries.length
+      : this.queries.filter((q) => pattern.test(q)).length;
+  }
+
+  logQuery(query: string): void {
+    this.queries.push(query);
+  }
+  logQueryError(): void {}
+  logQuerySlow(): void {}
+  logSchemaBuild(): void {}
+  logMigration(): void {}
+  log(): void {}
+}
+
+/**
+ * Another initialized `Cells` over the API database of `world`, as a second process would have,
+ * with small pools; its API queries go to `counter` when given. The caller destroys it.
+ */
+export async function openPeer(
+  world: CellWorld,
+  options: Partial<CellsOptions> & { counter?: QueryCounter } = {},
+): Promise<Cells> {
+  const { counter, ...rest } = options;
+  const peer = new Cells({
+    api: { url: world.api.url, poolSize: 3, ...(counter ? { logger: counter } : {}) },
+    poolSize: 2,
+    entities: [Widget],
+    ...rest,
+  });
+  return peer.initialize();
+}
+
+/**
+ * Resolves once `check` returns true, polling every 10 ms.
+ * @throws Error when it is still false after `timeoutMs`.
+ */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 2000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition still false after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A loopback TCP port nothing listens on (taken from the OS, then released). */
+export function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        address && typeof address === 'object'
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      );
+    });
+  });
+}
