@@ -1,0 +1,31 @@
+import { CELL0_UUID, type CellMapping, type Cells } from '../../lib';
+import { HttpError } from './errors';
+
+/**
+ * Chooses the cell of a new server: the one the client names, or the next enabled non-cell0 cell in
+ * round-robin order (cells are re-read on each call, so a cell added or disabled takes effect at once).
+ */
+export class Placement {
+  private turn = 0;
+
+  constructor(private readonly cells: Cells) {}
+
+  /**
+   * @param requested a cell name or uuid from `?cell=`, or undefined for round-robin.
+   * @throws HttpError 400 for cell0 or a disabled cell; 503 when no cell takes servers;
+   * UnknownCellError (400) for an unknown cell.
+   */
+  async choose(requested: string | undefined): Promise<CellMapping> {
+    if (requested !== undefined) {
+      const cell = await this.cells.mappings.cell(requested);
+      if (cell.uuid === CELL0_UUID) throw new HttpError(400, 'BAD_CELL', 'cell0 holds no new servers; name another cell.');
+      if (cell.disabled) throw new HttpError(400, 'BAD_CELL', `Cell '${cell.name}' is disabled and takes no new servers.`);
+      return cell;
+    }
+    const enabled = await this.cells.mappings.allCells({ includeCell0: false, includeDisabled: false });
+    if (enabled.length === 0) throw new HttpError(503, 'NO_CELLS', 'No enabled cell takes new servers; create or enable one.');
+    const cell = enabled[this.turn % enabled.length]!;
+    this.turn = (this.turn + 1) % 1_000_000;
+    return cell;
+  }
+}

