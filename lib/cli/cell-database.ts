@@ -1,0 +1,136 @@
+import { Client } from 'pg';
+import { DataSource, MigrationExecutor } from 'typeorm';
+import type { CellMapping } from '../../entities/CellMapping';
+import type { CellsOptions } from '../cells';
+import { maskSecrets, parseConnectionUrl } from '../connection-url';
+import { CellUnreachableError, CellVerificationError, CellsError } from '../errors';
+
+/**
+ * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
+ * database, so one key serializes the runners of each database without blocking other databases.
+ */
+export const MIGRATION_LOCK_KEY = '426197191795';
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+
+/** How a cell is named in messages and tables: `'name' (uuid)`. */
+export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
+  return `'${cell.name}' (${cell.uuid})`;
+}
+
+/**
+ * A new, uninitialized DataSource for one cell database, with the config's cell entities,
+ * migrations and `cellDataSourceOptions`, and a pool of two: one connection holds the migration
+ * lock while the other runs the migrations. Not shared with any routed registry.
+ * @throws BadConnectionUrlError for a malformed stored URL.
+ */
+export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSource {
+  return new DataSource({
+    ...config.cellDataSourceOptions,
+    type: 'postgres',
+    ...parseConnectionUrl(cell.databaseConnection, cellLabel(cell)),
+    entities: config.entities ?? [],
+    migrations: config.migrations ?? [],
+    poolSize: 2,
+    connectTimeoutMS: config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    extra: { ...(config.cellDataSourceOptions?.extra as object | undefined), max: 2 },
+  });
+}
+
+/** Initializes `dataSource`, turning a connection failure into a CellUnreachableError with no secrets. */
+export async function connect(dataSource: DataSource, label: string): Promise<void> {
+  try {
+    await dataSource.initialize();
+  } catch (error) {
+    if (error instanceof CellsError) throw error;
+    throw new CellUnreachableError(label, reasonOf(error), { cause: error });
+  }
+}
+
+/** Runs `fn` with an initialized `dataSource`, destroying it afterwards whatever happens. */
+export async function withDataSource<T>(
+  dataSource: DataSource,
+  label: string,
+  fn: (ds: DataSource) => Promise<T>,
+): Promise<T> {
+  try {
+    await connect(dataSource, label);
+    return await fn(dataSource);
+  } finally {
+    if (dataSource.isInitialized) await dataSource.destroy();
+  }
+}
+
+/**
+ * Applies the pending migrations of `dataSource` while holding the migration advisory lock on a
+ * connection of its own, so a concurrent runner waits and then finds nothing left to apply.
+ * @returns the names of the migrations this call applied.
+ */
+export async function migrateLocked(dataSource: DataSource): Promise<string[]> {
+  const lock = dataSource.createQueryRunner();
+  await lock.connect();
+  try {
+    await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    try {
+      const applied = await dataSource.runMigrations();
+      return applied.map((m) => m.name);
+    } finally {
+      await lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Applied (oldest first) and pending migration names of an initialized `dataSource`; creates nothing. */
+export async function migrationStatus(
+  dataSource: DataSource,
+): Promise<{ applied: string[]; pending: string[] }> {
+  const executor = new MigrationExecutor(dataSource);
+  const [executed, pending] = await Promise.all([
+    executor.getExecutedMigrations(),
+    executor.getPendingMigrations(),
+  ]);
+  // TypeORM lists executed migrations newest first; report them in the order they ran.
+  const ran = [...executed].sort((a, b) => (a.id ?? 0) - (b.id ?? 0));
+  return { applied: ran.map((m) => m.name), pending: pending.map((m) => m.name) };
+}
+
+/**
+ * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`.
+ * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked.
+ */
+export async function verifyConnection(
+  url: string,
+  label: string,
+  timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
+): Promise<void> {
+  const parts = parseConnectionUrl(url, label);
+  const client = new Client({
+    host: parts.host,
+    port: parts.port,
+    user: parts.username,
+    password: parts.password,
+    database: parts.database,
+    ssl: parts.ssl,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (error) {
+    throw new CellVerificationError(label, reasonOf(error), { cause: error });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Why a connection or query failed, masked: the driver message, else its error code. */
+export function reasonOf(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  const text = message || (typeof code === 'string' ? code : '') || 'connection failed';
+  return maskSecrets(text);
+}

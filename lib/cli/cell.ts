@@ -1,0 +1,217 @@
+import type { Command } from 'commander';
+import { CELL0_UUID, type CellMapping } from '../../entities/CellMapping';
+import { InstanceMapping } from '../../entities/InstanceMapping';
+import type { Cells, DatabaseConfig } from '../cells';
+import { redactUrl } from '../connection-url';
+import { InvalidArgumentError } from '../errors';
+import type { CellMappingPatch } from '../mappings';
+import { cellLabel, verifyConnection } from './cell-database';
+import type { CliSession } from './session';
+
+interface CreateOptions {
+  name: string;
+  databaseConnection: string;
+  transportUrl?: string;
+  uuid?: string;
+  disabled?: boolean;
+  verify: boolean;
+}
+
+interface UpdateOptions {
+  name?: string;
+  databaseConnection?: string;
+  transportUrl?: string;
+  disable?: boolean;
+  enable?: boolean;
+}
+
+/** Registers `cell create|list|update|delete` and `cell0 map`. */
+export function registerCellCommands(program: Command, session: () => CliSession): void {
+  const cell = program.command('cell').description('cell mappings in the API database');
+
+  cell
+    .command('create')
+    .description('map a new cell, after checking that its database answers (SELECT 1)')
+    .requiredOption('--name <name>', 'unique cell name')
+    .requiredOption('--database-connection <url>', 'postgres:// URL of the cell database')
+    .option('--transport-url <url>', 'message transport URL of the cell, stored as is')
+    .option('--uuid <uuid>', 'cell uuid (default: a random one)')
+    .option('--disabled', 'create the cell disabled (no new instances are scheduled to it)')
+    .option('--no-verify', 'skip the connection check')
+    .action(async (opts: CreateOptions) => {
+      const s = session();
+      const config = await s.config();
+      if (opts.verify)
+        await verifyConnection(opts.databaseConnection, `'${opts.name}'`, config.connectTimeoutMs);
+      const created = await s.withCells((lib) =>
+        lib.mappings.createCell({
+          name: opts.name,
+          databaseConnection: opts.databaseConnection,
+          transportUrl: opts.transportUrl ?? null,
+          disabled: opts.disabled === true,
+          ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
+        }),
+      );
+      s.output.result(cellJson(created, 0, true), () =>
+        s.output.line(`Created cell ${cellLabel(created)}.`),
+      );
+    });
+
+  cell
+    .command('list')
+    .description('list cells with their instance counts; --verbose adds the (masked) URLs')
+    .option('--verbose', 'show the database connection and transport URLs, passwords masked')
+    .action(async (opts: { verbose?: boolean }) => {
+      const s = session();
+      const verbose = opts.verbose === true;
+      const rows = await s.withCells(async (lib) => {
+        const cells = await lib.mappings.allCells();
+        const counts = await instanceCounts(lib);
+        return cells.map((c) => cellJson(c, counts.get(c.id) ?? 0, verbose));
+      });
+      s.output.result(rows, () => {
+        const head = [
+          'UUID',
+          'Name',
+          'Disabled',
+          'Instances',
+          ...(verbose ? ['Database connection', 'Transport URL'] : []),
+        ];
+        s.output.table(
+          head,
+          rows.map((r) => [
+            r.uuid,
+            r.name,
+            r.disabled ? 'yes' : 'no',
+            r.instances ?? 0,
+            ...(verbose ? [r.databaseConnection ?? '', r.transportUrl ?? '-'] : []),
+          ]),
+        );
+      });
+    });
+
+  cell
+    .command('update')
+    .description("change a cell's name, URLs or disabled flag")
+    .argument('<cell>', 'cell name or uuid')
+    .option('--name <name>', 'new name')
+    .option('--database-connection <url>', 'new postgres:// URL (not checked)')
+    .option('--transport-url <url>', 'new transport URL')
+    .option('--disable', 'disable the cell')
+    .option('--enable', 'enable the cell')
+    .action(async (ref: string, opts: UpdateOptions) => {
+      const s = session();
+      if (opts.disable && opts.enable)
+        throw new InvalidArgumentError('Pass --disable or --enable, not both.');
+      const patch: CellMappingPatch = {};
+      if (opts.name !== undefined) patch.name = opts.name;
+      if (opts.databaseConnection !== undefined) patch.databaseConnection = opts.databaseConnection;
+      if (opts.transportUrl !== undefined) patch.transportUrl = opts.transportUrl;
+      if (opts.disable || opts.enable) patch.disabled = opts.disable === true;
+      if (Object.keys(patch).length === 0) {
+        throw new InvalidArgumentError(
+          'Nothing to update: pass --name, --database-connection, --transport-url, --disable or --enable.',
+        );
+      }
+      const updated = await s.withCells((lib) => lib.mappings.updateCell(ref, patch));
+      s.output.result(cellJson(updated, undefined, true), () =>
+        s.output.line(`Updated cell ${cellLabel(updated)}.`),
+      );
+    });
+
+  cell
+    .command('delete')
+    .description(
+      'delete a cell mapping (its database is left alone); refuses while instances or hosts are mapped to it',
+    )
+    .argument('<cell>', 'cell name or uuid')
+    .option('--force', 'also delete the instance and host mappings of the cell')
+    .action(async (ref: string, opts: { force?: boolean }) => {
+      const s = session();
+      const deleted = await s.withCells((lib) =>
+        lib.mappings.deleteCell(ref, { force: opts.force === true }),
+      );
+      s.output.result({ deleted: { uuid: deleted.uuid, name: deleted.name } }, () =>
+        s.output.line(`Deleted cell ${cellLabel(deleted)}.`),
+      );
+    });
+
+  program
+    .command('cell0')
+    .description('cell0, the cell of instances that never reached a real cell')
+    .command('map')
+    .description(
+      `map cell0 (uuid ${CELL0_UUID}, name 'cell0'); does nothing when it is already mapped`,
+    )
+    .option(
+      '--database-connection <url>',
+      "cell0's database (default: the main, else the API database URL with '_cell0' appended to its name)",
+    )
+    .action(async (opts: { databaseConnection?: string }) => {
+      const s = session();
+      const config = await s.config();
+      const outcome = await s.withCells(async (lib) => {
+        const existing = (await lib.mappings.allCells()).find((c) => c.uuid === CELL0_UUID);
+        if (existing) return { cell: existing, created: false };
+        const url = opts.databaseConnection ?? cell0Url(config.main ?? config.api);
+        return {
+          cell: await lib.mappings.createCell({
+            uuid: CELL0_UUID,
+            name: 'cell0',
+            databaseConnection: url,
+          }),
+          created: true,
+        };
+      });
+      s.output.result(
+        { created: outcome.created, cell: cellJson(outcome.cell, undefined, true) },
+        () =>
+          s.output.line(
+            outcome.created
+              ? `Mapped cell0 ${cellLabel(outcome.cell)}.`
+              : `cell0 is already mapped ${cellLabel(outcome.cell)}; nothing changed.`,
+          ),
+      );
+    });
+}
+
+/** A cell as the CLI shows it; URLs only when `withUrls`, always with passwords masked. */
+function cellJson(cell: CellMapping, instances: number | undefined, withUrls: boolean) {
+  return {
+    uuid: cell.uuid,
+    name: cell.name,
+    disabled: cell.disabled,
+    ...(instances === undefined ? {} : { instances }),
+    ...(withUrls
+      ? {
+          databaseConnection: redactUrl(cell.databaseConnection),
+          transportUrl: cell.transportUrl ? redactUrl(cell.transportUrl) : null,
+        }
+      : {}),
+  };
+}
+
+/** Instance mappings per cell id, in one query. */
+async function instanceCounts(lib: Cells): Promise<Map<number, number>> {
+  const rows = await lib
+    .getRepository(InstanceMapping, 'api')
+    .createQueryBuilder('i')
+    .select('i.cellId', 'cellId')
+    .addSelect('COUNT(*)::int', 'count')
+    .where('i.cellId IS NOT NULL')
+    .groupBy('i.cellId')
+    .getRawMany<{ cellId: number; count: number }>();
+  return new Map(rows.map((r) => [Number(r.cellId), Number(r.count)]));
+}
+
+/** Nova's default for cell0: the main database's URL with `_cell0` appended to the database name. */
+function cell0Url(base: DatabaseConfig): string {
+  if (typeof base !== 'string') {
+    throw new InvalidArgumentError(
+      'The config gives its databases as options, not URLs: pass --database-connection <url> for cell0.',
+    );
+  }
+  const url = new URL(base);
+  url.pathname = `${url.pathname.replace(/\/$/, '')}_cell0`;
+  return url.toString();
+}

@@ -1,0 +1,261 @@
+import { performance } from 'node:perf_hooks';
+import { InvalidArgumentError as CommanderArgumentError, type Command } from 'commander';
+import { Listr } from 'listr2';
+import type { CellMapping } from '../../entities/CellMapping';
+import type { CellsOptions } from '../cells';
+import { maskSecrets } from '../connection-url';
+import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';
+import {
+  cellDataSource,
+  cellLabel,
+  migrateLocked,
+  migrationStatus,
+  reasonOf,
+  withDataSource,
+} from './cell-database';
+import { formatDuration } from './output';
+import type { CliSession } from './session';
+
+/** What `db migrate` did to one cell. */
+export interface CellMigrationResult {
+  uuid: string;
+  name: string;
+  result: 'migrated' | 'failed' | 'skipped';
+  /** Names of the migrations applied by this run. */
+  applied: string[];
+  ms: number;
+  error?: string;
+}
+
+/** Applied and pending migrations of one cell, or why they could not be read. */
+export interface CellStatusResult {
+  uuid: string;
+  name: string;
+  applied: string[];
+  pending: string[];
+  error?: string;
+}
+
+interface SelectionOptions {
+  cell?: string;
+  all?: boolean;
+}
+
+const DEFAULT_CONCURRENCY = 4;
+
+/** Registers `db migrate` and `db status`. */
+export function registerDbCommands(program: Command, session: () => CliSession): void {
+  const db = program
+    .command('db')
+    .description('cell databases: apply and inspect the migrations of the config');
+
+  db.command('migrate')
+    .description(
+      "apply the config's cell migrations to one cell or to every cell, several at a time",
+    )
+    .option('--cell <name|uuid>', 'migrate this cell only')
+    .option('--all', 'migrate every cell, cell0 and disabled cells included')
+    .option('--concurrency <n>', 'cells migrated at once', positiveInteger, DEFAULT_CONCURRENCY)
+    .option(
+      '--continue-on-error',
+      'keep migrating the other cells after one fails (default: start no new cell)',
+    )
+    .action(async (opts: SelectionOptions & { concurrency: number; continueOnError?: boolean }) => {
+      const s = session();
+      if (opts.cell === undefined && !opts.all)
+        throw new InvalidArgumentError('Say which cells to migrate: --cell <name|uuid> or --all.');
+      const config = await s.config();
+      const cells = await s.withCells((lib) => selectCells(lib.mappings, opts));
+      const results = await migrateCells(config, cells, {
+        concurrency: opts.concurrency,
+        continueOnError: opts.continueOnError === true,
+        quiet: s.output.json,
+      });
+      s.output.result({ cells: results }, () => {
+        s.output.table(
+          ['Cell', 'UUID', 'Applied', 'Time', 'Result'],
+          results.map((r) => [
+            r.name,
+            r.uuid,
+            r.applied.length,
+            formatDuration(r.ms),
+            r.error ? `failed: ${r.error}` : r.result,
+          ]),
+        );
+      });
+      const failed = results.filter((r) => r.result === 'failed').length;
+      const skipped = results.filter((r) => r.result === 'skipped').length;
+      if (failed + skipped > 0) {
+        throw new SomeCellsFailedError(
+          'migrate',
+          failed,
+          skipped,
+          results.length,
+          'Applied migrations are not repeated when you run it again.',
+        );
+      }
+    });
+
+  db.command('status')
+    .description('list the pending cell migrations of each cell (default: every cell)')
+    .option('--cell <name|uuid>', 'this cell only')
+    .option('--concurrency <n>', 'cells read at once', positiveInteger, DEFAULT_CONCURRENCY)
+    .action(async (opts: SelectionOptions & { concurrency: number }) => {
+      const s = session();
+      const config = await s.config();
+      const cells = await s.withCells((lib) => selectCells(lib.mappings, opts));
+      const results = await mapLimit(cells, opts.concurrency, (cell) => cellStatus(config, cell));
+      s.output.result({ cells: results }, () => {
+        s.output.table(
+          ['Cell', 'UUID', 'Applied', 'Pending', 'Pending migrations'],
+          results.map((r) =>
+            r.error === undefined
+              ? [r.name, r.uuid, r.applied.length, r.pending.length, r.pending.join('\n') || '-']
+              : [r.name, r.uuid, '?', '?', `failed: ${r.error}`],
+          ),
+        );
+      });
+      const failed = results.filter((r) => r.error !== undefined).length;
+      if (failed > 0)
+        throw new SomeCellsFailedError('report their status', failed, 0, results.length);
+    });
+}
+
+/**
+ * Migrates `cells`, `concurrency` at a time, each through its own short-lived DataSource under
+ * the migration advisory lock. Progress shows per cell: live on a terminal, one line per event
+ * otherwise, nothing when `quiet`. Without `continueOnError`, cells not started by the first
+ * failure are skipped.
+ */
+export async function migrateCells(
+  config: CellsOptions,
+  cells: CellMapping[],
+  options: { concurrency: number; continueOnError: boolean; quiet: boolean },
+): Promise<CellMigrationResult[]> {
+  const results = new Map<string, CellMigrationResult>();
+  let stopped = false;
+  const tasks = new Listr(
+    cells.map((cell) => ({
+      title: cell.name,
+      task: async (_ctx: unknown, task: { title: string; skip(message?: string): void }) => {
+        if (stopped) {
+          results.set(cell.uuid, {
+            uuid: cell.uuid,
+            name: cell.name,
+            result: 'skipped',
+            applied: [],
+            ms: 0,
+          });
+          task.skip('skipped after an earlier failure');
+          return;
+        }
+        const result = await migrateCell(config, cell);
+        results.set(cell.uuid, result);
+        if (result.error !== undefined) {
+          if (!options.continueOnError) stopped = true;
+          throw new Error(result.error);
+        }
+        task.title = `${cell.name}: ${result.applied.length} migration(s) applied in ${formatDuration(result.ms)}`;
+      },
+    })),
+    {
+      concurrent: options.concurrency,
+      exitOnError: false,
+      renderer: options.quiet ? 'silent' : 'default',
+      fallbackRenderer: 'simple',
+      registerSignalListeners: false,
+    },
+  );
+  await tasks.run();
+  return cells.map(
+    (cell) =>
+      results.get(cell.uuid) ?? {
+        uuid: cell.uuid,
+        name: cell.name,
+        result: 'skipped',
+        applied: [],
+        ms: 0,
+      },
+  );
+}
+
+async function migrateCell(config: CellsOptions, cell: CellMapping): Promise<CellMigrationResult> {
+  const started = performance.now();
+  const base = { uuid: cell.uuid, name: cell.name };
+  try {
+    const applied = await withDataSource(
+      cellDataSource(config, cell),
+      cellLabel(cell),
+      migrateLocked,
+    );
+    return { ...base, result: 'migrated', applied, ms: elapsed(started) };
+  } catch (error) {
+    return {
+      ...base,
+      result: 'failed',
+      applied: [],
+      ms: elapsed(started),
+      error: errorText(error),
+    };
+  }
+}
+
+async function cellStatus(config: CellsOptions, cell: CellMapping): Promise<CellStatusResult> {
+  const base = { uuid: cell.uuid, name: cell.name };
+  try {
+    return {
+      ...base,
+      ...(await withDataSource(cellDataSource(config, cell), cellLabel(cell), migrationStatus)),
+    };
+  } catch (error) {
+    return { ...base, applied: [], pending: [], error: errorText(error) };
+  }
+}
+
+/**
+ * The cells a `db` command works on: the one named by `--cell`, else all of them.
+ * @throws InvalidArgumentError (usage) when both `--cell` and `--all` are given; UnknownCellError.
+ */
+async function selectCells(
+  mappings: { cell(ref: string): Promise<CellMapping>; allCells(): Promise<CellMapping[]> },
+  opts: SelectionOptions,
+): Promise<CellMapping[]> {
+  if (opts.cell !== undefined && opts.all)
+    throw new InvalidArgumentError('Pass either --cell <name|uuid> or --all, not both.');
+  return opts.cell === undefined ? mappings.allCells() : [await mappings.cell(opts.cell)];
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; results keep the input order. */
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** A cell's failure for its row of the report, which already names the cell. */
+function errorText(error: unknown): string {
+  if (error instanceof CellUnreachableError) return `unreachable: ${reasonOf(error.cause)}`;
+  return maskSecrets(error instanceof Error ? error.message : String(error));
+}
+
+function elapsed(started: number): number {
+  return Math.round(performance.now() - started);
+}
+
+/** Commander argument parser of `--concurrency`. */
+export function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new CommanderArgumentError('must be an integer >= 1.');
+  return n;
+}

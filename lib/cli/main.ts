@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+import '../index';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { maskSecrets } from '../connection-url';
+import { BadConnectionUrlError, CellInUseError, InvalidArgumentError } from '../errors';
+import { registerApiDbCommands } from './api-db';
+import { registerCellCommands } from './cell';
+import { DEFAULT_CONFIG_FILES } from './config';
+import { registerDbCommands } from './db';
+import { registerInstanceCommands } from './instance';
+import { Output, oneLine } from './output';
+import { CliSession, type GlobalOptions } from './session';
+
+/** Exit statuses of the CLI, stable for scripts. */
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+const HELP_FOOTER = `
+Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config <path>; it exports
+(export default / module.exports) the Cells options: { api, entities, migrations, ... }.
+A .ts config is transpiled with the 'typescript' package found from its folder.
+
+Exit status:
+  0  success
+  1  failure: a database is unreachable, a cell is unknown or in use, an instance is not
+     mapped, or some cells failed to migrate
+  2  usage error: unknown command or option, missing or malformed argument, no config file
+
+Passwords in connection URLs are masked (***) in all output.`;
+
+/**
+ * Builds the `typeorm-cells` program. `session` is called by actions once the global options are
+ * parsed; errors are thrown (exitOverride) so `main` decides the exit status.
+ */
+export function buildProgram(session: () => CliSession): Command {
+  const program = new Command('typeorm-cells')
+    .description(
+      'Manage typeorm-cells mappings and databases, in the manner of nova-manage cell_v2.',
+    )
+    .option(
+      '--config <path>',
+      `config file (default: ${DEFAULT_CONFIG_FILES.join(' or ')} in the working directory)`,
+    )
+    .option('--json', 'print machine-readable JSON on stdout')
+    .option('--debug', 'print stack traces of errors')
+    .addHelpText('after', HELP_FOOTER)
+    // Inherited by every subcommand registered below: one masked line per error, and a thrown
+    // CommanderError instead of process.exit.
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => process.stdout.write(maskSecrets(text)),
+      writeErr: (text) => process.stderr.write(maskSecrets(text)),
+      outputError: (text, write) => write(`${oneLine(text)}\n`),
+    });
+  const version = packageVersion();
+  if (version !== undefined) program.version(version);
+  registerApiDbCommands(program, session);
+  registerDbCommands(program, session);
+  registerCellCommands(program, session);
+  registerInstanceCommands(program, session);
+  return program;
+}
+
+/**
+ * Runs the CLI on `argv` and returns the exit status; never throws, and prints one masked error
+ * line (plus the stack under `--debug`) on failure.
+ */
+export async function main(argv: readonly string[] = process.argv): Promise<number> {
+  let session: CliSession | undefined;
+  const program = buildProgram(() => (session ??= new CliSession(program.opts<GlobalOptions>())));
+  try {
+    await program.parseAsync([...argv]);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander already printed its message (or the help / version).
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    const output = session?.output ?? new Output(false);
+    output.error(describeError(error));
+    if (program.opts<GlobalOptions>().debug && error instanceof Error && error.stack)
+      output.debug(error.stack);
+    return isUsageError(error) ? EXIT.usage : EXIT.failure;
+  }
+}
+
+function isUsageError(error: unknown): boolean {
+  return error instanceof InvalidArgumentError || error instanceof BadConnectionUrlError;
+}
+
+function describeError(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { driverError?: { code?: unknown } } | null)?.driverError?.code;
+  // 42P01 undefined_table: the API database has no mapping tables yet.
+  if (code === '42P01')
+    return `${message}. Is the API database migrated? Run 'typeorm-cells api-db migrate'.`;
+  // The library's hint names its API option; on the command line that option is --force.
+  if (error instanceof CellInUseError)
+    return message.replace('pass { force: true }', 'pass --force');
+  return message || (error instanceof Error ? error.name : 'unknown error');
+}
+
+function packageVersion(): string | undefined {
+  // Compiled to dist/lib/cli/, run from source in lib/cli/.
+  for (const file of [
+    join(__dirname, '../../../package.json'),
+    join(__dirname, '../../package.json'),
+  ]) {
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === 'typeorm-cells') return pkg.version;
+  }
+  return undefined;
+}
+
+if (require.main === module) {
+  void main().then((status) => {
+    process.exitCode = status;
+  });
+}

@@ -1,0 +1,59 @@
+import { Cells, type CellsOptions } from '../cells';
+import { CellsError, ConfigFileError } from '../errors';
+import { findConfigFile, loadConfig } from './config';
+import { Output } from './output';
+
+/** The global options every command accepts. */
+export interface GlobalOptions {
+  config?: string;
+  json?: boolean;
+  debug?: boolean;
+}
+
+/**
+ * One run of the CLI: its global options, its output, and the config file loaded on first use
+ * (so `--help` and usage errors never touch the config or a database).
+ */
+export class CliSession {
+  readonly output: Output;
+  private loaded: Promise<{ file: string; options: CellsOptions }> | undefined;
+
+  constructor(readonly options: GlobalOptions) {
+    this.output = new Output(options.json === true);
+  }
+
+  /** The config file's `CellsOptions`. @throws InvalidArgumentError; ConfigFileError. */
+  async config(): Promise<CellsOptions> {
+    return (await this.load()).options;
+  }
+
+  private load(): Promise<{ file: string; options: CellsOptions }> {
+    this.loaded ??= Promise.resolve().then(async () => {
+      const file = findConfigFile(this.options.config);
+      return { file, options: await loadConfig(file) };
+    });
+    return this.loaded;
+  }
+
+  /**
+   * Runs `fn` with an initialized `Cells` over the config's API database, destroyed afterwards.
+   * @throws CellUnreachableError when the API database cannot be reached.
+   */
+  async withCells<T>(fn: (cells: Cells) => Promise<T>): Promise<T> {
+    const { file, options: config } = await this.load();
+    let cells: Cells;
+    try {
+      // Mapping commands need no cell entities; only `db` commands open cell databases.
+      cells = new Cells({ ...config, entities: config.entities ?? [], migrateApi: false });
+    } catch (error) {
+      if (!(error instanceof CellsError)) throw error;
+      throw new ConfigFileError(file, error.message.replace(/\.$/, ''), { cause: error });
+    }
+    await cells.initialize();
+    try {
+      return await fn(cells);
+    } finally {
+      await cells.destroy();
+    }
+  }
+}

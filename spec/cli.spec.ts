@@ -1,0 +1,563 @@
+import { randomUUID } from 'node:crypto';
+import { Cells } from '../lib';
+import {
+  assertCliBuilt,
+  cliTranscript,
+  createCliProject,
+  createCliWorld,
+  createSentinelRole,
+  runCli,
+  writeJsConfig,
+  type CliResult,
+  type CliWorld,
+  type SentinelRole,
+} from './support/cli';
+import { createTestDatabase, rowsIn } from './support/databases';
+
+const CELL_MIGRATIONS = ['CreateWidgets1764072100000', 'AddWidgetColor1764072200000'];
+
+let role: SentinelRole;
+
+beforeAll(async () => {
+  assertCliBuilt();
+  role = await createSentinelRole();
+});
+
+afterAll(async () => {
+  await role?.drop().catch(() => undefined);
+});
+
+/** The run failed with exactly one `error:` line on stderr and no stack trace. */
+function expectOneErrorLine(result: CliResult, code: number, pattern?: RegExp): void {
+  expect({ code: result.code, stderr: result.stderr }).toEqual({
+    code,
+    stderr: expect.stringMatching(/^error: [^\n]+\n$/),
+  });
+  expect(result.stderr).not.toMatch(/\n\s+at /);
+  if (pattern) expect(result.stderr).toMatch(pattern);
+}
+
+function json<T>(result: CliResult): T {
+  expect(result.stderr).toBe('');
+  return JSON.parse(result.stdout) as T;
+}
+
+async function hasWidgets(url: string): Promise<boolean> {
+  const [row] = await rowsIn<{ t: string | null }>(
+    url,
+    `SELECT to_regclass('public.widgets')::text AS t`,
+  );
+  return row?.t === 'widgets';
+}
+
+async function appliedMigrations(url: string): Promise<string[]> {
+  const [exists] = await rowsIn<{ t: string | null }>(
+    url,
+    `SELECT to_regclass('public.migrations')::text AS t`,
+  );
+  if (exists?.t == null) return [];
+  const rows = await rowsIn<{ name: string }>(url, 'SELECT name FROM migrations ORDER BY id');
+  return rows.map((r) => r.name);
+}
+
+interface CellRow {
+  uuid: string;
+  name: string;
+  disabled: boolean;
+  instances?: number;
+  databaseConnection?: string;
+}
+
+describe('cell commands', () => {
+  let world: CliWorld;
+  const run = (...args: string[]) => runCli(args, world.project.dir);
+
+  beforeAll(async () => {
+    world = await createCliWorld('cli_cell', role, 2);
+  });
+  afterAll(async () => {
+    await world?.destroy();
+  });
+
+  it('creates a cell after checking that its database answers', async () => {
+    const db = await createTestDatabase('cli_cell_new');
+    try {
+      const created = await run(
+        'cell',
+        'create',
+        '--name',
+        'fresh',
+        '--database-connection',
+        role.urlFor(db.name),
+      );
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      expect(created.stdout).toMatch(/^Created cell 'fresh' \([0-9a-f-]{36}\)\.\n$/);
+      const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
+      expect(listed.map((c) => c.name)).toContain('fresh');
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('prints the created cell as JSON with its password masked', async () => {
+    const uuid = randomUUID();
+    const result = await run(
+      'cell',
+      'create',
+      '--json',
+      '--name',
+      'as-json',
+      '--uuid',
+      uuid,
+      '--disabled',
+      '--database-connection',
+      world.cells[0]!.url,
+      '--transport-url',
+      `amqp://guest:${role.password}@mq:5672/`,
+    );
+    const cell = json<CellRow & { transportUrl: string }>(result);
+    expect(cell).toMatchObject({ uuid, name: 'as-json', disabled: true });
+    expect(cell.databaseConnection).toContain(`${role.name}:***@`);
+    expect(cell.transportUrl).toBe('amqp://guest:***@mq:5672/');
+  });
+
+  it('refuses, in one line, to create a cell whose database is unreachable', async () => {
+    const result = await run(
+      'cell',
+      'create',
+      '--name',
+      'nowhere',
+      '--database-connection',
+      `postgres://${role.name}:${role.password}@127.0.0.1:1/nowhere`,
+    );
+    expectOneErrorLine(
+      result,
+      1,
+      /^error: Cell 'nowhere' is unreachable: .*ECONNREFUSED.*--no-verify/,
+    );
+    const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
+    expect(listed.map((c) => c.name)).not.toContain('nowhere');
+  });
+
+  it('creates a cell without checking its database when given --no-verify', async () => {
+    const result = await run(
+      'cell',
+      'create',
+      '--no-verify',
+      '--name',
+      'unchecked',
+      '--database-connection',
+      `postgres://${role.name}:${role.password}@127.0.0.1:1/nowhere`,
+    );
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+  });
+
+  it('lists cells in a table with their instance counts and no URLs', async () => {
+    const mapped = await run(
+      'instance',
+      'map',
+      '--uuid',
+      randomUUID(),
+      '--cell',
+      world.cells[1]!.name,
+      '--project',
+      'p1',
+    );
+    expect(mapped.code).toBe(0);
+    const result = await run('cell', 'list');
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/UUID .*Name .*Disabled .*Instances/);
+    expect(result.stdout).toMatch(
+      new RegExp(`${world.cells[1]!.uuid} │ ${world.cells[1]!.name} *│ no *│ 1 `),
+    );
+    expect(result.stdout).not.toContain('postgres://');
+  });
+
+  it('shows connection URLs with the password masked under --verbose', async () => {
+    const table = await run('cell', 'list', '--verbose');
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(`postgres://${role.name}:***@`);
+    const rows = json<CellRow[]>(await run('cell', 'list', '--verbose', '--json'));
+    const row = rows.find((c) => c.name === world.cells[0]!.name);
+    expect(row?.databaseConnection).toContain(`${role.name}:***@`);
+  });
+
+  it('renames and disables a cell found by uuid', async () => {
+    const target = await createCliWorldCell(world, 'to-update');
+    const result = await run('cell', 'update', target, '--name', 'updated', '--disable', '--json');
+    expect(json<CellRow>(result)).toMatchObject({ uuid: target, name: 'updated', disabled: true });
+    const enabled = await run('cell', 'update', 'updated', '--enable', '--json');
+    expect(json<CellRow>(enabled)).toMatchObject({ disabled: false });
+  });
+
+  it('refuses to delete a cell with mapped instances unless --force', async () => {
+    const target = await createCliWorldCell(world, 'to-delete');
+    const instance = randomUUID();
+    expect(
+      (await run('instance', 'map', '--uuid', instance, '--cell', target, '--project', 'p1')).code,
+    ).toBe(0);
+    const refused = await run('cell', 'delete', 'to-delete');
+    expectOneErrorLine(refused, 1, /1 instance mapping.*--force/);
+    const forced = await run('cell', 'delete', 'to-delete', '--force');
+    expect(forced).toMatchObject({ code: 0, stdout: `Deleted cell 'to-delete' (${target}).\n` });
+    expectOneErrorLine(await run('instance', 'verify', instance), 1, /Unknown instance/);
+  });
+
+  it('reports an unknown cell in one line', async () => {
+    expectOneErrorLine(
+      await run('cell', 'delete', 'no-such-cell'),
+      1,
+      /Unknown cell 'no-such-cell'/,
+    );
+  });
+
+  it('maps cell0 once and leaves it alone afterwards', async () => {
+    const url = world.cells[0]!.url;
+    const first = json<{ created: boolean; cell: CellRow }>(
+      await run('cell0', 'map', '--database-connection', url, '--json'),
+    );
+    expect(first).toMatchObject({
+      created: true,
+      cell: { uuid: '00000000-0000-0000-0000-000000000000', name: 'cell0' },
+    });
+    const again = await run('cell0', 'map');
+    expect(again).toMatchObject({ code: 0, stderr: '' });
+    expect(again.stdout).toContain('cell0 is already mapped');
+  });
+});
+
+/** Maps a cell named `name` to the world's first cell database; returns its uuid. */
+function createCliWorldCell(world: CliWorld, name: string): Promise<string> {
+  return world.mapCell(name, world.cells[0]!.url);
+}
+
+describe('instance commands', () => {
+  let world: CliWorld;
+  const run = (...args: string[]) => runCli(args, world.project.dir);
+
+  beforeAll(async () => {
+    world = await createCliWorld('cli_inst', role, 2);
+  });
+  afterAll(async () => {
+    await world?.destroy();
+  });
+
+  it('maps an instance to a cell and verifies where it is', async () => {
+    const instance = randomUUID();
+    const cell = world.cells[1]!;
+    const mapped = await run(
+      'instance',
+      'map',
+      '--uuid',
+      instance,
+      '--cell',
+      cell.uuid,
+      '--project',
+      'p1',
+      '--user',
+      'u1',
+      '--json',
+    );
+    expect(json(mapped)).toEqual({
+      instanceUuid: instance,
+      projectId: 'p1',
+      userId: 'u1',
+      cell: { uuid: cell.uuid, name: cell.name },
+    });
+    const verified = await run('instance', 'verify', instance);
+    expect(verified).toMatchObject({
+      code: 0,
+      stdout: `Instance ${instance} is in cell '${cell.name}' (${cell.uuid}).\n`,
+    });
+  });
+
+  it('moves a mapped instance to another cell', async () => {
+    const instance = randomUUID();
+    await run(
+      'instance',
+      'map',
+      '--uuid',
+      instance,
+      '--cell',
+      world.cells[0]!.name,
+      '--project',
+      'p1',
+    );
+    await run(
+      'instance',
+      'map',
+      '--uuid',
+      instance,
+      '--cell',
+      world.cells[1]!.name,
+      '--project',
+      'p1',
+    );
+    const verified = json<{ cell: { name: string } }>(
+      await run('instance', 'verify', instance, '--json'),
+    );
+    expect(verified.cell.name).toBe(world.cells[1]!.name);
+  });
+
+  it('exits 1 with one line when verifying an unmapped instance', async () => {
+    const instance = randomUUID();
+    expectOneErrorLine(
+      await run('instance', 'verify', instance),
+      1,
+      new RegExp(`Unknown instance '${instance}'`),
+    );
+  });
+});
+
+describe('db migrate', () => {
+  let world: CliWorld;
+  const run = (...args: string[]) => runCli(args, world.project.dir);
+
+  afterEach(async () => {
+    await world?.destroy();
+  });
+
+  it('migrates every cell, and a second run applies nothing', async () => {
+    world = await createCliWorld('cli_mig', role, 3);
+    const first = await run('db', 'migrate', '--all');
+    expect(first.code).toBe(0);
+    for (const cell of world.cells) {
+      expect(first.stdout).toMatch(
+        new RegExp(`│ ${cell.name} *│ ${cell.uuid} │ 2 *│ [0-9.]+ m?s *│ migrated`),
+      );
+      expect(await hasWidgets(cell.db.url)).toBe(true);
+      expect(await appliedMigrations(cell.db.url)).toEqual(CELL_MIGRATIONS);
+    }
+    const second = json<{ cells: { name: string; result: string; applied: string[] }[] }>(
+      await run('db', 'migrate', '--all', '--json'),
+    );
+    expect(second.cells).toHaveLength(3);
+    expect(second.cells.every((c) => c.result === 'migrated' && c.applied.length === 0)).toBe(true);
+  });
+
+  it('applies each migration exactly once when two runners race', async () => {
+    world = await createCliWorld('cli_race', role, 3);
+    const runs = await Promise.all([
+      run('db', 'migrate', '--all', '--json'),
+      run('db', 'migrate', '--all', '--json'),
+    ]);
+    const reports = runs.map((r) => json<{ cells: { uuid: string; applied: string[] }[] }>(r));
+    for (const cell of world.cells) {
+      expect(await appliedMigrations(cell.db.url)).toEqual(CELL_MIGRATIONS);
+      const appliedByBoth = reports.flatMap(
+        (r) => r.cells.find((c) => c.uuid === cell.uuid)?.applied ?? [],
+      );
+      expect(appliedByBoth.sort()).toEqual([...CELL_MIGRATIONS].sort());
+    }
+  });
+
+  it('migrates the other cells and exits 1 when one fails under --continue-on-error', async () => {
+    world = await createCliWorld('cli_brk', role, 3);
+    await world.mapCell('a-missing-db', role.urlFor(`cells_missing_${randomUUID().slice(0, 8)}`));
+    await world.mapCell(
+      'b-closed-port',
+      `postgres://${role.name}:${role.password}@127.0.0.1:1/nothing`,
+    );
+    const result = await run('db', 'migrate', '--all', '--continue-on-error', '--concurrency', '2');
+    expect(result.code).toBe(1);
+    expect(result.stdout).toMatch(/│ a-missing-db .*│ failed: unreachable: .*does not exist/);
+    expect(result.stdout).toMatch(/│ b-closed-port .*│ failed: unreachable: .*ECONNREFUSED/);
+    expect(result.stderr).toMatch(/^error: 2 of 5 cell\(s\) failed to migrate;/m);
+    for (const cell of world.cells)
+      expect(await appliedMigrations(cell.db.url)).toEqual(CELL_MIGRATIONS);
+  });
+
+  it('starts no further cell after the first failure without --continue-on-error', async () => {
+    world = await createCliWorld('cli_stop', role, 3);
+    await world.mapCell(
+      'a-closed-port',
+      `postgres://${role.name}:${role.password}@127.0.0.1:1/nothing`,
+    );
+    const result = await run('db', 'migrate', '--all', '--concurrency', '1', '--json');
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout) as { cells: { name: string; result: string }[] };
+    expect(report.cells.map((c) => c.result)).toEqual(['failed', 'skipped', 'skipped', 'skipped']);
+    expectOneErrorLine(result, 1, /3 were skipped/);
+    for (const cell of world.cells) expect(await hasWidgets(cell.db.url)).toBe(false);
+  });
+
+  it('migrates only the cell named by --cell, and db status shows what is pending', async () => {
+    world = await createCliWorld('cli_one', role, 2);
+    const [target, other] = world.cells as [CliWorld['cells'][0], CliWorld['cells'][0]];
+    const before = await run('db', 'status');
+    expect(before.code).toBe(0);
+    expect(before.stdout).toMatch(
+      new RegExp(`│ ${target.name} *│ ${target.uuid} │ 0 *│ 2 *│ CreateWidgets1764072100000`),
+    );
+    expect((await run('db', 'migrate', '--cell', target.name)).code).toBe(0);
+    const after = json<{ cells: { name: string; applied: string[]; pending: string[] }[] }>(
+      await run('db', 'status', '--json'),
+    );
+    expect(after.cells.find((c) => c.name === target.name)).toMatchObject({
+      applied: CELL_MIGRATIONS,
+      pending: [],
+    });
+    expect(after.cells.find((c) => c.name === other.name)).toMatchObject({
+      applied: [],
+      pending: CELL_MIGRATIONS,
+    });
+    expect(await hasWidgets(other.db.url)).toBe(false);
+  });
+
+  it('db status exits 1 and reports an unreachable cell in its row', async () => {
+    world = await createCliWorld('cli_stat', role, 1);
+    await world.mapCell('closed', `postgres://${role.name}:${role.password}@127.0.0.1:1/nothing`);
+    const result = await run('db', 'status');
+    expect(result.stdout).toMatch(/│ closed .*│ failed: unreachable: .*ECONNREFUSED/);
+    expectOneErrorLine(result, 1, /1 of 2 cell\(s\) failed to report their status/);
+  });
+});
+
+describe('api-db', () => {
+  it('migrates the API database once, into the history Cells reads', async () => {
+    const api = await createTestDatabase('cli_apidb');
+    const project = await createCliProject(role.urlFor(api.name));
+    const run = (...args: string[]) => runCli(args, project.dir);
+    try {
+      expect(json(await run('api-db', 'status', '--json'))).toEqual({
+        applied: [],
+        pending: ['ApiSchema1764072000000'],
+      });
+      expect(json(await run('api-db', 'migrate', '--json'))).toEqual({
+        applied: ['ApiSchema1764072000000'],
+      });
+      const again = await run('api-db', 'migrate');
+      expect(again).toMatchObject({
+        code: 0,
+        stdout: 'API database is up to date (0 migrations applied).\n',
+      });
+      expect(json(await run('api-db', 'status', '--json'))).toEqual({
+        applied: ['ApiSchema1764072000000'],
+        pending: [],
+      });
+      // Had the CLI used another history table, this would re-create the tables and fail.
+      const lib = new Cells({ api: role.urlFor(api.name), entities: [], migrateApi: true });
+      await lib.initialize();
+      await lib.destroy();
+    } finally {
+      await project.remove();
+      await api.drop();
+    }
+  });
+
+  it('points at api-db migrate when the API database has no schema', async () => {
+    const api = await createTestDatabase('cli_apinew');
+    const project = await createCliProject(role.urlFor(api.name));
+    try {
+      expectOneErrorLine(await runCli(['cell', 'list'], project.dir), 1, /api-db migrate/);
+    } finally {
+      await project.remove();
+      await api.drop();
+    }
+  });
+});
+
+describe('config and usage errors', () => {
+  let world: CliWorld;
+  const run = (...args: string[]) => runCli(args, world.project.dir);
+
+  beforeAll(async () => {
+    world = await createCliWorld('cli_cfg', role, 1);
+  });
+  afterAll(async () => {
+    await world?.destroy();
+  });
+
+  it('loads a CommonJS config given by --config', async () => {
+    const file = await writeJsConfig(world.project.dir, role.urlFor(world.api.name));
+    const rows = json<CellRow[]>(await run('--config', file, 'cell', 'list', '--json'));
+    expect(rows.map((r) => r.name)).toEqual([world.cells[0]!.name]);
+  });
+
+  it('says to compile the config or install typescript when it cannot load a .ts config', async () => {
+    const bare = await createCliProject(role.urlFor(world.api.name), { typescript: false });
+    try {
+      expectOneErrorLine(
+        await runCli(['cell', 'list'], bare.dir),
+        1,
+        /cells\.config\.ts: .*typescript.*Compile the config/,
+      );
+    } finally {
+      await bare.remove();
+    }
+  });
+
+  it('exits 2 when no config file exists', async () => {
+    expectOneErrorLine(
+      await run('--config', 'missing.config.ts', 'cell', 'list'),
+      2,
+      /missing\.config\.ts does not exist/,
+    );
+  });
+
+  it('reports an unreachable API database in one line', async () => {
+    const project = await createCliProject(
+      `postgres://${role.name}:${role.password}@127.0.0.1:1/api`,
+    );
+    try {
+      expectOneErrorLine(
+        await runCli(['cell', 'list'], project.dir),
+        1,
+        /unreachable: .*ECONNREFUSED/,
+      );
+    } finally {
+      await project.remove();
+    }
+  });
+
+  it.each([
+    ['an unknown option', ['cell', 'list', '--colour'], /unknown option '--colour'/],
+    ['an unknown command', ['cells', 'list'], /unknown command 'cells'/],
+    [
+      'a missing required option',
+      ['cell', 'create', '--name', 'x'],
+      /required option '--database-connection <url>'/,
+    ],
+    ['a malformed instance uuid', ['instance', 'verify', 'not-a-uuid'], /must be a uuid/],
+    [
+      'a malformed connection URL',
+      ['cell', 'create', '--name', 'x', '--database-connection', 'mysql://u:p@h/db'],
+      /not a valid PostgreSQL URL/,
+    ],
+    ['db migrate without --cell or --all', ['db', 'migrate'], /--cell <name\|uuid> or --all/],
+    [
+      'a zero --concurrency',
+      ['db', 'migrate', '--all', '--concurrency', '0'],
+      /--concurrency <n>.*integer >= 1/,
+    ],
+    [
+      'both --disable and --enable',
+      ['cell', 'update', 'x', '--disable', '--enable'],
+      /--disable or --enable, not both/,
+    ],
+  ])('exits 2 with one line for %s', async (_what, args, pattern) => {
+    expectOneErrorLine(await run(...args), 2, pattern);
+  });
+
+  it('prints the stack trace of an error under --debug', async () => {
+    const result = await run('instance', 'verify', randomUUID(), '--debug');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^error: Unknown instance .*\n.*UnknownInstanceError.*\n\s+at /);
+  });
+
+  it('documents the exit codes in --help', async () => {
+    const result = await run('--help');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(
+      /Exit status:\n\s+0 +success\n\s+1 +failure[^]*\n\s+2 +usage error/,
+    );
+  });
+});
+
+describe('output', () => {
+  it('never printed the sentinel password, in any output of this file', () => {
+    const transcript = cliTranscript();
+    expect(transcript).toContain(`${role.name}:***@`);
+    expect(transcript).not.toContain(role.password);
+  });
+});

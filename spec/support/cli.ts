@@ -1,0 +1,191 @@
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cells, CellMapping } from '../../lib';
+import { adminQuery, createRole, createTestDatabase, type TestDatabase } from './databases';
+import { BUILD_ERROR_VARIABLE } from './build';
+
+const ROOT = join(__dirname, '..', '..');
+
+/** The built CLI, as `npm install` links it. */
+export const CLI_PATH = join(ROOT, 'dist', 'lib', 'cli', 'main.js');
+
+/** What one CLI run printed and how it exited. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const transcript: string[] = [];
+
+/** Everything every CLI run of this worker printed, for assertions over a whole spec file. */
+export function cliTranscript(): string {
+  return transcript.join('\n');
+}
+
+/** Throws the build failure recorded by global setup, so CLI specs fail with tsc's output. */
+export function assertCliBuilt(): void {
+  const failure = process.env[BUILD_ERROR_VARIABLE];
+  if (failure) throw new Error(failure);
+}
+
+/**
+ * Runs the built CLI with `node`, as a user would, in `cwd`; never rejects on a non-zero exit.
+ *
+ * @param args - command-line arguments after the binary.
+ * @param cwd - working directory (where the default config file is looked for).
+ */
+export function runCli(args: readonly string[], cwd: string): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [CLI_PATH, ...args],
+      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000, maxBuffer: 16 << 20 },
+      (error, stdout, stderr) => {
+        transcript.push(stdout, stderr);
+        if (error && typeof error.code !== 'number') return reject(error);
+        resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** A temporary project folder with a config file, like a user's. */
+export interface CliProject {
+  dir: string;
+  /** Removes the folder. */
+  remove(): Promise<void>;
+}
+
+/**
+ * Creates a project folder whose `cells.config.ts` points at the API database `apiUrl`, with the
+ * spec Widget entity and two cell migrations (the second one sleeps `migrationSleepMs`, so
+ * concurrent runners overlap). `node_modules` links to this repository's, as in an installed project.
+ *
+ * @param apiUrl - URL of the API database.
+ * @param options.typescript - link node_modules, so the .ts config can be transpiled. Default: true.
+ */
+export async function createCliProject(
+  apiUrl: string,
+  options: { typescript?: boolean; migrationSleepMs?: number } = {},
+): Promise<CliProject> {
+  const dir = await mkdtemp(join(tmpdir(), 'cells-cli-'));
+  if (options.typescript !== false)
+    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  const sleep = ((options.migrationSleepMs ?? 300) / 1000).toFixed(3);
+  const config = `
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { CreateWidgets1764072100000, Widget } from ${JSON.stringify(join(ROOT, 'spec', 'support', 'widget'))};
+
+export class AddWidgetColor1764072200000 implements MigrationInterface {
+  name = 'AddWidgetColor1764072200000';
+  async up(queryRunner: QueryRunner): Promise<void> {
+    await queryRunner.query('SELECT pg_sleep(${sleep})');
+    await queryRunner.query('ALTER TABLE "widgets" ADD "color" varchar(20)');
+  }
+  async down(queryRunner: QueryRunner): Promise<void> {
+    await queryRunner.query('ALTER TABLE "widgets" DROP COLUMN "color"');
+  }
+}
+
+export default {
+  api: ${JSON.stringify(apiUrl)},
+  entities: [Widget],
+  migrations: [CreateWidgets1764072100000, AddWidgetColor1764072200000],
+  connectTimeoutMs: 3000,
+};
+`;
+  await writeFile(join(dir, 'cells.config.ts'), config);
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Writes a CommonJS config (no TypeScript involved) to `dir`, returning its path. */
+export async function writeJsConfig(dir: string, apiUrl: string): Promise<string> {
+  const file = join(dir, 'plain.config.js');
+  await writeFile(file, `module.exports = { api: ${JSON.stringify(apiUrl)}, entities: [] };\n`);
+  return file;
+}
+
+/** A login role whose password is a sentinel that must never be printed. */
+export interface SentinelRole {
+  name: string;
+  password: string;
+  /** `url` with the database replaced by `database` and the role's credentials. */
+  urlFor(database: string): string;
+  drop(): Promise<void>;
+}
+
+/** Creates a superuser role with a random `S3ntinel-…` password. */
+export async function createSentinelRole(): Promise<SentinelRole> {
+  const suffix = randomBytes(6).toString('hex');
+  const name = `cells_cli_${suffix}`;
+  const password = `S3ntinel-${suffix}`;
+  const serverUrl = await createRole(name, password);
+  return {
+    name,
+    password,
+    urlFor(database) {
+      const url = new URL(serverUrl);
+      url.pathname = `/${database}`;
+      return url.toString();
+    },
+    async drop() {
+      await adminQuery(`DROP ROLE IF EXISTS "${name}"`);
+    },
+  };
+}
+
+/** An API database (migrated) with cell databases mapped in it (not migrated), and a project. */
+export interface CliWorld {
+  api: TestDatabase;
+  cells: { db: TestDatabase; name: string; uuid: string; url: string }[];
+  project: CliProject;
+  /** Maps one more cell at `url`, which need not exist or answer. */
+  mapCell(name: string, url: string): Promise<string>;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Creates a CLI world: an API database migrated through the library, `cellCount` empty cell
+ * databases mapped as `<label>-cell<i>` with the role's sentinel password in their URLs.
+ */
+export async function createCliWorld(
+  label: string,
+  role: SentinelRole,
+  cellCount = 3,
+): Promise<CliWorld> {
+  const api = await createTestDatabase(`${label}_api`);
+  const dbs = await Promise.all(
+    Array.from({ length: cellCount }, (_, i) => createTestDatabase(`${label}_c${i}`)),
+  );
+  const project = await createCliProject(role.urlFor(api.name));
+  const lib = new Cells({ api: role.urlFor(api.name), entities: [], migrateApi: true });
+  const mapCell = async (name: string, url: string): Promise<string> => {
+    const repo = lib.getRepository(CellMapping, 'api');
+    const saved = await repo.save(
+      repo.create({ uuid: randomUUID(), name, databaseConnection: url }),
+    );
+    return saved.uuid;
+  };
+  await lib.initialize();
+  const cells = [];
+  for (const [i, db] of dbs.entries()) {
+    const url = role.urlFor(db.name);
+    const name = `${label}-cell${i}`;
+    cells.push({ db, name, url, uuid: await mapCell(name, url) });
+  }
+  return {
+    api,
+    cells,
+    project,
+    mapCell,
+    async destroy() {
+      await lib.destroy();
+      await project.remove();
+      await Promise.all([api, ...dbs].map((db) => db.drop()));
+    },
+  };
+}
