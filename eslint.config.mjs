@@ -5,7 +5,7 @@ import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', 'bench/results/'] },
+  { ignores: ['dist-bench/**', 'dist/', 'node_modules/', 'coverage/', 'bench/results/'] },
   js.configs.recommended,
   tseslint.configs.recommended,
   {

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import globalSetup from '../spec/support/global-setup';
+import { startTestServer } from '../spec/support/global-setup';
 import globalTeardown from '../spec/support/global-teardown';
 import type { Scenario, ScenarioResult } from './scenario';
 import { routingOverhead } from './scenarios/routing';
@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const quick = args.includes('--quick');
   const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
   const only = onlyArg ? new Set(onlyArg.split(',')) : undefined;
-  await globalSetup();
+  await startTestServer();
   const results: ScenarioResult[] = [];
   const started = Date.now();
   try {

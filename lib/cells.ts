@@ -9,7 +9,8 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { maskSecrets, parseConnectionUrl } from './connection-url';
+import { messageOf, translateConnectionError } from './connection-errors';
+import { parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
   bindContext,
@@ -33,7 +34,7 @@ import { CellMappings } from './mappings';
 import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
-import { DataSourceRegistry, type RegistryEvent, type RegistryStats, type Route } from './registry';
+import { DataSourceRegistry, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
 import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
 
 /** TypeORM options of a PostgreSQL DataSource. */
@@ -102,7 +103,10 @@ const MAIN_KEY = 'main';
 
 /** A database that is always open while Cells is ready: the API or the default main database. */
 class StaticRoute implements Route {
-  constructor(readonly manager: EntityManager) {}
+  constructor(
+    readonly manager: EntityManager,
+    readonly label: string,
+  ) {}
   release(): void {}
 }
 
@@ -183,8 +187,8 @@ export class Cells implements Router {
       this.state = 'new';
       throw error;
     }
-    this.apiRoute = new StaticRoute(this.apiDataSource.manager);
-    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager) : undefined;
+    this.apiRoute = new StaticRoute(this.apiDataSource.manager, 'the API database');
+    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, 'the default main database') : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => {
@@ -257,6 +261,8 @@ export class Cells implements Router {
       return options.isolation === undefined
         ? await route.manager.transaction(body)
         : await route.manager.transaction(options.isolation, body);
+    } catch (error) {
+      throw translateConnectionError(error, route.label);
     } finally {
       route.release();
     }
@@ -356,7 +362,7 @@ export class Cells implements Router {
     };
   }
 
-  private async openCell(key: string): Promise<DataSource> {
+  private async openCell(key: string): Promise<OpenedCell> {
     for (let attempt = 1; ; attempt++) {
       const cell = await this.mappings.cellByUuid(key);
       const label = `'${cell.name}' (${cell.uuid})`;
@@ -368,7 +374,7 @@ export class Cells implements Router {
       const now = await this.mappings.cellByUuid(key).catch(() => undefined);
       if (now?.databaseConnection === cell.databaseConnection || attempt === 3) {
         this.cellConnections.set(key, cell.databaseConnection);
-        return dataSource;
+        return { dataSource, label: `cell ${label}` };
       }
       await dataSource.destroy();
     }
@@ -405,8 +411,7 @@ async function connect(dataSource: DataSource, label: string): Promise<void> {
     await dataSource.initialize();
   } catch (error) {
     if (error instanceof CellsError) throw error;
-    const reason = maskSecrets(error instanceof Error ? error.message : String(error)) || 'connection failed';
-    throw new CellUnreachableError(label, reason, { cause: error });
+    throw new CellUnreachableError(label, messageOf(error), { cause: error });
   }
 }
 

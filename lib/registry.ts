@@ -8,7 +8,15 @@ import { CellsNotReadyError } from './errors';
  */
 export interface Route {
   readonly manager: EntityManager;
+  /** How errors name this database, e.g. `cell 'cell1' (uuid)`; never a URL. */
+  readonly label: string;
   release(): void;
+}
+
+/** What `RegistryOptions.open` returns: the initialized DataSource and how errors name it. @internal */
+export interface OpenedCell {
+  dataSource: DataSource;
+  label: string;
 }
 
 /** One open cell DataSource in the registry. @internal */
@@ -24,6 +32,7 @@ export class RegistryEntry implements Route {
   constructor(
     readonly key: string,
     readonly dataSource: DataSource,
+    readonly label: string,
     private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
   ) {
     this.manager = dataSource.manager;
@@ -65,7 +74,7 @@ export interface RegistryOptions {
   /** Close a DataSource unused for this long; 0 keeps it until the LRU bound evicts it. */
   idleTimeoutMs: number;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
-  open(key: string): Promise<DataSource>;
+  open(key: string): Promise<OpenedCell>;
   /** Receives lifecycle events for logging. */
   onEvent?(event: RegistryEvent): void;
 }
@@ -173,11 +182,11 @@ export class DataSourceRegistry {
   private async open(key: string): Promise<RegistryEntry> {
     await this.takeSlot();
     const started = performance.now();
-    let dataSource: DataSource;
+    let opened: OpenedCell;
     this.initializing++;
     try {
       if (this.destroyed) throw new CellsNotReadyError('destroyed');
-      dataSource = await this.options.open(key);
+      opened = await this.options.open(key);
     } catch (error) {
       this.counters.failedOpens++;
       this.giveSlot();
@@ -186,7 +195,7 @@ export class DataSourceRegistry {
     } finally {
       this.initializing--;
     }
-    const entry = new RegistryEntry(key, dataSource, (e) => this.close(e));
+    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
     this.counters.opened++;
     this.options.onEvent?.({ type: 'open', key, ms: performance.now() - started });
     if (this.destroyed) {

@@ -7,6 +7,7 @@ import {
   type QueryRunner,
   type SelectQueryBuilder,
 } from 'typeorm';
+import { translateConnectionError } from './connection-errors';
 import { currentContext, type ReadDeleted } from './context';
 import {
   AGGREGATE_READS,
@@ -163,6 +164,8 @@ async function invoke(
       if (path !== undefined) return await readWithDeleted(route.manager, repo, name, args, mode, path);
     }
     return await (repo as unknown as MethodTable)[name]!(...args);
+  } catch (error) {
+    throw translateConnectionError(error, route.label);
   } finally {
     route.release();
   }
@@ -237,6 +240,8 @@ function patchExecution(
         if (path !== undefined) applyToQueryBuilder(this as unknown as SelectQueryBuilder<ObjectLiteral>, mode, path);
       }
       return await (original as AnyFn).apply(this, args);
+    } catch (error) {
+      throw translateConnectionError(error, route.label);
     } finally {
       route.release();
     }

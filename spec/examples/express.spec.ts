@@ -434,11 +434,8 @@ describe('a cell whose PostgreSQL server stops', () => {
     expect(elapsed).toBeLessThan(1500);
   });
 
-  // Known library gap, reported to the lead: on a cell DataSource that is already open, a query
-  // after its server went away rejects with pg's raw `connect ECONNREFUSED`, not CellUnreachableError
-  // (only opening a DataSource translates connection failures), so the app answers 500. Remove
-  // `.failing` once lib/ translates (and evicts) there.
-  it.failing('answers 503 for a server in that cell while its DataSource is open', async () => {
+  // The registry keeps the cell's DataSource open; its failed query must still read as unreachable.
+  it('answers 503 for a server in that cell while its DataSource is open', async () => {
     const res = await api().get(`/servers/${onFar.uuid}`).set('x-project-id', p).expect(503);
     expect(res.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_UNREACHABLE' } });
   });

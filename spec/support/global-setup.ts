@@ -35,6 +35,14 @@ const LOG_LINES_KEPT = 40;
  */
 export default async function globalSetup(): Promise<void> {
   await buildDist();
+  await startTestServer();
+}
+
+/**
+ * Starts the embedded PostgreSQL unless `CELLS_TEST_DATABASE_URL` is set (also used by the
+ * benchmarks, which need no build).
+ */
+export async function startTestServer(): Promise<void> {
   if (process.env[SERVER_URL_VARIABLE]) return;
 
   const verbose = Boolean(process.env.CELLS_TEST_VERBOSE);

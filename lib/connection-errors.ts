@@ -1,0 +1,49 @@
+import { QueryFailedError } from 'typeorm';
+import { maskSecrets } from './connection-url';
+import { CellUnreachableError, CellsError } from './errors';
+
+const NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+]);
+// SQLSTATE: 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now; class 08 is
+// "connection exception".
+const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03']);
+const CLIENT_GONE_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+
+/** True when `error` says the database could not be reached or dropped the connection. */
+export function isConnectionError(error: unknown): boolean {
+  const candidates = [error, error instanceof QueryFailedError ? error.driverError : undefined];
+  for (const candidate of candidates) {
+    // Duck-typed, not `instanceof Error`: socket errors come from Node's own realm, which differs
+    // from the caller's under vm sandboxes such as Jest's.
+    if (typeof candidate !== 'object' || candidate === null) continue;
+    const { code, message } = candidate as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && (NETWORK_CODES.has(code) || SERVER_GONE_STATES.has(code) || code.startsWith('08'))) {
+      return true;
+    }
+    if (typeof message === 'string' && CLIENT_GONE_MESSAGES.test(message)) return true;
+  }
+  return false;
+}
+
+/**
+ * Returns CellUnreachableError (naming the database by `label`, with masked text) for a connection
+ * failure of a running call, and any other error unchanged.
+ */
+export function translateConnectionError(error: unknown, label: string): unknown {
+  if (error instanceof CellsError || !isConnectionError(error)) return error;
+  return new CellUnreachableError(label, messageOf(error), { cause: error });
+}
+
+/** The masked message of any thrown value, from any realm. */
+export function messageOf(error: unknown): string {
+  const message = (error as { message?: unknown } | null)?.message;
+  return maskSecrets(typeof message === 'string' ? message : String(error)) || 'connection failed';
+}
