@@ -1,17 +1,18 @@
 import 'reflect-metadata';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { startTestServer } from '../spec/support/global-setup';
 import globalTeardown from '../spec/support/global-teardown';
 import type { Scenario, ScenarioResult } from './scenario';
-import { routingOverhead } from './scenarios/routing';
-import { coldCell } from './scenarios/cold-cell';
 
-const SCENARIOS: Record<string, Scenario> = {
-  routing: routingOverhead,
-  'cold-cell': coldCell,
-};
+/** Every scenario module in bench/scenarios/, in plan order. */
+async function loadScenarios(): Promise<Scenario[]> {
+  const dir = join(__dirname, 'scenarios');
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.js'));
+  const loaded = await Promise.all(files.map(async (f) => ((await import(join(dir, f))) as { scenario?: Scenario }).scenario));
+  return loaded.filter((s): s is Scenario => s !== undefined).sort((a, b) => a.order - b.order);
+}
 
 /**
  * `npm run bench [-- --quick] [-- --only a,b]`: runs the scenarios against CELLS_TEST_DATABASE_URL,
@@ -26,11 +27,11 @@ async function main(): Promise<void> {
   const results: ScenarioResult[] = [];
   const started = Date.now();
   try {
-    for (const [id, scenario] of Object.entries(SCENARIOS)) {
-      if (only && !only.has(id)) continue;
+    for (const scenario of await loadScenarios()) {
+      if (only && !only.has(scenario.id)) continue;
       const t = Date.now();
-      process.stdout.write(`\n## ${id}${quick ? ' (quick)' : ''}\n`);
-      const result = await scenario(quick);
+      process.stdout.write(`\n## ${scenario.id}${quick ? ' (quick)' : ''}\n`);
+      const result = await scenario.run(quick);
       results.push(result);
       process.stdout.write(`${result.markdown}\n(${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
     }

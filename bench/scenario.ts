@@ -8,5 +8,13 @@ export interface ScenarioResult {
   markdown: string;
 }
 
-/** A scenario takes `quick` (smoke run) and returns its result. */
-export type Scenario = (quick: boolean) => Promise<ScenarioResult>;
+/**
+ * A benchmark scenario. Each file in bench/scenarios/ exports one as `scenario`; `npm run bench`
+ * runs them in `order`. `run(true)` is the smoke run of `--quick`: brief, no figure is meaningful.
+ */
+export interface Scenario {
+  id: string;
+  /** The scenario's number in the benchmark plan (1 = routing overhead ...). */
+  order: number;
+  run(quick: boolean): Promise<ScenarioResult>;
+}

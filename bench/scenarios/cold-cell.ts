@@ -3,7 +3,7 @@ import { targetCell } from '../../lib';
 import { createCellWorld } from '../../spec/support/cells';
 import { Widget } from '../../spec/support/widget';
 import { markdownTable, summarise } from '../harness';
-import type { ScenarioResult } from '../scenario';
+import type { Scenario, ScenarioResult } from '../scenario';
 
 const CALLERS = 100;
 
@@ -11,7 +11,7 @@ const CALLERS = 100;
  * Scenario 5: the first call to a cell with 100 concurrent callers: one open, and the latency of
  * the first answer against a warm call; a plain TypeORM initialize() + first query for reference.
  */
-export async function coldCell(quick: boolean): Promise<ScenarioResult> {
+async function coldCell(quick: boolean): Promise<ScenarioResult> {
   const cellCount = quick ? 2 : 12;
   const world = await createCellWorld('bench_cold', { cellCount, cells: { poolSize: 5 } });
   try {
@@ -67,3 +67,5 @@ export async function coldCell(quick: boolean): Promise<ScenarioResult> {
     await world.destroy();
   }
 }
+
+export const scenario: Scenario = { id: 'cold-cell', order: 5, run: coldCell };

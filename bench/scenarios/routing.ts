@@ -9,7 +9,7 @@ import { createCellWorld } from '../../spec/support/cells';
 import { rowsIn } from '../../spec/support/databases';
 import { Widget } from '../../spec/support/widget';
 import { compare, markdownTable, nsPerCall, runOptions, type VariantResult } from '../harness';
-import type { ScenarioResult } from '../scenario';
+import type { Scenario, ScenarioResult } from '../scenario';
 
 const ROWS = 10_000;
 
@@ -17,7 +17,7 @@ const ROWS = 10_000;
  * Scenario 1: what routing adds to a primary-key lookup and a small insert, against raw pg and a
  * TypeORM repository of an explicitly chosen DataSource; and the routing step alone.
  */
-export async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
+async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
   // Pool size 1 everywhere: every TypeORM variant then talks to one server backend, so the comparison
   // is not skewed by which backend process (and core) a pool's connection happens to land on.
   const world = await createCellWorld('bench_routing', { cellCount: 1, cells: { poolSize: 1, idleTimeoutMs: Number(process.env.IDLE ?? 300000) } });
@@ -120,3 +120,5 @@ function routingStepNs(cells: Cells, ctx: RequestContext, quick: boolean): numbe
     return nsPerCall(route, quick ? 10_000 : 1_000_000);
   });
 }
+
+export const scenario: Scenario = { id: 'routing', order: 1, run: routingOverhead };
