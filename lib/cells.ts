@@ -98,6 +98,9 @@ export interface CellsOptions {
 /** Counters of the DataSource registry; see RegistryStats. */
 export type CellsStats = RegistryStats;
 
+/** The table recording the API database's migrations; the CLI's `api-db` commands share it. */
+export const API_MIGRATIONS_TABLE = 'cells_api_migrations';
+
 const API_KEY = 'api';
 const MAIN_KEY = 'main';
 
@@ -150,7 +153,7 @@ export class Cells implements Router {
       ...postgresOptions(options.api, 'api'),
       entities: [...API_ENTITIES, ...entityList(options.api)],
       migrations: [...API_MIGRATIONS],
-      migrationsTableName: 'cells_api_migrations',
+      migrationsTableName: API_MIGRATIONS_TABLE,
     });
     this.mainDataSource =
       options.main === undefined
@@ -415,7 +418,11 @@ async function connect(dataSource: DataSource, label: string): Promise<void> {
   }
 }
 
-function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
+/**
+ * TypeORM PostgreSQL options of a database given as a URL or as options (shared with the CLI).
+ * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
+ */
+export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
   if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
   if (config === null || typeof config !== 'object') {
     throw new InvalidArgumentError(`The ${label} database must be a postgres:// URL or TypeORM options.`);

@@ -4,11 +4,9 @@ import { API_ENTITIES } from '../../entities';
 import { API_MIGRATIONS } from '../../migrations';
 import type { CellsOptions } from '../cells';
 import { migrateLocked, migrationStatus, withDataSource } from './cell-database';
-import { postgresOptionsOf } from './config';
+import { API_MIGRATIONS_TABLE, postgresOptions } from '../cells';
 import type { CliSession } from './session';
 
-/** Must equal the table `Cells` uses with `migrateApi`, so both see the same history. */
-const API_MIGRATIONS_TABLE = 'cells_api_migrations';
 const API_LABEL = 'the API database';
 
 /** Registers `api-db migrate` and `api-db status`. */
@@ -55,7 +53,7 @@ function withApiDataSource<T>(
   config: CellsOptions,
   fn: (ds: DataSource) => Promise<T>,
 ): Promise<T> {
-  const options = postgresOptionsOf(config.api, API_LABEL);
+  const options = postgresOptions(config.api, API_LABEL);
   const dataSource = new DataSource({
     ...options,
     entities: API_ENTITIES,

@@ -1,8 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import type { CellsOptions, DatabaseConfig, PostgresOptions } from '../cells';
-import { parseConnectionUrl } from '../connection-url';
+import type { CellsOptions } from '../cells';
 import { ConfigFileError, InvalidArgumentError } from '../errors';
 
 /** The files looked for in the working directory when `--config` is not given, in this order. */
@@ -63,16 +62,6 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
     );
   }
   return value as CellsOptions;
-}
-
-/** TypeORM PostgreSQL options of a database given as a URL or as options. */
-export function postgresOptionsOf(config: DatabaseConfig, label: string): PostgresOptions {
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
-  if (config.url !== undefined) {
-    const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
-  }
-  return { ...config, type: 'postgres' };
 }
 
 function defaultExport(exported: unknown): unknown {
