@@ -4,12 +4,13 @@ import {
   type EntityManager,
   type EntityTarget,
   type ObjectLiteral,
+  type QueryRunner,
   type Repository,
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { messageOf, translateConnectionError } from './connection-errors';
+import { messageOf, translateConnectionError, watchConnectionLoss } from './connection-errors';
 import { parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
@@ -34,7 +35,7 @@ import { CellMappings } from './mappings';
 import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
-import { DataSourceRegistry, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
+import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
 import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
 
 /** TypeORM options of a PostgreSQL DataSource. */
@@ -122,6 +123,11 @@ class TransactionRoute implements Route, ActiveTransaction {
     readonly manager: EntityManager,
   ) {}
   release(): void {}
+
+  /** False once the transaction ended (TypeORM released its query runner). */
+  get running(): boolean {
+    return this.manager.queryRunner?.isReleased === false;
+  }
 }
 
 /**
@@ -206,8 +212,9 @@ export class Cells implements Router {
   }
 
   /**
-   * Closes every DataSource: cell DataSources once their running calls finish, then the API and
-   * main databases. Leaves no open handle and no server connection. Safe to call twice.
+   * Closes every DataSource: cell DataSources once their running calls finish (a running
+   * transaction may still run statements; new calls throw CellsNotReadyError), then the API and
+   * main databases. Resolves once no handle and no server connection is left. Safe to call twice.
    */
   async destroy(): Promise<void> {
     if (this.state === 'destroyed') return;
@@ -250,13 +257,20 @@ export class Cells implements Router {
     if (ctx === undefined) throw new NoContextError('cells.transaction()');
     const outer = ctx[slot];
     if (outer !== undefined && outer.owner === this) {
-      return outer.manager.transaction(() => fn(outer.manager));
+      return outer.manager.transaction(() => fn(outer.manager)).catch((error: unknown) => {
+        throw translateConnectionError(error, outer.label, outer.manager.queryRunner);
+      });
     }
     const route = await this.route(db);
+    let runner: QueryRunner | undefined;
+    let unwatch = (): void => undefined;
     try {
       const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
       const label = db === 'api' ? 'the API database' : key === MAIN_KEY ? 'the default main database' : `cell ${ctx.cellName ?? key}`;
       const body = (manager: EntityManager) => {
+        // A lost connection makes TypeORM release the runner: later statements then fail typed.
+        runner = manager.queryRunner;
+        unwatch = watchConnectionLoss(runner);
         const inner = ctx.clone();
         inner[slot] = new TransactionRoute(this, key, label, manager);
         return runInternal(inner, () => fn(manager));
@@ -265,8 +279,9 @@ export class Cells implements Router {
         ? await route.manager.transaction(body)
         : await route.manager.transaction(options.isolation, body);
     } catch (error) {
-      throw translateConnectionError(error, route.label);
+      throw translateConnectionError(error, route.label, runner);
     } finally {
+      unwatch();
       route.release();
     }
   }
@@ -328,15 +343,16 @@ export class Cells implements Router {
 
   /** @internal */
   route(db: DatabaseSelector): Route | Promise<Route> {
-    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
     const ctx = currentContext();
-    if (db === 'api') {
-      const tx = ctx?.[kApiTransaction];
-      return tx !== undefined && tx.owner === this ? (tx as TransactionRoute) : this.apiRoute;
+    const tx = ctx?.[db === 'api' ? kApiTransaction : kMainTransaction];
+    const joined = tx !== undefined && tx.owner === this ? (tx as TransactionRoute) : undefined;
+    // destroy() waits for running transactions, so they may finish their work; nothing else may start.
+    if (this.state !== 'ready' && !(joined?.running ?? false)) {
+      throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
     }
+    if (joined !== undefined) return joined;
+    if (db === 'api') return this.apiRoute;
     if (ctx === undefined) throw new NoContextError(`A routed 'main' call`);
-    const tx = ctx[kMainTransaction];
-    if (tx !== undefined && tx.owner === this) return tx as TransactionRoute;
     const key = ctx.dbConnection;
     if (key === null) {
       if (this.mainRoute === undefined) throw new NoTargetCellError();
@@ -402,7 +418,7 @@ export class Cells implements Router {
 
   private async closeStatic(): Promise<void> {
     for (const ds of [this.mainDataSource, this.apiDataSource]) {
-      if (ds?.isInitialized) await ds.destroy();
+      if (ds?.isInitialized) await closeDataSource(ds);
     }
   }
 }
@@ -449,6 +465,17 @@ function validateOptions(options: CellsOptions): CellsOptions {
   positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
   positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1);
   positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1);
+  // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
+  // from inside the registry at the first cell open, long after start-up.
+  if (options.logger !== undefined && typeof options.logger !== 'function') {
+    throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
+  }
+  for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
+    const value: unknown = options[name];
+    if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+      throw new InvalidArgumentError(`The '${name}' option must be an object, got ${value === null ? 'null' : typeof value}.`);
+    }
+  }
   return options;
 }
 

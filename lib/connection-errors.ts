@@ -1,4 +1,10 @@
-import { QueryFailedError } from 'typeorm';
+import type { EventEmitter } from 'node:events';
+import {
+  QueryFailedError,
+  QueryRunnerAlreadyReleasedError,
+  QueryRunnerProviderAlreadyReleasedError,
+  type QueryRunner,
+} from 'typeorm';
 import { maskSecrets } from './connection-url';
 import { CellUnreachableError, CellsError } from './errors';
 
@@ -12,9 +18,10 @@ const NETWORK_CODES: ReadonlySet<string> = new Set([
   'EAI_AGAIN',
   'EPIPE',
 ]);
-// SQLSTATE: 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now; class 08 is
-// "connection exception".
-const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03']);
+// SQLSTATE: 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 3D000
+// invalid_catalog_name (the cell's database was dropped: the pool's next connection fails); class 08
+// is "connection exception".
+const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '3D000']);
 const CLIENT_GONE_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 
 /** True when `error` says the database could not be reached or dropped the connection. */
@@ -33,12 +40,41 @@ export function isConnectionError(error: unknown): boolean {
   return false;
 }
 
+/** The connection failures of transactions' query runners, recorded by `watchConnectionLoss`. */
+const lostConnections = new WeakMap<QueryRunner, unknown>();
+
+/**
+ * Records a connection failure of a transaction's `queryRunner` until the returned function is
+ * called. TypeORM releases a query runner whose connection fails, so the transaction's next
+ * statements, savepoints and COMMIT throw its "already released" errors instead of a connection
+ * error; `translateConnectionError` reads those as CellUnreachableError once a loss is recorded.
+ */
+export function watchConnectionLoss(queryRunner: QueryRunner | undefined): () => void {
+  // PostgresQueryRunner's connection: the pg client it holds for the whole transaction.
+  const connection = (queryRunner as { databaseConnection?: EventEmitter } | undefined)?.databaseConnection;
+  if (queryRunner === undefined || typeof connection?.on !== 'function') return () => undefined;
+  const onError = (error: unknown): void => {
+    if (!lostConnections.has(queryRunner)) lostConnections.set(queryRunner, error);
+  };
+  connection.on('error', onError);
+  return () => connection.removeListener('error', onError);
+}
+
 /**
  * Returns CellUnreachableError (naming the database by `label`, with masked text) for a connection
- * failure of a running call, and any other error unchanged.
+ * failure of a running call, and any other error unchanged. With the call's transaction
+ * `queryRunner`, also for TypeORM's "already released" errors after its connection was lost.
  */
-export function translateConnectionError(error: unknown, label: string): unknown {
-  if (error instanceof CellsError || !isConnectionError(error)) return error;
+export function translateConnectionError(error: unknown, label: string, queryRunner?: QueryRunner): unknown {
+  if (error instanceof CellsError) return error;
+  const lost = queryRunner === undefined ? undefined : lostConnections.get(queryRunner);
+  if (
+    lost !== undefined &&
+    (error instanceof QueryRunnerAlreadyReleasedError || error instanceof QueryRunnerProviderAlreadyReleasedError)
+  ) {
+    return new CellUnreachableError(label, messageOf(lost), { cause: lost });
+  }
+  if (!isConnectionError(error)) return error;
   return new CellUnreachableError(label, messageOf(error), { cause: error });
 }
 

@@ -12,6 +12,10 @@ export interface ConnectionParts {
 
 const URL_USERINFO_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/\s@]*:)[^@\s]*@/gi;
 const KEYWORD_PASSWORD = /(password\s*=\s*)('[^']*'|[^\s]+)/gi;
+/** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
+const MAX_URL_LENGTH = 8192;
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 /**
  * Replaces every password found in `text` (URL user-info or `password=` keywords) with `***`.
@@ -39,11 +43,20 @@ export function redactUrl(url: string): string {
  * Parses a `postgres://` or `postgresql://` URL into DataSource connection options.
  * @param url the connection URL; it is never copied into an error message.
  * @param cellLabel how errors name the cell (uuid or name).
- * @throws BadConnectionUrlError when the URL is empty, unparsable, not PostgreSQL or has no database.
+ * @throws BadConnectionUrlError when the URL is empty, longer than 8192 characters, has control
+ * characters, is unparsable, is not PostgreSQL or has no database.
  */
 export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
   if (typeof url !== 'string' || url.trim() === '') {
     throw new BadConnectionUrlError(cellLabel, 'it is empty');
+  }
+  if (url.length > MAX_URL_LENGTH) {
+    throw new BadConnectionUrlError(cellLabel, `it is longer than ${MAX_URL_LENGTH} characters`);
+  }
+  // The URL parser silently drops tabs and newlines (so 'db\nhost=x' names database 'dbhost=x'),
+  // and PostgreSQL cannot store a NUL byte: refuse them rather than use something else.
+  if (CONTROL_CHARACTER.test(url)) {
+    throw new BadConnectionUrlError(cellLabel, 'it contains a control character (newline, tab, NUL...)');
   }
   let parsed: URL;
   try {
@@ -81,9 +94,15 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
 }
 
 function safeDecode(part: string, cellLabel: string): string {
+  let decoded: string;
   try {
-    return decodeURIComponent(part);
+    decoded = decodeURIComponent(part);
   } catch {
     throw new BadConnectionUrlError(cellLabel, 'it contains a malformed percent-escape');
   }
+  // PostgreSQL sends names and passwords as C strings: a NUL byte would cut them short.
+  if (decoded.includes('\u0000')) {
+    throw new BadConnectionUrlError(cellLabel, 'it contains a percent-encoded NUL byte (%00)');
+  }
+  return decoded;
 }

@@ -538,6 +538,10 @@ function nameArg(value: unknown, what: string): string {
       `The ${what} must be a non-empty string of at most ${MAX_NAME} characters, got ${shown}.`,
     );
   }
+  // PostgreSQL text cannot hold a NUL byte: the query would fail with a driver error instead.
+  if (value.includes('\u0000')) {
+    throw new InvalidArgumentError(`The ${what} must not contain a NUL byte.`);
+  }
   return value;
 }
 // CRUD-READY

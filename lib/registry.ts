@@ -43,6 +43,47 @@ export class RegistryEntry implements Route {
   }
 }
 
+/** What `closeDataSource` uses of a pg-pool Pool (TypeORM's `driver.master`). */
+interface PoolEvents {
+  readonly totalCount: number;
+  on(event: 'remove', listener: () => void): unknown;
+  off(event: 'remove', listener: () => void): unknown;
+}
+
+/** Bounds the wait for sockets in `closeDataSource`, should pg-pool drop a client without 'remove'. */
+const SOCKETS_CLOSE_WAIT_MS = 1_000;
+
+/**
+ * Destroys `dataSource` and resolves once the sockets of its pool have closed. pg-pool's `end()`
+ * resolves as soon as it has asked each client to end, before their sockets close (and before the
+ * server has let the connections go), so `destroy()` would leave handles behind and an evicted
+ * cell's connections would outlive its slot. pg-pool emits 'remove' once a client has ended.
+ * @internal
+ */
+export async function closeDataSource(dataSource: DataSource): Promise<void> {
+  const pool = (dataSource.driver as { master?: Partial<PoolEvents> } | undefined)?.master;
+  let open = typeof pool?.on === 'function' && typeof pool.off === 'function' ? (pool.totalCount ?? 0) : 0;
+  if (open === 0) return dataSource.destroy();
+  const events = pool as PoolEvents;
+  let timer: NodeJS.Timeout | undefined;
+  let onRemove = (): void => undefined;
+  const closed = new Promise<void>((resolve) => {
+    onRemove = () => {
+      if (--open === 0) resolve();
+    };
+    events.on('remove', onRemove);
+    timer = setTimeout(resolve, SOCKETS_CLOSE_WAIT_MS);
+    timer.unref();
+  });
+  try {
+    await dataSource.destroy();
+    await closed;
+  } finally {
+    clearTimeout(timer);
+    events.off('remove', onRemove);
+  }
+}
+
 /** Counters returned by `cells.stats()`. */
 export interface RegistryStats {
   /** Cell DataSources open and in the LRU. */
@@ -111,7 +152,9 @@ export class DataSourceRegistry {
   constructor(private readonly options: RegistryOptions) {
     this.lru = new LRUCache<string, RegistryEntry>({
       max: options.maxOpen,
-      dispose: (entry, _key, reason) => this.retire(entry, reason),
+      // After the entry has left the cache (not `dispose`, which runs before): an 'evict' event's
+      // stats() then counts the evicted DataSource once, as draining, not also as open.
+      disposeAfter: (entry, _key, reason) => this.retire(entry, reason),
     });
     // Idle closing uses a tick counter rather than lru-cache's TTL: its TTL reads the clock and
     // arms a timer on the hot path, which measurably slowed every routed call.
@@ -197,7 +240,6 @@ export class DataSourceRegistry {
     }
     const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
     this.counters.opened++;
-    this.options.onEvent?.({ type: 'open', key, ms: performance.now() - started });
     if (this.destroyed) {
       entry.state = 'draining';
       this.draining.add(entry);
@@ -207,6 +249,8 @@ export class DataSourceRegistry {
       // Openers waiting for a slot may now evict this entry; let its own callers lease it first.
       if (this.slotWaiters.length > 0) setImmediate(() => this.slotWaiters.shift()?.());
     }
+    // Once it is in the LRU, so that stats() read in the event counts it.
+    this.options.onEvent?.({ type: 'open', key, ms: performance.now() - started });
     return entry;
   }
 
@@ -239,8 +283,7 @@ export class DataSourceRegistry {
   private close(entry: RegistryEntry): void {
     if (entry.state !== 'draining') return;
     entry.state = 'closed';
-    const done = entry.dataSource
-      .destroy()
+    const done = closeDataSource(entry.dataSource)
       .catch((error: unknown) => this.options.onEvent?.({ type: 'close-failed', key: entry.key, error }))
       .finally(() => {
         this.draining.delete(entry);

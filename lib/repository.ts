@@ -165,7 +165,7 @@ async function invoke(
     }
     return await (repo as unknown as MethodTable)[name]!(...args);
   } catch (error) {
-    throw translateConnectionError(error, route.label);
+    throw translateConnectionError(error, route.label, route.manager.queryRunner);
   } finally {
     route.release();
   }
@@ -241,7 +241,7 @@ function patchExecution(
       }
       return await (original as AnyFn).apply(this, args);
     } catch (error) {
-      throw translateConnectionError(error, route.label);
+      throw translateConnectionError(error, route.label, route.manager.queryRunner);
     } finally {
       route.release();
     }

@@ -50,5 +50,9 @@ export function serverNameOf(body: unknown): string {
   if (trimmed.length > MAX_SERVER_NAME) {
     throw new HttpError(400, 'BAD_NAME', `name must be at most ${MAX_SERVER_NAME} characters.`);
   }
+  // PostgreSQL text cannot hold a NUL byte: the insert would fail as a 500.
+  if (trimmed.includes('\u0000')) {
+    throw new HttpError(400, 'BAD_NAME', 'name must not contain a NUL byte.');
+  }
   return trimmed;
 }

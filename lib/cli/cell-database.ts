@@ -1,9 +1,10 @@
 import { Client } from 'pg';
-import { DataSource, MigrationExecutor } from 'typeorm';
+import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells';
 import { maskSecrets, parseConnectionUrl } from '../connection-url';
 import { CellUnreachableError, CellVerificationError, CellsError } from '../errors';
+import { maskDataSourceLogger } from '../masked-logger';
 
 /**
  * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
@@ -25,7 +26,7 @@ export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
  * @throws BadConnectionUrlError for a malformed stored URL.
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSource {
-  return new DataSource({
+  const dataSource = new DataSource({
     ...config.cellDataSourceOptions,
     type: 'postgres',
     ...parseConnectionUrl(cell.databaseConnection, cellLabel(cell)),
@@ -35,6 +36,12 @@ export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSou
     connectTimeoutMS: config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     extra: { ...(config.cellDataSourceOptions?.extra as object | undefined), max: 2 },
   });
+  // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
+  // breaks --json, and unmasked. The CLI's report already shows each cell's failure.
+  const logger = Object.assign(Object.create(dataSource.logger) as Logger, { logMigration: () => undefined });
+  Object.defineProperty(dataSource, 'logger', { value: logger, configurable: true, writable: true });
+  maskDataSourceLogger(dataSource);
+  return dataSource;
 }
 
 /** Initializes `dataSource`, turning a connection failure into a CellUnreachableError with no secrets. */

