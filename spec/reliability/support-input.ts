@@ -1,0 +1,224 @@
+import type { Express } from 'express';
+import { Cells, CellsError, type CellMapping } from '../../lib';
+import { createApp } from '../../examples/express/app';
+import { Server } from '../../examples/express/entities/Server';
+import { CELL_MIGRATIONS } from '../../examples/express/migrations';
+import { migrateCell, registerCell } from '../../examples/express/provision';
+import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
+
+/** The example app over its own API database and cells, without listening (for supertest). */
+export interface ExampleApp {
+  app: Express;
+  cells: Cells;
+  api: TestDatabase;
+  /** URL of the API database as Cells uses it (it may carry a chosen password). */
+  apiUrl: string;
+  cellDbs: TestDatabase[];
+  mappings: CellMapping[];
+  /** Lines the app logged for internal errors. */
+  logged: string[];
+  destroy(): Promise<void>;
+}
+
+/** Options of `createExampleApp`. */
+export interface ExampleAppOptions {
+  /** Cells to create, migrate and map as `<label>-<i>`. Default: 2. */
+  cellCount?: number;
+  /** Rewrites each database URL (API and cells) before use, e.g. to log in with a chosen password. */
+  connectionUrl?: (url: string) => string;
+  /** Extra options for `new Cells()`. */
+  cells?: Partial<ConstructorParameters<typeof Cells>[0]>;
+}
+
+/**
+ * Creates an API database and `cellCount` migrated cell databases, an initialized Cells with the
+ * example's entities (small pools), and the example app over it.
+ */
+export async function createExampleApp(
+  label: string,
+  options: ExampleAppOptions = {},
+): Promise<ExampleApp> {
+  const rewrite = options.connectionUrl ?? ((url: string) => url);
+  const dbs: TestDatabase[] = [];
+  let cells: Cells | undefined;
+  try {
+    const api = await createTestDatabase(`${label}_api`);
+    dbs.push(api);
+    cells = await new Cells({
+      api: { url: rewrite(api.url), poolSize: 2 },
+      entities: [Server],
+      migrations: CELL_MIGRATIONS,
+      migrateApi: true,
+      poolSize: 2,
+      connectTimeoutMs: 3000,
+      ...options.cells,
+    }).initialize();
+    const cellDbs: TestDatabase[] = [];
+    const mappings: CellMapping[] = [];
+    for (let i = 0; i < (options.cellCount ?? 2); i++) {
+      const db = await createTestDatabase(`${label}_c${i}`);
+      dbs.push(db);
+      cellDbs.push(db);
+      await migrateCell(db.url);
+      mappings.push(await registerCell(cells, { name: `${label}-${i}`, url: rewrite(db.url) }));
+    }
+    const logged: string[] = [];
+    const app = createApp(cells, {
+      listTimeoutMs: 3000,
+      healthTimeoutMs: 1000,
+      log: (line) => logged.push(line),
+    });
+    const ready = cells;
+    return {
+      app,
+      cells: ready,
+      api,
+      apiUrl: rewrite(api.url),
+      cellDbs,
+      mappings,
+      logged,
+      async destroy() {
+        await ready.destroy();
+        await Promise.all(dbs.map((db) => db.drop()));
+      },
+    };
+  } catch (error) {
+    await cells?.destroy();
+    await Promise.all(dbs.map((db) => db.drop()));
+    throw error;
+  }
+}
+
+/** Rejects with an Error naming `what` when `promise` has not settled after `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not finish within ${ms} ms (hang)`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** What one bad-input case produced, through whichever door it came in. */
+export type Outcome =
+  | { kind: 'value'; value: unknown }
+  | { kind: 'thrown'; error: unknown }
+  | { kind: 'http'; status: number; body: unknown; contentType: string | undefined }
+  | { kind: 'cli'; code: number; stdout: string; stderr: string };
+
+/** What a case must produce. */
+export type Contract =
+  | { error: string }
+  | { status: number; code?: string }
+  | { exit: number; stderr?: RegExp }
+  | { ok: true };
+
+/** Messages longer than this are not "clear": they probably echo the hostile input. */
+const MAX_MESSAGE = 1000;
+
+/** The ways `outcome` breaks `contract`; empty when it keeps it. */
+export function contractViolations(outcome: Outcome, contract: Contract): string[] {
+  const problems: string[] = [];
+  if ('error' in contract) {
+    if (outcome.kind !== 'thrown')
+      return [`expected ${contract.error}, got ${describeOutcome(outcome)}`];
+    const error = outcome.error;
+    if (!(error instanceof CellsError))
+      return [`expected ${contract.error}, got untyped ${describeOutcome(outcome)}`];
+    if (error.code !== contract.error)
+      problems.push(
+        `expected ${contract.error}, got ${error.code}: ${error.message.slice(0, 200)}`,
+      );
+    if (!error.message || error.message.length > MAX_MESSAGE)
+      problems.push(`unclear message of ${error.message.length} characters`);
+    return problems;
+  }
+  if ('status' in contract) {
+    if (outcome.kind !== 'http')
+      return [`expected HTTP ${contract.status}, got ${describeOutcome(outcome)}`];
+    if (outcome.status !== contract.status)
+      problems.push(
+        `expected HTTP ${contract.status}, got ${outcome.status}: ${JSON.stringify(outcome.body).slice(0, 200)}`,
+      );
+    if (!outcome.contentType?.startsWith('application/json'))
+      problems.push(`content-type ${String(outcome.contentType)}, not JSON`);
+    const body = outcome.body as
+      { error?: { status?: unknown; code?: unknown; message?: unknown } } | undefined;
+    const message = body?.error?.message;
+    if (body?.error?.status !== outcome.status)
+      problems.push('the JSON body does not repeat the status');
+    if (typeof message !== 'string' || message === '' || message.length > MAX_MESSAGE)
+      problems.push('no clear JSON error message');
+    if (contract.code !== undefined && body?.error?.code !== contract.code)
+      problems.push(`expected code ${contract.code}, got ${String(body?.error?.code)}`);
+    return problems;
+  }
+  if ('exit' in contract) {
+    if (outcome.kind !== 'cli')
+      return [`expected exit ${contract.exit}, got ${describeOutcome(outcome)}`];
+    if (outcome.code !== contract.exit)
+      problems.push(`expected exit ${contract.exit}, got ${outcome.code}`);
+    if (!/^error: [^\n]+\n$/.test(outcome.stderr))
+      problems.push(`stderr is not one error line: ${outcome.stderr.slice(0, 300)}`);
+    if (/\n\s+at /.test(outcome.stderr)) problems.push('stderr has a stack trace');
+    if (outcome.stderr.length > MAX_MESSAGE)
+      problems.push(`stderr of ${outcome.stderr.length} characters`);
+    if (contract.stderr && !contract.stderr.test(outcome.stderr))
+      problems.push(
+        `stderr does not match ${String(contract.stderr)}: ${outcome.stderr.slice(0, 300)}`,
+      );
+    return problems;
+  }
+  if (outcome.kind === 'thrown') return [`expected success, got ${describeOutcome(outcome)}`];
+  if (outcome.kind === 'http' && (outcome.status < 200 || outcome.status >= 300))
+    return [`expected success, got HTTP ${outcome.status}`];
+  if (outcome.kind === 'cli' && outcome.code !== 0)
+    return [`expected exit 0, got ${outcome.code}: ${outcome.stderr.slice(0, 300)}`];
+  return [];
+}
+
+function describeOutcome(outcome: Outcome): string {
+  switch (outcome.kind) {
+    case 'value':
+      return 'success';
+    case 'thrown': {
+      const error = outcome.error as { name?: unknown; code?: unknown; message?: unknown } | null;
+      return `${String(error?.name)} (${String(error?.code)}): ${String(error?.message).slice(0, 200)}`;
+    }
+    case 'http':
+      return `HTTP ${outcome.status}`;
+    case 'cli':
+      return `exit ${outcome.code}: ${outcome.stderr.slice(0, 200)}`;
+  }
+}
+
+/** Runs `fn` and captures its result or what it threw. */
+export async function outcomeOf(fn: () => unknown): Promise<Outcome> {
+  try {
+    return { kind: 'value', value: await fn() };
+  } catch (error) {
+    return { kind: 'thrown', error };
+  }
+}
+
+/** A table whose rows must all survive: `SELECT` text run on the database at `url`. */
+export interface WatchedTable {
+  url: string;
+  sql: string;
+}
+
+/** Every row of `tables`, each as one JSON line prefixed by its table, read with plain pg clients. */
+export async function rowsOf(tables: readonly WatchedTable[]): Promise<Set<string>> {
+  const rows = new Set<string>();
+  for (const [i, table] of tables.entries()) {
+    for (const row of await rowsIn(table.url, table.sql)) rows.add(`${i} ${JSON.stringify(row)}`);
+  }
+  return rows;
+}
+
+/** The rows of `before` missing from `after`: data that was lost. */
+export function lostRows(before: ReadonlySet<string>, after: ReadonlySet<string>): string[] {
+  return [...before].filter((row) => !after.has(row));
+}
