@@ -1,0 +1,292 @@
+import { randomUUID } from 'node:crypto';
+import { CellMapping, maskSecrets, targetCell, type Cells } from '../../lib';
+import { createCellWorld } from '../../spec/support/cells';
+import { adminQuery } from '../../spec/support/databases';
+import { Widget } from '../../spec/support/widget';
+import { markdownTable, summarise, type VariantResult } from '../harness';
+import type { Scenario, ScenarioResult } from '../scenario';
+import { seedWidgets, seededRandom } from '../support-cells';
+import { PeakSampler, liveHeapBytes } from '../support-sampling';
+
+/** Sizes of the full run and of the `--quick` smoke run. */
+const SIZES = {
+  full: { cells: 1000, databases: 50, maxOpenCells: 64, workers: 32, phaseMs: 25_000 },
+  quick: { cells: 60, databases: 6, maxOpenCells: 8, workers: 8, phaseMs: 3_000 },
+};
+const ROWS_PER_DATABASE = 20;
+/** Connections of the API DataSource; the mapping listener holds one more. */
+const API_POOL_SIZE = 3;
+const DEFAULT_POOL_SIZE = 5;
+/** Connections left to the server's superuser slots, the sampler and anything else on the server. */
+const CONNECTION_HEADROOM = 30;
+const SAMPLE_MS = 50;
+/** Skew: this share of requests goes to HOT_FRACTION of the cells. */
+const HOT_SHARE = 0.8;
+const HOT_FRACTION = 0.1;
+/** RSS counts as flat when the end figure is within this factor of the registry-full one. */
+const RSS_FLAT_FACTOR = 1.2;
+
+const MB = 2 ** 20;
+
+interface PhaseFigures {
+  name: string;
+  requests: number;
+  failures: number;
+  firstFailure: string | null;
+  throughputPerS: number;
+  latency: VariantResult;
+  hitRate: number;
+  evictionsPerS: number;
+  opened: number;
+  peakCellConnections: number;
+  peakTotalConnections: number;
+  peakSlots: number;
+  peakRssMb: number;
+  /** Memory once the phase's requests had finished. */
+  end: MemoryFigures;
+}
+
+/** Memory at one moment: RSS as it was, then the live heap after a full collection. */
+interface MemoryFigures {
+  /** DataSources opened since start. */
+  opened: number;
+  rssMb: number;
+  liveHeapMb: number;
+}
+
+function memoryNow(lib: Cells): MemoryFigures {
+  const rssMb = process.memoryUsage.rss() / MB;
+  return { opened: lib.stats().opened, rssMb, liveHeapMb: liveHeapBytes() / MB };
+}
+
+/**
+ * Scenario 4: 1,000 mapped cells behind maxOpenCells 64, requests spread evenly and then skewed
+ * (80% on 10% of the cells): throughput, registry hit rate, evictions, RSS and server connections.
+ */
+async function manyCells(quick: boolean): Promise<ScenarioResult> {
+  const size = quick ? SIZES.quick : SIZES.full;
+  const [setting] = await adminQuery<{ max_connections: string }>('SHOW max_connections');
+  const maxConnections = Number(setting?.max_connections ?? 100);
+  // 64 pools of 5 need 320 connections: on a smaller server, scale the pools down (to 1 at least).
+  const poolSize = Math.max(
+    1,
+    Math.min(
+      DEFAULT_POOL_SIZE,
+      Math.floor((maxConnections - CONNECTION_HEADROOM - API_POOL_SIZE - 1) / size.maxOpenCells),
+    ),
+  );
+  const bound = size.maxOpenCells * poolSize + API_POOL_SIZE + 1;
+  const world = await createCellWorld('bench_many', {
+    cellCount: size.databases,
+    apiOptions: { poolSize: API_POOL_SIZE },
+    cells: { maxOpenCells: size.maxOpenCells, poolSize },
+  });
+  const samples = new PeakSampler(
+    world.lib,
+    [world.api.name, ...world.cells.map((c) => c.db.name)],
+    world.api.name,
+    SAMPLE_MS,
+  );
+  try {
+    await Promise.all(
+      world.cells.map((c) => seedWidgets(c.db.url, c.mapping.uuid, ROWS_PER_DATABASE)),
+    );
+    const cells = [
+      ...world.cells.map((c) => c.mapping),
+      ...(await mapMoreCells(
+        world.lib,
+        world.cells.map((c) => c.db.url),
+        size.cells,
+      )),
+    ];
+    await samples.start();
+    // Full: every slot of the bound taken, so that opening one more evicted one. (The LRU itself
+    // may never hold maxOpenCells open entries at once: DataSources being opened hold slots too.)
+    let registryFull: MemoryFigures | undefined;
+    const onRequest = () => {
+      if (registryFull === undefined && world.lib.stats().evictions > 0) {
+        registryFull = memoryNow(world.lib);
+      }
+    };
+    const random = seededRandom(4);
+    const hotCount = Math.max(1, Math.round(cells.length * HOT_FRACTION));
+    const hot = cells.slice(0, hotCount);
+    const cold = cells.slice(hotCount);
+    const phases: PhaseFigures[] = [];
+    phases.push(
+      await runPhase(
+        'even (uniform over all cells)',
+        world.lib,
+        () => cells[Math.floor(random() * cells.length)]!,
+        size,
+        samples,
+        onRequest,
+      ),
+    );
+    phases.push(
+      await runPhase(
+        `skewed (${HOT_SHARE * 100}% on ${hotCount} cells)`,
+        world.lib,
+        () =>
+          random() < HOT_SHARE
+            ? hot[Math.floor(random() * hot.length)]!
+            : cold[Math.floor(random() * cold.length)]!,
+        size,
+        samples,
+        onRequest,
+      ),
+    );
+    await samples.close();
+    if (samples.failure !== undefined)
+      throw new Error('sampling pg_stat_activity failed', { cause: samples.failure });
+    if (registryFull === undefined) throw new Error('the registry never reached its bound');
+    const full: MemoryFigures = registryFull;
+    const end = phases.at(-1)!.end;
+    const peakConnections = Math.max(...phases.map((p) => p.peakTotalConnections));
+    const failures = phases.reduce((sum, p) => sum + p.failures, 0);
+    const connectionsMet = peakConnections <= bound;
+    const rssMet = end.rssMb <= full.rssMb * RSS_FLAT_FACTOR;
+    const reusedPerDatabase = size.cells / size.databases;
+    return {
+      id: 'many-cells',
+      title: `4. Many cells (${size.cells.toLocaleString('en')} mapped, maxOpenCells ${size.maxOpenCells})`,
+      data: {
+        ...size,
+        poolSize,
+        maxConnections,
+        connectionBound: bound,
+        registryFull,
+        phases,
+        targets: {
+          connections: { bound, peak: peakConnections, met: connectionsMet },
+          rss: {
+            registryFullMb: full.rssMb,
+            endMb: end.rssMb,
+            factor: RSS_FLAT_FACTOR,
+            met: rssMet,
+          },
+          failures,
+        },
+      },
+      markdown: [
+        `${size.cells.toLocaleString('en')} CellMappings, each its own uuid and so its own DataSource and pool in the registry, but only ${size.databases} real cell databases: to save creating ${size.cells.toLocaleString('en')} databases, mapping *i* points at database *i* mod ${size.databases} (${reusedPerDatabase} mappings per database, same URL; the registry keys DataSources by cell uuid, never by URL, so sharing a database changes nothing on the client). Registry: maxOpenCells ${size.maxOpenCells}, poolSize ${poolSize}${poolSize < DEFAULT_POOL_SIZE ? ` (scaled down from ${DEFAULT_POOL_SIZE}: the server allows ${maxConnections} connections)` : ''}, API pool ${API_POOL_SIZE} + 1 listener connection. ${size.workers} concurrent workers each loop \`targetCell(cell, () => repo.find({ take: 10, order: { createdAt: 'DESC' } }))\` for ${size.phaseMs / 1000} s per phase, cells drawn from a seeded PRNG. Server connections are sampled from pg_stat_activity every ${SAMPLE_MS} ms (this world's databases only), RSS every ${SAMPLE_MS} ms.`,
+        '',
+        markdownTable(
+          [
+            'phase',
+            'requests/s',
+            'median ms',
+            'p99 ms',
+            'hit rate',
+            'evictions/s',
+            'opened',
+            'failed',
+            'peak cell conns',
+            'peak server conns',
+            'peak DataSources (open+opening+draining)',
+            'RSS at end MB',
+            'peak RSS MB',
+            'live heap at end MB',
+          ],
+          phases.map((p) => [
+            p.name,
+            p.throughputPerS,
+            p.latency.medianUs / 1000,
+            p.latency.p99Us / 1000,
+            `${(p.hitRate * 100).toFixed(1)}%`,
+            p.evictionsPerS,
+            String(p.opened),
+            String(p.failures),
+            String(p.peakCellConnections),
+            String(p.peakTotalConnections),
+            String(p.peakSlots),
+            p.end.rssMb,
+            p.peakRssMb,
+            p.end.liveHeapMb,
+          ]),
+        ),
+        '',
+        `Hit rate: routed calls that found their cell's DataSource open. An even spread over ${size.cells.toLocaleString('en')} cells could hit at most ${((100 * size.maxOpenCells) / size.cells).toFixed(1)}%; it hits less because DataSources being opened hold slots of the bound (they hold connections): with ${size.workers} workers mostly missing, up to ${size.workers} of the ${size.maxOpenCells} slots hold DataSources still connecting, and each opener evicts the least recently used open one. Each miss costs a TypeORM initialize() and a new server connection (SCRAM authentication, a backend started), which is what bounds the even phase's throughput.`,
+        '',
+        `Memory (RSS; live heap = heap in use right after a forced full collection, the leak indicator): when the registry was first full (its first eviction, after ${full.opened} opens) RSS **${full.rssMb.toFixed(0)} MB**, live heap ${full.liveHeapMb.toFixed(1)} MB; after the even phase (${phases[0]!.end.opened} opens) RSS ${phases[0]!.end.rssMb.toFixed(0)} MB, live heap ${phases[0]!.end.liveHeapMb.toFixed(1)} MB; at the end (${end.opened} opens) RSS **${end.rssMb.toFixed(0)} MB**, live heap ${end.liveHeapMb.toFixed(1)} MB.`,
+        `Targets: server connections never above ${size.maxOpenCells} × ${poolSize} + ${API_POOL_SIZE} + 1 = ${bound}: peak **${peakConnections}, ${connectionsMet ? 'met' : 'MISSED'}**; RSS flat once the registry is full (end ≤ ${RSS_FLAT_FACTOR}× registry-full): **${(end.rssMb / full.rssMb).toFixed(2)}×, ${rssMet ? 'met' : 'MISSED'}**; failed requests: **${failures}**.`,
+      ].join('\n'),
+    };
+  } finally {
+    await samples.close();
+    await world.destroy();
+  }
+}
+
+/** Maps cells up to `total`, mapping *i* at `urls[i % urls.length]`; returns the new mappings. */
+async function mapMoreCells(lib: Cells, urls: string[], total: number): Promise<CellMapping[]> {
+  const repo = lib.getRepository(CellMapping, 'api');
+  const created: CellMapping[] = [];
+  for (let i = urls.length; i < total; i++) {
+    created.push(
+      repo.create({
+        uuid: randomUUID(),
+        name: `bench-many-cell${i}`,
+        databaseConnection: urls[i % urls.length]!,
+      }),
+    );
+  }
+  for (let i = 0; i < created.length; i += 250) await repo.insert(created.slice(i, i + 250));
+  return created;
+}
+
+/** Runs `workers` loops of routed requests to cells drawn by `pick` for the phase's duration. */
+async function runPhase(
+  name: string,
+  lib: Cells,
+  pick: () => CellMapping,
+  size: { workers: number; phaseMs: number },
+  samples: PeakSampler,
+  onRequest: () => void,
+): Promise<PhaseFigures> {
+  const widgets = lib.getRepository(Widget);
+  const before = lib.stats();
+  samples.resetPeaks();
+  const latencies: number[] = [];
+  let failures = 0;
+  let firstFailure: string | null = null;
+  const started = performance.now();
+  const deadline = started + size.phaseMs;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const cell = pick();
+      const t = process.hrtime.bigint();
+      try {
+        await targetCell(cell, () => widgets.find({ take: 10, order: { createdAt: 'DESC' } }));
+        latencies.push(Number(process.hrtime.bigint() - t));
+      } catch (error) {
+        failures++;
+        firstFailure ??= maskSecrets(error instanceof Error ? error.message : String(error));
+      }
+      onRequest();
+    }
+  };
+  await Promise.all(Array.from({ length: size.workers }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  const after = lib.stats();
+  const hits = after.hits - before.hits;
+  const misses = after.misses - before.misses;
+  return {
+    name,
+    requests: latencies.length + failures,
+    failures,
+    firstFailure,
+    throughputPerS: latencies.length / seconds,
+    latency: summarise(name, latencies),
+    hitRate: hits / (hits + misses),
+    evictionsPerS: (after.evictions - before.evictions) / seconds,
+    opened: after.opened - before.opened,
+    peakCellConnections: samples.peakCellConnections,
+    peakTotalConnections: samples.peakTotalConnections,
+    peakSlots: samples.peakSlots,
+    peakRssMb: samples.peakRssBytes / MB,
+    end: memoryNow(lib),
+  };
+}
+
+export const scenario: Scenario = { id: 'many-cells', order: 4, run: manyCells };
