@@ -67,11 +67,22 @@ export class MappingCache {
   private active = false;
   private readonly counters = { hits: 0, misses: 0, loads: 0, invalidations: 0 };
 
+  private readonly ttl: number;
+
   constructor(options: MappingCacheOptions = {}) {
+    this.ttl = options.ttlMs ?? 60_000;
     this.lru = new LRUCache<string, CachedValue>({
       max: options.max ?? 10_000,
-      ttl: options.ttlMs ?? 60_000,
+      ttl: this.ttl,
+      // lru-cache re-reads the clock and arms a timer every `ttlResolution` ms on the hit path; the
+      // TTL is only a backstop behind LISTEN/NOTIFY, so a coarse resolution costs no correctness.
+      ttlResolution: Math.max(1, Math.min(1000, Math.floor(this.ttl / 10))),
     });
+  }
+
+  /** Stores with the TTL spread by ±10%, so entries loaded together do not all expire together. */
+  private store(key: string, value: CachedValue): void {
+    this.lru.set(key, value, { ttl: Math.max(1, Math.round(this.ttl * (0.9 + Math.random() * 0.2))) });
   }
 
   /** The value of `key`: from the cache, or from `load`, run once for any number of concurrent misses. */
@@ -94,7 +105,7 @@ export class MappingCache {
     flight.promise = load().then(
       (value) => {
         done();
-        if (flight.keep && this.active) this.lru.set(key, value);
+        if (flight.keep && this.active) this.store(key, value);
         return value;
       },
       (error: unknown) => {
@@ -113,7 +124,7 @@ export class MappingCache {
 
   /** Keeps `value` under `key` unless something was invalidated since `epoch` or the key is cached. */
   prime(key: string, value: CachedValue, epoch: number): void {
-    if (this.active && epoch === this.epoch && !this.lru.has(key)) this.lru.set(key, value);
+    if (this.active && epoch === this.epoch && !this.lru.has(key)) this.store(key, value);
   }
 
   /** Drops `key` and makes a query running for it return without being kept. */
