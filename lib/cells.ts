@@ -257,7 +257,10 @@ export class Cells implements Router {
     if (ctx === undefined) throw new NoContextError('cells.transaction()');
     const outer = ctx[slot];
     if (outer !== undefined && outer.owner === this) {
-      return outer.manager.transaction(() => fn(outer.manager)).catch((error: unknown) => {
+      // A savepoint on the same connection; like the outermost transaction, its body runs in a copy
+      // of the context, so what it changes there (readDeleted, say) does not leak outward.
+      const body = () => runInternal(ctx.clone(), () => fn(outer.manager));
+      return outer.manager.transaction(body).catch((error: unknown) => {
         throw translateConnectionError(error, outer.label, outer.manager.queryRunner);
       });
     }

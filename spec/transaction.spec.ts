@@ -84,6 +84,17 @@ describe('cells.transaction', () => {
     expect(await countIn(2, inner.uuid)).toBe(0);
   });
 
+  it('runs a nested transaction in a copy of the context, so its changes stay inside', async () => {
+    await targetCell(cell(0).mapping, () =>
+      world.lib.transaction(async () => {
+        await world.lib.transaction(async () => {
+          getContext().readDeleted = 'yes';
+        });
+        expect(getContext().readDeleted).toBe('no');
+      }),
+    );
+  });
+
   it('keeps 200 concurrent transactions over 3 cells apart', async () => {
     const widgets = world.lib.getRepository(Widget);
     const tag = `tx-many-${Date.now()}`;

@@ -212,8 +212,8 @@ function predict(p: Program, tag: string): Trace {
         if (ctx === undefined) throw new ModelError('CELLS_NO_CONTEXT');
         let inner: ModelContext;
         if (ctx.tx !== null) {
-          // A nested transaction is a savepoint on the same connection, in the same context.
-          inner = ctx;
+          // A nested transaction is a savepoint on the same connection, in a copy of the context.
+          inner = { ...ctx };
           parentOf.set(path, ctx.tx.innermost);
         } else {
           if (ctx.cell === null) throw new ModelError('CELLS_NO_TARGET_CELL');
