@@ -117,6 +117,14 @@ export class MappingCache {
     return flight.promise as Promise<T>;
   }
 
+  /** The cached value of `key`, counted as a hit, or undefined (not counted: `get` follows). */
+  peek(key: string): CachedValue | undefined {
+    if (!this.active) return undefined;
+    const hit = this.lru.get(key);
+    if (hit !== undefined) this.counters.hits++;
+    return hit;
+  }
+
   /** The current epoch, to pass to `prime` after a query that also returned other keys' values. */
   get currentEpoch(): number {
     return this.epoch;

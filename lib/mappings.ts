@@ -199,6 +199,12 @@ export class CellMappings {
    */
   async instanceCell(instanceUuid: string): Promise<CellMapping> {
     const key = uuidArg(instanceUuid, 'instance uuid');
+    // Hit path of every routed request: two synchronous cache reads, no promise per lookup.
+    const cachedUuid = this.cache.peek(`i:${key}`);
+    if (typeof cachedUuid === 'string') {
+      const cached = this.cache.peek(`u:${cachedUuid}`);
+      if (cached instanceof CellMapping) return copyCell(cached);
+    }
     const cellUuid = await this.cache.get(`i:${key}`, async () => {
       const epoch = this.cache.currentEpoch;
       // A query builder without LIMIT: findOne with a relation costs two round trips.
