@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { inspect } from 'node:util';
 import type { Logger } from 'typeorm';
 import {
@@ -16,6 +15,7 @@ import {
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
 import { createRole, withPassword } from './support/databases';
 import { Widget } from './support/widget';
+import { closedPort } from './support/peers';
 
 const SENTINEL = `S3ntinel-${randomBytes(6).toString('hex')}`;
 const captured: string[] = [];
@@ -29,14 +29,6 @@ const captureLogger: Logger = {
   logMigration: (m) => capture('migration', m),
   log: (l, m) => capture(l, m),
 };
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 let world: CellWorld;
 let roleUrl: string;

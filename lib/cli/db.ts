@@ -15,6 +15,7 @@ import {
 } from './cell-database';
 import { formatDuration } from './output';
 import type { CliSession } from './session';
+import { mapLimit } from '../map-limit';
 
 /** What `db migrate` did to one cell. */
 export interface CellMigrationResult {
@@ -223,24 +224,6 @@ async function selectCells(
   if (opts.cell !== undefined && opts.all)
     throw new InvalidArgumentError('Pass either --cell <name|uuid> or --all, not both.');
   return opts.cell === undefined ? mappings.allCells() : [await mappings.cell(opts.cell)];
-}
-
-/** Runs `fn` over `items` with at most `limit` calls in flight; results keep the input order. */
-async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 /** A cell's failure for its row of the report, which already names the cell. */

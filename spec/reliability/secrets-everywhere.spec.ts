@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import request from 'supertest';
@@ -27,6 +26,7 @@ import { createTestDatabase, type TestDatabase } from '../support/databases';
 import { CreateWidgets1764072100000, Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import { createExampleApp, type ExampleApp } from './support-input';
+import { closedPort } from '../support/peers';
 
 // Scenario 6: one sentinel password logs in to every database (API and cells, through URLs that
 // carry it). Everything the library, the CLI and the example app print, log or return is captured,
@@ -90,14 +90,6 @@ function captureConsole(): void {
       return original(chunk, ...rest);
     }) as typeof stream.write);
   }
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** `url` logging in as the sentinel role. */

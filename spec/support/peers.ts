@@ -1,8 +1,8 @@
-import { createServer } from 'node:net';
 import type { Logger } from 'typeorm';
 import { Cells, type CellsOptions } from '../../lib';
 import type { CellWorld } from './cells';
 import { Widget } from './widget';
+import { freePort } from '../../examples/express/free-port';
 
 /** A TypeORM logger that records every query a DataSource runs, to count API-database round trips. */
 export class QueryCounter implements Logger {
@@ -59,17 +59,4 @@ export async function eventually(
 }
 
 /** A loopback TCP port nothing listens on (taken from the OS, then released). */
-export function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        address && typeof address === 'object'
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
-}
+export const closedPort: () => Promise<number> = freePort;
