@@ -1,7 +1,14 @@
 import 'reflect-metadata';
 
 export { Cells } from './cells';
-export type { CellDataSourceOptions, CellsLogEvent, CellsOptions, CellsStats, DatabaseConfig, PostgresOptions } from './cells';
+export type {
+  CellDataSourceOptions,
+  CellsLogEvent,
+  CellsOptions,
+  CellsStats,
+  DatabaseConfig,
+  PostgresOptions,
+} from './cells';
 export {
   RequestContext,
   bindContext,
@@ -14,27 +21,41 @@ export {
 export type { CellRef, ReadDeleted, RequestContextInit } from './context';
 export {
   BadConnectionUrlError,
+  CellInUseError,
   CellSwitchInTransactionError,
   CellUnreachableError,
+  CellVerificationError,
   CellsError,
   CellsNotReadyError,
+  ConfigFileError,
+  DuplicateMappingError,
   InvalidArgumentError,
   NoContextError,
   NoTargetCellError,
+  ScatterGatherAbortedError,
+  SomeCellsFailedError,
   UnknownCellError,
-  UnknownInstanceError,
   UnknownHostError,
-  CellInUseError,
-  DuplicateMappingError,
+  UnknownInstanceError,
 } from './errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
-export type { AllCellsOptions, CellMappingInit, CellMappingPatch, InstanceMappingInit } from './mappings';
-export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
-export { API_MIGRATIONS } from '../migrations';
-export { ScatterGatherAbortedError } from './errors';
-export type { CellMappingsOptions } from './mappings';
+export type {
+  AllCellsOptions,
+  CellMappingInit,
+  CellMappingPatch,
+  CellMappingsOptions,
+  InstanceMappingInit,
+} from './mappings';
 export type { MappingCacheOptions, MappingCacheStats } from './mapping-cache';
 export { DidNotRespond, RaisedError, isCellFailure } from './scatter';
-export type { CellResult, CellTask, ScatterGatherAllOptions, ScatterGatherOptions, ScatterGatherResult } from './scatter';
+export type {
+  CellResult,
+  CellTask,
+  ScatterGatherAllOptions,
+  ScatterGatherOptions,
+  ScatterGatherResult,
+} from './scatter';
+export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export { API_MIGRATIONS } from '../migrations';
