@@ -169,13 +169,16 @@ export class DataSourceRegistry {
   /** Closes entries unused for the idle timeout (within one sweep interval); busy ones stay. */
   private sweep(): void {
     this.tick++;
+    const idle: string[] = [];
     for (const [key, entry] of this.lru.entries()) {
-      if (entry.leases === 0 && this.tick - entry.lastTick > this.idleTicks) {
-        // lru-cache reports an explicit delete as 'delete'; say why it left.
-        this.retireReason = 'idle';
-        this.lru.delete(key);
-        this.retireReason = undefined;
-      }
+      if (entry.leases === 0 && this.tick - entry.lastTick > this.idleTicks) idle.push(key);
+    }
+    // Deleted after the walk, not during it: lru-cache's iterators do not promise to survive deletes.
+    for (const key of idle) {
+      // lru-cache reports an explicit delete as 'delete'; say why it left.
+      this.retireReason = 'idle';
+      this.lru.delete(key);
+      this.retireReason = undefined;
     }
   }
 
