@@ -345,8 +345,7 @@ export class Cells implements Router {
   }
 
   /** @internal */
-  route(db: DatabaseSelector): Route | Promise<Route> {
-    const ctx = currentContext();
+  route(db: DatabaseSelector, ctx: RequestContext | undefined = currentContext()): Route | Promise<Route> {
     const tx = ctx?.[db === 'api' ? kApiTransaction : kMainTransaction];
     const joined = tx !== undefined && tx.owner === this ? (tx as TransactionRoute) : undefined;
     // destroy() waits for running transactions, so they may finish their work; nothing else may start.

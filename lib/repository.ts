@@ -8,7 +8,7 @@ import {
   type SelectQueryBuilder,
 } from 'typeorm';
 import { translateConnectionError } from './connection-errors';
-import { currentContext, type ReadDeleted } from './context';
+import { currentContext, type ReadDeleted, type RequestContext } from './context';
 import {
   AGGREGATE_READS,
   OPTIONS_READS,
@@ -25,8 +25,8 @@ export type DatabaseSelector = 'api' | 'main';
 
 /** What a routed repository needs from `Cells`. @internal */
 export interface Router {
-  /** The route of the current context for `db`, with a lease taken. */
-  route(db: DatabaseSelector): Route | Promise<Route>;
+  /** The route of `ctx` (default: the current context) for `db`, with a lease taken. */
+  route(db: DatabaseSelector, ctx?: RequestContext): Route | Promise<Route>;
   /** A manager whose metadata describes `db`'s entities, usable without a connection. */
   metadataManager(db: DatabaseSelector): EntityManager;
 }
@@ -81,14 +81,9 @@ class RoutedRepository<T extends ObjectLiteral> {
     return this.router.metadataManager(this.db).dataSource.getMetadata(this.target);
   }
 
+  /** The current transaction's query runner, else undefined (non-transaction managers have none). */
   get queryRunner(): QueryRunner | undefined {
-    const route = this.router.route(this.db);
-    if (route instanceof Promise) {
-      route.then((r) => r.release(), () => undefined);
-      return undefined;
-    }
-    route.release();
-    return route.manager.queryRunner;
+    return this.manager.queryRunner;
   }
 
   /**
@@ -138,15 +133,18 @@ function dbOf(repo: RoutedRepository<ObjectLiteral>): DatabaseSelector {
 
 function routedMethod(name: string): AnyFn {
   return function (this: RoutedRepository<ObjectLiteral>, ...args: unknown[]) {
+    // The context is read once per call: it picks the route and the readDeleted mode.
+    const ctx = currentContext();
+    const mode = ctx?.readDeleted ?? 'no';
     let route: Route | Promise<Route>;
     try {
-      route = routerOf(this).route(dbOf(this));
+      route = routerOf(this).route(dbOf(this), ctx);
     } catch (error) {
       // Like TypeORM's own async methods: report every failure through the returned promise.
       return Promise.reject(error);
     }
-    if (route instanceof Promise) return route.then((r) => invoke(r, this.target, name, args));
-    return invoke(route, this.target, name, args);
+    if (route instanceof Promise) return route.then((r) => invoke(r, this.target, name, args, mode));
+    return invoke(route, this.target, name, args, mode);
   };
 }
 
@@ -155,10 +153,10 @@ async function invoke(
   target: EntityTarget<ObjectLiteral>,
   name: string,
   args: unknown[],
+  mode: ReadDeleted,
 ): Promise<unknown> {
   try {
     const repo = route.manager.getRepository(target);
-    const mode = currentContext()?.readDeleted ?? 'no';
     if (mode !== 'no') {
       const path = deleteDatePath(repo.metadata);
       if (path !== undefined) return await readWithDeleted(route.manager, repo, name, args, mode, path);
@@ -227,13 +225,14 @@ function patchExecution(
   const original = qb[name];
   if (typeof original !== 'function') return;
   qb[name] = async function (this: QueryBuilderLike, ...args: unknown[]) {
-    const route = await router.route(db);
+    const ctx = currentContext();
+    const mode = ctx?.readDeleted ?? 'no';
+    const route = await router.route(db, ctx);
     try {
       const manager = route.manager;
       this.dataSource = manager.dataSource;
       this.expressionMap.dataSource = manager.dataSource;
       if (!fixedRunner) this.queryRunner = manager.queryRunner;
-      const mode = currentContext()?.readDeleted ?? 'no';
       const main = this.expressionMap.mainAlias;
       if (isRead && mode !== 'no' && main?.hasMetadata) {
         const path = deleteDatePath(main.metadata);
