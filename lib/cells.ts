@@ -4,24 +4,23 @@ import {
   type EntityManager,
   type EntityTarget,
   type ObjectLiteral,
-  type QueryRunner,
   type Repository,
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { messageOf, translateConnectionError, watchConnectionLoss } from './connection-errors';
+import { messageOf } from './connection-errors';
+import { guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
   bindContext,
+  cellUuidOf,
   targetCell,
   type CellRef,
   currentContext,
   kApiTransaction,
   kMainTransaction,
-  runInternal,
-  type ActiveTransaction,
 } from './context';
 import {
   CellUnreachableError,
@@ -30,13 +29,15 @@ import {
   InvalidArgumentError,
   NoContextError,
   NoTargetCellError,
+  UnknownCellError,
 } from './errors';
 import { CellMappings } from './mappings';
 import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
 import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
-import { createRoutedRepository, type DatabaseSelector, type Router } from './repository';
+import { createRoutedRepository, type DatabaseSelector, type RepositoryRouter } from './repository';
+import { TransactionRoute, runTransaction } from './transaction';
 
 /** TypeORM options of a PostgreSQL DataSource. */
 export type PostgresOptions = Extract<DataSourceOptions, { type: 'postgres' }>;
@@ -80,8 +81,23 @@ export interface CellsOptions {
   idleTimeoutMs?: number;
   /** Connections in each cell's pool. Default: 5. */
   poolSize?: number;
-  /** Give up connecting to a cell after this many ms. Default: 5000. */
+  /**
+   * Give up opening a connection to a cell (or the API or main database) after this many ms; the
+   * call fails with CellUnreachableError. Covers the TCP connect and the handshake only, not the
+   * wait for a pooled connection (see `acquireTimeoutMs`). Default: 5000.
+   */
   connectTimeoutMs?: number;
+  /**
+   * Give up waiting for a free pooled connection of a cell (or the API or main database) after
+   * this many ms, with CellBusyError: every one of its `poolSize` connections stayed in use. A
+   * busy database is healthy, so this is not a connection failure: scatter-gather reports it as
+   * the cell's own error, never as unreachable, and within a gather the wait also ends at the
+   * gather's deadline. The default suits a web service: long enough to ride out a burst (a
+   * queued call normally gets a connection within a few query times), short enough that a
+   * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
+   * 0 waits without limit (not recommended). Default: 10000.
+   */
+  acquireTimeoutMs?: number;
   /** Run the API database migrations in `initialize()`. Default: false. */
   migrateApi?: boolean;
   /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
@@ -105,28 +121,38 @@ export const API_MIGRATIONS_TABLE = 'cells_api_migrations';
 const API_KEY = 'api';
 const MAIN_KEY = 'main';
 
-/** A database that is always open while Cells is ready: the API or the default main database. */
+/** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
+const DEFAULT_MAPPING_TTL_MS = 60_000;
+
+/** Default of `acquireTimeoutMs`, in ms. */
+const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+
+/**
+ * A database that is always open while Cells is ready: the API or the default main database. Calls
+ * take a lease like cell calls, so destroy() closes it only once they have finished.
+ */
 class StaticRoute implements Route {
+  leases = 0;
+  private idle: (() => void) | undefined;
+
   constructor(
     readonly manager: EntityManager,
     readonly label: string,
   ) {}
-  release(): void {}
-}
 
-/** An open transaction; routed repositories of its database join it instead of taking a lease. */
-class TransactionRoute implements Route, ActiveTransaction {
-  constructor(
-    readonly owner: object,
-    readonly key: string,
-    readonly label: string,
-    readonly manager: EntityManager,
-  ) {}
-  release(): void {}
+  acquire(): this {
+    this.leases++;
+    return this;
+  }
 
-  /** False once the transaction ended (TypeORM released its query runner). */
-  get running(): boolean {
-    return this.manager.queryRunner?.isReleased === false;
+  release(): void {
+    if (--this.leases === 0) this.idle?.();
+  }
+
+  /** Resolves once no call holds a lease. */
+  drained(): Promise<void> {
+    if (this.leases === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.idle = resolve));
   }
 }
 
@@ -134,7 +160,7 @@ class TransactionRoute implements Route, ActiveTransaction {
  * Routes TypeORM repositories to the cell database named by the current request context, over an
  * LRU-cached registry of cell DataSources resolved through the API database's CellMapping.
  */
-export class Cells implements Router {
+export class Cells implements RepositoryRouter {
   /** Cell, instance and host lookups in the API database. Available after `initialize()`. */
   mappings!: CellMappings;
   private readonly options: CellsOptions;
@@ -146,25 +172,30 @@ export class Cells implements Router {
     ['api', new Map()],
     ['main', new Map()],
   ]);
-  private state: 'new' | 'initializing' | 'ready' | 'destroyed' = 'new';
+  private state: 'new' | 'initializing' | 'ready' | 'destroying' | 'destroyed' = 'new';
+  private destroyed: Promise<void> | undefined;
   private apiRoute!: StaticRoute;
   private mainRoute: StaticRoute | undefined;
   /** The connection each cell DataSource was opened with, to find stale ones after a listener outage. */
   private readonly cellConnections = new Map<string, string>();
+  private revalidator: NodeJS.Timeout | undefined;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
-    this.apiDataSource = new DataSource({
-      ...postgresOptions(options.api, 'api'),
-      entities: [...API_ENTITIES, ...entityList(options.api)],
-      migrations: [...API_MIGRATIONS],
-      migrationsTableName: API_MIGRATIONS_TABLE,
-    });
+    this.apiDataSource = this.guardedDataSource(
+      {
+        ...postgresOptions(options.api, 'api'),
+        entities: [...API_ENTITIES, ...entityList(options.api)],
+        migrations: [...API_MIGRATIONS],
+        migrationsTableName: API_MIGRATIONS_TABLE,
+      },
+      'the API database',
+    );
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : new DataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') });
+        : this.guardedDataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') }, 'the default main database');
     this.templateDataSource = new DataSource({
       ...this.cellOptions(),
       type: 'postgres',
@@ -173,7 +204,11 @@ export class Cells implements Router {
       maxOpen: options.maxOpenCells ?? 64,
       idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
       open: (key) => this.openCell(key),
-      ...(options.logger ? { onEvent: options.logger } : {}),
+      onEvent: (event) => {
+        // Keep the connection of open cells only (the map holds passwords).
+        if (event.type === 'evict') this.cellConnections.delete(event.key);
+        options.logger?.(event);
+      },
     });
   }
 
@@ -205,7 +240,9 @@ export class Cells implements Router {
         this.evictCell(uuid);
       },
       onResync: () => void this.resyncCells(),
+      onCellLoaded: (cell) => this.checkConnection(cell.uuid, cell.databaseConnection),
     });
+    this.startRevalidation();
     await this.mappings.listen();
     this.state = 'ready';
     return this;
@@ -216,12 +253,24 @@ export class Cells implements Router {
    * transaction may still run statements; new calls throw CellsNotReadyError), then the API and
    * main databases. Resolves once no handle and no server connection is left. Safe to call twice.
    */
-  async destroy(): Promise<void> {
-    if (this.state === 'destroyed') return;
-    this.state = 'destroyed';
-    await this.mappings?.close();
-    await this.registry.destroy();
-    await this.closeStatic();
+  destroy(): Promise<void> {
+    // Concurrent and repeated calls all wait for the one shutdown.
+    this.destroyed ??= this.shutdown();
+    return this.destroyed;
+  }
+
+  private async shutdown(): Promise<void> {
+    const wasReady = this.state === 'ready';
+    this.state = 'destroying';
+    try {
+      await this.registry.destroy();
+      // Running calls on the API and main databases finish, like cell calls.
+      if (wasReady) await Promise.all([this.apiRoute.drained(), this.mainRoute?.drained()]);
+      await this.mappings?.close();
+      await this.closeStatic();
+    } finally {
+      this.state = 'destroyed';
+    }
   }
 
   /**
@@ -242,9 +291,13 @@ export class Cells implements Router {
 
   /**
    * Runs `fn` in a transaction on the current context's database (`db: 'api'` for the API
-   * database); routed repositories used inside join it. Nested calls use a savepoint.
+   * database); routed repositories used inside join it. A nested call runs in a savepoint; nested
+   * calls started together run one at a time on the transaction's connection, so one that throws
+   * rolls back only its own work. Work that outlives the transaction (a timer, a bound listener)
+   * runs outside it, on the context's database, as if no transaction had been opened.
    * @throws NoContextError for `'main'` outside a context; CellSwitchInTransactionError when `fn`
-   * targets another database.
+   * targets another database; CellUnreachableError when the connection is lost; CellBusyError
+   * when no pooled connection frees up within `acquireTimeoutMs`.
    */
   async transaction<T>(
     fn: (manager: EntityManager) => Promise<T>,
@@ -255,38 +308,26 @@ export class Cells implements Router {
     const slot = db === 'main' ? kMainTransaction : kApiTransaction;
     const ctx = currentContext() ?? (db === 'api' ? new RequestContext() : undefined);
     if (ctx === undefined) throw new NoContextError('cells.transaction()');
-    const outer = ctx[slot];
-    if (outer !== undefined && outer.owner === this) {
-      // A savepoint on the same connection; like the outermost transaction, its body runs in a copy
-      // of the context, so what it changes there (readDeleted, say) does not leak outward.
-      const body = () => runInternal(ctx.clone(), () => fn(outer.manager));
-      return outer.manager.transaction(body).catch((error: unknown) => {
-        throw translateConnectionError(error, outer.label, outer.manager.queryRunner);
-      });
+    const outer = this.joinedTransaction(ctx, slot);
+    if (outer !== undefined) {
+      const { value, ended } = await outer.nested(ctx, slot, fn);
+      if (!ended) return value as T;
+      // The enclosing transaction ended while this one waited its turn: run it on its own.
     }
-    const route = await this.route(db);
-    let runner: QueryRunner | undefined;
-    let unwatch = (): void => undefined;
+    const route = await this.route(db, ctx);
     try {
       const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
-      const label = db === 'api' ? 'the API database' : key === MAIN_KEY ? 'the default main database' : `cell ${ctx.cellName ?? key}`;
-      const body = (manager: EntityManager) => {
-        // A lost connection makes TypeORM release the runner: later statements then fail typed.
-        runner = manager.queryRunner;
-        unwatch = watchConnectionLoss(runner);
-        const inner = ctx.clone();
-        inner[slot] = new TransactionRoute(this, key, label, manager);
-        return runInternal(inner, () => fn(manager));
-      };
-      return options.isolation === undefined
-        ? await route.manager.transaction(body)
-        : await route.manager.transaction(options.isolation, body);
-    } catch (error) {
-      throw translateConnectionError(error, route.label, runner);
+      return await runTransaction(this, route, key, ctx, slot, options.isolation, fn);
     } finally {
-      unwatch();
       route.release();
     }
+  }
+
+  /** The running transaction of `ctx` on the database of `slot` opened by this Cells, if any. */
+  private joinedTransaction(ctx: RequestContext | undefined, slot: typeof kMainTransaction | typeof kApiTransaction): TransactionRoute | undefined {
+    const tx = ctx?.[slot];
+    if (tx === undefined || tx.owner !== this) return undefined;
+    return (tx as TransactionRoute).active();
   }
 
   /** Returns `fn` bound to the current request context; see `bindContext`. */
@@ -299,9 +340,48 @@ export class Cells implements Router {
     return this.registry.stats();
   }
 
-  /** Closes the DataSource of a cell (after its running calls), for example after its mapping changed. */
+  /**
+   * Closes the DataSource of a cell once its running calls (and transactions, and streams) have
+   * finished; the next call to the cell opens it again from its current CellMapping. For operators:
+   * after changing a cell's database outside the library, or to drop its connections. Does nothing
+   * when the cell is not open.
+   * @throws InvalidArgumentError for a malformed uuid.
+   */
   evictCell(uuid: string): void {
-    this.registry.evict(uuid.toLowerCase());
+    const key = cellUuidOf(uuid);
+    this.cellConnections.delete(key);
+    this.registry.evict(key);
+  }
+
+  /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
+  private checkConnection(uuid: string, connection: string | undefined): void {
+    const opened = this.cellConnections.get(uuid);
+    if (opened !== undefined && opened !== connection) this.evictCell(uuid);
+  }
+
+  /**
+   * A cell re-pointed with plain SQL sends no notification. Every mapping-cache TTL, the mappings of
+   * open cells are looked up again (a cache hit until the TTL has passed, then one query each), and
+   * a cell whose connection changed or which was deleted is evicted: running calls finish on the old
+   * database, new ones go to the new one.
+   */
+  private startRevalidation(): void {
+    const interval = this.options.mappingCache?.ttlMs ?? DEFAULT_MAPPING_TTL_MS;
+    this.revalidator = setInterval(() => void this.revalidate(), interval);
+    this.revalidator.unref();
+  }
+
+  private async revalidate(): Promise<void> {
+    if (this.state !== 'ready') return;
+    for (const uuid of [...this.cellConnections.keys()]) {
+      try {
+        // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
+        await this.mappings.cellByUuid(uuid);
+      } catch (error) {
+        if (error instanceof UnknownCellError) this.evictCell(uuid);
+        // Otherwise the API database is unreachable now: keep serving, try again next time.
+      }
+    }
   }
 
   /**
@@ -310,7 +390,7 @@ export class Cells implements Router {
    * InvalidArgumentError for a malformed uuid; whatever `fn` throws.
    */
   async targetInstanceCell<T>(instanceUuid: string, fn: (cell: CellMapping) => T | Promise<T>): Promise<T> {
-    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    if (this.state !== 'ready') throw this.notReady();
     const cell = await this.mappings.instanceCell(instanceUuid);
     return targetCell(cell, () => fn(cell));
   }
@@ -328,7 +408,7 @@ export class Cells implements Router {
     fn: CellTask<T>,
     options: ScatterGatherOptions = {},
   ): Promise<ScatterGatherResult<T>> {
-    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    if (this.state !== 'ready') throw this.notReady();
     return scatterGather(cells, fn, options, (uuid) => this.mappings.cellByUuid(uuid));
   }
 
@@ -338,7 +418,7 @@ export class Cells implements Router {
    * @throws as `scatterGather`.
    */
   async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
-    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    if (this.state !== 'ready') throw this.notReady();
     const { includeCell0, includeDisabled, ...gather } = options;
     const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
     return this.scatterGather(cells, fn, gather);
@@ -346,26 +426,43 @@ export class Cells implements Router {
 
   /** @internal */
   route(db: DatabaseSelector, ctx: RequestContext | undefined = currentContext()): Route | Promise<Route> {
-    const tx = ctx?.[db === 'api' ? kApiTransaction : kMainTransaction];
-    const joined = tx !== undefined && tx.owner === this ? (tx as TransactionRoute) : undefined;
-    // destroy() waits for running transactions, so they may finish their work; nothing else may start.
-    if (this.state !== 'ready' && !(joined?.running ?? false)) {
-      throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    if (ctx !== undefined) {
+      // A call of a running transaction joins it (also while destroy() waits for it to finish).
+      const joined = this.joinedTransaction(ctx, db === 'api' ? kApiTransaction : kMainTransaction);
+      if (joined !== undefined) return joined;
     }
-    if (joined !== undefined) return joined;
-    if (db === 'api') return this.apiRoute;
+    if (this.state !== 'ready' && !(this.state === 'destroying' && this.inRunningTransaction(ctx))) {
+      throw this.notReady();
+    }
+    if (db === 'api') return this.apiRoute.acquire();
     if (ctx === undefined) throw new NoContextError(`A routed 'main' call`);
     const key = ctx.dbConnection;
     if (key === null) {
       if (this.mainRoute === undefined) throw new NoTargetCellError();
-      return this.mainRoute;
+      return this.mainRoute.acquire();
     }
     return this.registry.acquire(key);
   }
 
-  /** @internal */
+  /**
+   * True when `ctx` belongs to a running transaction of this Cells: while destroy() waits for that
+   * transaction, its other calls (an API read inside a cell transaction, say) may still run.
+   */
+  private inRunningTransaction(ctx: RequestContext | undefined): boolean {
+    return this.joinedTransaction(ctx, kMainTransaction) !== undefined || this.joinedTransaction(ctx, kApiTransaction) !== undefined;
+  }
+
+  private notReady(): CellsNotReadyError {
+    return new CellsNotReadyError(this.state === 'destroyed' || this.state === 'destroying' ? 'destroyed' : 'uninitialized');
+  }
+
+  /**
+   * A manager whose metadata describes `db`'s entities. Needs no connection, so metadata-only calls
+   * (`create`, `merge`, building a query) work from `initialize()` on, also during and after destroy().
+   * @internal
+   */
   metadataManager(db: DatabaseSelector): EntityManager {
-    if (this.state !== 'ready') throw new CellsNotReadyError(this.state === 'destroyed' ? 'destroyed' : 'uninitialized');
+    if (this.state === 'new' || this.state === 'initializing') throw new CellsNotReadyError('uninitialized');
     return db === 'api' ? this.apiDataSource.manager : this.templateDataSource.manager;
   }
 
@@ -383,12 +480,25 @@ export class Cells implements Router {
     };
   }
 
+  /**
+   * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
+   * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
+   */
+  private guardedDataSource(options: PostgresOptions, label: string): DataSource {
+    const extra = (options.extra ?? {}) as { max?: number };
+    const poolSize = extra.max ?? options.poolSize ?? 10;
+    const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
+    const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs) });
+    guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
+    return dataSource;
+  }
+
   private async openCell(key: string): Promise<OpenedCell> {
     for (let attempt = 1; ; attempt++) {
       const cell = await this.mappings.cellByUuid(key);
       const label = `'${cell.name}' (${cell.uuid})`;
       const parts = parseConnectionUrl(cell.databaseConnection, label);
-      const dataSource = new DataSource({ ...this.cellOptions(), ...parts });
+      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`);
       await connect(dataSource, `cell ${label}`);
       // A change notified while connecting evicted nothing (this DataSource was not in the registry
       // yet): check the mapping again, a cache hit unless it changed, and reopen if it did.
@@ -419,6 +529,7 @@ export class Cells implements Router {
   }
 
   private async closeStatic(): Promise<void> {
+    if (this.revalidator !== undefined) clearInterval(this.revalidator);
     for (const ds of [this.mainDataSource, this.apiDataSource]) {
       if (ds?.isInitialized) await closeDataSource(ds);
     }
@@ -465,6 +576,7 @@ function validateOptions(options: CellsOptions): CellsOptions {
   positiveInteger(options.poolSize, 'poolSize', 1);
   positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0);
   positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
+  positiveInteger(options.acquireTimeoutMs, 'acquireTimeoutMs', 0);
   positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1);
   positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1);
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError

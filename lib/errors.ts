@@ -55,12 +55,46 @@ export class BadConnectionUrlError extends CellsError {
   }
 }
 
-/** Opening a cell's database failed (server down, authentication, missing database). */
+/**
+ * A database could not be reached, or dropped the connection of a running call (server down,
+ * authentication, missing database). `cell` is how the database is named: `cell 'name' (uuid)`,
+ * `the API database` or `the default main database`. Nothing is cached: a later call connects anew.
+ */
 export class CellUnreachableError extends CellsError {
   readonly code = 'CELLS_CELL_UNREACHABLE';
-  constructor(readonly cell: string, reason: string, options?: { cause?: unknown }) {
-    super(`Cell ${cell} is unreachable: ${reason}. The next call retries.`, options);
+  constructor(
+    readonly cell: string,
+    reason: string,
+    options?: { cause?: unknown; hint?: string },
+  ) {
+    const hint = options?.hint ?? 'A later call connects anew.';
+    super(`${sentenceStart(cell)} is unreachable: ${reason}.${hint === '' ? '' : ` ${hint}`}`, options);
   }
+}
+
+/**
+ * A healthy database whose connection pool stayed fully in use for `acquireTimeoutMs`: the call
+ * waited for a free pooled connection and gave up. Not a connection failure: the database answers,
+ * it is only saturated (a burst of slow queries, more concurrent calls than `poolSize` can serve).
+ * Retry later, raise `poolSize`, or shorten the queries that hold the connections.
+ */
+export class CellBusyError extends CellsError {
+  readonly code = 'CELLS_CELL_BUSY';
+  constructor(
+    readonly cell: string,
+    readonly poolSize: number,
+    readonly waitedMs: number,
+  ) {
+    super(
+      `${sentenceStart(cell)} is busy: all ${poolSize} pooled connection(s) stayed in use for ${waitedMs} ms ` +
+        `(acquireTimeoutMs). Retry later, raise poolSize, or shorten the queries that hold them.`,
+    );
+  }
+}
+
+/** `cell 'x'` -> `Cell 'x'`, `the API database` -> `The API database`. */
+function sentenceStart(label: string): string {
+  return label.charAt(0).toUpperCase() + label.slice(1);
 }
 
 /** Code inside `cells.transaction()` tried to target a different database. */
@@ -158,7 +192,7 @@ export class CellVerificationError extends CellsError {
   readonly code = 'CELLS_CELL_VERIFICATION_FAILED';
   constructor(readonly cell: string, reason: string, options?: { cause?: unknown }) {
     super(
-      `Cell ${cell} is unreachable: ${reason}. Nothing was created; fix the URL or the database, ` +
+      `${sentenceStart(cell)} is unreachable: ${reason}. Nothing was created; fix the URL or the database, ` +
         `or pass --no-verify to map the cell anyway.`,
       options,
     );

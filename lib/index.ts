@@ -21,6 +21,7 @@ export {
 export type { CellRef, ReadDeleted, RequestContextInit } from './context';
 export {
   BadConnectionUrlError,
+  CellBusyError,
   CellInUseError,
   CellSwitchInTransactionError,
   CellUnreachableError,

@@ -67,6 +67,11 @@ export interface CellMappingsOptions {
   onCellReconnect?: (uuid: string) => void;
   /** Called when the listener reconnected after an outage, in which changes may have been missed. */
   onResync?: () => void;
+  /**
+   * Called with every CellMapping read from the API database (a cache miss or a refresh after the
+   * TTL), so a cell re-pointed with plain SQL is noticed by any lookup. Default: none.
+   */
+  onCellLoaded?: (cell: CellMapping) => void;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -149,6 +154,7 @@ export class CellMappings {
     const cell = await this.cache.get(`n:${key}`, async () => {
       const found = await this.manager.findOneBy(CellMapping, { name: key });
       if (found === null) throw new UnknownCellError(key);
+      this.loaded(found);
       return found;
     });
     return copyCell(cell);
@@ -175,6 +181,7 @@ export class CellMappings {
       const epoch = this.cache.currentEpoch;
       const found = await this.manager.find(CellMapping, { order: { name: 'ASC' } });
       for (const cell of found) {
+        this.loaded(cell);
         this.cache.prime(`u:${cell.uuid}`, cell, epoch);
         this.cache.prime(`n:${cell.name}`, cell, epoch);
       }
@@ -433,8 +440,17 @@ export class CellMappings {
     return this.cache.get(`u:${uuid}`, async () => {
       const found = await this.manager.findOneBy(CellMapping, { uuid });
       if (found === null) throw new UnknownCellError(uuid);
+      this.loaded(found);
       return found;
     });
+  }
+
+  private loaded(cell: CellMapping): void {
+    try {
+      this.options.onCellLoaded?.(cell);
+    } catch {
+      // A hook never changes a lookup's outcome.
+    }
   }
 
   /**

@@ -8,26 +8,19 @@ import {
   type SelectQueryBuilder,
 } from 'typeorm';
 import { translateConnectionError } from './connection-errors';
-import { currentContext, type ReadDeleted, type RequestContext } from './context';
-import {
-  AGGREGATE_READS,
-  OPTIONS_READS,
-  WHERE_READS,
-  aggregateWithDeleted,
-  applyToOptions,
-  applyToQueryBuilder,
-  deleteDatePath,
-} from './read-deleted';
+import { currentContext, type ReadDeleted } from './context';
+import { routeBuilder, type DatabaseSelector, type Router } from './query-builder';
+import { deleteDatePath, readWithDeleted } from './read-deleted';
 import type { Route } from './registry';
 
-/** Which database a routed repository talks to: the API database, or the current cell (`'main'`). */
-export type DatabaseSelector = 'api' | 'main';
+export type { DatabaseSelector } from './query-builder';
 
 /** What a routed repository needs from `Cells`. @internal */
-export interface Router {
-  /** The route of `ctx` (default: the current context) for `db`, with a lease taken. */
-  route(db: DatabaseSelector, ctx?: RequestContext): Route | Promise<Route>;
-  /** A manager whose metadata describes `db`'s entities, usable without a connection. */
+export interface RepositoryRouter extends Router {
+  /**
+   * A manager whose metadata describes `db`'s entities, usable without a connection (and after
+   * `destroy()` has begun: metadata-only methods never need one).
+   */
   metadataManager(db: DatabaseSelector): EntityManager;
 }
 
@@ -45,12 +38,6 @@ export const METADATA_METHODS = ['hasId', 'getId', 'create', 'merge'] as const;
 /** Methods implemented by RoutedRepository itself. */
 export const OWN_METHODS = ['createQueryBuilder', 'extend'] as const;
 
-const QB_READS = [
-  'getMany', 'getOne', 'getOneOrFail', 'getRawMany', 'getRawOne', 'getManyAndCount',
-  'getRawAndEntities', 'getCount', 'getExists', 'stream',
-] as const;
-const QB_DERIVED = ['insert', 'update', 'delete', 'softDelete', 'restore'] as const;
-
 type AnyFn = (...args: unknown[]) => unknown;
 type MethodTable = Record<string, AnyFn>;
 
@@ -61,7 +48,7 @@ type MethodTable = Record<string, AnyFn>;
  */
 class RoutedRepository<T extends ObjectLiteral> {
   constructor(
-    private readonly router: Router,
+    private readonly router: RepositoryRouter,
     readonly target: EntityTarget<T>,
     private readonly db: DatabaseSelector,
   ) {}
@@ -87,15 +74,14 @@ class RoutedRepository<T extends ObjectLiteral> {
   }
 
   /**
-   * Creates a query builder that binds to the current context's database when it executes, and
-   * holds a lease on it only while executing. Write builders derived with insert(), update(),
-   * delete(), softDelete() or restore() bind the same way.
+   * Creates a query builder that routes each execution by the context active at that moment and
+   * holds a lease only while executing (a `stream()` until it ends). Safe to share: executions run
+   * on private copies, so concurrent requests on any cells each get their own result. Builders
+   * derived from it (`clone`, `subQuery`, `relation`, `insert`, `update`...) route the same way.
    */
   createQueryBuilder(alias?: string, queryRunner?: QueryRunner): SelectQueryBuilder<T> {
     const template = this.router.metadataManager(this.db).getRepository(this.target);
-    const qb = template.createQueryBuilder(alias, queryRunner);
-    bindOnExecute(qb as unknown as QueryBuilderLike, this.router, this.db, queryRunner !== undefined);
-    return qb;
+    return routeBuilder(template.createQueryBuilder(alias, queryRunner), { router: this.router, db: this.db });
   }
 
   /** Like TypeORM's `Repository.extend`: returns a routed repository with the custom methods added. */
@@ -124,8 +110,8 @@ for (const name of METADATA_METHODS) {
   });
 }
 
-function routerOf(repo: RoutedRepository<ObjectLiteral>): Router {
-  return (repo as unknown as { router: Router }).router;
+function routerOf(repo: RoutedRepository<ObjectLiteral>): RepositoryRouter {
+  return (repo as unknown as { router: RepositoryRouter }).router;
 }
 function dbOf(repo: RoutedRepository<ObjectLiteral>): DatabaseSelector {
   return (repo as unknown as { db: DatabaseSelector }).db;
@@ -169,87 +155,9 @@ async function invoke(
   }
 }
 
-function readWithDeleted(
-  manager: EntityManager,
-  repo: Repository<ObjectLiteral>,
-  name: string,
-  args: unknown[],
-  mode: Exclude<ReadDeleted, 'no'>,
-  path: string,
-): unknown {
-  const methods = repo as unknown as MethodTable;
-  if (OPTIONS_READS.has(name)) {
-    return methods[name]!(applyToOptions(args[0] as ObjectLiteral | undefined, mode, path), ...args.slice(1));
-  }
-  const optionsForm = WHERE_READS.get(name);
-  if (optionsForm !== undefined) {
-    return methods[optionsForm]!(applyToOptions({ where: args[0] }, mode, path));
-  }
-  const fn = AGGREGATE_READS.get(name);
-  if (fn !== undefined) {
-    return aggregateWithDeleted(manager, repo.target, fn, args[0] as string, args[1] as never, mode, path);
-  }
-  return methods[name]!(...args);
-}
-
-interface QueryBuilderLike {
-  dataSource: unknown;
-  queryRunner: QueryRunner | undefined;
-  expressionMap: { dataSource?: unknown; mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata } };
-  [method: string]: unknown;
-}
-
-/** Patches a builder so that each execution routes, leases, applies readDeleted, and releases. */
-function bindOnExecute(qb: QueryBuilderLike, router: Router, db: DatabaseSelector, fixedRunner: boolean): void {
-  for (const name of QB_READS) patchExecution(qb, name, router, db, fixedRunner, true);
-  patchExecution(qb, 'execute', router, db, fixedRunner, false);
-  for (const name of QB_DERIVED) {
-    const derive = qb[name];
-    if (typeof derive !== 'function') continue;
-    qb[name] = function (this: QueryBuilderLike, ...args: unknown[]) {
-      const derived = (derive as AnyFn).apply(this, args) as QueryBuilderLike;
-      if (derived !== this) bindOnExecute(derived, router, db, fixedRunner);
-      return derived;
-    };
-  }
-}
-
-function patchExecution(
-  qb: QueryBuilderLike,
-  name: string,
-  router: Router,
-  db: DatabaseSelector,
-  fixedRunner: boolean,
-  isRead: boolean,
-): void {
-  const original = qb[name];
-  if (typeof original !== 'function') return;
-  qb[name] = async function (this: QueryBuilderLike, ...args: unknown[]) {
-    const ctx = currentContext();
-    const mode = ctx?.readDeleted ?? 'no';
-    const route = await router.route(db, ctx);
-    try {
-      const manager = route.manager;
-      this.dataSource = manager.dataSource;
-      this.expressionMap.dataSource = manager.dataSource;
-      if (!fixedRunner) this.queryRunner = manager.queryRunner;
-      const main = this.expressionMap.mainAlias;
-      if (isRead && mode !== 'no' && main?.hasMetadata) {
-        const path = deleteDatePath(main.metadata);
-        if (path !== undefined) applyToQueryBuilder(this as unknown as SelectQueryBuilder<ObjectLiteral>, mode, path);
-      }
-      return await (original as AnyFn).apply(this, args);
-    } catch (error) {
-      throw translateConnectionError(error, route.label, route.manager.queryRunner);
-    } finally {
-      route.release();
-    }
-  };
-}
-
 /** Creates the routed repository of `target` on `db`. @internal */
 export function createRoutedRepository<T extends ObjectLiteral>(
-  router: Router,
+  router: RepositoryRouter,
   target: EntityTarget<T>,
   db: DatabaseSelector,
 ): Repository<T> {

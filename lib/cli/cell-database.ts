@@ -50,7 +50,7 @@ export async function connect(dataSource: DataSource, label: string): Promise<vo
     await dataSource.initialize();
   } catch (error) {
     if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, reasonOf(error), { cause: error });
+    throw new CellUnreachableError(label, reasonOf(error), { cause: error, hint: '' });
   }
 }
 

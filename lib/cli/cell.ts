@@ -42,7 +42,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
       const s = session();
       const config = await s.config();
       if (opts.verify)
-        await verifyConnection(opts.databaseConnection, `'${opts.name}'`, config.connectTimeoutMs);
+        await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config.connectTimeoutMs);
       const created = await s.withCells((lib) =>
         lib.mappings.createCell({
           name: opts.name,

@@ -186,7 +186,7 @@ async function migrateCell(config: CellsOptions, cell: CellMapping): Promise<Cel
   try {
     const applied = await withDataSource(
       cellDataSource(config, cell),
-      cellLabel(cell),
+      `cell ${cellLabel(cell)}`,
       migrateLocked,
     );
     return { ...base, result: 'migrated', applied, ms: elapsed(started) };
@@ -206,7 +206,7 @@ async function cellStatus(config: CellsOptions, cell: CellMapping): Promise<Cell
   try {
     return {
       ...base,
-      ...(await withDataSource(cellDataSource(config, cell), cellLabel(cell), migrationStatus)),
+      ...(await withDataSource(cellDataSource(config, cell), `cell ${cellLabel(cell)}`, migrationStatus)),
     };
   } catch (error) {
     return { ...base, applied: [], pending: [], error: errorText(error) };

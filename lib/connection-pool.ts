@@ -1,0 +1,130 @@
+import { Client, type ClientConfig, type PoolClient } from 'pg';
+import type { DataSource } from 'typeorm';
+import { CellBusyError } from './errors';
+
+/**
+ * The pg pool of every DataSource typeorm-cells opens (cells, the API and the default main
+ * database), made safe for shared use:
+ * - every pg client has an `'error'` listener for its whole life, so a backend terminated while
+ *   its client is checked out but idle (failover, `pg_terminate_backend`, a dropped database) is
+ *   recorded instead of becoming an uncaught exception that ends the process;
+ * - a client is never handed back to the pool inside a transaction: one whose server-reported
+ *   transaction status is not idle when released is destroyed, not reused;
+ * - the wait for a free pooled connection is bounded by `acquireTimeoutMs` and ends in
+ *   CellBusyError, apart from the connect timeout, which bounds only the opening of a connection.
+ * @internal
+ */
+
+/** A pg option of our own, read by CellClient: pg-pool gives its one timeout to both waits. */
+const CONNECT_TIMEOUT_KEY = 'cellsConnectTimeoutMillis';
+
+/** How a pg client's connection failure is recorded when no query of it was running. */
+const kLostError = Symbol('typeorm-cells.lostError');
+
+/** A pg Client that can never raise an unhandled 'error', and whose connect timeout is its own. */
+export class CellClient extends Client {
+  [kLostError]: unknown;
+
+  constructor(config?: ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number }) {
+    super(withConnectTimeout(config));
+    this.on('error', (error: unknown) => {
+      this[kLostError] ??= error;
+    });
+  }
+}
+
+/**
+ * A copy of the pool's client config with our connect timeout. pg-pool keeps the password as a
+ * non-enumerable property (so it is not logged): copied the same way, not by a spread.
+ */
+function withConnectTimeout(config: (ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number }) | undefined): ClientConfig | undefined {
+  if (config === undefined) return undefined;
+  const copy: ClientConfig = { ...config, connectionTimeoutMillis: config[CONNECT_TIMEOUT_KEY] ?? config.connectionTimeoutMillis };
+  if ('password' in config) {
+    Object.defineProperty(copy, 'password', { value: config.password, enumerable: false, writable: true, configurable: true });
+  }
+  return copy;
+}
+
+/**
+ * The pg-pool options (TypeORM's `extra`) of a guarded pool: `CellClient`, `poolSize` connections,
+ * the connect timeout on each new connection and no pg-pool queue timeout (the guard bounds it).
+ * @internal
+ */
+export function guardedPoolOptions(
+  extra: object | undefined,
+  poolSize: number,
+  connectTimeoutMs: number,
+): Record<string, unknown> {
+  return {
+    ...extra,
+    max: poolSize,
+    Client: CellClient,
+    connectionTimeoutMillis: 0,
+    [CONNECT_TIMEOUT_KEY]: connectTimeoutMs,
+  };
+}
+
+/** What the guard uses of pg-pool's Pool (TypeORM's `driver.master`). */
+interface GuardedPool {
+  readonly totalCount: number;
+  readonly idleCount: number;
+  readonly options: { max: number };
+  connect(cb: (error: Error | undefined, client: PoolClient | undefined, release: (error?: unknown) => void) => void): void;
+}
+
+type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
+
+/**
+ * Replaces the pool checkout of `dataSource`'s driver (before `initialize()`) so that it waits at
+ * most `acquireTimeoutMs` for a free connection (then CellBusyError naming `label`) and destroys a
+ * client released inside a transaction.
+ * @internal
+ */
+export function guardPool(dataSource: DataSource, label: () => string, acquireTimeoutMs: number): void {
+  const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
+  const original = driver.obtainMasterConnection.bind(driver);
+  driver.obtainMasterConnection = () => {
+    const pool = driver.master;
+    if (pool === undefined) return original();
+    // Read before connect(), which may add the connection it opens to totalCount. A full pool is
+    // where a checkout can wait (even with an idle connection now: another caller may take it);
+    // below the bound pg-pool opens a connection instead, bounded by the connect timeout.
+    const mustQueue = pool.totalCount >= pool.options.max;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      pool.connect((error, client, release) => {
+        if (settled) {
+          // The caller gave up waiting: hand the connection straight back.
+          if (error === undefined && client !== undefined) release();
+          return;
+        }
+        settled = true;
+        if (timer !== undefined) clearTimeout(timer);
+        if (error !== undefined || client === undefined) return reject(error);
+        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
+      });
+      // Only a checkout from a full pool starts a timer: below the bound none is allocated.
+      if (mustQueue && acquireTimeoutMs > 0) {
+        timer = setTimeout(() => {
+          if (settled) return;
+          settled = true;
+          reject(new CellBusyError(label(), pool.options.max, acquireTimeoutMs));
+        }, acquireTimeoutMs);
+      }
+    });
+  };
+}
+
+/**
+ * An Error (so pg-pool destroys the client) when `client` is not idle on the server: inside a
+ * transaction, an aborted one, or lost. Undefined when it may be reused.
+ */
+function dirtyState(client: PoolClient): Error | undefined {
+  if ((client as unknown as Partial<CellClient>)[kLostError] !== undefined) return new Error('connection lost');
+  const status = (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
+  // null: no ReadyForQuery yet (cannot happen after a query); 'I': idle; 'T'/'E': in a transaction.
+  if (status === 'T' || status === 'E') return new Error(`connection released inside a transaction (${status})`);
+  return undefined;
+}

@@ -1,0 +1,207 @@
+import type { Readable } from 'node:stream';
+import {
+  DeleteQueryBuilder,
+  InsertQueryBuilder,
+  RelationQueryBuilder,
+  SelectQueryBuilder,
+  UpdateQueryBuilder,
+  type DataSource,
+  type EntityMetadata,
+  type ObjectLiteral,
+  type QueryRunner,
+} from 'typeorm';
+import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBuilder';
+import { translateConnectionError } from './connection-errors';
+import { currentContext } from './context';
+import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
+import type { Route } from './registry';
+
+/**
+ * Routed query builders. A builder made by a routed repository holds no connection: each execution
+ * (`getMany()`, `execute()`, `stream()`, a relation's `add()`...) routes by the context active at
+ * that moment, takes a lease, and runs on a private copy of the builder bound to the route's
+ * DataSource (and transaction). The shared builder is never written to while it executes, so one
+ * builder may be executed by any number of concurrent requests on any cells, and what one
+ * execution applies (readDeleted, a transaction's query runner) never sticks to the next.
+ * Every builder derived from a routed one (`clone`, `createQueryBuilder`, `subQuery`, `select`,
+ * `insert`, `update`, `delete`, `softDelete`, `restore`, `relation`) is routed the same way.
+ */
+
+/** Which database a routed builder or repository talks to: the API database, or the current cell. */
+export type DatabaseSelector = 'api' | 'main';
+
+/** What routed repositories and builders need from `Cells`. @internal */
+export interface Router {
+  /** The route of the current context (or `ctx`) for `db`, with a lease taken. */
+  route(db: DatabaseSelector, ctx?: ReturnType<typeof currentContext>): Route | Promise<Route>;
+}
+
+/** Where a routed builder sends its executions. @internal */
+export interface Routing {
+  readonly router: Router;
+  readonly db: DatabaseSelector;
+}
+
+const kRouting = Symbol('typeorm-cells.routing');
+
+type AnyFn = (...args: unknown[]) => unknown;
+/** What this module reads and writes of a TypeORM builder (some of it protected in TypeORM's types). */
+interface Builder {
+  dataSource: DataSource;
+  queryRunner: QueryRunner | undefined;
+  expressionMap: { dataSource: DataSource; mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata } };
+  [kRouting]?: Routing;
+}
+type BuilderClass = new (source: unknown, queryRunner?: QueryRunner) => Builder;
+
+/** Builder methods that run a statement, per builder class. */
+const EXECUTIONS = new Map<BuilderClass, readonly string[]>([
+  [
+    SelectQueryBuilder as unknown as BuilderClass,
+    ['getMany', 'getOne', 'getOneOrFail', 'getRawMany', 'getRawOne', 'getManyAndCount', 'getRawAndEntities',
+      'getCount', 'getExists', 'stream', 'execute'],
+  ],
+  [InsertQueryBuilder as unknown as BuilderClass, ['execute']],
+  [UpdateQueryBuilder as unknown as BuilderClass, ['execute']],
+  [DeleteQueryBuilder as unknown as BuilderClass, ['execute']],
+  [SoftDeleteQueryBuilder as unknown as BuilderClass, ['execute']],
+  [RelationQueryBuilder as unknown as BuilderClass, ['set', 'add', 'remove', 'addAndRemove', 'loadOne', 'loadMany']],
+]);
+
+/** Methods that may return a builder of another class (TypeORM builds it from the receiver). */
+const DERIVATIONS = ['select', 'insert', 'update', 'delete', 'softDelete', 'restore', 'relation'] as const;
+
+/** Select-query reads, to which the context's readDeleted mode applies. */
+const READS: ReadonlySet<string> = new Set([
+  'getMany', 'getOne', 'getOneOrFail', 'getRawMany', 'getRawOne', 'getManyAndCount', 'getRawAndEntities',
+  'getCount', 'getExists', 'stream',
+]);
+
+/** The routed subclass of each TypeORM builder class. */
+const ROUTED = new Map<BuilderClass, BuilderClass>();
+for (const [base, executions] of EXECUTIONS) ROUTED.set(base, routedClass(base, executions));
+
+function routedClass(Base: BuilderClass, executions: readonly string[]): BuilderClass {
+  // TypeORM's builder classes are abstract in their types only; each listed here is concrete.
+  const Routed = class extends (Base as new (source: unknown, queryRunner?: QueryRunner) => Builder) {
+    constructor(source: unknown, queryRunner?: QueryRunner) {
+      super(source, queryRunner);
+      // clone() and TypeORM's own copies call `new this.constructor(this)`: keep the routing.
+      const routing = (source as Builder | null)?.[kRouting];
+      if (routing !== undefined) (this as Builder)[kRouting] = routing;
+    }
+  };
+  const proto = Routed.prototype as unknown as Record<string, unknown>;
+  for (const name of executions) {
+    const original = (Base.prototype as unknown as Record<string, AnyFn>)[name]!;
+    proto[name] = function (this: Builder, ...args: unknown[]) {
+      return executeRouted(this, Base, original, name, args);
+    };
+  }
+  for (const name of DERIVATIONS) {
+    const original = (Base.prototype as unknown as Record<string, AnyFn | undefined>)[name];
+    if (original === undefined) continue;
+    proto[name] = function (this: Builder, ...args: unknown[]) {
+      const derived = original.apply(this, args) as Builder;
+      return derived === this ? derived : adopt(derived, this[kRouting]);
+    };
+  }
+  // TypeORM passes the DataSource here, not the builder, so the constructor cannot copy the routing.
+  proto.createQueryBuilder = function (this: Builder, queryRunner?: QueryRunner) {
+    const created = new (this.constructor as BuilderClass)(this.dataSource, queryRunner ?? this.queryRunner);
+    if (this[kRouting] !== undefined) created[kRouting] = this[kRouting];
+    return created;
+  };
+  Object.defineProperty(Routed, 'name', { value: Base.name });
+  return Routed;
+}
+
+/** Returns a routed copy of `builder` (a plain TypeORM builder), or `builder` itself when routing is unknown. */
+function adopt(builder: Builder, routing: Routing | undefined): Builder {
+  if (routing === undefined) return builder;
+  const Routed = ROUTED.get(builder.constructor as BuilderClass);
+  if (Routed === undefined) return builder;
+  const routed = new Routed(builder);
+  copyBuilderState(builder, routed);
+  routed[kRouting] = routing;
+  return routed;
+}
+
+/**
+ * Makes `builder` (made on the metadata DataSource) routed: each execution goes to `routing`.
+ * @internal
+ */
+export function routeBuilder<B>(builder: B, routing: Routing): B {
+  return adopt(builder as unknown as Builder, routing) as unknown as B;
+}
+
+/** The state a builder keeps outside its expression map (find options, parameter counter). */
+function copyBuilderState(from: Builder, to: Builder): void {
+  for (const key of Object.keys(from)) {
+    if (key === 'expressionMap' || key === 'dataSource' || key === 'queryRunner') continue;
+    (to as unknown as Record<string, unknown>)[key] = (from as unknown as Record<string, unknown>)[key];
+  }
+}
+
+/** Runs `original` on a private copy of `shared`, bound to the route of the current context. */
+async function executeRouted(
+  shared: Builder,
+  Base: BuilderClass,
+  original: AnyFn,
+  name: string,
+  args: unknown[],
+): Promise<unknown> {
+  const routing = shared[kRouting];
+  if (routing === undefined) return original.apply(shared, args);
+  const ctx = currentContext();
+  const mode = ctx?.readDeleted ?? 'no';
+  const route = await routing.router.route(routing.db, ctx);
+  let keepLease = false;
+  try {
+    const manager = route.manager;
+    const copy = new Base(shared);
+    copyBuilderState(shared, copy);
+    bindTo(copy, manager.dataSource);
+    // A query runner given by the caller (createQueryBuilder(alias, runner), setQueryRunner) wins.
+    if (shared.queryRunner === undefined) copy.queryRunner = manager.queryRunner;
+    if (mode !== 'no' && READS.has(name)) {
+      const main = copy.expressionMap.mainAlias;
+      const path = main?.hasMetadata ? deleteDatePath(main.metadata) : undefined;
+      if (path !== undefined) applyToQueryBuilder(copy as unknown as SelectQueryBuilder<ObjectLiteral>, mode, path);
+    }
+    if (name !== 'stream') return await original.apply(copy, args);
+    // A stream holds its lease (and its own connection) until it ends, fails or is destroyed, so
+    // neither eviction nor the idle sweep closes its DataSource under it.
+    const ownRunner = copy.queryRunner === undefined ? manager.dataSource.createQueryRunner() : undefined;
+    if (ownRunner !== undefined) copy.queryRunner = ownRunner;
+    let stream: Readable;
+    try {
+      stream = (await original.apply(copy, args)) as Readable;
+    } catch (error) {
+      await ownRunner?.release();
+      throw error;
+    }
+    keepLease = true;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      void ownRunner?.release();
+      route.release();
+    };
+    stream.once('end', finish);
+    stream.once('error', finish);
+    stream.once('close', finish);
+    return stream;
+  } catch (error) {
+    throw translateConnectionError(error, route.label, route.manager.queryRunner);
+  } finally {
+    if (!keepLease) route.release();
+  }
+}
+
+/** Points a builder copy (and its expression map and joins) at `dataSource`. */
+function bindTo(builder: Builder, dataSource: DataSource): void {
+  (builder as { dataSource: DataSource }).dataSource = dataSource;
+  builder.expressionMap.dataSource = dataSource;
+}

@@ -1,0 +1,146 @@
+import type { EntityManager, QueryRunner } from 'typeorm';
+import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
+import { translateConnectionError, watchConnectionLoss } from './connection-errors';
+import { runInternal, type ActiveTransaction, type RequestContext } from './context';
+import type { Route } from './registry';
+
+/**
+ * Transactions of `cells.transaction()`. The outermost one owns a query runner (one pooled
+ * connection) for its whole life; nested ones are savepoints on that connection. Nested
+ * transactions started together run one at a time (each waits for the previous to commit or roll
+ * back), because savepoints on one connection form a stack: run in parallel they would share a
+ * savepoint name and one's ROLLBACK TO would undo another's work. The connection goes back to the
+ * pool only outside a transaction (see connection-pool.ts).
+ */
+
+/** Which transaction slot of the context a database uses. @internal */
+export type TransactionSlot = symbol;
+
+/** An open transaction (or savepoint); routed calls of its database join it while it runs. @internal */
+export class TransactionRoute implements Route, ActiveTransaction {
+  readonly manager: EntityManager;
+  /** Ends when the previous nested transaction of this level has finished. */
+  private tail: Promise<void> = Promise.resolve();
+  private ended = false;
+
+  constructor(
+    readonly owner: object,
+    readonly key: string,
+    readonly label: string,
+    readonly queryRunner: QueryRunner,
+    private readonly parent?: TransactionRoute,
+  ) {
+    this.manager = queryRunner.manager;
+  }
+
+  release(): void {}
+
+  /**
+   * True until the transaction's callback has finished (then its calls route outside it). Still
+   * true after its connection was lost, so that the callback's next statements fail with
+   * CellUnreachableError rather than run outside the transaction.
+   */
+  get running(): boolean {
+    return !this.ended && (this.parent?.running ?? true);
+  }
+
+  /** This transaction if it runs, else the closest enclosing one that does; undefined after all ended. */
+  active(): TransactionRoute | undefined {
+    if (this.running) return this;
+    return this.parent?.active();
+  }
+
+  /**
+   * Runs `fn` in a savepoint of this transaction, after the nested transactions started before it
+   * on this level have finished. Resolves to `undefined` in `ended` when this transaction ended
+   * while `fn` waited its turn (the caller then runs it as a transaction of its own).
+   */
+  async nested<T>(ctx: RequestContext, slot: TransactionSlot, fn: (manager: EntityManager) => Promise<T>): Promise<{ value?: T; ended: boolean }> {
+    const previous = this.tail;
+    let done!: () => void;
+    this.tail = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await previous;
+      if (!this.running) return { ended: true };
+      const runner = this.queryRunner;
+      await runner.startTransaction();
+      const inner = new TransactionRoute(this.owner, this.key, this.label, runner, this);
+      try {
+        const value = await runInNewContext(ctx, slot, inner, () => fn(runner.manager));
+        await inner.drain();
+        await runner.commitTransaction();
+        return { value, ended: false };
+      } catch (error) {
+        await inner.drain();
+        // The savepoint is rolled back; the enclosing transaction goes on (and may commit).
+        if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
+        throw error;
+      } finally {
+        inner.ended = true;
+      }
+    } catch (error) {
+      throw translateConnectionError(error, this.label, this.queryRunner);
+    } finally {
+      done();
+    }
+  }
+
+  /** Waits for the nested transactions started on this level to finish. */
+  drain(): Promise<void> {
+    return this.tail;
+  }
+
+  /** Marks the transaction ended: later calls of its context route outside it. */
+  end(): void {
+    this.ended = true;
+  }
+}
+
+/**
+ * Runs `fn` in a new transaction on `route`'s database, in a copy of `ctx` whose `slot` holds it.
+ * The query runner is released in every case; if COMMIT or ROLLBACK failed, its connection is
+ * destroyed rather than reused. Connection failures surface as CellUnreachableError.
+ * @internal
+ */
+export async function runTransaction<T>(
+  owner: object,
+  route: Route,
+  key: string,
+  ctx: RequestContext,
+  slot: TransactionSlot,
+  isolation: IsolationLevel | undefined,
+  fn: (manager: EntityManager) => Promise<T>,
+): Promise<T> {
+  const runner = route.manager.dataSource.createQueryRunner();
+  const tx = new TransactionRoute(owner, key, route.label, runner);
+  let unwatch = (): void => undefined;
+  try {
+    await runner.startTransaction(isolation);
+    // A lost connection makes TypeORM release the runner: later statements then fail typed.
+    unwatch = watchConnectionLoss(runner);
+    try {
+      const value = await runInNewContext(ctx, slot, tx, () => fn(runner.manager));
+      // Savepoints still running would otherwise be committed half-done.
+      await tx.drain();
+      await runner.commitTransaction();
+      return value;
+    } catch (error) {
+      await tx.drain();
+      if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
+      throw error;
+    }
+  } catch (error) {
+    throw translateConnectionError(error, route.label, runner);
+  } finally {
+    tx.end();
+    unwatch();
+    // The pool guard destroys the connection if it is still inside a transaction.
+    await runner.release();
+  }
+}
+
+function runInNewContext<T>(ctx: RequestContext, slot: TransactionSlot, tx: TransactionRoute, fn: () => Promise<T>): Promise<T> {
+  const inner = ctx.clone();
+  (inner as unknown as Record<symbol, ActiveTransaction>)[slot] = tx;
+  return runInternal(inner, fn);
+}
