@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { DataSource } from 'typeorm';
+import { DataSource, type MigrationInterface } from 'typeorm';
 import { Cells, CellMapping, type CellsOptions } from '../../lib';
 import { createTestDatabase, type TestDatabase } from './databases';
 import { CreateWidgets1764072100000, Widget } from './widget';
@@ -32,11 +32,22 @@ export interface CellWorldOptions {
   apiOptions?: Record<string, unknown>;
   /** Also create a default main database with the widgets table. Default: false. */
   withMain?: boolean;
+  /**
+   * Migrations applied to each cell (and main) database; pass the matching entities in
+   * `cells.entities`. Default: the widgets table only.
+   */
+  cellMigrations?: CellMigration[];
 }
 
-/** Applies the cell migrations (the widgets table) to the database at `url`. */
-export async function migrateCellDatabase(url: string): Promise<void> {
-  const ds = new DataSource({ type: 'postgres', url, migrations: [CreateWidgets1764072100000], entities: [] });
+/** A cell-database migration class, as TypeORM's `migrations` option takes it. */
+export type CellMigration = new () => MigrationInterface;
+
+/** Applies the cell migrations (default: the widgets table) to the database at `url`. */
+export async function migrateCellDatabase(
+  url: string,
+  migrations: CellMigration[] = [CreateWidgets1764072100000],
+): Promise<void> {
+  const ds = new DataSource({ type: 'postgres', url, migrations, entities: [] });
   await ds.initialize();
   try {
     await ds.runMigrations();
@@ -58,7 +69,7 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
     const main = options.withMain ? await createTestDatabase(`${label}_main`) : undefined;
     if (main) {
       extra.push(main);
-      await migrateCellDatabase(main.url);
+      await migrateCellDatabase(main.url, options.cellMigrations);
     }
     lib = new Cells({
       // Small pools: the suite runs files in parallel, also against a server with max_connections 100.
@@ -74,7 +85,7 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
     const mappings = lib.getRepository(CellMapping, 'api');
     for (let i = 0; i < (options.cellCount ?? 3); i++) {
       const db = await createTestDatabase(`${label}_c${i}`);
-      await migrateCellDatabase(db.url);
+      await migrateCellDatabase(db.url, options.cellMigrations);
       const url = options.connectionUrl ? options.connectionUrl(db.url, i) : db.url;
       const mapping = await mappings.save(
         mappings.create({ uuid: randomUUID(), name: `${label}-cell${i}`, databaseConnection: url }),
