@@ -1,5 +1,6 @@
 import { Client, type ClientConfig, type PoolClient } from 'pg';
 import type { DataSource } from 'typeorm';
+import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
 
 /**
@@ -87,13 +88,15 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
   driver.obtainMasterConnection = () => {
     const pool = driver.master;
     if (pool === undefined) return original();
-    // Read before connect(), which may add the connection it opens to totalCount. A full pool is
-    // where a checkout can wait (even with an idle connection now: another caller may take it);
-    // below the bound pg-pool opens a connection instead, bounded by the connect timeout.
-    const mustQueue = pool.totalCount >= pool.options.max;
+    // Read before connect(), which may add the connection it opens to totalCount. pg-pool queues
+    // a checkout when the pool is full or has an idle connection (which another caller may take
+    // first); only when it opens a new connection is the wait bounded by the connect timeout.
+    const mayQueue = pool.idleCount > 0 || pool.totalCount >= pool.options.max;
     return new Promise((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
+      let signal: AbortSignal | undefined;
+      let giveUp = (): void => undefined;
       pool.connect((error, client, release) => {
         if (settled) {
           // The caller gave up waiting: hand the connection straight back.
@@ -102,16 +105,25 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         }
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', giveUp);
         if (error !== undefined || client === undefined) return reject(error);
         resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
       });
-      // Only a checkout from a full pool starts a timer: below the bound none is allocated.
-      if (mustQueue && acquireTimeoutMs > 0) {
-        timer = setTimeout(() => {
-          if (settled) return;
-          settled = true;
-          reject(new CellBusyError(label(), pool.options.max, acquireTimeoutMs));
-        }, acquireTimeoutMs);
+      if (!mayQueue) return;
+      const started = performance.now();
+      giveUp = (): void => {
+        if (settled) return;
+        settled = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', giveUp);
+        reject(new CellBusyError(label(), pool.options.max, Math.round(performance.now() - started)));
+      };
+      if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
+      // Inside a scatter-gather, the wait also ends at the gather's deadline.
+      signal = currentContext()?.[kCallSignal];
+      if (signal !== undefined) {
+        if (signal.aborted) giveUp();
+        else signal.addEventListener('abort', giveUp, { once: true });
       }
     });
   };

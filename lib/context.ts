@@ -42,6 +42,8 @@ export interface ActiveTransaction {
 export const kMainTransaction = Symbol('typeorm-cells.mainTransaction');
 /** @internal */
 export const kApiTransaction = Symbol('typeorm-cells.apiTransaction');
+/** Aborts the waits of a context's calls (a scatter-gather's deadline for its cell). @internal */
+export const kCallSignal = Symbol('typeorm-cells.callSignal');
 
 /**
  * The state of one request: who makes it and which cell database it talks to. It lives in an
@@ -61,6 +63,8 @@ export class RequestContext {
   [kMainTransaction]: ActiveTransaction | undefined;
   /** @internal */
   [kApiTransaction]: ActiveTransaction | undefined;
+  /** @internal */
+  [kCallSignal]: AbortSignal | undefined;
 
   /**
    * @throws InvalidArgumentError for an unknown `readDeleted` mode or a malformed cell uuid.
@@ -117,6 +121,7 @@ export class RequestContext {
     copy.#cellName = this.#cellName;
     copy[kMainTransaction] = this[kMainTransaction];
     copy[kApiTransaction] = this[kApiTransaction];
+    copy[kCallSignal] = this[kCallSignal];
     return copy;
   }
 

@@ -86,8 +86,9 @@ export class CellBusyError extends CellsError {
     readonly waitedMs: number,
   ) {
     super(
-      `${sentenceStart(cell)} is busy: all ${poolSize} pooled connection(s) stayed in use for ${waitedMs} ms ` +
-        `(acquireTimeoutMs). Retry later, raise poolSize, or shorten the queries that hold them.`,
+      `${sentenceStart(cell)} is busy: all ${poolSize} pooled connection(s) stayed in use for the ${waitedMs} ms ` +
+        `this call could wait (acquireTimeoutMs, or a scatter-gather's deadline). Retry later, raise ` +
+        `poolSize, or shorten the queries that hold them.`,
     );
   }
 }

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import { CellMapping } from '../entities/CellMapping';
 import { maskSecrets } from './connection-url';
-import { cellUuidOf, targetCell, type CellRef } from './context';
+import { cellUuidOf, currentContext, kCallSignal, targetCell, type CellRef } from './context';
 import { InvalidArgumentError, ScatterGatherAbortedError } from './errors';
 import type { AllCellsOptions } from './mappings';
 
@@ -151,7 +151,12 @@ export function scatterGather<T>(
     const runOne = async (uuid: string, ref: CellRef, cellSignal: AbortSignal): Promise<T> => {
       const cell = ref instanceof CellMapping ? ref : await resolve(uuid);
       names.set(uuid, cell.name);
-      return targetCell(cell, () => fn(cell, cellSignal));
+      return targetCell(cell, () => {
+        // Waits of this cell's calls for a pooled connection end with the gather's deadline too.
+        const ctx = currentContext();
+        if (ctx !== undefined) ctx[kCallSignal] = cellSignal;
+        return fn(cell, cellSignal);
+      });
     };
     const launch = (): void => {
       while (!settled && running.size < concurrency && queue.length > 0) {

@@ -114,16 +114,23 @@ describe('work that outlives its transaction', () => {
     }));
     const scheduled: Array<Promise<unknown>> = [];
     await Promise.allSettled(
-      plan.map((p) =>
-        targetCell(cell(p.index), () =>
+      plan.map((p) => {
+        // The late work starts only once its transaction has ended (work that runs while the
+        // transaction is still open joins it, and rolls back with it).
+        let ended!: () => void;
+        const transactionEnded = new Promise<void>((resolve) => (ended = resolve));
+        return targetCell(cell(p.index), () =>
           world.lib.transaction(async () => {
             await widgets().insert(p.inside);
-            scheduled.push(later(5 + (p.i % 20), () => widgets().insert(p.late)));
+            scheduled.push(later(p.i % 20, async () => {
+              await transactionEnded;
+              return widgets().insert(p.late);
+            }));
             await sleep(p.i % 7);
             if (p.rollback) throw new Error('roll back');
           }),
-        ),
-      ),
+        ).finally(ended);
+      }),
     );
     const outcomes = await Promise.allSettled(scheduled);
     const failed = outcomes.flatMap((o) => (o.status === 'rejected' ? [String(o.reason)] : []));
