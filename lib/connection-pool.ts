@@ -92,10 +92,11 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
     // a checkout when the pool is full or has an idle connection (which another caller may take
     // first); only when it opens a new connection is the wait bounded by the connect timeout.
     const mayQueue = pool.idleCount > 0 || pool.totalCount >= pool.options.max;
+    // Inside a scatter-gather, the wait also ends at the gather's deadline.
+    const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
     return new Promise((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      let signal: AbortSignal | undefined;
       let giveUp = (): void => undefined;
       pool.connect((error, client, release) => {
         if (settled) {
@@ -119,8 +120,6 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         reject(new CellBusyError(label(), pool.options.max, Math.round(performance.now() - started)));
       };
       if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
-      // Inside a scatter-gather, the wait also ends at the gather's deadline.
-      signal = currentContext()?.[kCallSignal];
       if (signal !== undefined) {
         if (signal.aborted) giveUp();
         else signal.addEventListener('abort', giveUp, { once: true });
