@@ -125,7 +125,10 @@ describe('a busy pool', () => {
       call = timed(widgets.count());
       return call;
     }, { timeoutMs: 500 });
-    expect(results.get(mapping.uuid)).toBeInstanceOf(DidNotRespond);
+    const result = results.get(mapping.uuid);
+    const busyOrLate =
+      result instanceof DidNotRespond || (result instanceof RaisedError && codeOf(result.error) === 'CELLS_CELL_BUSY');
+    expect({ busyOrLate, result }).toEqual({ busyOrLate: true, result });
     expect(performance.now() - started).toBeLessThan(1500);
     // The queued call itself gives up by the deadline instead of waiting for the sleeps (3 s).
     const outcome = await call!;
