@@ -235,10 +235,7 @@ export class Cells implements RepositoryRouter {
     this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, 'the default main database') : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
-      onCellReconnect: (uuid) => {
-        this.cellConnections.delete(uuid);
-        this.evictCell(uuid);
-      },
+      onCellReconnect: (uuid) => this.retireCell(uuid),
       onResync: () => void this.resyncCells(),
       onCellLoaded: (cell) => this.checkConnection(cell.uuid, cell.databaseConnection),
     });
@@ -349,14 +346,21 @@ export class Cells implements RepositoryRouter {
    */
   evictCell(uuid: string): void {
     const key = cellUuidOf(uuid);
-    this.cellConnections.delete(key);
-    this.registry.evict(key);
+    // The reopen reads the mapping anew, also when it was changed with plain SQL within the TTL.
+    this.mappings?.forgetCell(key);
+    this.retireCell(key);
+  }
+
+  /** Evicts the open DataSource of `uuid` (running calls finish first) and forgets its connection. */
+  private retireCell(uuid: string): void {
+    this.cellConnections.delete(uuid);
+    this.registry.evict(uuid);
   }
 
   /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
   private checkConnection(uuid: string, connection: string | undefined): void {
     const opened = this.cellConnections.get(uuid);
-    if (opened !== undefined && opened !== connection) this.evictCell(uuid);
+    if (opened !== undefined && opened !== connection) this.retireCell(uuid);
   }
 
   /**
@@ -378,7 +382,7 @@ export class Cells implements RepositoryRouter {
         // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
         await this.mappings.cellByUuid(uuid);
       } catch (error) {
-        if (error instanceof UnknownCellError) this.evictCell(uuid);
+        if (error instanceof UnknownCellError) this.retireCell(uuid);
         // Otherwise the API database is unreachable now: keep serving, try again next time.
       }
     }
@@ -523,7 +527,7 @@ export class Cells implements RepositoryRouter {
     for (const [uuid, connection] of this.cellConnections) {
       if (current.get(uuid) !== connection) {
         this.cellConnections.delete(uuid);
-        this.evictCell(uuid);
+        this.retireCell(uuid);
       }
     }
   }

@@ -435,6 +435,19 @@ export class CellMappings {
     });
   }
 
+  /**
+   * Drops the cached lookups of a cell (by uuid, by name, and the list of all cells), so the next
+   * lookup reads the API database. For `cells.evictCell`. @internal
+   */
+  forgetCell(uuid: string): void {
+    const cached = this.cache.peek(`u:${uuid}`);
+    this.cache.invalidate(`u:${uuid}`);
+    if (cached !== undefined && !Array.isArray(cached) && typeof cached !== 'string') {
+      this.cache.invalidate(`n:${(cached as CellMapping).name}`);
+    }
+    this.cache.invalidate(ALL);
+  }
+
   /** The cached cell object itself (never handed out: callers get copies). */
   private sharedCellByUuid(uuid: string): Promise<CellMapping> {
     return this.cache.get(`u:${uuid}`, async () => {
