@@ -44,6 +44,20 @@ export function isConnectionError(error: unknown): boolean {
 const lostConnections = new WeakMap<QueryRunner, unknown>();
 
 /**
+ * Where the pg clients of the library's pools record the first connection error they receive
+ * (connection-pool.ts), whenever it arrives: also between a transaction's statements, before any
+ * watcher was attached. @internal
+ */
+export const kLostError = Symbol('typeorm-cells.lostError');
+
+/** The connection error recorded for `queryRunner`, by a watcher or by its pg client. */
+function lossOf(queryRunner: QueryRunner | undefined): unknown {
+  if (queryRunner === undefined) return undefined;
+  const client = (queryRunner as { databaseConnection?: { [kLostError]?: unknown } }).databaseConnection;
+  return lostConnections.get(queryRunner) ?? client?.[kLostError];
+}
+
+/**
  * Records a connection failure of a transaction's `queryRunner` until the returned function is
  * called. TypeORM releases a query runner whose connection fails, so the transaction's next
  * statements, savepoints and COMMIT throw its "already released" errors instead of a connection
@@ -67,7 +81,7 @@ export function watchConnectionLoss(queryRunner: QueryRunner | undefined): () =>
  */
 export function translateConnectionError(error: unknown, label: string, queryRunner?: QueryRunner): unknown {
   if (error instanceof CellsError) return error;
-  const lost = queryRunner === undefined ? undefined : lostConnections.get(queryRunner);
+  const lost = lossOf(queryRunner);
   if (
     lost !== undefined &&
     (error instanceof QueryRunnerAlreadyReleasedError || error instanceof QueryRunnerProviderAlreadyReleasedError)

@@ -1,5 +1,6 @@
 import { Client, type ClientConfig, type PoolClient } from 'pg';
 import type { DataSource } from 'typeorm';
+import { kLostError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
 
@@ -19,8 +20,6 @@ import { CellBusyError } from './errors';
 /** A pg option of our own, read by CellClient: pg-pool gives its one timeout to both waits. */
 const CONNECT_TIMEOUT_KEY = 'cellsConnectTimeoutMillis';
 
-/** How a pg client's connection failure is recorded when no query of it was running. */
-const kLostError = Symbol('typeorm-cells.lostError');
 
 /** A pg Client that can never raise an unhandled 'error', and whose connect timeout is its own. */
 export class CellClient extends Client {
