@@ -1,5 +1,5 @@
 import { EventEmitter, once } from 'node:events';
-import { getContext, targetCell, type CellMapping } from '../../lib';
+import { getContext, setTargetCell, targetCell, type CellMapping } from '../../lib';
 import { sleep } from '../reliability/support-load';
 import { createCellWorld, widgetFor, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
@@ -102,6 +102,33 @@ describe('work that outlives its transaction', () => {
     await expect(scheduled).resolves.toEqual([cell(0).uuid, cell(0).uuid, 1]);
     expect(await countIn(0, fromTimer.uuid!)).toBe(1);
     await expectNoConnectionInTransaction(world.cells[0]!.db.name);
+  });
+
+  it('lets work that runs after its transaction ended target another cell', async () => {
+    // The transaction is over, so nothing ties the context to its cell any more ("as if no
+    // transaction had been opened"): a late job may fan out to other cells.
+    const row = widgetFor(cell(1).uuid, 'late-retarget');
+    let scheduled: Promise<unknown> | undefined;
+    await targetCell(cell(0), () =>
+      world.lib.transaction(async () => {
+        scheduled = later(30, async () => targetCell(cell(1), () => widgets().insert(row)));
+      }),
+    );
+    await expect(scheduled).resolves.toBeDefined();
+    expect(await countIn(1, row.uuid!)).toBe(1);
+  });
+
+  it('lets work that runs after its transaction ended retarget its context with setTargetCell', async () => {
+    let scheduled: Promise<string | null> | undefined;
+    await targetCell(cell(0), () =>
+      world.lib.transaction(async () => {
+        scheduled = later(30, async () => {
+          setTargetCell(getContext(), cell(2));
+          return getContext().cellUuid;
+        });
+      }),
+    );
+    await expect(scheduled).resolves.toBe(cell(2).uuid);
   });
 
   it('routes the late work of 90 transactions over 3 cells, committed or rolled back, to their own cells', async () => {
