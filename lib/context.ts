@@ -36,6 +36,8 @@ export interface ActiveTransaction {
   /** How errors name its database. */
   readonly label: string;
   readonly manager: EntityManager;
+  /** False once the transaction's callback has finished: its context is then free to retarget. */
+  readonly running: boolean;
 }
 
 /** Slots for the transaction open on the main (cell) database and on the API database. @internal */
@@ -127,8 +129,12 @@ export class RequestContext {
 
   /** Points this context at `cell`, or at the default main database for `null`. @internal */
   retarget(cell: CellRef | null): void {
-    const tx = this[kMainTransaction];
+    let tx = this[kMainTransaction];
     const uuid = cell === null ? null : cellUuidOf(cell);
+    if (tx !== undefined && !tx.running) {
+      // Work that outlived its transaction runs as if none had been opened.
+      this[kMainTransaction] = tx = undefined;
+    }
     if (tx !== undefined && uuid !== (this.#cellUuid ?? null)) {
       throw new CellSwitchInTransactionError(tx.label, uuid === null ? 'the default main database' : `cell ${uuid}`);
     }
