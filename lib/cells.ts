@@ -10,7 +10,7 @@ import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
 import { messageOf } from './connection-errors';
-import { guardPool, guardedPoolOptions } from './connection-pool';
+import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
@@ -98,6 +98,21 @@ export interface CellsOptions {
    * 0 waits without limit (not recommended). Default: 10000.
    */
   acquireTimeoutMs?: number;
+  /**
+   * Deadline of each statement sent to a cell (or the API or main database), in ms; a routed
+   * call's context may override it (`RequestContext.queryTimeoutMs`). A statement that passes it
+   * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
+   * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
+   * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
+   * above any statement a request should run, yet finite.
+   */
+  queryTimeoutMs?: number;
+  /**
+   * How long `destroy()` lets running calls and transactions finish, in ms, before it closes their
+   * connections by force and resolves. Default: 25000, below the 30 s a container orchestrator
+   * usually waits between SIGTERM and SIGKILL.
+   */
+  shutdownTimeoutMs?: number;
   /** Run the API database migrations in `initialize()`. Default: false. */
   migrateApi?: boolean;
   /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
@@ -123,6 +138,15 @@ const MAIN_KEY = 'main';
 
 /** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
 const DEFAULT_MAPPING_TTL_MS = 60_000;
+
+/** Default of `shutdownTimeoutMs`, in ms. */
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 25_000;
+
+/** After a forced close, how long destroy() still waits for the close to complete. */
+const FORCED_CLOSE_WAIT_MS = 2_000;
+
+/** Default of `queryTimeoutMs`, in ms. */
+const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
 
 /** Default of `acquireTimeoutMs`, in ms. */
 const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
@@ -248,26 +272,52 @@ export class Cells implements RepositoryRouter {
   /**
    * Closes every DataSource: cell DataSources once their running calls finish (a running
    * transaction may still run statements; new calls throw CellsNotReadyError), then the API and
-   * main databases. Resolves once no handle and no server connection is left. Safe to call twice.
+   * main databases. Resolves once no handle and no server connection is left. Calls still running
+   * when `timeoutMs` (default: the `shutdownTimeoutMs` option) has passed have their connections
+   * closed by force and fail; it then resolves. Concurrent and repeated calls return the same
+   * promise.
+   * @throws InvalidArgumentError for a `timeoutMs` that is not an integer from 0 to 2147483647.
    */
-  destroy(): Promise<void> {
+  destroy(options: { timeoutMs?: number } = {}): Promise<void> {
+    let timeoutMs: number;
+    try {
+      timeoutMs = shutdownTimeout(options, this.options.shutdownTimeoutMs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     // Concurrent and repeated calls all wait for the one shutdown.
-    this.destroyed ??= this.shutdown();
+    this.destroyed ??= this.shutdown(timeoutMs);
     return this.destroyed;
   }
 
-  private async shutdown(): Promise<void> {
+  private async shutdown(timeoutMs: number): Promise<void> {
     const wasReady = this.state === 'ready';
     this.state = 'destroying';
+    const graceful = this.closeGracefully(wasReady);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), timeoutMs)));
     try {
-      await this.registry.destroy();
-      // Running calls on the API and main databases finish, like cell calls.
-      if (wasReady) await Promise.all([this.apiRoute.drained(), this.mainRoute?.drained()]);
-      await this.mappings?.close();
-      await this.closeStatic();
+      const first = await Promise.race([graceful.then(() => 'closed' as const), deadline]);
+      if (first === 'deadline') {
+        // Calls still running (on a server that stopped answering, say): close their connections
+        // by force, so they fail at once and the close completes.
+        for (const dataSource of [...this.registry.dataSources(), this.apiDataSource, this.mainDataSource]) {
+          if (dataSource !== undefined) forceClose(dataSource);
+        }
+        await Promise.race([graceful, sleep(FORCED_CLOSE_WAIT_MS)]);
+      }
     } finally {
+      clearTimeout(timer);
       this.state = 'destroyed';
     }
+  }
+
+  private async closeGracefully(wasReady: boolean): Promise<void> {
+    await this.registry.destroy();
+    // Running calls on the API and main databases finish, like cell calls.
+    if (wasReady) await Promise.all([this.apiRoute.drained(), this.mainRoute?.drained()]);
+    await this.mappings?.close();
+    await this.closeStatic();
   }
 
   /**
@@ -492,7 +542,8 @@ export class Cells implements RepositoryRouter {
     const extra = (options.extra ?? {}) as { max?: number };
     const poolSize = extra.max ?? options.poolSize ?? 10;
     const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
-    const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs) });
+    const queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+    const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) });
     guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
     return dataSource;
   }
@@ -581,6 +632,8 @@ function validateOptions(options: CellsOptions): CellsOptions {
   positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0);
   positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
   positiveInteger(options.acquireTimeoutMs, 'acquireTimeoutMs', 0);
+  positiveInteger(options.queryTimeoutMs, 'queryTimeoutMs', 0);
+  positiveInteger(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0);
   positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1);
   positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1);
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
@@ -595,6 +648,18 @@ function validateOptions(options: CellsOptions): CellsOptions {
     }
   }
   return options;
+}
+
+function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {
+  const value = options?.timeoutMs;
+  if (value !== undefined && (!Number.isInteger(value) || value < 0 || value > 2_147_483_647)) {
+    throw new InvalidArgumentError(`destroy({ timeoutMs }) must be an integer from 0 to 2147483647, got ${String(value).slice(0, 20)}.`);
+  }
+  return value ?? configured ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function positiveInteger(value: number | undefined, name: string, min: number): void {

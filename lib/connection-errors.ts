@@ -6,7 +6,7 @@ import {
   type QueryRunner,
 } from 'typeorm';
 import { maskSecrets } from './connection-url';
-import { CellUnreachableError, CellsError } from './errors';
+import { CellUnreachableError, CellsError, QueryTimeoutError } from './errors';
 
 const NETWORK_CODES: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
@@ -39,6 +39,9 @@ export function isConnectionError(error: unknown): boolean {
   }
   return false;
 }
+
+/** The code of the error a pool's client fails a query with once its deadline passed. @internal */
+export const QUERY_DEADLINE_CODE = 'CELLS_QUERY_DEADLINE';
 
 /** The connection failures of transactions' query runners, recorded by `watchConnectionLoss`. */
 const lostConnections = new WeakMap<QueryRunner, unknown>();
@@ -86,10 +89,28 @@ export function translateConnectionError(error: unknown, label: string, queryRun
     lost !== undefined &&
     (error instanceof QueryRunnerAlreadyReleasedError || error instanceof QueryRunnerProviderAlreadyReleasedError)
   ) {
-    return new CellUnreachableError(label, messageOf(lost), { cause: lost });
+    return typedLoss(label, lost);
   }
+  const deadline = deadlineOf(error);
+  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: error });
   if (!isConnectionError(error)) return error;
-  return new CellUnreachableError(label, messageOf(error), { cause: error });
+  return typedLoss(label, lost !== undefined && deadlineOf(lost) !== undefined ? lost : error);
+}
+
+/** QueryTimeoutError when the connection was closed for a passed deadline, else CellUnreachableError. */
+function typedLoss(label: string, lost: unknown): CellsError {
+  const deadline = deadlineOf(lost);
+  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: lost });
+  return new CellUnreachableError(label, messageOf(lost), { cause: lost });
+}
+
+/** The deadline (ms) of a query failed by its client's deadline, from the error or its driver error. */
+function deadlineOf(error: unknown): number | undefined {
+  for (const candidate of [error, error instanceof QueryFailedError ? error.driverError : undefined]) {
+    const { code, timeoutMs } = (candidate ?? {}) as { code?: unknown; timeoutMs?: unknown };
+    if (code === QUERY_DEADLINE_CODE && typeof timeoutMs === 'number') return timeoutMs;
+  }
+  return undefined;
 }
 
 /** The masked message of any thrown value, from any realm. */

@@ -1,6 +1,6 @@
 import { Client, type ClientConfig, type PoolClient } from 'pg';
 import type { DataSource } from 'typeorm';
-import { kLostError } from './connection-errors';
+import { QUERY_DEADLINE_CODE, kLostError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
 
@@ -19,17 +19,63 @@ import { CellBusyError } from './errors';
 
 /** A pg option of our own, read by CellClient: pg-pool gives its one timeout to both waits. */
 const CONNECT_TIMEOUT_KEY = 'cellsConnectTimeoutMillis';
+/** The default query deadline of a pool's clients, in ms (0: none). */
+const QUERY_TIMEOUT_KEY = 'cellsQueryTimeoutMillis';
 
+type CellClientConfig = ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number; [QUERY_TIMEOUT_KEY]?: number };
+type QueryCallback = (error: Error | null, result?: unknown) => void;
 
-/** A pg Client that can never raise an unhandled 'error', and whose connect timeout is its own. */
+/**
+ * What a query that passed its deadline fails with, before typeorm-cells names its database
+ * (QueryTimeoutError). @internal
+ */
+export class QueryDeadlineExceeded extends Error {
+  readonly code = QUERY_DEADLINE_CODE;
+  constructor(readonly timeoutMs: number) {
+    super(`query did not answer within ${timeoutMs} ms; its connection was closed`);
+  }
+}
+
+/**
+ * A pg Client that can never raise an unhandled 'error', whose connect timeout is its own, and
+ * whose queries have a deadline: one that passes it closes the connection (a server that stopped
+ * answering would otherwise keep it busy, and every statement queued behind it, for ever).
+ */
 export class CellClient extends Client {
   [kLostError]: unknown;
+  private readonly queryTimeoutMs: number;
 
-  constructor(config?: ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number }) {
+  constructor(config?: CellClientConfig) {
     super(withConnectTimeout(config));
+    this.queryTimeoutMs = config?.[QUERY_TIMEOUT_KEY] ?? 0;
     this.on('error', (error: unknown) => {
       this[kLostError] ??= error;
     });
+  }
+
+  // pg's overloads cannot be restated here; the override keeps its behaviour for every form.
+  override query(...args: unknown[]): never {
+    const [config, values, callback] = args;
+    const timeoutMs = currentContext()?.queryTimeoutMs ?? this.queryTimeoutMs;
+    const submittable = typeof (config as { submit?: unknown } | null)?.submit === 'function';
+    // Streams (submittable queries) and callback calls keep pg's own behaviour.
+    if (timeoutMs <= 0 || submittable || typeof values === 'function' || typeof callback === 'function') {
+      return (super.query as (...a: unknown[]) => never)(...args);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const error = new QueryDeadlineExceeded(timeoutMs);
+        this[kLostError] ??= error;
+        // Fails this query and every one queued behind it, and frees the server's backend.
+        (this as unknown as { connection: { stream: { destroy(error?: Error): void } } }).connection.stream.destroy(error);
+      }, timeoutMs);
+      const done: QueryCallback = (error, result) => {
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(result);
+      };
+      (super.query as (...a: unknown[]) => unknown)(config, values, done);
+    }) as never;
   }
 }
 
@@ -37,7 +83,7 @@ export class CellClient extends Client {
  * A copy of the pool's client config with our connect timeout. pg-pool keeps the password as a
  * non-enumerable property (so it is not logged): copied the same way, not by a spread.
  */
-function withConnectTimeout(config: (ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number }) | undefined): ClientConfig | undefined {
+function withConnectTimeout(config: CellClientConfig | undefined): ClientConfig | undefined {
   if (config === undefined) return undefined;
   const copy: ClientConfig = { ...config, connectionTimeoutMillis: config[CONNECT_TIMEOUT_KEY] ?? config.connectionTimeoutMillis };
   if ('password' in config) {
@@ -55,6 +101,7 @@ export function guardedPoolOptions(
   extra: object | undefined,
   poolSize: number,
   connectTimeoutMs: number,
+  queryTimeoutMs: number,
 ): Record<string, unknown> {
   return {
     ...extra,
@@ -62,6 +109,7 @@ export function guardedPoolOptions(
     Client: CellClient,
     connectionTimeoutMillis: 0,
     [CONNECT_TIMEOUT_KEY]: connectTimeoutMs,
+    [QUERY_TIMEOUT_KEY]: queryTimeoutMs,
   };
 }
 
@@ -137,4 +185,35 @@ function dirtyState(client: PoolClient): Error | undefined {
   // null: no ReadyForQuery yet (cannot happen after a query); 'I': idle; 'T'/'E': in a transaction.
   if (status === 'T' || status === 'E') return new Error(`connection released inside a transaction (${status})`);
   return undefined;
+}
+
+/** What forceClose uses of pg-pool's Pool: its clients (a private field of pg-pool). */
+interface PoolClients {
+  readonly _clients?: ReadonlyArray<{ connection?: { stream?: { destroy(): void } } }>;
+}
+
+/**
+ * Destroys the socket of every connection of `dataSource`'s pool: their queries fail at once and the
+ * pool drops them. For a shutdown whose deadline passed (a server that stopped answering never
+ * acknowledges a graceful close). @internal
+ */
+export function forceClose(dataSource: DataSource): void {
+  const pool = (dataSource.driver as { master?: PoolClients } | undefined)?.master;
+  for (const client of pool?._clients ?? []) client.connection?.stream?.destroy();
+}
+
+/**
+ * Ends a standalone pg client gracefully, or destroys its socket when the server has not let it go
+ * within `ms` (a paused server never answers the close). Never rejects. @internal
+ */
+export async function endClient(client: Client, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const ended = client.end().then(
+    () => true,
+    () => true,
+  );
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  const graceful = await Promise.race([ended, late]);
+  clearTimeout(timer);
+  if (!graceful) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }

@@ -25,7 +25,12 @@ export interface RequestContextInit {
   readDeleted?: ReadDeleted;
   /** The cell to target from the start; defaults to none (the default main database). */
   cell?: CellRef | null;
+  /** Deadline of each statement of this context's calls, in ms; defaults to `null` (Cells' `queryTimeoutMs`). */
+  queryTimeoutMs?: number | null;
 }
+
+/** Largest deadline a timer can hold (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** A transaction open in a context; routed repositories of the same database join it. @internal */
 export interface ActiveTransaction {
@@ -61,6 +66,7 @@ export class RequestContext {
   #readDeleted: ReadDeleted = 'no';
   #cellUuid: string | null = null;
   #cellName: string | null = null;
+  #queryTimeoutMs: number | null = null;
   /** @internal */
   [kMainTransaction]: ActiveTransaction | undefined;
   /** @internal */
@@ -78,6 +84,24 @@ export class RequestContext {
     this.isAdmin = init.isAdmin ?? false;
     if (init.readDeleted !== undefined) this.readDeleted = init.readDeleted;
     if (init.cell != null) this.#setCell(init.cell);
+    if (init.queryTimeoutMs != null) this.queryTimeoutMs = init.queryTimeoutMs;
+  }
+
+  /**
+   * Deadline of each statement of this context's routed calls, in ms (0: none), overriding the
+   * `queryTimeoutMs` option of Cells; `null` (default) uses that option. A statement that passes
+   * it fails with QueryTimeoutError and its connection is closed.
+   */
+  get queryTimeoutMs(): number | null {
+    return this.#queryTimeoutMs;
+  }
+
+  /** @throws InvalidArgumentError unless an integer from 0 to 2147483647, or null. */
+  set queryTimeoutMs(ms: number | null) {
+    if (ms !== null && (!Number.isInteger(ms) || ms < 0 || ms > MAX_TIMEOUT_MS)) {
+      throw new InvalidArgumentError(`queryTimeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}, or null, got ${describe(ms)}.`);
+    }
+    this.#queryTimeoutMs = ms;
   }
 
   /** `'no'` (default) hides soft-deleted rows from routed reads, `'yes'` includes them, `'only'` returns only them. */
@@ -121,6 +145,7 @@ export class RequestContext {
     copy.#readDeleted = this.#readDeleted;
     copy.#cellUuid = this.#cellUuid;
     copy.#cellName = this.#cellName;
+    copy.#queryTimeoutMs = this.#queryTimeoutMs;
     copy[kMainTransaction] = this[kMainTransaction];
     copy[kApiTransaction] = this[kApiTransaction];
     copy[kCallSignal] = this[kCallSignal];
@@ -193,6 +218,7 @@ function describe(value: unknown): string {
     const shown = value.length > 60 ? `${value.slice(0, 60)}...` : value;
     return `'${shown}'`;
   }
+  if (typeof value === 'number') return String(value);
   return value === null ? 'null' : typeof value;
 }
 

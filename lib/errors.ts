@@ -93,6 +93,27 @@ export class CellBusyError extends CellsError {
   }
 }
 
+/**
+ * A statement of a routed call did not answer within its deadline (`queryTimeoutMs`, or the
+ * context's `queryTimeoutMs`): the server stopped answering, or the query runs longer than allowed.
+ * Its connection was closed (not left busy, which would also block what is queued behind it), so
+ * the server ends the statement; a transaction it belonged to is rolled back.
+ */
+export class QueryTimeoutError extends CellsError {
+  readonly code = 'CELLS_QUERY_TIMEOUT';
+  constructor(
+    readonly cell: string,
+    readonly timeoutMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `A query on ${cell} did not answer within ${timeoutMs} ms (queryTimeoutMs), so its connection was ` +
+        `closed. Check the database server, or raise queryTimeoutMs for long queries.`,
+      options,
+    );
+  }
+}
+
 /** `cell 'x'` -> `Cell 'x'`, `the API database` -> `The API database`. */
 function sentenceStart(label: string): string {
   return label.charAt(0).toUpperCase() + label.slice(1);

@@ -33,6 +33,7 @@ export {
   InvalidArgumentError,
   NoContextError,
   NoTargetCellError,
+  QueryTimeoutError,
   ScatterGatherAbortedError,
   SomeCellsFailedError,
   UnknownCellError,

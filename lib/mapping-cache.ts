@@ -3,6 +3,7 @@ import { Client, type ClientConfig } from 'pg';
 import type { DataSource } from 'typeorm';
 import type { PostgresConnectionCredentialsOptions } from 'typeorm/driver/postgres/PostgresConnectionCredentialsOptions';
 import type { CellMapping } from '../entities/CellMapping';
+import { endClient } from './connection-pool';
 
 /** Options of the mapping cache, set through the `mappingCache` option of `Cells`. */
 export interface MappingCacheOptions {
@@ -183,6 +184,9 @@ export interface MappingListenerOptions {
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 
+/** How long `stop()` waits for the server to let the LISTEN connection go before closing its socket. */
+const LISTENER_CLOSE_WAIT_MS = 1_000;
+
 /**
  * A dedicated pg Client that LISTENs for mapping changes, reconnecting with exponential backoff
  * when its connection drops. Its timers never keep the process alive; `stop()` closes it. @internal
@@ -213,7 +217,8 @@ export class MappingListener {
     const client = this.client;
     this.client = undefined;
     this.listening = false;
-    if (client !== undefined) await client.end().catch(() => undefined);
+    // Bounded: an API server that stopped answering never acknowledges the close.
+    if (client !== undefined) await endClient(client, LISTENER_CLOSE_WAIT_MS);
   }
 
   private async connect(): Promise<void> {

@@ -308,6 +308,11 @@ export class DataSourceRegistry {
     return this.lru.has(key);
   }
 
+  /** Every DataSource the registry holds now: open and draining (not those still opening). */
+  dataSources(): DataSource[] {
+    return [...[...this.lru.values()].map((e) => e.dataSource), ...[...this.draining].map((e) => e.dataSource)];
+  }
+
   stats(): RegistryStats {
     return {
       open: this.lru.size,

@@ -59,14 +59,17 @@ describe('destroy() while a transaction runs', () => {
     const widgets = w.lib.getRepository(Widget);
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
+    let opened!: () => void;
+    const transactionOpened = new Promise<void>((resolve) => (opened = resolve));
     const running = targetCell(mapping, () =>
       w.lib.transaction(async () => {
         await widgets.count();
+        opened();
         await gate;
         return widgets.count();
       }),
     );
-    await sleep(100);
+    await transactionOpened;
     const destroying = w.lib.destroy();
     await expect(targetCell(mapping, () => widgets.count())).rejects.toThrow(CellsNotReadyError);
     await expect(w.lib.scatterGather([mapping], async () => 1)).rejects.toThrow(CellsNotReadyError);
@@ -76,15 +79,19 @@ describe('destroy() while a transaction runs', () => {
   });
 
   it('commits all the work of 30 transactions over 3 cells that were running when destroy() started', async () => {
-    world = await createCellWorld('conc_destroy_many', { cellCount: 3 });
+    world = await createCellWorld('conc_destroy_many', { cellCount: 3, cells: { poolSize: 10 } });
     const w = world;
     let started!: () => void;
     const destroyStarted = new Promise<void>((resolve) => (started = resolve));
+    let opened = 0;
+    let allOpened!: () => void;
+    const everyTransactionOpened = new Promise<void>((resolve) => (allOpened = resolve));
     const running = Array.from({ length: 30 }, (_, i) => {
       const mapping = w.cells[i % 3]!.mapping;
       return targetCell(mapping, () =>
         w.lib.transaction(async () => {
           await w.lib.getRepository(Widget).insert(widgetFor(mapping.uuid, `m${i}-first`));
+          if (++opened === 30) allOpened();
           await destroyStarted;
           await sleep(i % 5);
           return workAfterDestroyStarted(w, mapping, `m${i}`);
@@ -92,7 +99,7 @@ describe('destroy() while a transaction runs', () => {
       );
     });
     // Once every transaction holds its connection: destroy(), then let them go on.
-    await sleep(300);
+    await everyTransactionOpened;
     const destroying = w.lib.destroy();
     started();
     const outcomes = await Promise.allSettled(running);

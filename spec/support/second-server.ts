@@ -25,6 +25,12 @@ export interface SecondServer {
    * is off).
    */
   kill(): Promise<void>;
+  /**
+   * SIGSTOPs the postmaster and every backend: sockets stay open, nothing answers (a hung server,
+   * not a dead one). `resume()` SIGCONTs them.
+   */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   start(): Promise<void>;
   /** Stops then starts the server on the same port with the same data. */
   restart(): Promise<void>;
@@ -68,6 +74,7 @@ function procStat(pid) {
     return { state: fields[0], ppid: Number(fields[1]) };
   } catch { return undefined; }
 }
+let paused = [];
 const commands = {
   async create({ label, settings }) {
     const port = await freePort();
@@ -102,7 +109,19 @@ const commands = {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   },
-  async remove() { try { if (pg) await commands.stop(); } finally { if (dataDir) await rm(dataDir, { recursive: true, force: true }); } },
+  async pause() {
+    if (!running || paused.length > 0) return;
+    const postmaster = pg.process.pid;
+    // The postmaster first, so it forks no backend between the listing and the stop.
+    process.kill(postmaster, 'SIGSTOP');
+    paused = [postmaster, ...childrenOf(postmaster)];
+    for (const pid of paused.slice(1)) { try { process.kill(pid, 'SIGSTOP'); } catch {} }
+  },
+  async resume() {
+    for (const pid of paused.reverse()) { try { process.kill(pid, 'SIGCONT'); } catch {} }
+    paused = [];
+  },
+  async remove() { try { await commands.resume(); if (pg) await commands.stop(); } finally { if (dataDir) await rm(dataDir, { recursive: true, force: true }); } },
 };
 process.on('message', async ({ id, command, args }) => {
   try {
@@ -146,6 +165,8 @@ export async function startSecondServer(label = 'cells-second-pg'): Promise<Seco
     },
     stop: async () => void (await call('stop')),
     kill: async () => void (await call('kill')),
+    pause: async () => void (await call('pause')),
+    resume: async () => void (await call('resume')),
     start: async () => void (await call('start')),
     async restart() {
       await call('stop');
