@@ -14,6 +14,7 @@ import {
 } from '../../lib';
 import type { CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
+import { connectionsInTransaction } from '../support/pg-activity';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import {
@@ -26,6 +27,8 @@ import {
 
 // Scenario 1 of "Reliability and security": routed calls from many interleaved async tasks, with
 // the context carried across timers, event emitters and stream callbacks, never reach another cell.
+// The tasks also share two query builders (made once, outside any context) in and out of
+// transactions, and start nested transactions in parallel inside their transactions.
 const SCENARIO = 'isolation soak';
 const CELL_COUNT = 8;
 const TASKS = 256;
@@ -39,6 +42,7 @@ const MIN_OPS_PER_SECOND = 200;
 interface CellLedger {
   mapping: CellMapping;
   url: string;
+  dbName: string;
   committed: Set<string>;
   /** The committed uuids again, to pick one at random. */
   rows: string[];
@@ -56,6 +60,8 @@ const OPERATION_WEIGHTS = {
   timers: 2,
   emitter: 2,
   stream: 1,
+  shared: 2,
+  parallelNested: 1,
 };
 type OperationKind = keyof typeof OPERATION_WEIGHTS;
 /** Routed calls made by each kind of operation; the budget counts these. */
@@ -67,6 +73,9 @@ const ROUTED_CALLS: Record<OperationKind, number> = {
   timers: 3,
   emitter: 2,
   stream: 6,
+  // Two outside a transaction, three inside: the budget counts the smaller.
+  shared: 2,
+  parallelNested: 5,
 };
 
 describe('isolation soak', () => {
@@ -78,6 +87,7 @@ describe('isolation soak', () => {
     ledgers = world.cells.map((c) => ({
       mapping: c.mapping,
       url: c.db.url,
+      dbName: c.db.name,
       committed: new Set(),
       rows: [],
       instances: [],
@@ -121,6 +131,15 @@ describe('isolation soak', () => {
   it(`routes ${OPERATIONS} operations from ${TASKS} tasks over ${CELL_COUNT} cells, each to its own cell`, async () => {
     const { lib } = world;
     const widgets = lib.getRepository(Widget);
+    // Shared by every task, on every cell: the row with the smallest uuid, the cell it was meant
+    // for and the database transaction it was read in; and a count of all rows.
+    const sharedFirst = widgets
+      .createQueryBuilder('w')
+      .select('w.intended_cell', 'cell')
+      .addSelect('txid_current_if_assigned()::text', 'tx')
+      .orderBy('w.uuid')
+      .limit(1);
+    const sharedCount = sharedFirst.clone().orderBy().limit(undefined);
     const random = seededRandom(0x5eed);
     const pickKind = weightedPicker(OPERATION_WEIGHTS, random);
     const bus = new EventEmitter();
@@ -200,6 +219,27 @@ describe('isolation soak', () => {
       }
     };
 
+    /** Runs the shared builders in `cell`, inside a transaction when `inTransaction`. */
+    const readShared = async (cell: CellLedger, inTransaction: boolean, pending = 0): Promise<void> => {
+      routedCalls++;
+      const first = (await sharedFirst.getRawOne()) as { cell: string; tx: string | null } | undefined;
+      if (first !== undefined && first.cell !== cell.mapping.uuid) {
+        wrongReads++;
+        note(`shared builder in ${cell.mapping.name} read a row of ${first.cell}`);
+      }
+      if (first !== undefined && (first.tx !== null) !== inTransaction) {
+        wrongReads++;
+        note(`shared builder in ${cell.mapping.name} ran ${inTransaction ? 'outside' : 'inside'} a transaction`);
+      }
+      routedCalls++;
+      const floor = cell.committed.size + pending;
+      const count = await sharedCount.getCount();
+      if (count < floor) {
+        wrongReads++;
+        note(`shared count in ${cell.mapping.name} = ${count}, but ${floor} rows are committed or its own`);
+      }
+    };
+
     const operations: Record<OperationKind, (cell: CellLedger) => Promise<void>> = {
       // targetCell, with setImmediate between the awaits.
       target: (cell) =>
@@ -247,6 +287,57 @@ describe('isolation soak', () => {
             }),
           );
           record(cell, pending);
+        } catch (error) {
+          if (!(error instanceof DeliberateRollback)) throw error;
+        }
+      },
+      // The shared builders, outside and (with a row of its own, 1 in 10 rolled back) inside a transaction.
+      shared: async (cell) => {
+        if (random() < 0.5) return targetCell(cell.mapping, () => readShared(cell, false));
+        const rollBack = random() < 0.1;
+        const pending: string[] = [];
+        try {
+          await targetCell(cell.mapping, () =>
+            lib.transaction(async () => {
+              pending.push(...(await insert(cell, 1)));
+              await readShared(cell, true, pending.length);
+              if (rollBack) throw new DeliberateRollback();
+            }),
+          );
+          record(cell, pending);
+        } catch (error) {
+          if (!(error instanceof DeliberateRollback)) throw error;
+        }
+      },
+      // Three nested transactions started together, one throwing: only its row is rolled back.
+      parallelNested: async (cell) => {
+        const rollBack = random() < 0.1;
+        const failing = Math.floor(random() * 3);
+        const kept: string[] = [];
+        try {
+          await targetCell(cell.mapping, () =>
+            lib.transaction(async () => {
+              kept.push(...(await insert(cell, 1)));
+              const settled = await Promise.allSettled(
+                [0, 1, 2].map((i) =>
+                  lib.transaction(async () => {
+                    const uuids = await insert(cell, 1);
+                    expectTarget(cell, 'parallel nested transaction');
+                    if (i === failing) throw new DeliberateRollback();
+                    kept.push(...uuids);
+                  }),
+                ),
+              );
+              const outcomes = settled.map((r) => r.status).join(',');
+              if (settled.filter((r) => r.status === 'rejected').length !== 1) {
+                mismatches++;
+                note(`parallel nested transactions in ${cell.mapping.name} settled ${outcomes}`);
+              }
+              await countAtLeastCommitted(cell);
+              if (rollBack) throw new DeliberateRollback();
+            }),
+          );
+          record(cell, kept);
         } catch (error) {
           if (!(error instanceof DeliberateRollback)) throw error;
         }
@@ -413,6 +504,9 @@ describe('isolation soak', () => {
       'must be 0',
     );
     reportFigure(SCENARIO, 'failed operations', failures.length, 'must be 0');
+    let leftInTransaction = 0;
+    for (const ledger of ledgers) leftInTransaction += (await connectionsInTransaction(ledger.dbName)).length;
+    reportFigure(SCENARIO, 'connections left in a transaction', leftInTransaction, 'must be 0');
     for (const [i, ledger] of ledgers.entries()) {
       reportFigure(
         SCENARIO,
@@ -434,6 +528,7 @@ describe('isolation soak', () => {
     expect(misrouted).toBe(0);
     expect(mismatches).toBe(0);
     expect(wrongReads).toBe(0);
+    expect(leftInTransaction).toBe(0);
     for (const ledger of ledgers) {
       expect(missing.get(ledger)).toBe(0);
       expect(found.get(ledger)).toBe(ledger.committed.size);

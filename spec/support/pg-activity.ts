@@ -1,3 +1,4 @@
+import type { QueryResultRow } from 'pg';
 import { adminQuery } from './databases';
 
 /** A server backend of a test database, as `pg_stat_activity` shows it. */
@@ -34,4 +35,28 @@ export function connectionsInTransaction(dbName: string): Promise<Backend[]> {
 export async function expectNoConnectionInTransaction(dbName: string): Promise<void> {
   const backends = await connectionsInTransaction(dbName);
   expect(backends.map((b) => `${b.state}: ${b.query}`)).toEqual([]);
+}
+
+/** Anything that runs a query as pg's `Pool` and `Client` do. */
+interface Queryable {
+  query<R extends QueryResultRow>(sql: string, params: unknown[]): Promise<{ rows: R[] }>;
+}
+
+/**
+ * Counts the backends of databases `dbNames` that sit idle inside a transaction (plain or aborted),
+ * over `admin`, an open connection to another database: for checks run after every one of many
+ * programs, where opening a client per check (as `connectionsInTransaction` does) costs too much.
+ *
+ * @param admin - a pg Pool or Client connected to a database not in `dbNames`.
+ * @param dbNames - database names, as `TestDatabase.name`.
+ */
+export async function countConnectionsInTransaction(
+  admin: Queryable,
+  dbNames: readonly string[],
+): Promise<number> {
+  const { rows } = await admin.query<{ count: number }>(
+    `SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = ANY($1) AND state = ANY($2)`,
+    [[...dbNames], IN_TRANSACTION_STATES],
+  );
+  return rows[0]?.count ?? 0;
 }
