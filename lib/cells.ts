@@ -139,6 +139,9 @@ const MAIN_KEY = 'main';
 /** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
 const DEFAULT_MAPPING_TTL_MS = 60_000;
 
+/** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
+const MAX_OPEN_ATTEMPTS = 5;
+
 /** Default of `shutdownTimeoutMs`, in ms. */
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 25_000;
 
@@ -203,6 +206,8 @@ export class Cells implements RepositoryRouter {
   /** The connection each cell DataSource was opened with, to find stale ones after a listener outage. */
   private readonly cellConnections = new Map<string, string>();
   private revalidator: NodeJS.Timeout | undefined;
+  /** Moves each time a cell is retired: an open that began before a move starts again. */
+  private readonly cellEpochs = new Map<string, number>();
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
@@ -356,11 +361,9 @@ export class Cells implements RepositoryRouter {
     const ctx = currentContext() ?? (db === 'api' ? new RequestContext() : undefined);
     if (ctx === undefined) throw new NoContextError('cells.transaction()');
     const outer = this.joinedTransaction(ctx, slot);
-    if (outer !== undefined) {
-      const { value, ended } = await outer.nested(ctx, slot, fn);
-      if (!ended) return value as T;
-      // The enclosing transaction ended while this one waited its turn: run it on its own.
-    }
+    // Started while the enclosing transaction's callback runs: a savepoint of it. Started later
+    // (from a timer, say), `outer` is undefined and it is a transaction of its own.
+    if (outer !== undefined) return outer.nested(ctx, slot, fn);
     const route = await this.route(db, ctx);
     try {
       const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
@@ -403,6 +406,7 @@ export class Cells implements RepositoryRouter {
 
   /** Evicts the open DataSource of `uuid` (running calls finish first) and forgets its connection. */
   private retireCell(uuid: string): void {
+    this.cellEpochs.set(uuid, (this.cellEpochs.get(uuid) ?? 0) + 1);
     this.cellConnections.delete(uuid);
     this.registry.evict(uuid);
   }
@@ -550,19 +554,28 @@ export class Cells implements RepositoryRouter {
 
   private async openCell(key: string): Promise<OpenedCell> {
     for (let attempt = 1; ; attempt++) {
+      // A change notified while this open runs evicts nothing (the DataSource is not in the
+      // registry yet); it moves the cell's epoch, and the open starts again from the new mapping.
+      const epoch = this.cellEpochs.get(key) ?? 0;
       const cell = await this.mappings.cellByUuid(key);
       const label = `'${cell.name}' (${cell.uuid})`;
       const parts = parseConnectionUrl(cell.databaseConnection, label);
       const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`);
       await connect(dataSource, `cell ${label}`);
-      // A change notified while connecting evicted nothing (this DataSource was not in the registry
-      // yet): check the mapping again, a cache hit unless it changed, and reopen if it did.
+      // Checked again after connecting (a cache hit unless it changed): the registry takes the
+      // DataSource in the same tick, so no change can slip in between.
       const now = await this.mappings.cellByUuid(key).catch(() => undefined);
-      if (now?.databaseConnection === cell.databaseConnection || attempt === 3) {
+      if (now?.databaseConnection === cell.databaseConnection && (this.cellEpochs.get(key) ?? 0) === epoch) {
         this.cellConnections.set(key, cell.databaseConnection);
         return { dataSource, label: `cell ${label}` };
       }
-      await dataSource.destroy();
+      await closeDataSource(dataSource);
+      if (attempt === MAX_OPEN_ATTEMPTS) {
+        throw new CellUnreachableError(
+          `cell ${label}`,
+          `its CellMapping changed ${attempt} times while it was being opened`,
+        );
+      }
     }
   }
 

@@ -22,7 +22,9 @@ const NETWORK_CODES: ReadonlySet<string> = new Set([
 // invalid_catalog_name (the cell's database was dropped: the pool's next connection fails); class 08
 // is "connection exception".
 const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '3D000']);
-const CLIENT_GONE_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+// 'timeout expired': pg's own connect timeout (the Client's connectionTimeoutMillis).
+const CLIENT_GONE_MESSAGES =
+  /Connection terminated|connection timeout|timeout expired|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 
 /** True when `error` says the database could not be reached or dropped the connection. */
 export function isConnectionError(error: unknown): boolean {

@@ -7,6 +7,7 @@ import { parseConnectionUrl } from './connection-url';
 import { cellUuidOf, type CellRef } from './context';
 import {
   CellInUseError,
+  CellsNotReadyError,
   DuplicateMappingError,
   InvalidArgumentError,
   UnknownCellError,
@@ -88,6 +89,7 @@ export class CellMappings {
   private readonly cache: MappingCache;
   private readonly origin = randomUUID();
   private listener: MappingListener | undefined;
+  private closed = false;
 
   /**
    * @param api the initialized API DataSource.
@@ -101,6 +103,8 @@ export class CellMappings {
   }
 
   private get manager(): EntityManager {
+    // After cells.destroy(): a typed error, not TypeORM's "Driver not Connected".
+    if (this.closed) throw new CellsNotReadyError('destroyed');
     return this.api.manager;
   }
 
@@ -124,6 +128,7 @@ export class CellMappings {
 
   /** Closes the LISTEN connection and stops caching. Safe to call twice. */
   async close(): Promise<void> {
+    this.closed = true;
     this.cache.setActive(false);
     await this.listener?.stop();
   }

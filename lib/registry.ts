@@ -231,7 +231,7 @@ export class DataSourceRegistry {
     let opened: OpenedCell;
     this.initializing++;
     try {
-      if (this.destroyed) throw new CellsNotReadyError('destroyed');
+      // An open asked for before destroy() began goes on: its callers were already running.
       opened = await this.options.open(key);
     } catch (error) {
       this.counters.failedOpens++;
@@ -244,9 +244,13 @@ export class DataSourceRegistry {
     const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
     this.counters.opened++;
     if (this.destroyed) {
+      // Opened after destroy() began: the calls that waited for this open were running when it
+      // began, so they lease it (in the microtasks that follow) and it closes after them.
       entry.state = 'draining';
       this.draining.add(entry);
-      this.close(entry);
+      setImmediate(() => {
+        if (entry.leases === 0) this.close(entry);
+      });
     } else {
       this.lru.set(key, entry);
       // Openers waiting for a slot may now evict this entry; let its own callers lease it first.

@@ -36,12 +36,15 @@ export class TransactionRoute implements Route, ActiveTransaction {
   release(): void {}
 
   /**
-   * True until the transaction's callback has finished (then its calls route outside it). Still
-   * true after its connection was lost, so that the callback's next statements fail with
-   * CellUnreachableError rather than run outside the transaction.
+   * True until the transaction's callback has settled: work that runs later (a timer, a bound
+   * listener, a nested transaction started then) routes outside it, even while the transaction
+   * still finishes (waits for its queued nested transactions, commits). Still true after its
+   * connection was lost, so that the callback's next statements fail with CellUnreachableError
+   * rather than run outside the transaction. A savepoint runs until its own callback settles,
+   * also when the enclosing callback settled first (the enclosing transaction waits for it).
    */
   get running(): boolean {
-    return !this.ended && (this.parent?.running ?? true);
+    return !this.ended;
   }
 
   /** This transaction if it runs, else the closest enclosing one that does; undefined after all ended. */
@@ -52,31 +55,33 @@ export class TransactionRoute implements Route, ActiveTransaction {
 
   /**
    * Runs `fn` in a savepoint of this transaction, after the nested transactions started before it
-   * on this level have finished. Resolves to `undefined` in `ended` when this transaction ended
-   * while `fn` waited its turn (the caller then runs it as a transaction of its own).
+   * on this level have finished. Call it only while this transaction runs: it is then admitted, and
+   * the transaction finishes only after it.
    */
-  async nested<T>(ctx: RequestContext, slot: TransactionSlot, fn: (manager: EntityManager) => Promise<T>): Promise<{ value?: T; ended: boolean }> {
+  async nested<T>(ctx: RequestContext, slot: TransactionSlot, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
     const previous = this.tail;
     let done!: () => void;
     this.tail = new Promise<void>((resolve) => (done = resolve));
     try {
       await previous;
-      if (!this.running) return { ended: true };
       const runner = this.queryRunner;
       await runner.startTransaction();
       const inner = new TransactionRoute(this.owner, this.key, this.label, runner, this);
       try {
-        const value = await runInNewContext(ctx, slot, inner, () => fn(runner.manager));
+        let value: T;
+        try {
+          value = await runInNewContext(ctx, slot, inner, () => fn(runner.manager));
+        } finally {
+          inner.ended = true;
+        }
         await inner.drain();
         await runner.commitTransaction();
-        return { value, ended: false };
+        return value;
       } catch (error) {
         await inner.drain();
         // The savepoint is rolled back; the enclosing transaction goes on (and may commit).
         if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
         throw error;
-      } finally {
-        inner.ended = true;
       }
     } catch (error) {
       throw translateConnectionError(error, this.label, this.queryRunner);
@@ -119,7 +124,13 @@ export async function runTransaction<T>(
     // A lost connection makes TypeORM release the runner: later statements then fail typed.
     unwatch = watchConnectionLoss(runner);
     try {
-      const value = await runInNewContext(ctx, slot, tx, () => fn(runner.manager));
+      let value: T;
+      try {
+        value = await runInNewContext(ctx, slot, tx, () => fn(runner.manager));
+      } finally {
+        // Work that runs from now on routes outside the transaction.
+        tx.end();
+      }
       // Savepoints still running would otherwise be committed half-done.
       await tx.drain();
       await runner.commitTransaction();

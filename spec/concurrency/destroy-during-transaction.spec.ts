@@ -78,6 +78,26 @@ describe('destroy() while a transaction runs', () => {
     await destroying;
   });
 
+  it('lets calls and transactions that wait for their cell to open finish when destroy() starts', async () => {
+    world = await createCellWorld('conc_destroy_opening', { cellCount: 1 });
+    const w = world;
+    const mapping = w.cells[0]!.mapping;
+    const widgets = w.lib.getRepository(Widget);
+    // The cell is not open yet: both calls wait for its DataSource when destroy() begins.
+    const count = targetCell(mapping, () => widgets.count());
+    const transaction = targetCell(mapping, () =>
+      w.lib.transaction(async () => {
+        await widgets.insert(widgetFor(mapping.uuid, 'opening-tx'));
+        return widgets.countBy({ name: 'opening-tx' });
+      }),
+    );
+    const destroying = w.lib.destroy();
+    await expect(count).resolves.toBe(0);
+    await expect(transaction).resolves.toBe(1);
+    await destroying;
+    expect((await rowsIn(w.cells[0]!.db.url, `SELECT 1 FROM widgets WHERE name = 'opening-tx'`)).length).toBe(1);
+  });
+
   it('commits all the work of 30 transactions over 3 cells that were running when destroy() started', async () => {
     world = await createCellWorld('conc_destroy_many', { cellCount: 3, cells: { poolSize: 10 } });
     const w = world;

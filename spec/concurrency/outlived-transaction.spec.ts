@@ -104,6 +104,40 @@ describe('work that outlives its transaction', () => {
     await expectNoConnectionInTransaction(world.cells[0]!.db.name);
   });
 
+  it('runs a nested transaction started after the callback returned as a transaction of its own', async () => {
+    const chained = widgetFor(cell(0).uuid, 'chained-after-return');
+    let late: Promise<unknown> | undefined;
+    await targetCell(cell(0), () =>
+      world.lib.transaction(async () => {
+        // Admitted while the callback runs: a savepoint the outer transaction waits for.
+        const first = world.lib.transaction(() => sleep(100));
+        // Starts once `first` settled, after the callback returned: outside the transaction.
+        late = first.then(() => world.lib.transaction(async () => widgets().insert(chained)));
+        return 'returned';
+      }),
+    );
+    await expect(late).resolves.toBeDefined();
+    expect(await countIn(0, chained.uuid!)).toBe(1);
+    await expectNoConnectionInTransaction(world.cells[0]!.db.name);
+  });
+
+  it('keeps work that runs while a finished callback waits for its savepoints out of the rolled-back transaction', async () => {
+    const timerRow = widgetFor(cell(1).uuid, 'timer-during-finish');
+    let timer: Promise<unknown> | undefined;
+    await expect(
+      targetCell(cell(1), () =>
+        world.lib.transaction(async () => {
+          void world.lib.transaction(() => sleep(300)).catch(() => undefined);
+          timer = later(50, () => widgets().insert(timerRow));
+          throw new Error('roll back');
+        }),
+      ),
+    ).rejects.toThrow('roll back');
+    await timer;
+    expect(await countIn(1, timerRow.uuid!)).toBe(1);
+    await expectNoConnectionInTransaction(world.cells[1]!.db.name);
+  });
+
   it('lets work that runs after its transaction ended target another cell', async () => {
     // The transaction is over, so nothing ties the context to its cell any more ("as if no
     // transaction had been opened"): a late job may fan out to other cells.

@@ -230,18 +230,8 @@ interface ModelContext {
   txEnded?: boolean;
 }
 
-/**
- * Known lib defect, kept visible rather than hidden: a context whose transaction has ended still
- * refuses to target another cell (CellSwitchInTransactionError), so late work probes as 'tx'.
- * Failing specs: spec/concurrency/outlived-transaction.spec.ts, "lets work that runs after its
- * transaction ended target another cell" and "... retarget its context with setTargetCell".
- * Set to false once lib/context.ts is fixed: the model then checks the documented behaviour.
- */
-const LATE_WORK_CANNOT_RETARGET = true;
-
-/** Whether targeting another cell throws in `ctx`. */
-const switchRefused = (ctx: ModelContext): boolean =>
-  ctx.tx !== null || (LATE_WORK_CANNOT_RETARGET && ctx.txEnded === true);
+/** Whether targeting another cell throws in `ctx`: only inside a running transaction. */
+const switchRefused = (ctx: ModelContext): boolean => ctx.tx !== null;
 
 class ModelError {
   constructor(readonly code: string) {}
