@@ -84,7 +84,10 @@ export interface CellsOptions {
   connectTimeoutMs?: number;
   /** Run the API database migrations in `initialize()`. Default: false. */
   migrateApi?: boolean;
-  /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
+  /**
+   * Receives registry events (opens, evictions, closes, failures) for logging. What it throws or
+   * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
+   */
   logger?: (event: CellsLogEvent) => void;
   /**
    * Bounds of the cache of cell, instance and host lookups (`cells.mappings`). Writes through the

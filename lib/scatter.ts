@@ -48,16 +48,20 @@ export class RaisedError {
 
   /** The error's message with any password masked, safe to log or return to a client. */
   get message(): string {
-    return maskSecrets(this.error instanceof Error ? this.error.message : String(this.error));
+    return maskSecrets(
+      readSafely(() => (this.error instanceof Error ? this.error.message : String(this.error)), 'unprintable error'),
+    );
   }
 
   toJSON(): Record<string, unknown> {
-    const code = (this.error as { code?: unknown } | null)?.code;
+    // `fn` may throw anything, even an object whose getters or toString throw: never rethrow here.
+    const code = readSafely(() => (this.error as { code?: unknown } | null)?.code, undefined);
+    const name = readSafely(() => (this.error instanceof Error ? this.error.name : typeof this.error), 'unknown');
     return {
       cellUuid: this.cellUuid,
       cellName: this.cellName,
       error: {
-        name: this.error instanceof Error ? this.error.name : typeof this.error,
+        name: typeof name === 'string' ? name : 'unknown',
         ...(typeof code === 'string' ? { code } : {}),
         message: this.message,
       },
@@ -66,6 +70,14 @@ export class RaisedError {
 
   [inspect.custom](): string {
     return `RaisedError ${inspect(this.toJSON(), { depth: 3 })}`;
+  }
+}
+
+function readSafely<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
   }
 }
 
