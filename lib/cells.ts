@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import {
   DataSource,
   type DataSourceOptions,
@@ -176,8 +177,34 @@ export class Cells implements Router {
       maxOpen: options.maxOpenCells ?? 64,
       idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
       open: (key) => this.openCell(key),
-      ...(options.logger ? { onEvent: options.logger } : {}),
+      onEvent: (event) => {
+        this.forgetClosedCell(event);
+        options.logger?.(event);
+      },
     });
+  }
+
+  /**
+   * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
+   * holds open cells only and no closed cell's password stays in memory.
+   */
+  private forgetClosedCell(event: RegistryEvent): void {
+    if (
+      (event.type === 'evict' && !this.registry.has(event.key)) ||
+      (event.type === 'close' && this.state === 'destroyed')
+    ) {
+      this.cellConnections.delete(event.key);
+    }
+  }
+
+  /** A summary without connection options: `util.inspect` never shows a URL or password. */
+  [inspect.custom](): string {
+    return `Cells ${inspect(this.toJSON())}`;
+  }
+
+  /** The state and registry counters; no connection options. */
+  toJSON(): Record<string, unknown> {
+    return { state: this.state, stats: this.registry.stats() };
   }
 
   /**

@@ -72,14 +72,50 @@ export function translateConnectionError(error: unknown, label: string, queryRun
     lost !== undefined &&
     (error instanceof QueryRunnerAlreadyReleasedError || error instanceof QueryRunnerProviderAlreadyReleasedError)
   ) {
-    return new CellUnreachableError(label, messageOf(lost), { cause: lost });
+    return new CellUnreachableError(label, messageOf(lost), { cause: maskErrorSecrets(lost) });
   }
   if (!isConnectionError(error)) return error;
-  return new CellUnreachableError(label, messageOf(error), { cause: error });
+  return new CellUnreachableError(label, messageOf(error), { cause: maskErrorSecrets(error) });
 }
 
 /** The masked message of any thrown value, from any realm. */
 export function messageOf(error: unknown): string {
   const message = (error as { message?: unknown } | null)?.message;
   return maskSecrets(typeof message === 'string' ? message : String(error)) || 'connection failed';
+}
+
+/** Fields of errors (TypeORM's QueryFailedError, the pg error it wraps) that may quote a URL. */
+const TEXT_FIELDS = ['message', 'stack', 'query', 'detail', 'hint', 'where', 'internalQuery'] as const;
+const MAX_CAUSE_DEPTH = 8;
+
+/**
+ * Masks, in place, every password in `error` and its chain of causes: their text fields and the
+ * query parameters TypeORM keeps on a QueryFailedError (a failed write of a CellMapping carries
+ * its URL there). Returns `error`, so that it can wrap a `throw` or a `cause`.
+ */
+export function maskErrorSecrets<T>(error: T): T {
+  const seen = new Set<object>();
+  const visit = (value: unknown, depth: number): void => {
+    if (typeof value !== 'object' || value === null || seen.has(value) || depth > MAX_CAUSE_DEPTH) return;
+    seen.add(value);
+    const fields = value as Record<string, unknown>;
+    try {
+      for (const field of TEXT_FIELDS) {
+        const text = fields[field];
+        if (typeof text === 'string' && maskSecrets(text) !== text) fields[field] = maskSecrets(text);
+      }
+      if (Array.isArray(fields.parameters)) fields.parameters = fields.parameters.map(maskParameter);
+      visit(fields.driverError, depth + 1);
+      visit(fields.cause, depth + 1);
+    } catch {
+      // A frozen or exotic object: nothing of ours to mask in it.
+    }
+  };
+  visit(error, 0);
+  return error;
+}
+
+function maskParameter(value: unknown): unknown {
+  if (typeof value === 'string') return maskSecrets(value);
+  return Array.isArray(value) ? value.map(maskParameter) : value;
 }

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
 import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
 import { parseConnectionUrl } from './connection-url';
+import { maskErrorSecrets } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
 import {
   CellInUseError,
@@ -121,6 +123,16 @@ export class CellMappings {
   async close(): Promise<void> {
     this.cache.setActive(false);
     await this.listener?.stop();
+  }
+
+  /** A summary without the API connection: `util.inspect` never shows its URL or password. */
+  [inspect.custom](): string {
+    return `CellMappings ${inspect(this.toJSON())}`;
+  }
+
+  /** The cache counters; no connection options. */
+  toJSON(): Record<string, unknown> {
+    return { cache: this.cacheStats() };
   }
 
   /** Cache counters: hits, misses, queries run, size, invalidations and whether the listener is up. */
@@ -497,10 +509,10 @@ export class CellMappings {
         (error.driverError as { code?: string } | undefined)?.code === '23505'
       ) {
         throw new DuplicateMappingError(typeof message === 'string' ? message : message(), {
-          cause: error,
+          cause: maskErrorSecrets(error),
         });
       }
-      throw error;
+      throw maskErrorSecrets(error);
     }
   }
 }
