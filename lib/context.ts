@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { EntityManager } from 'typeorm';
+import { booleanArg, describeType, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
@@ -63,13 +64,18 @@ export class RequestContext {
   [kApiTransaction]: ActiveTransaction | undefined;
 
   /**
-   * @throws InvalidArgumentError for an unknown `readDeleted` mode or a malformed cell uuid.
+   * @throws InvalidArgumentError for an `init` that is not an object, an id that is not a string of
+   * 1-255 characters (or has a NUL byte or a lone surrogate), an `isAdmin` that is not a boolean, an
+   * unknown `readDeleted` mode or a malformed cell uuid.
    */
   constructor(init: RequestContextInit = {}) {
-    this.requestId = init.requestId ?? `req-${randomUUID()}`;
-    this.userId = init.userId ?? null;
-    this.projectId = init.projectId ?? null;
-    this.isAdmin = init.isAdmin ?? false;
+    if (init === null || typeof init !== 'object') {
+      throw new InvalidArgumentError(`new RequestContext() takes an object of fields or nothing, got ${describeType(init)}.`);
+    }
+    this.requestId = init.requestId === undefined ? `req-${randomUUID()}` : nameArg(init.requestId, 'requestId');
+    this.userId = optionalNameArg(init.userId, 'userId') ?? null;
+    this.projectId = optionalNameArg(init.projectId, 'projectId') ?? null;
+    this.isAdmin = booleanArg(init.isAdmin, 'isAdmin', false);
     if (init.readDeleted !== undefined) this.readDeleted = init.readDeleted;
     if (init.cell != null) this.#setCell(init.cell);
   }

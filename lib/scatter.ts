@@ -110,9 +110,13 @@ export function scatterGather<T>(
     throw new InvalidArgumentError('scatterGather needs an array of cells or cell uuids.');
   if (typeof fn !== 'function')
     throw new InvalidArgumentError('scatterGather needs a function to run in each cell.');
+  if (options === null || typeof options !== 'object')
+    throw new InvalidArgumentError('scatterGather options must be an object.');
   const timeoutMs = positive(options.timeoutMs, 'timeoutMs', MAX_TIMER_MS) ?? DEFAULT_TIMEOUT_MS;
   const concurrency = positive(options.concurrency, 'concurrency', Infinity) ?? Infinity;
   const { signal } = options;
+  if (signal !== undefined && !isAbortSignal(signal))
+    throw new InvalidArgumentError('scatterGather signal must be an AbortSignal.');
   // Validate every ref before running anything; a cell listed twice runs once.
   const cells = new Map<string, CellRef>();
   for (const ref of refs) {
@@ -189,6 +193,18 @@ export function scatterGather<T>(
     signal?.addEventListener('abort', onAbort, { once: true });
     launch();
   });
+}
+
+/** Duck-typed, not `instanceof`: a signal may come from another realm (a vm sandbox, a test runner). */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  const signal = value as Partial<AbortSignal> | null;
+  return (
+    typeof signal === 'object' &&
+    signal !== null &&
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  );
 }
 
 function positive(value: number | undefined, name: string, max: number): number | undefined {
