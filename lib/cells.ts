@@ -189,7 +189,8 @@ export class Cells implements Router {
       open: (key) => this.openCell(key),
       onEvent: (event) => {
         this.forgetClosedCell(event);
-        options.logger?.(event);
+        // Returned, so that the registry also contains the rejection of an async logger.
+        return options.logger?.(event);
       },
     });
   }
