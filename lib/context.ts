@@ -39,6 +39,9 @@ export interface ActiveTransaction {
   readonly manager: EntityManager;
 }
 
+/** Marks the init of a copy made by `clone()`, whose fields need no checking. */
+const kCopyOf = Symbol('typeorm-cells.copyOf');
+
 /** Slots for the transaction open on the main (cell) database and on the API database. @internal */
 export const kMainTransaction = Symbol('typeorm-cells.mainTransaction');
 /** @internal */
@@ -71,6 +74,15 @@ export class RequestContext {
   constructor(init: RequestContextInit = {}) {
     if (init === null || typeof init !== 'object') {
       throw new InvalidArgumentError(`new RequestContext() takes an object of fields or nothing, got ${describeType(init)}.`);
+    }
+    // clone() copies a context whose fields were checked already: targetCell clones on every call.
+    const source = (init as { [kCopyOf]?: RequestContext })[kCopyOf];
+    if (source !== undefined) {
+      this.requestId = source.requestId;
+      this.userId = source.userId;
+      this.projectId = source.projectId;
+      this.isAdmin = source.isAdmin;
+      return;
     }
     this.requestId = init.requestId === undefined ? `req-${randomUUID()}` : nameArg(init.requestId, 'requestId');
     this.userId = optionalNameArg(init.userId, 'userId') ?? null;
@@ -112,12 +124,7 @@ export class RequestContext {
 
   /** Returns an independent copy; a transaction open in this context stays joined in the copy. */
   clone(): RequestContext {
-    const copy = new RequestContext({
-      requestId: this.requestId,
-      userId: this.userId,
-      projectId: this.projectId,
-      isAdmin: this.isAdmin,
-    });
+    const copy = new RequestContext({ [kCopyOf]: this } as RequestContextInit);
     copy.#readDeleted = this.#readDeleted;
     copy.#cellUuid = this.#cellUuid;
     copy.#cellName = this.#cellName;
