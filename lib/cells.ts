@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import {
   DataSource,
   type DataSourceOptions,
@@ -9,6 +10,7 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
+import { booleanArg } from './arguments';
 import { messageOf } from './connection-errors';
 import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
@@ -70,21 +72,30 @@ export interface CellsOptions {
   entities: NonNullable<PostgresOptions['entities']>;
   /** Migrations of the cell databases, applied per cell by the CLI. Default: none. */
   migrations?: PostgresOptions['migrations'];
-  /** Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...). */
+  /**
+   * Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...).
+   * Connection fields (`url`, `host`, `port`, `username`, `password`, `database`, `replication`,
+   * `ssl`..., also inside `extra`) and the fields set from other options (`type`, `entities`,
+   * `migrations`, `poolSize`, `connectTimeoutMS`) are refused: each cell's connection comes from
+   * its CellMapping. Default: none.
+   */
   cellDataSourceOptions?: CellDataSourceOptions;
   /**
    * Most cell DataSources open at once (LRU bound); opening one more evicts the least recently
-   * used. Bounds server connections at `maxOpenCells * poolSize`. Default: 64.
+   * used. Bounds server connections at `maxOpenCells * poolSize`. From 1 to 10000. Default: 64.
    */
   maxOpenCells?: number;
-  /** Close a cell DataSource unused for this many ms; 0 never closes idle ones. Default: 300000 (5 min). */
+  /**
+   * Close a cell DataSource unused for this many ms; 0 never closes idle ones. At most 2147483647
+   * (about 24.8 days, Node's timer limit). Default: 300000 (5 min).
+   */
   idleTimeoutMs?: number;
-  /** Connections in each cell's pool. Default: 5. */
+  /** Connections in each cell's pool. From 1 to 1000. Default: 5. */
   poolSize?: number;
   /**
    * Give up opening a connection to a cell (or the API or main database) after this many ms; the
    * call fails with CellUnreachableError. Covers the TCP connect and the handshake only, not the
-   * wait for a pooled connection (see `acquireTimeoutMs`). Default: 5000.
+   * wait for a pooled connection (see `acquireTimeoutMs`). From 1 to 2147483647. Default: 5000.
    */
   connectTimeoutMs?: number;
   /**
@@ -95,7 +106,7 @@ export interface CellsOptions {
    * gather's deadline. The default suits a web service: long enough to ride out a burst (a
    * queued call normally gets a connection within a few query times), short enough that a
    * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
-   * 0 waits without limit (not recommended). Default: 10000.
+   * 0 waits without limit (not recommended). From 0 to 2147483647. Default: 10000.
    */
   acquireTimeoutMs?: number;
   /**
@@ -104,25 +115,28 @@ export interface CellsOptions {
    * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
    * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
    * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
-   * above any statement a request should run, yet finite.
+   * above any statement a request should run, yet finite. From 0 to 2147483647.
    */
   queryTimeoutMs?: number;
   /**
    * How long `destroy()` lets running calls and transactions finish, in ms, before it closes their
    * connections by force and resolves. Default: 25000, below the 30 s a container orchestrator
-   * usually waits between SIGTERM and SIGKILL.
+   * usually waits between SIGTERM and SIGKILL. From 0 to 2147483647.
    */
   shutdownTimeoutMs?: number;
-  /** Run the API database migrations in `initialize()`. Default: false. */
+  /** Run the API database migrations in `initialize()` (a boolean; `'false'` is refused). Default: false. */
   migrateApi?: boolean;
-  /** Receives registry events (opens, evictions, closes, failures) for logging. Default: none. */
+  /**
+   * Receives registry events (opens, evictions, closes, failures) for logging. What it throws or
+   * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
+   */
   logger?: (event: CellsLogEvent) => void;
   /**
    * Bounds of the cache of cell, instance and host lookups (`cells.mappings`). Writes through the
    * library invalidate it at once in every process sharing the API database (PostgreSQL
    * LISTEN/NOTIFY, one extra API connection per process), so `ttlMs` only bounds staleness after
    * changes made with plain SQL. LISTEN needs a session connection: not through a transaction-mode
-   * pooler. Default: `{ max: 10000, ttlMs: 60000 }`.
+   * pooler. `max` from 1 to 1000000, `ttlMs` from 1 to 2147483647. Default: `{ max: 10000, ttlMs: 60000 }`.
    */
   mappingCache?: MappingCacheOptions;
 }
@@ -234,11 +248,34 @@ export class Cells implements RepositoryRouter {
       idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
       open: (key) => this.openCell(key),
       onEvent: (event) => {
-        // Keep the connection of open cells only (the map holds passwords).
-        if (event.type === 'evict') this.cellConnections.delete(event.key);
-        options.logger?.(event);
+        this.forgetClosedCell(event);
+        // Returned, so that the registry also contains the rejection of an async logger.
+        return options.logger?.(event);
       },
     });
+  }
+
+  /**
+   * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
+   * holds open cells only and no closed cell's password stays in memory.
+   */
+  private forgetClosedCell(event: RegistryEvent): void {
+    if (
+      (event.type === 'evict' && !this.registry.has(event.key)) ||
+      (event.type === 'close' && this.state !== 'ready')
+    ) {
+      this.cellConnections.delete(event.key);
+    }
+  }
+
+  /** A summary without connection options: `util.inspect` never shows a URL or password. */
+  [inspect.custom](): string {
+    return `Cells ${inspect(this.toJSON())}`;
+  }
+
+  /** The state and registry counters; no connection options. */
+  toJSON(): Record<string, unknown> {
+    return { state: this.state, stats: this.registry.stats() };
   }
 
   /**
@@ -640,15 +677,18 @@ function validateOptions(options: CellsOptions): CellsOptions {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('new Cells() needs an options object.');
   if (options.api === undefined) throw new InvalidArgumentError(`The 'api' option (the API database) is required.`);
   if (options.entities === undefined) throw new InvalidArgumentError(`The 'entities' option (cell entities) is required.`);
-  positiveInteger(options.maxOpenCells, 'maxOpenCells', 1);
-  positiveInteger(options.poolSize, 'poolSize', 1);
-  positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0);
-  positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1);
-  positiveInteger(options.acquireTimeoutMs, 'acquireTimeoutMs', 0);
-  positiveInteger(options.queryTimeoutMs, 'queryTimeoutMs', 0);
-  positiveInteger(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0);
-  positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1);
-  positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1);
+  // Upper bounds too: lru-cache allocates `max` slots up front (1e9 exhausted the heap, 2**32 threw
+  // a RangeError), and Node fires a timer longer than MAX_TIMER_MS at once.
+  positiveInteger(options.maxOpenCells, 'maxOpenCells', 1, MAX_OPEN_CELLS);
+  positiveInteger(options.poolSize, 'poolSize', 1, MAX_POOL_SIZE);
+  positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0, MAX_TIMER_MS);
+  positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_TIMER_MS);
+  positiveInteger(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
+  positiveInteger(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
+  positiveInteger(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
+  positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
+  positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
+  booleanArg(options.migrateApi, 'migrateApi');
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.
   if (options.logger !== undefined && typeof options.logger !== 'function') {
@@ -660,6 +700,8 @@ function validateOptions(options: CellsOptions): CellsOptions {
       throw new InvalidArgumentError(`The '${name}' option must be an object, got ${value === null ? 'null' : typeof value}.`);
     }
   }
+  refuseFields(options.cellDataSourceOptions, CELL_FIELDS_REFUSED, 'cellDataSourceOptions');
+  refuseFields(options.cellDataSourceOptions?.extra, EXTRA_FIELDS_REFUSED, 'cellDataSourceOptions.extra');
   return options;
 }
 
@@ -675,9 +717,35 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-function positiveInteger(value: number | undefined, name: string, min: number): void {
+const MAX_OPEN_CELLS = 10_000;
+const MAX_POOL_SIZE = 1_000;
+const MAX_MAPPING_CACHE = 1_000_000;
+/** Node fires a timer set for longer than this (about 24.8 days) at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** Fields of `cellDataSourceOptions` that would connect every cell to one database, or are ignored. */
+const CELL_FIELDS_REFUSED = [
+  'url', 'host', 'port', 'username', 'password', 'database', 'replication', 'ssl', 'type', 'name',
+  'entities', 'migrations', 'poolSize', 'connectTimeoutMS',
+];
+/** pg Pool options in `extra`, which TypeORM lets override the connection. */
+const EXTRA_FIELDS_REFUSED = [
+  'connectionString', 'host', 'port', 'user', 'password', 'database', 'ssl', 'max', 'connectionTimeoutMillis',
+];
+
+function refuseFields(value: unknown, fields: readonly string[], where: string): void {
+  if (value === null || typeof value !== 'object') return;
+  const found = fields.filter((field) => (value as Record<string, unknown>)[field] !== undefined);
+  if (found.length > 0) {
+    throw new InvalidArgumentError(
+      `${where} must not set ${found.map((f) => `'${f}'`).join(', ')}: each cell connects with its CellMapping's ` +
+        `URL (sslmode included), and pool size and connect timeout have their own Cells options.`,
+    );
+  }
+}
+
+function positiveInteger(value: number | undefined, name: string, min: number, max: number): void {
   if (value === undefined) return;
-  if (!Number.isInteger(value) || value < min) {
-    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${String(value).slice(0, 20)}.`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value).slice(0, 20)}.`);
   }
 }

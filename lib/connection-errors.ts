@@ -94,7 +94,7 @@ export function translateConnectionError(error: unknown, label: string, queryRun
     return typedLoss(label, lost);
   }
   const deadline = deadlineOf(error);
-  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: error });
+  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: maskErrorSecrets(error) });
   if (!isConnectionError(error)) return error;
   return typedLoss(label, lost !== undefined && deadlineOf(lost) !== undefined ? lost : error);
 }
@@ -102,8 +102,8 @@ export function translateConnectionError(error: unknown, label: string, queryRun
 /** QueryTimeoutError when the connection was closed for a passed deadline, else CellUnreachableError. */
 function typedLoss(label: string, lost: unknown): CellsError {
   const deadline = deadlineOf(lost);
-  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: lost });
-  return new CellUnreachableError(label, messageOf(lost), { cause: lost });
+  if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: maskErrorSecrets(lost) });
+  return new CellUnreachableError(label, messageOf(lost), { cause: maskErrorSecrets(lost) });
 }
 
 /** The deadline (ms) of a query failed by its client's deadline, from the error or its driver error. */
@@ -119,4 +119,40 @@ function deadlineOf(error: unknown): number | undefined {
 export function messageOf(error: unknown): string {
   const message = (error as { message?: unknown } | null)?.message;
   return maskSecrets(typeof message === 'string' ? message : String(error)) || 'connection failed';
+}
+
+/** Fields of errors (TypeORM's QueryFailedError, the pg error it wraps) that may quote a URL. */
+const TEXT_FIELDS = ['message', 'stack', 'query', 'detail', 'hint', 'where', 'internalQuery'] as const;
+const MAX_CAUSE_DEPTH = 8;
+
+/**
+ * Masks, in place, every password in `error` and its chain of causes: their text fields and the
+ * query parameters TypeORM keeps on a QueryFailedError (a failed write of a CellMapping carries
+ * its URL there). Returns `error`, so that it can wrap a `throw` or a `cause`.
+ */
+export function maskErrorSecrets<T>(error: T): T {
+  const seen = new Set<object>();
+  const visit = (value: unknown, depth: number): void => {
+    if (typeof value !== 'object' || value === null || seen.has(value) || depth > MAX_CAUSE_DEPTH) return;
+    seen.add(value);
+    const fields = value as Record<string, unknown>;
+    try {
+      for (const field of TEXT_FIELDS) {
+        const text = fields[field];
+        if (typeof text === 'string' && maskSecrets(text) !== text) fields[field] = maskSecrets(text);
+      }
+      if (Array.isArray(fields.parameters)) fields.parameters = fields.parameters.map(maskParameter);
+      visit(fields.driverError, depth + 1);
+      visit(fields.cause, depth + 1);
+    } catch {
+      // A frozen or exotic object: nothing of ours to mask in it.
+    }
+  };
+  visit(error, 0);
+  return error;
+}
+
+function maskParameter(value: unknown): unknown {
+  if (typeof value === 'string') return maskSecrets(value);
+  return Array.isArray(value) ? value.map(maskParameter) : value;
 }

@@ -10,19 +10,36 @@ export interface ConnectionParts {
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
 }
 
-const URL_USERINFO_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/\s@]*:)[^@\s]*@/gi;
-const KEYWORD_PASSWORD = /(password\s*=\s*)('[^']*'|[^\s]+)/gi;
+/**
+ * `scheme://user:` and what follows up to whitespace or an unescaped double quote (the end of a
+ * JSON string). The password runs to the last `@` in that stretch, not the first: a password may
+ * hold a raw `@`, `:` or `/`. Bounded repetitions keep it linear on hostile input.
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:)((?:\\.|[^\s"\\])*)/gi;
+/** `password=...` (libpq keywords), `password: '...'` (inspect) and `"password":"..."` (JSON). */
+const KEYWORD_PASSWORD = /(\bpassword["']?\s*[:=]\s*)("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[^\s,;}]+)/gi;
 /** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
 const MAX_URL_LENGTH = 8192;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 /**
- * Replaces every password found in `text` (URL user-info or `password=` keywords) with `***`.
- * Applied to every message, log line and CLI output that could carry a connection string.
+ * Replaces every password found in `text` (URL user-info, `password=` keywords, `password:` fields)
+ * with `***`. Applied to every message, log line and CLI output that could carry a connection
+ * string. Passwords may hold `@`, `:`, `/`, percent-escapes and any unicode; a raw space or double
+ * quote ends a URL in free text, so a password holding one must be percent-encoded (as the URL
+ * parser does) to be masked here. When unsure where a password ends, it masks more, never less.
  */
 export function maskSecrets(text: string): string {
-  return text.replace(URL_USERINFO_PASSWORD, '$1***@').replace(KEYWORD_PASSWORD, '$1***');
+  return text
+    .replace(URL_USERINFO, (match, prefix: string, rest: string) => {
+      const at = rest.lastIndexOf('@');
+      // No '@': `scheme://host:port/...`, no password.
+      return at < 0 ? match : `${prefix}***${rest.slice(at)}`;
+    })
+    .replace(KEYWORD_PASSWORD, (_match, key: string, value: string) =>
+      value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`,
+    );
 }
 
 /**

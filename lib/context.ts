@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { EntityManager } from 'typeorm';
+import { booleanArg, describeType, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
@@ -45,6 +46,9 @@ export interface ActiveTransaction {
   readonly running: boolean;
 }
 
+/** Marks the init of a copy made by `clone()`, whose fields need no checking. */
+const kCopyOf = Symbol('typeorm-cells.copyOf');
+
 /** Slots for the transaction open on the main (cell) database and on the API database. @internal */
 export const kMainTransaction = Symbol('typeorm-cells.mainTransaction');
 /** @internal */
@@ -75,13 +79,27 @@ export class RequestContext {
   [kCallSignal]: AbortSignal | undefined;
 
   /**
-   * @throws InvalidArgumentError for an unknown `readDeleted` mode or a malformed cell uuid.
+   * @throws InvalidArgumentError for an `init` that is not an object, an id that is not a string of
+   * 1-255 characters (or has a NUL byte or a lone surrogate), an `isAdmin` that is not a boolean, an
+   * unknown `readDeleted` mode or a malformed cell uuid.
    */
   constructor(init: RequestContextInit = {}) {
-    this.requestId = init.requestId ?? `req-${randomUUID()}`;
-    this.userId = init.userId ?? null;
-    this.projectId = init.projectId ?? null;
-    this.isAdmin = init.isAdmin ?? false;
+    if (init === null || typeof init !== 'object') {
+      throw new InvalidArgumentError(`new RequestContext() takes an object of fields or nothing, got ${describeType(init)}.`);
+    }
+    // clone() copies a context whose fields were checked already: targetCell clones on every call.
+    const source = (init as { [kCopyOf]?: RequestContext })[kCopyOf];
+    if (source !== undefined) {
+      this.requestId = source.requestId;
+      this.userId = source.userId;
+      this.projectId = source.projectId;
+      this.isAdmin = source.isAdmin;
+      return;
+    }
+    this.requestId = init.requestId === undefined ? `req-${randomUUID()}` : nameArg(init.requestId, 'requestId');
+    this.userId = optionalNameArg(init.userId, 'userId') ?? null;
+    this.projectId = optionalNameArg(init.projectId, 'projectId') ?? null;
+    this.isAdmin = booleanArg(init.isAdmin, 'isAdmin', false);
     if (init.readDeleted !== undefined) this.readDeleted = init.readDeleted;
     if (init.cell != null) this.#setCell(init.cell);
     if (init.queryTimeoutMs != null) this.queryTimeoutMs = init.queryTimeoutMs;
@@ -136,12 +154,7 @@ export class RequestContext {
 
   /** Returns an independent copy; a transaction open in this context stays joined in the copy. */
   clone(): RequestContext {
-    const copy = new RequestContext({
-      requestId: this.requestId,
-      userId: this.userId,
-      projectId: this.projectId,
-      isAdmin: this.isAdmin,
-    });
+    const copy = new RequestContext({ [kCopyOf]: this } as RequestContextInit);
     copy.#readDeleted = this.#readDeleted;
     copy.#cellUuid = this.#cellUuid;
     copy.#cellName = this.#cellName;

@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
 import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
+import { booleanArg, nameArg, objectArg, optionalNameArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
+import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
 import {
   CellInUseError,
@@ -21,6 +24,7 @@ import {
   decodeChange,
   encodeChange,
   listenerConfig,
+  type CachedValue,
   type MappingCacheOptions,
   type MappingCacheStats,
   type MappingChange,
@@ -76,7 +80,8 @@ export interface CellMappingsOptions {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const MAX_NAME = 255;
+/** Longest transport URL accepted, as for database connection URLs. */
+const MAX_TRANSPORT_URL = 8192;
 const ALL = 'all';
 
 /**
@@ -133,6 +138,16 @@ export class CellMappings {
     await this.listener?.stop();
   }
 
+  /** A summary without the API connection: `util.inspect` never shows its URL or password. */
+  [inspect.custom](): string {
+    return `CellMappings ${inspect(this.toJSON())}`;
+  }
+
+  /** The cache counters; no connection options. */
+  toJSON(): Record<string, unknown> {
+    return { cache: this.cacheStats() };
+  }
+
   /** Cache counters: hits, misses, queries run, size, invalidations and whether the listener is up. */
   cacheStats(): MappingCacheStats {
     return {
@@ -156,7 +171,7 @@ export class CellMappings {
    */
   async cellByName(name: string): Promise<CellMapping> {
     const key = nameArg(name, 'cell name');
-    const cell = await this.cache.get(`n:${key}`, async () => {
+    const cell = await this.lookup(`n:${key}`, async () => {
       const found = await this.manager.findOneBy(CellMapping, { name: key });
       if (found === null) throw new UnknownCellError(key);
       this.loaded(found);
@@ -182,7 +197,10 @@ export class CellMappings {
 
   /** Every cell, ordered by name; cell0 and disabled cells included unless excluded (cached). */
   async allCells(options: AllCellsOptions = {}): Promise<CellMapping[]> {
-    const cells = await this.cache.get(ALL, async () => {
+    const { includeCell0, includeDisabled } = objectArg(options, 'allCells options');
+    booleanArg(includeCell0, 'includeCell0');
+    booleanArg(includeDisabled, 'includeDisabled');
+    const cells = await this.lookup(ALL, async () => {
       const epoch = this.cache.currentEpoch;
       const found = await this.manager.find(CellMapping, { order: { name: 'ASC' } });
       for (const cell of found) {
@@ -195,8 +213,8 @@ export class CellMappings {
     const result: CellMapping[] = [];
     for (const c of cells) {
       if (
-        (options.includeCell0 !== false || c.uuid !== CELL0_UUID) &&
-        (options.includeDisabled !== false || !c.disabled)
+        (includeCell0 !== false || c.uuid !== CELL0_UUID) &&
+        (includeDisabled !== false || !c.disabled)
       ) {
         result.push(copyCell(c));
       }
@@ -217,7 +235,7 @@ export class CellMappings {
       const cached = this.cache.peek(`u:${cachedUuid}`);
       if (cached instanceof CellMapping) return copyCell(cached);
     }
-    const cellUuid = await this.cache.get(`i:${key}`, async () => {
+    const cellUuid = await this.lookup(`i:${key}`, async () => {
       const epoch = this.cache.currentEpoch;
       // A query builder without LIMIT: findOne with a relation costs two round trips.
       const mapping = await this.manager
@@ -237,10 +255,9 @@ export class CellMappings {
   /** The InstanceMapping of an instance, or null (not cached). */
   async instanceMapping(instanceUuid: string): Promise<InstanceMapping | null> {
     const key = uuidArg(instanceUuid, 'instance uuid');
-    return this.manager.findOne(InstanceMapping, {
-      where: { instanceUuid: key },
-      relations: { cell: true },
-    });
+    return this.manager
+      .findOne(InstanceMapping, { where: { instanceUuid: key }, relations: { cell: true } })
+      .catch(apiFailure);
   }
 
   /**
@@ -249,7 +266,7 @@ export class CellMappings {
    */
   async hostCell(host: string): Promise<CellMapping> {
     const key = nameArg(host, 'host');
-    const cellUuid = await this.cache.get(`h:${key}`, async () => {
+    const cellUuid = await this.lookup(`h:${key}`, async () => {
       const epoch = this.cache.currentEpoch;
       const mapping = await this.manager
         .createQueryBuilder(HostMapping, 'host')
@@ -274,6 +291,8 @@ export class CellMappings {
     const uuid = init.uuid === undefined ? randomUUID() : uuidArg(init.uuid, 'cell uuid');
     const name = nameArg(init.name, 'cell name');
     parseConnectionUrl(init.databaseConnection, `'${name}'`);
+    const transportUrl = optionalNameArg(init.transportUrl, 'transport URL', MAX_TRANSPORT_URL) ?? null;
+    const disabled = booleanArg(init.disabled, 'disabled', false);
     return this.unique(
       () =>
         this.write(async (tx) => {
@@ -281,8 +300,8 @@ export class CellMappings {
             uuid,
             name,
             databaseConnection: init.databaseConnection,
-            transportUrl: init.transportUrl ?? null,
-            disabled: init.disabled ?? false,
+            transportUrl,
+            disabled,
           });
           const saved = await tx.save(cell);
           return [saved, { kind: 'cell', uuid, names: [name], reconnect: false, deleted: false }];
@@ -297,6 +316,11 @@ export class CellMappings {
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
   async updateCell(uuidOrName: string, patch: CellMappingPatch): Promise<CellMapping> {
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
+      throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, transportUrl?, disabled? }.');
+    }
+    const transportUrl = optionalNameArg(patch.transportUrl, 'transport URL', MAX_TRANSPORT_URL);
+    const disabled = booleanArg(patch.disabled, 'disabled');
     let name: string | undefined;
     return this.unique(
       () =>
@@ -309,8 +333,8 @@ export class CellMappings {
             parseConnectionUrl(patch.databaseConnection, `'${cell.name}' (${cell.uuid})`);
             cell.databaseConnection = patch.databaseConnection;
           }
-          if (patch.transportUrl !== undefined) cell.transportUrl = patch.transportUrl;
-          if (patch.disabled !== undefined) cell.disabled = Boolean(patch.disabled);
+          if (transportUrl !== undefined) cell.transportUrl = transportUrl;
+          if (disabled !== undefined) cell.disabled = disabled;
           const saved = await tx.save(cell);
           const reconnect = saved.databaseConnection !== before.databaseConnection;
           return [
@@ -334,11 +358,12 @@ export class CellMappings {
    * @throws UnknownCellError; CellInUseError.
    */
   async deleteCell(uuidOrName: string, options: { force?: boolean } = {}): Promise<CellMapping> {
+    const force = booleanArg(objectArg(options, 'deleteCell options').force, 'force', false);
     return this.write(async (tx) => {
       const cell = await loadCell(tx, uuidOrName);
       const instances = await tx.countBy(InstanceMapping, { cellId: cell.id });
       const hosts = await tx.countBy(HostMapping, { cellId: cell.id });
-      if ((instances > 0 || hosts > 0) && !options.force) {
+      if ((instances > 0 || hosts > 0) && !force) {
         throw new CellInUseError(`'${cell.name}' (${cell.uuid})`, instances, hosts);
       }
       await tx.delete(InstanceMapping, { cellId: cell.id });
@@ -356,8 +381,11 @@ export class CellMappings {
    * @throws InvalidArgumentError; UnknownCellError; DuplicateMappingError when mapped concurrently.
    */
   async mapInstance(init: InstanceMappingInit): Promise<InstanceMapping> {
+    if (init === null || typeof init !== 'object')
+      throw new InvalidArgumentError('mapInstance needs { instanceUuid, cell, projectId }.');
     const instanceUuid = uuidArg(init.instanceUuid, 'instance uuid');
     const projectId = nameArg(init.projectId, 'project id');
+    const userId = optionalNameArg(init.userId, 'user id');
     const cellUuid = init.cell === null ? null : cellUuidOf(init.cell);
     return this.unique(
       () =>
@@ -366,7 +394,7 @@ export class CellMappings {
           const existing = await tx.findOneBy(InstanceMapping, { instanceUuid });
           const mapping = existing ?? tx.create(InstanceMapping, { instanceUuid, projectId });
           mapping.projectId = projectId;
-          mapping.userId = init.userId ?? mapping.userId ?? null;
+          mapping.userId = userId ?? mapping.userId ?? null;
           mapping.cell = cell;
           mapping.cellId = cell?.id ?? null;
           return [await tx.save(mapping), { kind: 'instance', uuid: instanceUuid }];
@@ -390,6 +418,7 @@ export class CellMappings {
   /** Marks an instance mapping queued for delete (or not). @throws UnknownInstanceError. */
   async setQueuedForDelete(instanceUuid: string, queued: boolean): Promise<void> {
     const key = uuidArg(instanceUuid, 'instance uuid');
+    if (typeof queued !== 'boolean') booleanArg(queued ?? null, 'queued');
     await this.write(async (tx) => {
       const result = await tx.update(
         InstanceMapping,
@@ -453,9 +482,14 @@ export class CellMappings {
     this.cache.invalidate(ALL);
   }
 
+  /** `cache.get`, with a failure of `load` passed through `apiFailure`. */
+  private lookup<T extends CachedValue>(key: string, load: () => Promise<T>): Promise<T> {
+    return this.cache.get(key, () => load().catch(apiFailure));
+  }
+
   /** The cached cell object itself (never handed out: callers get copies). */
   private sharedCellByUuid(uuid: string): Promise<CellMapping> {
-    return this.cache.get(`u:${uuid}`, async () => {
+    return this.lookup(`u:${uuid}`, async () => {
       const found = await this.manager.findOneBy(CellMapping, { uuid });
       if (found === null) throw new UnknownCellError(uuid);
       this.loaded(found);
@@ -478,15 +512,17 @@ export class CellMappings {
   private async write<T>(
     body: (tx: EntityManager) => Promise<[T, MappingChange | null]>,
   ): Promise<T> {
-    const [result, change] = await this.manager.transaction(async (tx) => {
-      const out = await body(tx);
-      if (out[1] !== null)
-        await tx.query('SELECT pg_notify($1, $2)', [
-          MAPPINGS_CHANNEL,
-          encodeChange(this.origin, out[1]),
-        ]);
-      return out;
-    });
+    const [result, change] = await this.manager
+      .transaction(async (tx) => {
+        const out = await body(tx);
+        if (out[1] !== null)
+          await tx.query('SELECT pg_notify($1, $2)', [
+            MAPPINGS_CHANNEL,
+            encodeChange(this.origin, out[1]),
+          ]);
+        return out;
+      })
+      .catch(apiFailure);
     if (change !== null) this.apply(change);
     return result;
   }
@@ -531,12 +567,21 @@ export class CellMappings {
         (error.driverError as { code?: string } | undefined)?.code === '23505'
       ) {
         throw new DuplicateMappingError(typeof message === 'string' ? message : message(), {
-          cause: error,
+          cause: maskErrorSecrets(error),
         });
       }
       throw error;
     }
   }
+}
+
+/**
+ * Rethrows a failed API-database query: CellUnreachableError naming the API database when it cannot
+ * be reached (not the driver's ECONNREFUSED), else the error itself, passwords masked in its text
+ * and query parameters.
+ */
+function apiFailure(error: unknown): never {
+  throw maskErrorSecrets(translateConnectionError(error, 'the API database'));
 }
 
 /** Reads a cell inside a write, uncached: by uuid, or by uuid then name as `cell()` does. */
@@ -569,19 +614,5 @@ function uuidArg(value: unknown, what: string): string {
     throw new InvalidArgumentError(`The ${what} must be a uuid, got ${shown}.`);
   }
   return value.toLowerCase();
-}
-
-function nameArg(value: unknown, what: string): string {
-  if (typeof value !== 'string' || value.trim() === '' || value.length > MAX_NAME) {
-    const shown = typeof value === 'string' ? `a string of length ${value.length}` : typeof value;
-    throw new InvalidArgumentError(
-      `The ${what} must be a non-empty string of at most ${MAX_NAME} characters, got ${shown}.`,
-    );
-  }
-  // PostgreSQL text cannot hold a NUL byte: the query would fail with a driver error instead.
-  if (value.includes('\u0000')) {
-    throw new InvalidArgumentError(`The ${what} must not contain a NUL byte.`);
-  }
-  return value;
 }
 // CRUD-READY

@@ -15,7 +15,7 @@ function mask(value: unknown): unknown {
 /**
  * Wraps the TypeORM logger of `dataSource` so that every query, parameter list and message it logs
  * has connection passwords masked: inserting a CellMapping with logging on would otherwise print
- * its database URL.
+ * its database URL. What the logger throws is ignored, so a broken logger fails no query.
  */
 export function maskDataSourceLogger(dataSource: DataSource): void {
   const { logging, logger, maxQueryExecutionTime } = dataSource.options;
@@ -27,7 +27,14 @@ export function maskDataSourceLogger(dataSource: DataSource): void {
     get(target, property, receiver) {
       const value = Reflect.get(target, property, receiver) as unknown;
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args.map(mask));
+      return (...args: unknown[]) => {
+        // A logger that throws must not fail the query it was told about.
+        try {
+          return (value as (...a: unknown[]) => unknown).apply(target, args.map(mask));
+        } catch {
+          return undefined;
+        }
+      };
     },
   }) as Logger;
   Object.defineProperty(dataSource, 'logger', { value: masked, configurable: true, writable: true });

@@ -116,7 +116,7 @@ export interface RegistryOptions {
   idleTimeoutMs: number;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
   open(key: string): Promise<OpenedCell>;
-  /** Receives lifecycle events for logging. */
+  /** Receives lifecycle events for logging; what it throws (or rejects with) is ignored. */
   onEvent?(event: RegistryEvent): void;
 }
 
@@ -150,6 +150,8 @@ export class DataSourceRegistry {
   private readonly counters = { hits: 0, misses: 0, evictions: 0, opened: 0, closed: 0, failedOpens: 0 };
 
   constructor(private readonly options: RegistryOptions) {
+    // Contained once here, so the state machine never depends on a user hook returning.
+    if (options.onEvent !== undefined) this.options = { ...options, onEvent: containHook(options.onEvent) };
     this.lru = new LRUCache<string, RegistryEntry>({
       max: options.maxOpen,
       // After the entry has left the cache (not `dispose`, which runs before): an 'evict' event's
@@ -342,4 +344,21 @@ export class DataSourceRegistry {
       else await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
+}
+
+/**
+ * `hook` wrapped so that a throw or a rejected promise from it is swallowed: a logger that fails
+ * must not fail the call, leave an evicted DataSource open or end the process.
+ */
+function containHook<A>(hook: (arg: A) => void): (arg: A) => void {
+  return (arg) => {
+    try {
+      const result = hook(arg) as unknown;
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+        (result as PromiseLike<unknown>).then(undefined, () => undefined);
+      }
+    } catch {
+      // Contained on purpose; see above.
+    }
+  };
 }

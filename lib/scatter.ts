@@ -48,16 +48,20 @@ export class RaisedError {
 
   /** The error's message with any password masked, safe to log or return to a client. */
   get message(): string {
-    return maskSecrets(this.error instanceof Error ? this.error.message : String(this.error));
+    return maskSecrets(
+      readSafely(() => (this.error instanceof Error ? this.error.message : String(this.error)), 'unprintable error'),
+    );
   }
 
   toJSON(): Record<string, unknown> {
-    const code = (this.error as { code?: unknown } | null)?.code;
+    // `fn` may throw anything, even an object whose getters or toString throw: never rethrow here.
+    const code = readSafely(() => (this.error as { code?: unknown } | null)?.code, undefined);
+    const name = readSafely(() => (this.error instanceof Error ? this.error.name : typeof this.error), 'unknown');
     return {
       cellUuid: this.cellUuid,
       cellName: this.cellName,
       error: {
-        name: this.error instanceof Error ? this.error.name : typeof this.error,
+        name: typeof name === 'string' ? name : 'unknown',
         ...(typeof code === 'string' ? { code } : {}),
         message: this.message,
       },
@@ -66,6 +70,14 @@ export class RaisedError {
 
   [inspect.custom](): string {
     return `RaisedError ${inspect(this.toJSON(), { depth: 3 })}`;
+  }
+}
+
+function readSafely<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
   }
 }
 
@@ -98,9 +110,13 @@ export function scatterGather<T>(
     throw new InvalidArgumentError('scatterGather needs an array of cells or cell uuids.');
   if (typeof fn !== 'function')
     throw new InvalidArgumentError('scatterGather needs a function to run in each cell.');
+  if (options === null || typeof options !== 'object')
+    throw new InvalidArgumentError('scatterGather options must be an object.');
   const timeoutMs = positive(options.timeoutMs, 'timeoutMs', MAX_TIMER_MS) ?? DEFAULT_TIMEOUT_MS;
   const concurrency = positive(options.concurrency, 'concurrency', Infinity) ?? Infinity;
   const { signal } = options;
+  if (signal !== undefined && !isAbortSignal(signal))
+    throw new InvalidArgumentError('scatterGather signal must be an AbortSignal.');
   // Validate every ref before running anything; a cell listed twice runs once.
   const cells = new Map<string, CellRef>();
   for (const ref of refs) {
@@ -182,6 +198,18 @@ export function scatterGather<T>(
     signal?.addEventListener('abort', onAbort, { once: true });
     launch();
   });
+}
+
+/** Duck-typed, not `instanceof`: a signal may come from another realm (a vm sandbox, a test runner). */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  const signal = value as Partial<AbortSignal> | null;
+  return (
+    typeof signal === 'object' &&
+    signal !== null &&
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  );
 }
 
 function positive(value: number | undefined, name: string, max: number): number | undefined {

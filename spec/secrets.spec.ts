@@ -69,6 +69,24 @@ describe('connection secrets', () => {
     }
   });
 
+  it('keeps the connection URLs of open cells only in memory', async () => {
+    const cells = await new Cells({ api: world.api.url, entities: [Widget], maxOpenCells: 1, poolSize: 1 }).initialize();
+    const kept = (): string[] => [...(cells as unknown as { cellConnections: Map<string, string> }).cellConnections.keys()];
+    try {
+      const widgets = cells.getRepository(Widget);
+      for (const { mapping } of world.cells) {
+        await targetCell(mapping, () => widgets.count());
+        expect(kept()).toEqual([mapping.uuid]);
+      }
+      cells.evictCell(world.cells[1]!.mapping.uuid);
+      expect(kept()).toEqual([]);
+      await targetCell(world.cells[0]!.mapping, () => widgets.count());
+    } finally {
+      await cells.destroy();
+    }
+    expect(kept()).toEqual([]);
+  });
+
   it('keeps the context free of URLs and passwords', async () => {
     const cell = world.cells[1]!.mapping;
     await targetCell(cell, async () => {
@@ -114,6 +132,65 @@ describe('connection secrets', () => {
     capture(inspect(error, { depth: 8 }));
     expect(inspect(error, { depth: 8 })).not.toContain(SENTINEL);
     await cells.destroy();
+  });
+
+  describe('masks passwords that URLs and texts make awkward', () => {
+    // Each password's parts are distinct tokens: none of them may survive masking.
+    const hostile: Array<[string, string[]]> = [
+      ['a raw @', ['Pa1x', 'Pa2x']],
+      ['raw @ and :', ['Pb1x', 'Pb2x', 'Pb3x']],
+      ['raw /', ['Pc1x', 'Pc2x']],
+      ['a %-escaped @', ['Pd1x', 'Pd2x']],
+      ['unicode', ['Pé1x', '密码2x', '🔑3x']],
+    ];
+    const joiners: Record<string, (parts: string[]) => string> = {
+      'a raw @': (p) => p.join('@'),
+      'raw @ and :': (p) => `${p[0]}@${p[1]}:${p[2]}`,
+      'raw /': (p) => p.join('/'),
+      'a %-escaped @': (p) => p.join('%40'),
+      unicode: (p) => p.join(''),
+    };
+    const forms: Array<[string, (url: string) => string]> = [
+      ['alone', (url) => url],
+      ['in a sentence', (url) => `could not connect to ${url} (retrying)`],
+      ['in a TypeORM parameter list', (url) => `-- PARAMETERS: ${JSON.stringify(['c1', url, null, false])}`],
+      ['in JSON beside another URL', (url) => JSON.stringify({ a: url, b: 'amqp://g:x@mq:5672/', c: 'x@y' })],
+      ['in quotes', (url) => `url '${url}' refused`],
+    ];
+    it.each(hostile.flatMap(([what, parts]) => forms.map(([form, wrap]) => [what, form, parts, wrap] as const)))(
+      'holding %s, %s',
+      (what, _form, parts, wrap) => {
+        const url = `postgres://cells_user:${joiners[what]!(parts)}@db.example:5432/cell1`;
+        const masked = maskSecrets(wrap(url));
+        for (const part of parts) expect(masked).not.toContain(part);
+        expect(masked).toContain('***@');
+        capture(masked);
+      },
+    );
+
+    it('in libpq keywords, inspect output and JSON', () => {
+      for (const text of [
+        `host=h password='Kw1x \\' Kw2x' dbname=d`,
+        `{ password: 'Kw1x, Kw2x', host: 'h' }`,
+        JSON.stringify({ password: 'Kw1x" Kw2x', host: 'h' }),
+      ]) {
+        const masked = maskSecrets(text);
+        expect(masked).not.toContain('Kw1x');
+        expect(masked).not.toContain('Kw2x');
+      }
+    });
+
+    it('leaves URLs without a password as they are', () => {
+      for (const text of ['postgres://u@h:5432/db', 'postgres://h:5432/db', 'see admin@example.com']) {
+        expect(maskSecrets(text)).toBe(text);
+      }
+    });
+
+    it('in linear time on hostile input', () => {
+      const started = Date.now();
+      maskSecrets(`${'a'.repeat(1 << 20)}${'postgres://u:'.repeat(1000)}${'@'.repeat(1 << 16)}`);
+      expect(Date.now() - started).toBeLessThan(1000);
+    });
   });
 
   it('masks passwords in any text', () => {

@@ -25,11 +25,17 @@ export function requestContext(): RequestHandler {
     const requestIdHeader = req.get('x-request-id');
     const requestId = requestIdHeader !== undefined && REQUEST_ID.test(requestIdHeader) ? requestIdHeader : undefined;
     const projectId = req.get('x-project-id') ?? DEFAULT_PROJECT;
+    // Checked before the context takes it (RequestContext refuses it too), so the 400 names the header.
+    const badProject = projectId.trim() === '' || projectId.length > MAX_PROJECT_ID;
     const roles = (req.get('x-roles') ?? '').split(',').map((role) => role.trim().toLowerCase());
-    const ctx = new RequestContext({ projectId, isAdmin: roles.includes('admin'), ...(requestId ? { requestId } : {}) });
+    const ctx = new RequestContext({
+      projectId: badProject ? null : projectId,
+      isAdmin: roles.includes('admin'),
+      ...(requestId ? { requestId } : {}),
+    });
     res.setHeader('x-request-id', ctx.requestId);
     runWithContext(ctx, () => {
-      if (projectId.trim() === '' || projectId.length > MAX_PROJECT_ID) {
+      if (badProject) {
         next(new HttpError(400, 'BAD_PROJECT_ID', `x-project-id must be 1-${MAX_PROJECT_ID} characters.`));
         return;
       }

@@ -14,6 +14,7 @@ import {
 import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from '../support/cells';
 import { assertCliBuilt, createCliProject, runCli, type CliProject } from '../support/cli';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
+import { startForwarder } from '../support/forwarder';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import {
@@ -193,6 +194,35 @@ async function strikeWhileInUse(
         .mappings.deleteCell(cell.uuid, { force: true })
         .catch(() => undefined);
     await db.drop();
+  }
+}
+
+/**
+ * Runs `call` on a second Cells whose API database is reached through a forwarder, after mapping
+ * an instance it never looked up and cutting the forwarder (the API server refuses connections).
+ * The outcome must name the API database, not be the driver's ECONNREFUSED.
+ */
+async function duringApiOutage(
+  call: (cells: Cells, instanceUuid: string) => Promise<unknown>,
+): Promise<Outcome> {
+  const forwarder = await startForwarder(world.api.url);
+  const cells = await new Cells({
+    api: { url: forwarder.url(world.api.url), poolSize: 2 },
+    entities: [Widget],
+    connectTimeoutMs: 2000,
+  }).initialize();
+  try {
+    const instanceUuid = randomUUID();
+    await lib().mappings.mapInstance({ instanceUuid, cell: cellA(), projectId: 'p1' });
+    await forwarder.cut();
+    const outcome = await outcomeOf(() => call(cells, instanceUuid));
+    if (outcome.kind === 'thrown' && outcome.error instanceof CellsError) {
+      check(/the API database/.test(outcome.error.message), `names the API database: ${outcome.error.message}`);
+    }
+    return outcome;
+  } finally {
+    await forwarder.close();
+    await withTimeout(cells.destroy(), 10_000, 'destroy() during the outage');
   }
 }
 
@@ -580,6 +610,323 @@ const cases: Case[] = [
     name: 'api: new Cells with cellDataSourceOptions that are a string',
     contract: INVALID,
     run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: 'logging' }))),
+  },
+  {
+    name: 'api: new Cells with maxOpenCells 1e9 (heap exhaustion)',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ maxOpenCells: 1e9 }))),
+  },
+  {
+    name: 'api: new Cells with maxOpenCells 2**32 (RangeError)',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ maxOpenCells: 2 ** 32 }))),
+  },
+  {
+    name: 'api: new Cells with maxOpenCells one over its maximum',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ maxOpenCells: 10_001 }))),
+  },
+  {
+    name: 'api: new Cells with maxOpenCells at its maximum',
+    contract: { ok: true },
+    run: () => api(() => new Cells(cellsOptions({ maxOpenCells: 10_000 })).destroy()),
+  },
+  {
+    name: 'api: new Cells with maxOpenCells Infinity',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ maxOpenCells: Infinity }))),
+  },
+  {
+    name: 'api: new Cells with poolSize 1e9',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ poolSize: 1e9 }))),
+  },
+  {
+    name: 'api: new Cells with idleTimeoutMs over the timer limit',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ idleTimeoutMs: 2 ** 31 }))),
+  },
+  {
+    name: 'api: new Cells with connectTimeoutMs 1e12',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ connectTimeoutMs: 1e12 }))),
+  },
+  {
+    name: 'api: new Cells with mappingCache.max 1e9',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ mappingCache: { max: 1e9 } }))),
+  },
+  {
+    name: 'api: new Cells with mappingCache.ttlMs over the timer limit',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ mappingCache: { ttlMs: 2 ** 31 } }))),
+  },
+  {
+    name: "api: new Cells with migrateApi 'false'",
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ migrateApi: 'false' }))),
+  },
+  ...(
+    [
+      ['url', () => cellUrl()],
+      ['host', () => '127.0.0.1'],
+      ['port', () => 5432],
+      ['username', () => 'postgres'],
+      ['password', () => 'secret'],
+      ['database', () => 'postgres'],
+      ['replication', () => ({ master: { url: cellUrl() }, slaves: [] })],
+      ['ssl', () => true],
+    ] as Array<[string, () => unknown]>
+  ).map(
+    ([field, value]): Case => ({
+      name: `api: new Cells refuses cellDataSourceOptions.${field}`,
+      contract: INVALID,
+      run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: { [field]: value() } }))),
+    }),
+  ),
+  ...['connectionString', 'host', 'password', 'user', 'database'].map(
+    (field): Case => ({
+      name: `api: new Cells refuses cellDataSourceOptions.extra.${field}`,
+      contract: INVALID,
+      run: () =>
+        api(
+          () => new Cells(cellsOptions({ cellDataSourceOptions: { extra: { [field]: cellUrl() } } })),
+        ),
+    }),
+  ),
+  {
+    name: 'api: new Cells keeps cellDataSourceOptions without connection fields',
+    contract: { ok: true },
+    run: () =>
+      api(() =>
+        new Cells(
+          cellsOptions({ cellDataSourceOptions: { logging: false, extra: { application_name: 'x' } } }),
+        ).destroy(),
+      ),
+  },
+  // String booleans and other wrongly typed arguments: nothing may be written.
+  {
+    name: "api: RequestContext refuses isAdmin 'false'",
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ isAdmin: 'false' as never })),
+  },
+  {
+    name: "api: createCell refuses disabled 'false'",
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().mappings.createCell({
+          name: `sb-${randomBytes(3).toString('hex')}`,
+          databaseConnection: cellUrl(),
+          disabled: 'false' as never,
+        }),
+      ),
+  },
+  {
+    name: "api: updateCell refuses disabled 'false' and leaves the cell enabled",
+    contract: INVALID,
+    run: async () => {
+      const outcome = await api(() =>
+        lib().mappings.updateCell(cellA().uuid, { disabled: 'false' as never }),
+      );
+      check(!(await lib().mappings.cellByUuid(cellA().uuid)).disabled, 'the cell is still enabled');
+      return outcome;
+    },
+  },
+  {
+    name: "api: deleteCell refuses force 'no' and deletes nothing",
+    contract: INVALID,
+    run: () => api(() => lib().mappings.deleteCell(cellA().uuid, { force: 'no' as never })),
+  },
+  {
+    name: "api: setQueuedForDelete refuses 'false'",
+    contract: INVALID,
+    run: () =>
+      api(() => lib().mappings.setQueuedForDelete(randomUUID(), 'false' as never)),
+  },
+  {
+    name: "api: allCells refuses includeCell0 'false'",
+    contract: INVALID,
+    run: () => api(() => lib().mappings.allCells({ includeCell0: 'false' as never })),
+  },
+  {
+    name: "api: scatterGatherAll refuses includeDisabled 'no'",
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().scatterGatherAll(async () => 1, { includeDisabled: 'no' as never }),
+      ),
+  },
+  // Null and wrongly shaped arguments.
+  {
+    name: 'api: new RequestContext(null)',
+    contract: INVALID,
+    run: () => api(() => new RequestContext(null as never)),
+  },
+  {
+    name: "api: new RequestContext('cell1')",
+    contract: INVALID,
+    run: () => api(() => new RequestContext('cell1' as never)),
+  },
+  {
+    name: 'api: updateCell(x, null) writes nothing',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.updateCell(cellA().uuid, null as never)),
+  },
+  {
+    name: 'api: deleteCell(x, null) deletes nothing',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.deleteCell(cellA().uuid, null as never)),
+  },
+  {
+    name: 'api: mapInstance(null)',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.mapInstance(null as never)),
+  },
+  {
+    name: 'api: allCells(null)',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.allCells(null as never)),
+  },
+  {
+    name: 'api: scatterGather with null options',
+    contract: INVALID,
+    run: () => api(() => lib().scatterGather([cellA()], async () => 1, null as never)),
+  },
+  {
+    name: 'api: scatterGather with a signal that is not an AbortSignal',
+    contract: INVALID,
+    run: () =>
+      api(() => lib().scatterGather([cellA()], async () => 1, { signal: {} as never })),
+  },
+  {
+    name: "api: scatterGather with the signal 'abort'",
+    contract: INVALID,
+    run: () =>
+      api(() => lib().scatterGather([cellA()], async () => 1, { signal: 'abort' as never })),
+  },
+  // User ids, request ids and names PostgreSQL would not store as given.
+  {
+    name: 'api: RequestContext refuses a userId of 256 characters',
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ userId: 'u'.repeat(256) })),
+  },
+  {
+    name: 'api: RequestContext refuses a userId with a NUL byte',
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ userId: 'u\u0000' })),
+  },
+  {
+    name: 'api: RequestContext refuses a numeric userId',
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ userId: 42 as never })),
+  },
+  {
+    name: 'api: RequestContext refuses a requestId of 1 MB',
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ requestId: 'r'.repeat(MB) })),
+  },
+  {
+    name: 'api: RequestContext refuses a projectId with a lone surrogate',
+    contract: INVALID,
+    run: () => api(() => new RequestContext({ projectId: 'p\uD800' })),
+  },
+  {
+    name: 'api: mapInstance refuses a userId of 256 characters',
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().mappings.mapInstance({
+          instanceUuid: randomUUID(),
+          cell: cellA(),
+          projectId: 'p1',
+          userId: 'u'.repeat(256),
+        }),
+      ),
+  },
+  {
+    name: 'api: mapInstance refuses a userId with a NUL byte',
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().mappings.mapInstance({
+          instanceUuid: randomUUID(),
+          cell: cellA(),
+          projectId: 'p1',
+          userId: 'u\u0000',
+        }),
+      ),
+  },
+  {
+    name: 'api: mapInstance stores a userId of 255 characters',
+    contract: { ok: true },
+    run: () =>
+      api(async () => {
+        const instanceUuid = randomUUID();
+        await lib().mappings.mapInstance({
+          instanceUuid,
+          cell: cellA(),
+          projectId: 'p1',
+          userId: 'u'.repeat(255),
+        });
+        const stored = await lib().mappings.instanceMapping(instanceUuid);
+        check(stored?.userId === 'u'.repeat(255), 'the user id round-trips');
+      }),
+  },
+  {
+    name: 'api: createCell refuses a name with a lone surrogate',
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().mappings.createCell({ name: `lone-\uD83D-${randomBytes(2).toString('hex')}`, databaseConnection: cellUrl() }),
+      ),
+  },
+  {
+    name: 'api: updateCell refuses a name with a lone low surrogate',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.updateCell(cellA().uuid, { name: '\uDC00' })),
+  },
+  {
+    name: 'api: mapHost refuses a host with a lone surrogate',
+    contract: INVALID,
+    run: () => api(() => lib().mappings.mapHost('host-\uD800', cellA())),
+  },
+  {
+    name: 'api: createCell refuses a numeric transport URL',
+    contract: INVALID,
+    run: () =>
+      api(() =>
+        lib().mappings.createCell({
+          name: `tu-${randomBytes(3).toString('hex')}`,
+          databaseConnection: cellUrl(),
+          transportUrl: 42 as never,
+        }),
+      ),
+  },
+  {
+    name: 'api: updateCell refuses a transport URL with a NUL byte',
+    contract: INVALID,
+    run: () =>
+      api(() => lib().mappings.updateCell(cellA().uuid, { transportUrl: 'amqp://mq/\u0000' })),
+  },
+  // The API database goes away.
+  {
+    name: 'api: targetInstanceCell of an uncached instance during an API database outage',
+    contract: { error: 'CELLS_CELL_UNREACHABLE' },
+    run: () => duringApiOutage((cells, instanceUuid) => cells.targetInstanceCell(instanceUuid, () => 1)),
+  },
+  {
+    name: 'api: cellByName during an API database outage',
+    contract: { error: 'CELLS_CELL_UNREACHABLE' },
+    run: () => duringApiOutage((cells) => cells.mappings.cellByName(cellA().name)),
+  },
+  {
+    name: 'api: mapInstance during an API database outage',
+    contract: { error: 'CELLS_CELL_UNREACHABLE' },
+    run: () =>
+      duringApiOutage((cells) =>
+        cells.mappings.mapInstance({ instanceUuid: randomUUID(), cell: cellA(), projectId: 'p1' }),
+      ),
   },
   // A cell that goes away under running calls.
   {

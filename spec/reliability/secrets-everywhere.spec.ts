@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import request from 'supertest';
 import {
+  CellMapping,
   Cells,
   RequestContext,
+  getContext,
   runWithContext,
   targetCell,
-  type CellMapping,
   type CellsLogEvent,
 } from '../../lib';
 import { migrateCellDatabase, widgetFor } from '../support/cells';
@@ -50,6 +51,15 @@ function captureError(error: unknown): void {
     json = '(not serialisable)';
   }
   capture(String(error), e?.stack ?? '', inspect(error, { depth: 8 }), json);
+}
+
+/** JSON of `value`, or a marker when it cannot be serialised (cycles). */
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? 'undefined';
+  } catch {
+    return '(not serialisable)';
+  }
 }
 
 async function caught(fn: () => unknown): Promise<unknown> {
@@ -156,6 +166,54 @@ describe('the library', () => {
     capture(JSON.stringify(ctx), String(ctx), inspect(ctx));
     await runWithContext(ctx, async () => capture(inspect(ctx), lib!.stats()));
     expect(JSON.stringify(one)).toContain(':***@');
+  });
+
+  it('shows no public object with its password, at any inspect depth and with showHidden', async () => {
+    const cells = lib!;
+    const widgets = cells.getRepository(Widget);
+    const apiCells = cells.getRepository(CellMapping, 'api');
+    const cell = libCells[0]!;
+    const instanceUuid = randomUUID();
+    await cells.mappings.mapInstance({ instanceUuid, cell, projectId: 'p-sec' });
+    await cells.mappings.mapHost('sec-host', cell);
+    const duplicate = await caught(() =>
+      cells.mappings.createCell({ name: cell.name, databaseConnection: cell.databaseConnection }),
+    );
+    expect(duplicate).toMatchObject({ code: 'CELLS_DUPLICATE_MAPPING' });
+    const gathered = await cells.scatterGather(libCells, async () => {
+      throw new Error(`cannot copy from ${cell.databaseConnection}`);
+    });
+    const objects: Array<[string, unknown]> = [
+      ['cells', cells],
+      ['a routed repository', widgets],
+      ['an API repository', apiCells],
+      ['cells.mappings', cells.mappings],
+      ['the registry', (cells as unknown as { registry: unknown }).registry],
+      ['a CellMapping', await cells.mappings.cellByUuid(cell.uuid)],
+      ['CellMappings of allCells', await cells.mappings.allCells()],
+      ['a CellMapping read through the API repository', await apiCells.findOneBy({ uuid: cell.uuid })],
+      ['an InstanceMapping', await cells.mappings.instanceMapping(instanceUuid)],
+      ['the cell of a host', await cells.mappings.hostCell('sec-host')],
+      ['a DuplicateMappingError', duplicate],
+      ['a scatter-gather result', gathered],
+      ['the request context', await targetCell(cell, () => getContext())],
+      ['stats', cells.stats()],
+      ['cache stats', cells.mappings.cacheStats()],
+    ];
+    const leaking: string[] = [];
+    for (const [what, object] of objects) {
+      const shown = {
+        'inspect at depth Infinity with showHidden': inspect(object, { depth: Infinity, showHidden: true }),
+        inspect: inspect(object),
+        String: String(object),
+        JSON: safeJson(object),
+      };
+      capture(...Object.values(shown));
+      for (const [how, text] of Object.entries(shown)) {
+        if (text.includes(role.password)) leaking.push(`${what} (${how})`);
+      }
+    }
+    expect(leaking).toEqual([]);
   });
 
   it('shows every connection failure without the password', async () => {

@@ -1,0 +1,69 @@
+import { InvalidArgumentError } from './errors';
+
+/** Longest name, host, project or user id accepted: the width of their API-database columns. */
+export const MAX_NAME = 255;
+/** A UTF-16 surrogate without its pair: PostgreSQL would store U+FFFD instead of what was given. */
+const LONE_SURROGATE = /\p{Cs}/u;
+const NOT_BLANK = /\S/;
+
+/**
+ * `value` when it is a non-empty string of at most `max` characters that PostgreSQL stores as
+ * given: no NUL byte (text cannot hold one) and no lone surrogate (stored as U+FFFD, so the value
+ * would no longer be found by what was passed).
+ * @throws InvalidArgumentError otherwise; the message names `what`, never echoes the value.
+ */
+export function nameArg(value: unknown, what: string, max = MAX_NAME): string {
+  // Regex tests, not trim(): RequestContext.clone() runs this on every targeted call; no allocation.
+  if (typeof value !== 'string' || value.length > max || !NOT_BLANK.test(value)) {
+    const shown = typeof value === 'string' ? `a string of length ${value.length}` : describeType(value);
+    throw new InvalidArgumentError(
+      `The ${what} must be a non-empty string of at most ${max} characters, got ${shown}.`,
+    );
+  }
+  if (value.includes('\u0000')) throw new InvalidArgumentError(`The ${what} must not contain a NUL byte.`);
+  if (LONE_SURROGATE.test(value)) {
+    throw new InvalidArgumentError(`The ${what} must be well-formed unicode: it holds a lone surrogate.`);
+  }
+  return value;
+}
+
+/** `nameArg`, or `null` for null; `undefined` stays undefined (not given). */
+export function optionalNameArg(value: unknown, what: string, max = MAX_NAME): string | null | undefined {
+  return value === undefined || value === null ? value : nameArg(value, what, max);
+}
+
+/**
+ * `value` when it is a boolean, `fallback` when it is undefined. A string such as `'false'` or
+ * `'no'` is refused, not read as truthy.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function booleanArg(value: unknown, what: string, fallback: boolean): boolean;
+export function booleanArg(value: unknown, what: string): boolean | undefined;
+export function booleanArg(value: unknown, what: string, fallback?: boolean): boolean | undefined {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    const hint = typeof value === 'string' ? ` (a string such as 'false' is not read as a boolean)` : '';
+    throw new InvalidArgumentError(`${what} must be true or false, got ${describeType(value)}${hint}.`);
+  }
+  return value;
+}
+
+/**
+ * `value` when it is a plain object (not null, not an array), `{}` when it is undefined.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function objectArg<T extends object>(value: T | undefined, what: string): T | Partial<T> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidArgumentError(`${what} must be an object, got ${describeType(value)}.`);
+  }
+  return value;
+}
+
+/** How a message names a value's type without echoing it: `'a string'`, `'null'`, `'an array'`. */
+export function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return `a string of length ${value.length}`;
+  return typeof value;
+}

@@ -1,0 +1,64 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+
+/** A TCP forwarder in front of a PostgreSQL server, to take a database away without touching it. */
+export interface Forwarder {
+  /** `url` with its host and port replaced by the forwarder's. */
+  url(url: string): string;
+  /**
+   * An outage: drops every forwarded connection and stops listening, so new connections are
+   * refused (ECONNREFUSED) until `restore()`.
+   */
+  cut(): Promise<void>;
+  /** Listens again on the same port. */
+  restore(): Promise<void>;
+  /** Cuts and leaves it cut. */
+  close(): Promise<void>;
+}
+
+/** Starts forwarding a free loopback port to `target`'s host and port. */
+export async function startForwarder(target: string): Promise<Forwarder> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  let listenPort = 0;
+  const listen = async (): Promise<void> => {
+    const next = createServer((client) => {
+      const upstream = connect(Number(port || 5432), hostname.replace(/^\[(.*)\]$/, '$1'));
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      next.once('error', reject);
+      next.listen(listenPort, '127.0.0.1', () => resolve());
+    });
+    listenPort = (next.address() as { port: number }).port;
+    server = next;
+  };
+  const cut = async (): Promise<void> => {
+    const current = server;
+    server = undefined;
+    for (const socket of sockets) socket.destroy();
+    if (current) await new Promise<void>((resolve) => current.close(() => resolve()));
+  };
+  await listen();
+  return {
+    url(url) {
+      const parsed = new URL(url);
+      parsed.hostname = '127.0.0.1';
+      parsed.port = String(listenPort);
+      return parsed.toString();
+    },
+    cut,
+    restore: listen,
+    close: cut,
+  };
+}
