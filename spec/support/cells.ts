@@ -14,6 +14,8 @@ export interface TestCell {
 /** An API database with cells mapped in it, and a `Cells` instance routing over them. */
 export interface CellWorld {
   api: TestDatabase;
+  /** The default main database, with `withMain`. */
+  main?: TestDatabase;
   cells: TestCell[];
   lib: Cells;
   /** Destroys `lib` and drops every database of the world. */
@@ -65,8 +67,9 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
   const cells: TestCell[] = [];
   const extra: TestDatabase[] = [];
   let lib: Cells | undefined;
+  let main: TestDatabase | undefined;
   try {
-    const main = options.withMain ? await createTestDatabase(`${label}_main`) : undefined;
+    main = options.withMain ? await createTestDatabase(`${label}_main`) : undefined;
     if (main) {
       extra.push(main);
       await migrateCellDatabase(main.url, options.cellMigrations);
@@ -100,6 +103,7 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
   const ready = lib;
   return {
     api,
+    ...(main ? { main } : {}),
     cells,
     lib: ready,
     async destroy() {
