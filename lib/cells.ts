@@ -524,7 +524,7 @@ export class Cells implements RepositoryRouter {
     if (ctx !== undefined) {
       // A call of a running transaction joins it (also while destroy() waits for it to finish).
       const joined = this.joinedTransaction(ctx, db === 'api' ? kApiTransaction : kMainTransaction);
-      if (joined !== undefined) return joined;
+      if (joined !== undefined) return joined.whenFree();
     }
     if (this.state !== 'ready' && !(this.state === 'destroying' && this.inRunningTransaction(ctx))) {
       throw this.notReady();

@@ -114,11 +114,15 @@ export function guardedPoolOptions(
 }
 
 /** What the guard uses of pg-pool's Pool (TypeORM's `driver.master`). */
+type ConnectCallback = (error: Error | undefined, client: PoolClient | undefined, release: (error?: unknown) => void) => void;
+
 interface GuardedPool {
   readonly totalCount: number;
   readonly idleCount: number;
   readonly options: { max: number };
-  connect(cb: (error: Error | undefined, client: PoolClient | undefined, release: (error?: unknown) => void) => void): void;
+  /** pg-pool's waiters (private): each holds the callback given to connect(). */
+  readonly _pendingQueue?: Array<{ callback: unknown }>;
+  connect(cb: ConnectCallback): void;
 }
 
 type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
@@ -145,7 +149,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let giveUp = (): void => undefined;
-      pool.connect((error, client, release) => {
+      const onConnect: ConnectCallback = (error, client, release) => {
         if (settled) {
           // The caller gave up waiting: hand the connection straight back.
           if (error === undefined && client !== undefined) release();
@@ -156,7 +160,8 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         signal?.removeEventListener('abort', giveUp);
         if (error !== undefined || client === undefined) return reject(error);
         resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
-      });
+      };
+      pool.connect(onConnect);
       if (!mayQueue) return;
       const started = performance.now();
       giveUp = (): void => {
@@ -164,6 +169,12 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
+        // Leave pg-pool's queue too: an abandoned waiter would be handed each freed connection and
+        // hand it back at once, recursively for thousands of them (a stack overflow), and the
+        // queue would only grow while the pool stays saturated.
+        const queue = pool._pendingQueue;
+        const index = queue?.findIndex((item) => item.callback === onConnect) ?? -1;
+        if (index >= 0) queue!.splice(index, 1);
         reject(new CellBusyError(label(), pool.options.max, Math.round(performance.now() - started)));
       };
       if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);

@@ -155,15 +155,18 @@ async function executeRouted(
   if (routing === undefined) return original.apply(shared, args);
   const ctx = currentContext();
   const mode = ctx?.readDeleted ?? 'no';
+  // The copy is taken now, before any await: the execution uses the builder as it was when called,
+  // whatever is set on it afterwards (a plain TypeORM builder builds its SQL synchronously too).
+  const copy = new Base(shared);
+  copyBuilderState(shared, copy);
+  const ownRunnerGiven = shared.queryRunner !== undefined;
   const route = await routing.router.route(routing.db, ctx);
   let keepLease = false;
   try {
     const manager = route.manager;
-    const copy = new Base(shared);
-    copyBuilderState(shared, copy);
     bindTo(copy, manager.dataSource);
     // A query runner given by the caller (createQueryBuilder(alias, runner), setQueryRunner) wins.
-    if (shared.queryRunner === undefined) copy.queryRunner = manager.queryRunner;
+    if (!ownRunnerGiven) copy.queryRunner = manager.queryRunner;
     if (mode !== 'no' && READS.has(name)) {
       const main = copy.expressionMap.mainAlias;
       const path = main?.hasMetadata ? deleteDatePath(main.metadata) : undefined;

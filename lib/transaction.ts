@@ -21,6 +21,8 @@ export class TransactionRoute implements Route, ActiveTransaction {
   readonly manager: EntityManager;
   /** Ends when the previous nested transaction of this level has finished. */
   private tail: Promise<void> = Promise.resolve();
+  /** Nested transactions of this level queued or running. */
+  private nestedCount = 0;
   private ended = false;
 
   constructor(
@@ -34,6 +36,16 @@ export class TransactionRoute implements Route, ActiveTransaction {
   }
 
   release(): void {}
+
+  /**
+   * This route once no nested transaction of this level is queued or open: a statement of this
+   * level run while a savepoint is open would be undone with it when it rolls back, so it waits
+   * for the savepoints started before it.
+   */
+  whenFree(): this | Promise<this> {
+    if (this.nestedCount === 0) return this;
+    return this.tail.then(() => this.whenFree());
+  }
 
   /**
    * True until the transaction's callback has settled: work that runs later (a timer, a bound
@@ -62,6 +74,7 @@ export class TransactionRoute implements Route, ActiveTransaction {
     const previous = this.tail;
     let done!: () => void;
     this.tail = new Promise<void>((resolve) => (done = resolve));
+    this.nestedCount++;
     try {
       await previous;
       const runner = this.queryRunner;
@@ -86,6 +99,7 @@ export class TransactionRoute implements Route, ActiveTransaction {
     } catch (error) {
       throw translateConnectionError(error, this.label, this.queryRunner);
     } finally {
+      this.nestedCount--;
       done();
     }
   }

@@ -217,7 +217,7 @@ async function duringApiOutage(
     await forwarder.cut();
     const outcome = await outcomeOf(() => call(cells, instanceUuid));
     if (outcome.kind === 'thrown' && outcome.error instanceof CellsError) {
-      check(/the API database/.test(outcome.error.message), `names the API database: ${outcome.error.message}`);
+      check(/the API database/i.test(outcome.error.message), `names the API database: ${outcome.error.message}`);
     }
     return outcome;
   } finally {
