@@ -10,7 +10,7 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { booleanArg } from './arguments';
+import { booleanArg, objectArg } from './arguments';
 import { messageOf } from './connection-errors';
 import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
@@ -514,7 +514,7 @@ export class Cells implements RepositoryRouter {
    */
   async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
     if (this.state !== 'ready') throw this.notReady();
-    const { includeCell0, includeDisabled, ...gather } = options;
+    const { includeCell0, includeDisabled, ...gather } = objectArg(options, 'scatterGatherAll options');
     const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
     return this.scatterGather(cells, fn, gather);
   }

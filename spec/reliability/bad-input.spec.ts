@@ -13,7 +13,7 @@ import {
 } from '../../lib';
 import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from '../support/cells';
 import { assertCliBuilt, createCliProject, runCli, type CliProject } from '../support/cli';
-import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
+import { createTestDatabase, rowsIn, testServerUrl, type TestDatabase } from '../support/databases';
 import { startForwarder } from '../support/forwarder';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
@@ -756,6 +756,16 @@ const cases: Case[] = [
       api(() =>
         lib().scatterGatherAll(async () => 1, { includeDisabled: 'no' as never }),
       ),
+  },
+  {
+    name: 'api: scatterGatherAll with null options',
+    contract: INVALID,
+    run: () => api(() => lib().scatterGatherAll(async () => 1, null as never)),
+  },
+  {
+    name: 'api: destroy() with a negative timeoutMs',
+    contract: INVALID,
+    run: () => api(() => new Cells({ api: testServerUrl(), entities: [] }).destroy({ timeoutMs: -1 })),
   },
   // Null and wrongly shaped arguments.
   {
