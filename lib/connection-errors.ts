@@ -1,4 +1,3 @@
-import type { EventEmitter } from 'node:events';
 import {
   QueryFailedError,
   QueryRunnerAlreadyReleasedError,
@@ -45,38 +44,15 @@ export function isConnectionError(error: unknown): boolean {
 /** The code of the error a pool's client fails a query with once its deadline passed. @internal */
 export const QUERY_DEADLINE_CODE = 'CELLS_QUERY_DEADLINE';
 
-/** The connection failures of transactions' query runners, recorded by `watchConnectionLoss`. */
-const lostConnections = new WeakMap<QueryRunner, unknown>();
-
 /**
  * Where the pg clients of the library's pools record the first connection error they receive
- * (connection-pool.ts), whenever it arrives: also between a transaction's statements, before any
- * watcher was attached. @internal
+ * (connection-pool.ts), whenever it arrives: also between a transaction's statements. @internal
  */
 export const kLostError = Symbol('typeorm-cells.lostError');
 
-/** The connection error recorded for `queryRunner`, by a watcher or by its pg client. */
+/** The connection error the pg client of `queryRunner` recorded, if any. */
 function lossOf(queryRunner: QueryRunner | undefined): unknown {
-  if (queryRunner === undefined) return undefined;
-  const client = (queryRunner as { databaseConnection?: { [kLostError]?: unknown } }).databaseConnection;
-  return lostConnections.get(queryRunner) ?? client?.[kLostError];
-}
-
-/**
- * Records a connection failure of a transaction's `queryRunner` until the returned function is
- * called. TypeORM releases a query runner whose connection fails, so the transaction's next
- * statements, savepoints and COMMIT throw its "already released" errors instead of a connection
- * error; `translateConnectionError` reads those as CellUnreachableError once a loss is recorded.
- */
-export function watchConnectionLoss(queryRunner: QueryRunner | undefined): () => void {
-  // PostgresQueryRunner's connection: the pg client it holds for the whole transaction.
-  const connection = (queryRunner as { databaseConnection?: EventEmitter } | undefined)?.databaseConnection;
-  if (queryRunner === undefined || typeof connection?.on !== 'function') return () => undefined;
-  const onError = (error: unknown): void => {
-    if (!lostConnections.has(queryRunner)) lostConnections.set(queryRunner, error);
-  };
-  connection.on('error', onError);
-  return () => connection.removeListener('error', onError);
+  return (queryRunner as { databaseConnection?: { [kLostError]?: unknown } } | undefined)?.databaseConnection?.[kLostError];
 }
 
 /**

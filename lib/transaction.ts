@@ -1,6 +1,6 @@
 import type { EntityManager, QueryRunner } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
-import { translateConnectionError, watchConnectionLoss } from './connection-errors';
+import { translateConnectionError } from './connection-errors';
 import { runInternal, type ActiveTransaction, type RequestContext } from './context';
 import type { Route } from './registry';
 
@@ -77,25 +77,9 @@ export class TransactionRoute implements Route, ActiveTransaction {
     this.nestedCount++;
     try {
       await previous;
-      const runner = this.queryRunner;
-      await runner.startTransaction();
-      const inner = new TransactionRoute(this.owner, this.key, this.label, runner, this);
-      try {
-        let value: T;
-        try {
-          value = await runInNewContext(ctx, slot, inner, () => fn(runner.manager));
-        } finally {
-          inner.ended = true;
-        }
-        await inner.drain();
-        await runner.commitTransaction();
-        return value;
-      } catch (error) {
-        await inner.drain();
-        // The savepoint is rolled back; the enclosing transaction goes on (and may commit).
-        if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
-        throw error;
-      }
+      await this.queryRunner.startTransaction();
+      // A rolled-back savepoint leaves the enclosing transaction going on (it may commit).
+      return await new TransactionRoute(this.owner, this.key, this.label, this.queryRunner, this).run(ctx, slot, fn);
     } catch (error) {
       throw translateConnectionError(error, this.label, this.queryRunner);
     } finally {
@@ -104,14 +88,29 @@ export class TransactionRoute implements Route, ActiveTransaction {
     }
   }
 
-  /** Waits for the nested transactions started on this level to finish. */
-  drain(): Promise<void> {
-    return this.tail;
-  }
-
-  /** Marks the transaction ended: later calls of its context route outside it. */
-  end(): void {
-    this.ended = true;
+  /**
+   * Runs the callback of this (started) transaction or savepoint in a copy of `ctx` whose `slot`
+   * holds it; then, once its queued nested transactions have finished (savepoints still running
+   * would otherwise be committed half-done), commits it, or rolls it back if anything threw.
+   */
+  async run<T>(ctx: RequestContext, slot: TransactionSlot, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+    const runner = this.queryRunner;
+    try {
+      let value: T;
+      try {
+        value = await runInNewContext(ctx, slot, this, () => fn(runner.manager));
+      } finally {
+        // Work that runs from now on routes outside this transaction.
+        this.ended = true;
+      }
+      await this.tail;
+      await runner.commitTransaction();
+      return value;
+    } catch (error) {
+      await this.tail;
+      if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
+      throw error;
+    }
   }
 }
 
@@ -131,34 +130,14 @@ export async function runTransaction<T>(
   fn: (manager: EntityManager) => Promise<T>,
 ): Promise<T> {
   const runner = route.manager.dataSource.createQueryRunner();
-  const tx = new TransactionRoute(owner, key, route.label, runner);
-  let unwatch = (): void => undefined;
   try {
     await runner.startTransaction(isolation);
-    // A lost connection makes TypeORM release the runner: later statements then fail typed.
-    unwatch = watchConnectionLoss(runner);
-    try {
-      let value: T;
-      try {
-        value = await runInNewContext(ctx, slot, tx, () => fn(runner.manager));
-      } finally {
-        // Work that runs from now on routes outside the transaction.
-        tx.end();
-      }
-      // Savepoints still running would otherwise be committed half-done.
-      await tx.drain();
-      await runner.commitTransaction();
-      return value;
-    } catch (error) {
-      await tx.drain();
-      if (runner.isTransactionActive && !runner.isReleased) await runner.rollbackTransaction().catch(() => undefined);
-      throw error;
-    }
+    // A lost connection makes TypeORM release the runner; its pg client recorded the loss
+    // (connection-pool.ts), so later statements fail typed.
+    return await new TransactionRoute(owner, key, route.label, runner).run(ctx, slot, fn);
   } catch (error) {
     throw translateConnectionError(error, route.label, runner);
   } finally {
-    tx.end();
-    unwatch();
     // The pool guard destroys the connection if it is still inside a transaction.
     await runner.release();
   }
