@@ -2,6 +2,20 @@ import { InvalidArgumentError } from './errors';
 
 /** Longest name, host, project or user id accepted: the width of their API-database columns. */
 export const MAX_NAME = 255;
+
+/** Node fires a timer set for longer than this (2^31 - 1 ms, about 24.8 days) at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Checks an optional integer option or argument against its documented range.
+ * @throws InvalidArgumentError when `value` is not an integer from `min` to `max`.
+ */
+export function integerArg(value: number | undefined, name: string, min: number, max: number): void {
+  if (value === undefined) return;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value).slice(0, 20)}.`);
+  }
+}
 /** A UTF-16 surrogate without its pair: PostgreSQL would store U+FFFD instead of what was given. */
 const LONE_SURROGATE = /\p{Cs}/u;
 const NOT_BLANK = /\S/;

@@ -10,7 +10,7 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { booleanArg, objectArg } from './arguments';
+import { MAX_TIMER_MS, booleanArg, integerArg, objectArg } from './arguments';
 import { messageOf } from './connection-errors';
 import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
@@ -679,15 +679,15 @@ function validateOptions(options: CellsOptions): CellsOptions {
   if (options.entities === undefined) throw new InvalidArgumentError(`The 'entities' option (cell entities) is required.`);
   // Upper bounds too: lru-cache allocates `max` slots up front (1e9 exhausted the heap, 2**32 threw
   // a RangeError), and Node fires a timer longer than MAX_TIMER_MS at once.
-  positiveInteger(options.maxOpenCells, 'maxOpenCells', 1, MAX_OPEN_CELLS);
-  positiveInteger(options.poolSize, 'poolSize', 1, MAX_POOL_SIZE);
-  positiveInteger(options.idleTimeoutMs, 'idleTimeoutMs', 0, MAX_TIMER_MS);
-  positiveInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_TIMER_MS);
-  positiveInteger(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
-  positiveInteger(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
-  positiveInteger(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
-  positiveInteger(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
-  positiveInteger(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
+  integerArg(options.maxOpenCells, 'maxOpenCells', 1, MAX_OPEN_CELLS);
+  integerArg(options.poolSize, 'poolSize', 1, MAX_POOL_SIZE);
+  integerArg(options.idleTimeoutMs, 'idleTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_TIMER_MS);
+  integerArg(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
+  integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
   booleanArg(options.migrateApi, 'migrateApi');
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.
@@ -707,9 +707,7 @@ function validateOptions(options: CellsOptions): CellsOptions {
 
 function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {
   const value = options?.timeoutMs;
-  if (value !== undefined && (!Number.isInteger(value) || value < 0 || value > 2_147_483_647)) {
-    throw new InvalidArgumentError(`destroy({ timeoutMs }) must be an integer from 0 to 2147483647, got ${String(value).slice(0, 20)}.`);
-  }
+  integerArg(value, 'destroy({ timeoutMs })', 0, MAX_TIMER_MS);
   return value ?? configured ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
 }
 
@@ -720,8 +718,6 @@ function sleep(ms: number): Promise<void> {
 const MAX_OPEN_CELLS = 10_000;
 const MAX_POOL_SIZE = 1_000;
 const MAX_MAPPING_CACHE = 1_000_000;
-/** Node fires a timer set for longer than this (about 24.8 days) at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 /** Fields of `cellDataSourceOptions` that would connect every cell to one database, or are ignored. */
 const CELL_FIELDS_REFUSED = [
   'url', 'host', 'port', 'username', 'password', 'database', 'replication', 'ssl', 'type', 'name',
@@ -743,9 +739,3 @@ function refuseFields(value: unknown, fields: readonly string[], where: string):
   }
 }
 
-function positiveInteger(value: number | undefined, name: string, min: number, max: number): void {
-  if (value === undefined) return;
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value).slice(0, 20)}.`);
-  }
-}

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { EntityManager } from 'typeorm';
-import { booleanArg, describeType, nameArg, optionalNameArg } from './arguments';
+import { MAX_TIMER_MS, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
@@ -30,8 +30,6 @@ export interface RequestContextInit {
   queryTimeoutMs?: number | null;
 }
 
-/** Largest deadline a timer can hold (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** A transaction open in a context; routed repositories of the same database join it. @internal */
 export interface ActiveTransaction {
@@ -116,9 +114,7 @@ export class RequestContext {
 
   /** @throws InvalidArgumentError unless an integer from 0 to 2147483647, or null. */
   set queryTimeoutMs(ms: number | null) {
-    if (ms !== null && (!Number.isInteger(ms) || ms < 0 || ms > MAX_TIMEOUT_MS)) {
-      throw new InvalidArgumentError(`queryTimeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}, or null, got ${describe(ms)}.`);
-    }
+    if (ms !== null) integerArg(ms, 'queryTimeoutMs', 0, MAX_TIMER_MS);
     this.#queryTimeoutMs = ms;
   }
 

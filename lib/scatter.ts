@@ -1,5 +1,6 @@
 import { inspect } from 'node:util';
 import { CellMapping } from '../entities/CellMapping';
+import { MAX_TIMER_MS } from './arguments';
 import { maskSecrets } from './connection-url';
 import { cellUuidOf, currentContext, kCallSignal, targetCell, type CellRef } from './context';
 import { InvalidArgumentError, ScatterGatherAbortedError } from './errors';
@@ -93,8 +94,6 @@ export function isCellFailure(value: unknown): value is DidNotRespond | RaisedEr
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
-/** setTimeout fires at once for longer delays. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Runs `fn` in each cell in parallel (up to `concurrency`) and gathers the results by the deadline.
