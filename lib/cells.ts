@@ -626,10 +626,7 @@ export class Cells implements RepositoryRouter {
       current.clear();
     }
     for (const [uuid, connection] of this.cellConnections) {
-      if (current.get(uuid) !== connection) {
-        this.cellConnections.delete(uuid);
-        this.retireCell(uuid);
-      }
+      if (current.get(uuid) !== connection) this.retireCell(uuid);
     }
   }
 
