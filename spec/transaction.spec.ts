@@ -6,7 +6,7 @@ import {
   setTargetCell,
   targetCell,
 } from '../lib';
-import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
+import { createCellWorld, widgetFor, widgetRowsIn, type CellWorld } from './support/cells';
 import { rowsIn } from './support/databases';
 import { Widget } from './support/widget';
 
@@ -19,8 +19,7 @@ afterAll(async () => {
 });
 
 const cell = (i: number) => world.cells[i]!;
-const countIn = async (i: number, uuid: string | undefined) =>
-  (await rowsIn(cell(i).db.url, 'SELECT 1 FROM widgets WHERE uuid = $1', [uuid])).length;
+const countIn = (i: number, uuid: string | undefined) => widgetRowsIn(cell(i).db.url, uuid);
 
 describe('cells.transaction', () => {
   it('commits writes of routed repositories joined without a manager', async () => {

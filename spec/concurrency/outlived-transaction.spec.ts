@@ -1,8 +1,7 @@
 import { EventEmitter, once } from 'node:events';
 import { getContext, setTargetCell, targetCell, type CellMapping } from '../../lib';
 import { sleep } from '../reliability/support-load';
-import { createCellWorld, widgetFor, type CellWorld } from '../support/cells';
-import { rowsIn } from '../support/databases';
+import { createCellWorld, widgetFor, widgetRowsIn, type CellWorld } from '../support/cells';
 import { expectNoConnectionInTransaction } from '../support/pg-activity';
 import { Widget } from '../support/widget';
 
@@ -21,8 +20,7 @@ afterAll(async () => {
 
 const cell = (i: number): CellMapping => world.cells[i]!.mapping;
 const widgets = () => world.lib.getRepository(Widget);
-const countIn = async (i: number, uuid: string) =>
-  (await rowsIn(world.cells[i]!.db.url, 'SELECT 1 FROM widgets WHERE uuid = $1', [uuid])).length;
+const countIn = (i: number, uuid: string | undefined) => widgetRowsIn(world.cells[i]!.db.url, uuid);
 
 /** Runs `fn` from a timer `ms` after now; the returned promise settles with it. */
 function later<T>(ms: number, fn: () => Promise<T>): Promise<T> {

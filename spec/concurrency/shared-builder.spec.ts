@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { targetCell, type CellMapping } from '../../lib';
 import { sleep } from '../reliability/support-load';
-import { createCellWorld, widgetFor, type CellWorld } from '../support/cells';
+import { createCellWorld, widgetFor, widgetRowsIn, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
 import { expectNoConnectionInTransaction } from '../support/pg-activity';
 import { Widget } from '../support/widget';
@@ -49,8 +49,7 @@ const summary = (rows: Widget[]) =>
 const seedsOf = (mapping: CellMapping, ...own: string[]) =>
   [...Array.from({ length: SEEDS_PER_CELL }, () => `${mapping.uuid}/seed`), ...own.map((n) => `${mapping.uuid}/${n}`)].sort();
 
-const countIn = async (i: number, uuid: string) =>
-  (await rowsIn(world.cells[i]!.db.url, 'SELECT 1 FROM widgets WHERE uuid = $1', [uuid])).length;
+const countIn = (i: number, uuid: string | undefined) => widgetRowsIn(world.cells[i]!.db.url, uuid);
 
 /** A short account of what went wrong: how many, and the first few. */
 const firstFew = (problems: string[]) =>

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { DataSource, type MigrationInterface } from 'typeorm';
 import { Cells, CellMapping, type CellsOptions } from '../../lib';
-import { createTestDatabase, type TestDatabase } from './databases';
+import { createTestDatabase, rowsIn, type TestDatabase } from './databases';
 import { CreateWidgets1764072100000, Widget } from './widget';
 
 /** A cell of a test world: its database and its mapping in the API database. */
@@ -111,6 +111,11 @@ export async function createCellWorld(label: string, options: CellWorldOptions =
       await Promise.all([api, ...extra, ...cells.map((c) => c.db)].map((db) => db.drop()));
     },
   };
+}
+
+/** How many widget rows with `uuid` the database at `url` holds (0 or 1), read with a plain pg client. */
+export async function widgetRowsIn(url: string, uuid: string | undefined): Promise<number> {
+  return (await rowsIn(url, 'SELECT 1 FROM widgets WHERE uuid = $1', [uuid])).length;
 }
 
 /** A widget row meant for `cellUuid`. */
