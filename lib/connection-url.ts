@@ -10,14 +10,24 @@ export interface ConnectionParts {
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
 }
 
+/** `scheme://user:`: where a URL's password would start. */
+const URL_PASSWORD_START = /\b[a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:/gi;
 /**
- * `scheme://user:` and what follows up to whitespace or an unescaped double quote (the end of a
- * JSON string). The password runs to the last `@` in that stretch, not the first: a password may
- * hold a raw `@`, `:` or `/`. Bounded repetitions keep it linear on hostile input.
+ * `password=...` (libpq keywords, also `PGPASSWORD=`), `password: '...'` (inspect) and
+ * `"password":"..."` (JSON). A quoted value runs to its closing quote (backslash escapes kept); an
+ * unquoted one, as in libpq, to whitespace (or `;` and `}`, which end it in other connection-string
+ * and object syntaxes), and a `"` belongs to it unless it closes a JSON string around the keyword.
  */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:)((?:\\.|[^\s"\\])*)/gi;
-/** `password=...` (libpq keywords), `password: '...'` (inspect) and `"password":"..."` (JSON). */
-const KEYWORD_PASSWORD = /(\bpassword["']?\s*[:=]\s*)("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[^\s,;}]+)/gi;
+const KEYWORD_PASSWORD =
+  /(\b(?:pg)?password["']?\s*[:=]\s*)("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|(?:\\.|[^\s\\;}"]|"(?=[^\s,;}\]"]))+)/gi;
+/** How far past `scheme://user:` a password with a raw space or quote is looked for. */
+const MAX_SPACED_PASSWORD = 256;
+/** What follows a URL's password: `@host:port` or `@host/path` (or `?query`). */
+const URL_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?::\d{1,5}(?:[/?#]|$)|[/?#])/i;
+/** What follows a URL's password, at the least: `@host`. */
+const HOST_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?:[:/?#]|$)/i;
+/** A first token after `scheme://name:` that says it was `host:port...`, not a password. */
+const HOST_PORT_REST = /^(?:\d{1,5}$|[^@]*[/?#\]])/;
 /** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
 const MAX_URL_LENGTH = 8192;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
@@ -26,20 +36,72 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 /**
  * Replaces every password found in `text` (URL user-info, `password=` keywords, `password:` fields)
  * with `***`. Applied to every message, log line and CLI output that could carry a connection
- * string. Passwords may hold `@`, `:`, `/`, percent-escapes and any unicode; a raw space or double
- * quote ends a URL in free text, so a password holding one must be percent-encoded (as the URL
- * parser does) to be masked here. When unsure where a password ends, it masks more, never less.
+ * string. Passwords may hold `@`, `:`, `/`, percent-escapes, any unicode, and a raw space or double
+ * quote (a URL in free text then runs on to the next `@` that a host follows). When unsure where a
+ * password ends, it masks more, never less; text holding no URL user-info and no password keyword
+ * is returned unchanged.
  */
 export function maskSecrets(text: string): string {
-  return text
-    .replace(URL_USERINFO, (match, prefix: string, rest: string) => {
-      const at = rest.lastIndexOf('@');
-      // No '@': `scheme://host:port/...`, no password.
-      return at < 0 ? match : `${prefix}***${rest.slice(at)}`;
-    })
-    .replace(KEYWORD_PASSWORD, (_match, key: string, value: string) =>
-      value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`,
-    );
+  let masked = '';
+  let from = 0;
+  URL_PASSWORD_START.lastIndex = 0;
+  for (let match = URL_PASSWORD_START.exec(text); match !== null; match = URL_PASSWORD_START.exec(text)) {
+    const start = match.index + match[0].length;
+    const { at, scanned } = urlPasswordEnd(text, start);
+    if (at >= 0) {
+      masked += `${text.slice(from, start)}***`;
+      from = at;
+    }
+    // Linear time: what was scanned is not scanned again for another URL.
+    URL_PASSWORD_START.lastIndex = Math.max(at, scanned);
+  }
+  masked += text.slice(from);
+  return masked.replace(KEYWORD_PASSWORD, (_match, key: string, value: string) =>
+    value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`,
+  );
+}
+
+/**
+ * Where the password of a URL whose user-info starts at `start` ends (`at`: the index of the `@`
+ * after it, or -1 when the URL has none), and the end of its first token (`scanned`). Text is cut
+ * into tokens at whitespace and unescaped double quotes (which end a URL in free text and JSON).
+ * A password may hold a raw `@`, so it runs to the last `@` of its token; it may hold a raw space
+ * or quote, so it runs on over later tokens of the line when the first token has no `@` (unless
+ * that token is `port/path`: no password) or when its `@` is followed by a bare word while a later
+ * token's is followed by `host:port` or `host/path`.
+ */
+function urlPasswordEnd(text: string, start: number): { at: number; scanned: number } {
+  const first = nextToken(text, start, text.length);
+  const scanned = first.end;
+  if (first.lastAt >= 0 && URL_REST.test(text.slice(first.lastAt, first.end))) return { at: first.lastAt, scanned };
+  if (first.lastAt < 0 && HOST_PORT_REST.test(first.text)) return { at: -1, scanned };
+  const limit = Math.min(text.length, start + MAX_SPACED_PASSWORD);
+  for (let token = first; token.end < limit && text[token.end] !== '\n'; ) {
+    token = nextToken(text, token.end + 1, limit);
+    if (token.text.includes('://')) break;
+    if (token.lastAt < 0) continue;
+    const rest = text.slice(token.lastAt, token.end);
+    if (URL_REST.test(rest) || (first.lastAt < 0 && HOST_REST.test(rest))) return { at: token.lastAt, scanned };
+    break;
+  }
+  return { at: first.lastAt, scanned };
+}
+
+/** The token of `text` from `start` (to whitespace or an unescaped `"`, before `limit`) and its last `@`. */
+function nextToken(text: string, start: number, limit: number): { end: number; lastAt: number; text: string } {
+  let end = start;
+  let lastAt = -1;
+  while (end < limit) {
+    const char = text[end]!;
+    if (char === '\\') end += 2;
+    else if (char === '"' || /\s/.test(char)) break;
+    else {
+      if (char === '@') lastAt = end;
+      end++;
+    }
+  }
+  end = Math.min(end, limit);
+  return { end, lastAt, text: text.slice(start, end) };
 }
 
 /**

@@ -142,6 +142,9 @@ describe('connection secrets', () => {
       ['raw /', ['Pc1x', 'Pc2x']],
       ['a %-escaped @', ['Pd1x', 'Pd2x']],
       ['unicode', ['Pé1x', '密码2x', '🔑3x']],
+      ['a raw space', ['Pf1x', 'Pf2x']],
+      ['a raw "', ['Pg1x', 'Pg2x']],
+      ['raw spaces, quotes and @', ['Ph1x', 'Ph2x', 'Ph3x', 'Ph4x']],
     ];
     const joiners: Record<string, (parts: string[]) => string> = {
       'a raw @': (p) => p.join('@'),
@@ -149,6 +152,9 @@ describe('connection secrets', () => {
       'raw /': (p) => p.join('/'),
       'a %-escaped @': (p) => p.join('%40'),
       unicode: (p) => p.join(''),
+      'a raw space': (p) => p.join(' '),
+      'a raw "': (p) => p.join('"'),
+      'raw spaces, quotes and @': (p) => `${p[0]}@${p[1]} ${p[2]}"${p[3]}`,
     };
     const forms: Array<[string, (url: string) => string]> = [
       ['alone', (url) => url],
@@ -171,8 +177,14 @@ describe('connection secrets', () => {
     it('in libpq keywords, inspect output and JSON', () => {
       for (const text of [
         `host=h password='Kw1x \\' Kw2x' dbname=d`,
+        `host=h password = 'Kw1x Kw2x' dbname=d`,
+        `host=h password=Kw1x"Kw2x dbname=d`,
+        `host=h password=Kw1x,Kw2x dbname=d`,
+        `PGPASSWORD=Kw1x,Kw2x psql -h h`,
         `{ password: 'Kw1x, Kw2x', host: 'h' }`,
         JSON.stringify({ password: 'Kw1x" Kw2x', host: 'h' }),
+        JSON.stringify({ Password: 'Kw1x Kw2x' }),
+        `-- PARAMETERS: ${JSON.stringify(['password=Kw1x"Kw2x', "host=h password='Kw1x Kw2x'"])}`,
       ]) {
         const masked = maskSecrets(text);
         expect(masked).not.toContain('Kw1x');
@@ -186,9 +198,41 @@ describe('connection secrets', () => {
       }
     });
 
+    it('leaves ordinary messages that hold URLs, addresses and quotes as they are', () => {
+      for (const text of [
+        'connect postgres://u@h:5432/db failed for "bob@example.com"',
+        'GET http://localhost:3000/health ok; alert ops@example.com or "admin@example.com"',
+        'postgres://[::1]:5432/db is down, ask dba@example.com/oncall',
+        'postgres://h:5432/db then x@y.com:8080/z',
+        JSON.stringify({ url: 'postgres://u@h:5432/db', mail: 'a b@example.com', note: 'say "hi"' }),
+        'password authentication failed for user "bob"',
+        'cell "c1" at postgres://h:5432/db: 3 rows, owner carol@example.com',
+      ]) {
+        expect(maskSecrets(text)).toBe(text);
+      }
+    });
+
+    it('masks only the password of a URL followed by other text on its line', () => {
+      expect(maskSecrets('postgres://u:Pi1x@h/db failed for bob@example.com (user "x y@z")')).toBe(
+        'postgres://u:***@h/db failed for bob@example.com (user "x y@z")',
+      );
+      expect(maskSecrets('postgres://u:Pi1x Pi2x@h:5432/db failed for bob@example.com')).toBe(
+        'postgres://u:***@h:5432/db failed for bob@example.com',
+      );
+      expect(maskSecrets('postgres://u:Pi1x@localhost failed; mail bob@example.com')).toBe(
+        'postgres://u:***@localhost failed; mail bob@example.com',
+      );
+      expect(maskSecrets(`["postgres://u:Pi1x\\"Pi2x@h/db","x@y",{"password":"Pi3x Pi4x"}]`)).toBe(
+        `["postgres://u:***@h/db","x@y",{"password":"***"}]`,
+      );
+    });
+
     it('in linear time on hostile input', () => {
       const started = Date.now();
       maskSecrets(`${'a'.repeat(1 << 20)}${'postgres://u:'.repeat(1000)}${'@'.repeat(1 << 16)}`);
+      maskSecrets(`${'postgres://u:'.repeat(80_000)}${'x'.repeat(1 << 20)}`);
+      maskSecrets('postgres://u:x '.repeat(80_000));
+      maskSecrets(`password=${'"x'.repeat(1 << 19)}`);
       expect(Date.now() - started).toBeLessThan(1000);
     });
   });

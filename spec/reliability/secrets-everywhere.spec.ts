@@ -216,6 +216,31 @@ describe('the library', () => {
     expect(leaking).toEqual([]);
   });
 
+  it('shows a password holding a raw space or double quote nowhere, logged or thrown', async () => {
+    // The URL parser accepts both raw; TypeORM then logs the INSERT's parameters with them raw.
+    const port = await closedPort();
+    const widgets = lib!.getRepository(Widget);
+    for (const [i, password] of [`${role.password} x`, `${role.password}"x`, `x ${role.password}"y@z`].entries()) {
+      const dead = await lib!.mappings.createCell({
+        name: `sec-raw-${i}`,
+        databaseConnection: `postgres://${role.name}:${password}@127.0.0.1:${port}/nowhere`,
+      });
+      capture(inspect(dead, { depth: Infinity, showHidden: true }), JSON.stringify(dead));
+      expect(await caught(() => targetCell(dead, () => widgets.count()))).toMatchObject({
+        code: 'CELLS_CELL_UNREACHABLE',
+      });
+      for (const url of [`mysql://u:${password}@h/db`, `postgres://u:${password}@h`]) {
+        expect(
+          await caught(() => lib!.mappings.createCell({ name: `sec-raw-bad-${i}`, databaseConnection: url })),
+        ).toMatchObject({ code: 'CELLS_BAD_CONNECTION_URL' });
+      }
+      // A duplicate name fails the INSERT, whose error carries the URL among its parameters.
+      await caught(() =>
+        lib!.mappings.createCell({ name: `sec-raw-${i}`, databaseConnection: `postgres://u:${password}@h/db` }),
+      );
+    }
+  });
+
   it('shows every connection failure without the password', async () => {
     const port = await closedPort();
     const dead = await lib!.mappings.createCell({
