@@ -410,6 +410,11 @@ export class Cells implements RepositoryRouter {
     }
   }
 
+  /** @internal */
+  transactionManager(db: DatabaseSelector): EntityManager | undefined {
+    return this.joinedTransaction(currentContext(), db === 'api' ? kApiTransaction : kMainTransaction)?.manager;
+  }
+
   /** The running transaction of `ctx` on the database of `slot` opened by this Cells, if any. */
   private joinedTransaction(ctx: RequestContext | undefined, slot: typeof kMainTransaction | typeof kApiTransaction): TransactionRoute | undefined {
     const tx = ctx?.[slot];

@@ -22,6 +22,11 @@ export interface RepositoryRouter extends Router {
    * `destroy()` has begun: metadata-only methods never need one).
    */
   metadataManager(db: DatabaseSelector): EntityManager;
+  /**
+   * The manager of the transaction on `db` that the current context's calls join, if any; known
+   * at once, also while a nested transaction is queued or open (a routed call then waits its turn).
+   */
+  transactionManager(db: DatabaseSelector): EntityManager | undefined;
 }
 
 /** Repository methods that run queries; each is routed at call time and holds a lease while running. */
@@ -53,8 +58,14 @@ class RoutedRepository<T extends ObjectLiteral> {
     private readonly db: DatabaseSelector,
   ) {}
 
-  /** The manager of the database the current context routes to; synchronous only when it is open. */
+  /**
+   * Inside `cells.transaction`, the transaction's manager (at every stage of it); otherwise the
+   * manager of the database the current context routes to, or a metadata-only manager while that
+   * database is not open.
+   */
   get manager(): EntityManager {
+    const joined = this.router.transactionManager(this.db);
+    if (joined !== undefined) return joined;
     const route = this.router.route(this.db);
     if (route instanceof Promise) {
       route.then((r) => r.release(), () => undefined);
