@@ -50,9 +50,23 @@ export const QUERY_DEADLINE_CODE = 'CELLS_QUERY_DEADLINE';
  */
 export const kLostError = Symbol('typeorm-cells.lostError');
 
-/** The connection error the pg client of `queryRunner` recorded, if any. */
-function lossOf(queryRunner: QueryRunner | undefined): unknown {
-  return (queryRunner as { databaseConnection?: { [kLostError]?: unknown } } | undefined)?.databaseConnection?.[kLostError];
+/** The connection error the pg client of `queryRunner` recorded, if any. @internal */
+export function lossOf(queryRunner: QueryRunner | undefined): unknown {
+  return clientOf(queryRunner)?.[kLostError];
+}
+
+/**
+ * Records `error` as the loss of `queryRunner`'s connection, for an error the pg client reported
+ * to its running query rather than as an `'error'` event: its pool then destroys the connection
+ * on release instead of handing it to the next call. @internal
+ */
+export function markLost(queryRunner: QueryRunner | undefined, error: unknown): void {
+  const client = clientOf(queryRunner);
+  if (client !== undefined) client[kLostError] ??= error;
+}
+
+function clientOf(queryRunner: QueryRunner | undefined): { [kLostError]?: unknown } | undefined {
+  return (queryRunner as { databaseConnection?: { [kLostError]?: unknown } } | undefined)?.databaseConnection;
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   type QueryRunner,
 } from 'typeorm';
 import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBuilder';
-import { translateConnectionError } from './connection-errors';
+import { isConnectionError, lossOf, markLost, maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { currentContext } from './context';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
 import type { Route } from './registry';
@@ -185,6 +185,7 @@ async function executeRouted(
       throw error;
     }
     keepLease = true;
+    typeStreamErrors(stream, route.label, copy.queryRunner!);
     let done = false;
     const finish = (): void => {
       if (done) return;
@@ -201,6 +202,33 @@ async function executeRouted(
   } finally {
     if (!keepLease) route.release();
   }
+}
+
+/** What typeStreamErrors replaces of a Readable: its protected `_destroy`. */
+type DestroyHook = (error: Error | null, callback: (error?: Error | null) => void) => void;
+
+/**
+ * Makes the errors of a routed `stream` typed and masked like every other call's: a lost
+ * connection reaches its consumer as CellUnreachableError (QueryTimeoutError when a deadline closed
+ * it), never as the raw pg error. A stream fails by destroying itself, and pg-query-stream then
+ * closes its cursor and waits for the server's answer: on a lost connection none ever comes, so
+ * the consumer would wait for ever. Such a stream fails at once instead, and its connection is
+ * marked lost so that its pool destroys it.
+ */
+function typeStreamErrors(stream: Readable, label: string, queryRunner: QueryRunner): void {
+  const readable = stream as unknown as { _destroy: DestroyHook };
+  const closeCursor = readable._destroy.bind(stream);
+  const typed = (error: Error | null | undefined): Error | null | undefined =>
+    error == null ? error : (maskErrorSecrets(translateConnectionError(error, label, queryRunner)) as Error);
+  readable._destroy = (error, callback) => {
+    if (error !== null && (isConnectionError(error) || lossOf(queryRunner) !== undefined)) {
+      // Before the release (on 'close'): the connection must leave its pool, not serve a next call.
+      markLost(queryRunner, error);
+      callback(typed(error));
+      return;
+    }
+    closeCursor(error, (closeError) => callback(typed(closeError ?? error)));
+  };
 }
 
 /** Points a builder copy (and its expression map and joins) at `dataSource`. */
