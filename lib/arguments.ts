@@ -1,5 +1,8 @@
 import { InvalidArgumentError } from './errors';
 
+/** A uuid in its canonical textual form, in either case. */
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Longest name, host, project or user id accepted: the width of their API-database columns. */
 export const MAX_NAME = 255;
 

@@ -10,7 +10,7 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
-import { MAX_TIMER_MS, booleanArg, integerArg, objectArg } from './arguments';
+import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
 import { messageOf } from './connection-errors';
 import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
 import { parseConnectionUrl } from './connection-url';
@@ -110,14 +110,25 @@ export interface CellsOptions {
    */
   acquireTimeoutMs?: number;
   /**
-   * Deadline of each statement sent to a cell (or the API or main database), in ms; a routed
-   * call's context may override it (`RequestContext.queryTimeoutMs`). A statement that passes it
+   * Deadline of each statement sent to a cell (or the API or main database), in ms; a cell's
+   * entry in `cellQueryTimeoutMs` overrides it, and a routed call's context overrides both
+   * (`RequestContext.queryTimeoutMs`). A statement that passes it
    * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
    * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
    * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
    * above any statement a request should run, yet finite. From 0 to 2147483647.
    */
   queryTimeoutMs?: number;
+  /**
+   * Per-cell deadlines overriding `queryTimeoutMs` for the statements sent to those cells, in ms:
+   * `{ reporting: 300000, '2f0c7e4a-...': 2000 }`. Keys are cell names or cell uuids (a key shaped
+   * as a uuid is a uuid, in any case); when both name a cell, its uuid wins. The deadline of a
+   * statement is the first set of: the context's `RequestContext.queryTimeoutMs` (per call), this
+   * (per cell), `queryTimeoutMs` (per Cells). Read when the cell's DataSource opens: a renamed cell
+   * keeps its deadline until it is reopened (`evictCell`). Each value from 0 (none) to 2147483647.
+   * Default: none.
+   */
+  cellQueryTimeoutMs?: Readonly<Record<string, number>>;
   /**
    * How long `destroy()` lets running calls and transactions finish, in ms, before it closes their
    * connections by force and resolves. Default: 25000, below the 30 s a container orchestrator
@@ -222,10 +233,13 @@ export class Cells implements RepositoryRouter {
   private revalidator: NodeJS.Timeout | undefined;
   /** Moves each time a cell is retired: an open that began before a move starts again. */
   private readonly cellEpochs = new Map<string, number>();
+  /** `cellQueryTimeoutMs`, by lower-case uuid or by name. */
+  private readonly cellQueryTimeouts: ReadonlyMap<string, number>;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
+    this.cellQueryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
     this.apiDataSource = this.guardedDataSource(
       {
         ...postgresOptions(options.api, 'api'),
@@ -584,11 +598,14 @@ export class Cells implements RepositoryRouter {
    * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
    * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
    */
-  private guardedDataSource(options: PostgresOptions, label: string): DataSource {
+  private guardedDataSource(
+    options: PostgresOptions,
+    label: string,
+    queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+  ): DataSource {
     const extra = (options.extra ?? {}) as { max?: number };
     const poolSize = extra.max ?? options.poolSize ?? 10;
     const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
-    const queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
     const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) });
     guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
     return dataSource;
@@ -602,7 +619,8 @@ export class Cells implements RepositoryRouter {
       const cell = await this.mappings.cellByUuid(key);
       const label = `'${cell.name}' (${cell.uuid})`;
       const parts = parseConnectionUrl(cell.databaseConnection, label);
-      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`);
+      const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
+      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`, deadline);
       await connect(dataSource, `cell ${label}`);
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
@@ -705,6 +723,29 @@ function validateOptions(options: CellsOptions): CellsOptions {
   refuseFields(options.cellDataSourceOptions, CELL_FIELDS_REFUSED, 'cellDataSourceOptions');
   refuseFields(options.cellDataSourceOptions?.extra, EXTRA_FIELDS_REFUSED, 'cellDataSourceOptions.extra');
   return options;
+}
+
+/**
+ * The `cellQueryTimeoutMs` option as a map from lower-case cell uuid or cell name to deadline.
+ * @throws InvalidArgumentError for a value that is not an object, a key that is not a valid cell
+ * name, or a deadline that is not an integer from 0 to 2147483647.
+ */
+function cellQueryTimeouts(option: Readonly<Record<string, number>> | undefined): ReadonlyMap<string, number> {
+  const byCell = new Map<string, number>();
+  const given = objectArg(option, 'The cellQueryTimeoutMs option');
+  const proto: unknown = Object.getPrototypeOf(given);
+  if (proto !== Object.prototype && proto !== null) {
+    // A Map, say, whose entries Object.entries would silently skip.
+    throw new InvalidArgumentError('The cellQueryTimeoutMs option must be a plain object of deadlines by cell name or uuid.');
+  }
+  for (const [key, ms] of Object.entries(given)) {
+    nameArg(key, 'cell name or uuid of a cellQueryTimeoutMs key');
+    const at = `cellQueryTimeoutMs[${JSON.stringify(key.slice(0, 60))}]`;
+    if (ms === undefined) throw new InvalidArgumentError(`${at} must be an integer from 0 to ${MAX_TIMER_MS}, got undefined.`);
+    integerArg(ms, at, 0, MAX_TIMER_MS);
+    byCell.set(UUID_PATTERN.test(key) ? key.toLowerCase() : key, ms);
+  }
+  return byCell;
 }
 
 function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {

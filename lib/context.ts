@@ -2,14 +2,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { EntityManager } from 'typeorm';
-import { MAX_TIMER_MS, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
+import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
 export type ReadDeleted = 'no' | 'yes' | 'only';
 
 const READ_DELETED_MODES: ReadonlySet<string> = new Set(['no', 'yes', 'only']);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Anything that names a cell for targeting: a `CellMapping` (or any `{ uuid, name? }`) or a uuid. */
 export type CellRef = string | { readonly uuid: string; readonly name?: string };
@@ -214,7 +213,7 @@ export class RequestContext {
  */
 export function cellUuidOf(cell: CellRef): string {
   const uuid = typeof cell === 'string' ? cell : (cell as { uuid?: unknown } | null)?.uuid;
-  if (typeof uuid !== 'string' || !UUID.test(uuid)) {
+  if (typeof uuid !== 'string' || !UUID_PATTERN.test(uuid)) {
     throw new InvalidArgumentError(
       `A cell must be a CellMapping or a cell uuid, got ${describe(typeof cell === 'string' ? cell : uuid)}.`,
     );

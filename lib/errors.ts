@@ -94,8 +94,8 @@ export class CellBusyError extends CellsError {
 }
 
 /**
- * A statement of a routed call did not answer within its deadline (`queryTimeoutMs`, or the
- * context's `queryTimeoutMs`): the server stopped answering, or the query runs longer than allowed.
+ * A statement of a routed call did not answer within its deadline (the context's
+ * `queryTimeoutMs`, else the cell's `cellQueryTimeoutMs` entry, else Cells' `queryTimeoutMs`): the server stopped answering, or the query runs longer than allowed.
  * Its connection was closed (not left busy, which would also block what is queued behind it), so
  * the server ends the statement; a transaction it belonged to is rolled back.
  */

@@ -4,7 +4,7 @@ import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
-import { booleanArg, nameArg, objectArg, optionalNameArg } from './arguments';
+import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
 import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
@@ -79,7 +79,6 @@ export interface CellMappingsOptions {
   onCellLoaded?: (cell: CellMapping) => void;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Longest transport URL accepted, as for database connection URLs. */
 const MAX_TRANSPORT_URL = 8192;
 const ALL = 'all';
@@ -185,7 +184,7 @@ export class CellMappings {
    * @throws UnknownCellError when neither matches.
    */
   async cell(uuidOrName: string): Promise<CellMapping> {
-    if (typeof uuidOrName === 'string' && UUID.test(uuidOrName)) {
+    if (typeof uuidOrName === 'string' && UUID_PATTERN.test(uuidOrName)) {
       try {
         return await this.cellByUuid(uuidOrName);
       } catch (error) {
@@ -590,7 +589,7 @@ async function loadCell(
   uuidOrName: string,
   by: 'uuid' | 'uuidOrName' = 'uuidOrName',
 ): Promise<CellMapping> {
-  if (by === 'uuid' || (typeof uuidOrName === 'string' && UUID.test(uuidOrName))) {
+  if (by === 'uuid' || (typeof uuidOrName === 'string' && UUID_PATTERN.test(uuidOrName))) {
     const byUuid = await tx.findOneBy(CellMapping, { uuid: uuidArg(uuidOrName, 'cell uuid') });
     if (byUuid !== null || by === 'uuid') {
       if (byUuid === null) throw new UnknownCellError(uuidOrName.toLowerCase());
@@ -609,7 +608,7 @@ function copyCell(cell: CellMapping): CellMapping {
 }
 
 function uuidArg(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !UUID.test(value)) {
+  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) {
     const shown = typeof value === 'string' ? `'${value.slice(0, 60)}'` : typeof value;
     throw new InvalidArgumentError(`The ${what} must be a uuid, got ${shown}.`);
   }

@@ -666,6 +666,39 @@ const cases: Case[] = [
     contract: INVALID,
     run: () => api(() => new Cells(cellsOptions({ migrateApi: 'false' }))),
   },
+  // Per-cell query deadlines: a plain object of deadlines by cell name or uuid.
+  ...(
+    [
+      ['null', null],
+      ['an array', [400]],
+      ['a Map', new Map([['c', 400]])],
+      ['a negative deadline', { c: -1 }],
+      ['a fractional deadline', { c: 1.5 }],
+      ["a string deadline '400'", { c: '400' }],
+      ['a deadline over the timer limit', { c: 2 ** 31 }],
+      ['an undefined deadline', { c: undefined }],
+      ['an empty key', { '': 400 }],
+      ['a key with a NUL byte', { 'c\u0000x': 400 }],
+      ['a key over 255 characters', { ['c'.repeat(256)]: 400 }],
+      ['a key with a lone surrogate', { 'c\ud800': 400 }],
+    ] as const
+  ).map(
+    ([what, value]): Case => ({
+      name: `api: new Cells with cellQueryTimeoutMs holding ${what}`,
+      contract: INVALID,
+      run: () => api(() => new Cells(cellsOptions({ cellQueryTimeoutMs: value }))),
+    }),
+  ),
+  {
+    name: 'api: new Cells with cellQueryTimeoutMs at its bounds, by name and by uuid',
+    contract: { ok: true },
+    run: () =>
+      api(() =>
+        new Cells(
+          cellsOptions({ cellQueryTimeoutMs: { c: 0, '5F0C7E4A-1B2C-4D3E-8F90-A1B2C3D4E5F6': 2_147_483_647 } }),
+        ).destroy(),
+      ),
+  },
   ...(
     [
       ['url', () => cellUrl()],
