@@ -209,6 +209,23 @@ export class ScatterGatherAbortedError extends CellsError {
   }
 }
 
+/**
+ * `typeorm-cells db migrate` waited `lockTimeoutMs` for the migration lock of a cell database and
+ * another session still held it: another runner is migrating that cell, or one that stopped
+ * answering still holds the lock. Nothing was applied to the cell.
+ */
+export class MigrationLockTimeoutError extends CellsError {
+  readonly code = 'CELLS_MIGRATION_LOCK_TIMEOUT';
+  constructor(readonly cell: string, readonly lockTimeoutMs: number, options?: { cause?: unknown }) {
+    super(
+      `${sentenceStart(cell)}: another session held the migration lock for the ${lockTimeoutMs} ms this run could ` +
+        `wait (--lock-timeout), so nothing was applied. Wait for the other runner and run it again, or end ` +
+        `that session (pg_stat_activity shows it).`,
+      options,
+    );
+  }
+}
+
 /** `typeorm-cells cell create` could not connect to the new cell's database, so it mapped nothing. */
 export class CellVerificationError extends CellsError {
   readonly code = 'CELLS_CELL_VERIFICATION_FAILED';

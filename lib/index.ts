@@ -31,6 +31,7 @@ export {
   ConfigFileError,
   DuplicateMappingError,
   InvalidArgumentError,
+  MigrationLockTimeoutError,
   NoContextError,
   NoTargetCellError,
   QueryTimeoutError,

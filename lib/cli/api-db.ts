@@ -3,7 +3,8 @@ import { DataSource } from 'typeorm';
 import { API_ENTITIES } from '../../entities';
 import { API_MIGRATIONS } from '../../migrations';
 import type { CellsOptions } from '../cells';
-import { migrateLocked, migrationStatus, withDataSource } from './cell-database';
+import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './cell-database';
+import { lockTimeout } from './db';
 import { API_MIGRATIONS_TABLE, postgresOptions } from '../cells';
 import type { CliSession } from './session';
 
@@ -18,9 +19,17 @@ export function registerApiDbCommands(program: Command, session: () => CliSessio
   apiDb
     .command('migrate')
     .description('apply the pending API database migrations')
-    .action(async () => {
+    .option(
+      '--lock-timeout <ms>',
+      'wait at most this long for another runner holding the migration lock (0: no limit)',
+      lockTimeout,
+      DEFAULT_LOCK_TIMEOUT_MS,
+    )
+    .action(async (opts: { lockTimeout: number }) => {
       const s = session();
-      const applied = await withApiDataSource(await s.config(), migrateLocked);
+      const applied = await withApiDataSource(await s.config(), (ds) =>
+        migrateLocked(ds, API_LABEL, opts.lockTimeout),
+      );
       s.output.result({ applied }, () => {
         s.output.line(
           applied.length === 0

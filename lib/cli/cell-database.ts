@@ -3,7 +3,8 @@ import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells';
 import { maskSecrets, parseConnectionUrl } from '../connection-url';
-import { CellUnreachableError, CellVerificationError, CellsError } from '../errors';
+import { forceClose } from '../connection-pool';
+import { CellUnreachableError, CellVerificationError, CellsError, MigrationLockTimeoutError } from '../errors';
 import { maskDataSourceLogger } from '../masked-logger';
 
 /**
@@ -13,6 +14,19 @@ import { maskDataSourceLogger } from '../masked-logger';
 export const MIGRATION_LOCK_KEY = '426197191795';
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+
+/**
+ * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
+ * migrates the same cell. Long enough for a slow migration to finish, short enough that a runner
+ * stuck behind a session that never lets go ends with an error instead of waiting for ever.
+ */
+export const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
+
+/** How long closing a CLI DataSource waits for its connections to end before closing them by force. */
+const CLOSE_WAIT_MS = 10_000;
+
+/** SQLSTATE lock_not_available: a lock wait passed `lock_timeout`. */
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /** How a cell is named in messages and tables: `'name' (uuid)`. */
 export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
@@ -54,7 +68,11 @@ export async function connect(dataSource: DataSource, label: string): Promise<vo
   }
 }
 
-/** Runs `fn` with an initialized `dataSource`, destroying it afterwards whatever happens. */
+/**
+ * Runs `fn` with an initialized `dataSource`, destroying it afterwards whatever happens. The close
+ * waits at most CLOSE_WAIT_MS for connections still in use (pg-pool's end waits for every one
+ * checked out), then closes them by force.
+ */
 export async function withDataSource<T>(
   dataSource: DataSource,
   label: string,
@@ -64,20 +82,48 @@ export async function withDataSource<T>(
     await connect(dataSource, label);
     return await fn(dataSource);
   } finally {
-    if (dataSource.isInitialized) await dataSource.destroy();
+    if (dataSource.isInitialized) await close(dataSource);
+  }
+}
+
+async function close(dataSource: DataSource): Promise<void> {
+  const closed = dataSource.destroy().then(() => true);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_WAIT_MS)));
+  try {
+    if (await Promise.race([closed, late])) return;
+    forceClose(dataSource);
+    await closed;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
 /**
  * Applies the pending migrations of `dataSource` while holding the migration advisory lock on a
  * connection of its own, so a concurrent runner waits and then finds nothing left to apply.
+ * @param label - names the cell in errors.
+ * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
  * @returns the names of the migrations this call applied.
+ * @throws MigrationLockTimeoutError when another session held the lock for `lockTimeoutMs`.
  */
-export async function migrateLocked(dataSource: DataSource): Promise<string[]> {
+export async function migrateLocked(
+  dataSource: DataSource,
+  label: string,
+  lockTimeoutMs: number,
+): Promise<string[]> {
   const lock = dataSource.createQueryRunner();
   await lock.connect();
   try {
-    await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    try {
+      // lock_timeout bounds advisory-lock waits too; this connection runs nothing else.
+      await lock.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
+      await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    } catch (error) {
+      const code = (error as { driverError?: { code?: unknown } }).driverError?.code;
+      if (code === LOCK_NOT_AVAILABLE) throw new MigrationLockTimeoutError(label, lockTimeoutMs, { cause: error });
+      throw error;
+    }
     try {
       const applied = await dataSource.runMigrations();
       return applied.map((m) => m.name);

@@ -6,6 +6,7 @@ import type { CellsOptions } from '../cells';
 import { maskSecrets } from '../connection-url';
 import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';
 import {
+  DEFAULT_LOCK_TIMEOUT_MS,
   cellDataSource,
   cellLabel,
   migrateLocked,
@@ -58,10 +59,16 @@ export function registerDbCommands(program: Command, session: () => CliSession):
     .option('--all', 'migrate every cell, cell0 and disabled cells included')
     .option('--concurrency <n>', 'cells migrated at once', positiveInteger, DEFAULT_CONCURRENCY)
     .option(
+      '--lock-timeout <ms>',
+      'wait at most this long for another runner holding the cell\'s migration lock (0: no limit)',
+      lockTimeout,
+      DEFAULT_LOCK_TIMEOUT_MS,
+    )
+    .option(
       '--continue-on-error',
       'keep migrating the other cells after one fails (default: start no new cell)',
     )
-    .action(async (opts: SelectionOptions & { concurrency: number; continueOnError?: boolean }) => {
+    .action(async (opts: SelectionOptions & { concurrency: number; lockTimeout: number; continueOnError?: boolean }) => {
       const s = session();
       if (opts.cell === undefined && !opts.all)
         throw new InvalidArgumentError('Say which cells to migrate: --cell <name|uuid> or --all.');
@@ -69,6 +76,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
       const cells = await s.withCells((lib) => selectCells(lib.mappings, opts));
       const results = await migrateCells(config, cells, {
         concurrency: opts.concurrency,
+        lockTimeoutMs: opts.lockTimeout,
         continueOnError: opts.continueOnError === true,
         quiet: s.output.json,
       });
@@ -126,12 +134,13 @@ export function registerDbCommands(program: Command, session: () => CliSession):
  * Migrates `cells`, `concurrency` at a time, each through its own short-lived DataSource under
  * the migration advisory lock. Progress shows per cell: live on a terminal, one line per event
  * otherwise, nothing when `quiet`. Without `continueOnError`, cells not started by the first
- * failure are skipped.
+ * failure are skipped. A cell whose migration lock another session holds for `lockTimeoutMs` fails
+ * with MigrationLockTimeoutError in its row.
  */
 export async function migrateCells(
   config: CellsOptions,
   cells: CellMapping[],
-  options: { concurrency: number; continueOnError: boolean; quiet: boolean },
+  options: { concurrency: number; lockTimeoutMs: number; continueOnError: boolean; quiet: boolean },
 ): Promise<CellMigrationResult[]> {
   const results = new Map<string, CellMigrationResult>();
   let stopped = false;
@@ -150,7 +159,7 @@ export async function migrateCells(
           task.skip('skipped after an earlier failure');
           return;
         }
-        const result = await migrateCell(config, cell);
+        const result = await migrateCell(config, cell, options.lockTimeoutMs);
         results.set(cell.uuid, result);
         if (result.error !== undefined) {
           if (!options.continueOnError) stopped = true;
@@ -180,14 +189,17 @@ export async function migrateCells(
   );
 }
 
-async function migrateCell(config: CellsOptions, cell: CellMapping): Promise<CellMigrationResult> {
+async function migrateCell(
+  config: CellsOptions,
+  cell: CellMapping,
+  lockTimeoutMs: number,
+): Promise<CellMigrationResult> {
   const started = performance.now();
   const base = { uuid: cell.uuid, name: cell.name };
+  const label = `cell ${cellLabel(cell)}`;
   try {
-    const applied = await withDataSource(
-      cellDataSource(config, cell),
-      `cell ${cellLabel(cell)}`,
-      migrateLocked,
+    const applied = await withDataSource(cellDataSource(config, cell), label, (ds) =>
+      migrateLocked(ds, label, lockTimeoutMs),
     );
     return { ...base, result: 'migrated', applied, ms: elapsed(started) };
   } catch (error) {
@@ -240,5 +252,16 @@ function elapsed(started: number): number {
 export function positiveInteger(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new CommanderArgumentError('must be an integer >= 1.');
+  return n;
+}
+
+/** PostgreSQL's largest `lock_timeout`, in ms. */
+const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+
+/** Commander argument parser of `--lock-timeout`: ms from 0 (no limit) to PostgreSQL's maximum. */
+export function lockTimeout(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > MAX_LOCK_TIMEOUT_MS)
+    throw new CommanderArgumentError(`must be an integer from 0 to ${MAX_LOCK_TIMEOUT_MS} (ms).`);
   return n;
 }

@@ -114,8 +114,17 @@ function packageVersion(): string | undefined {
   return undefined;
 }
 
+/**
+ * How long the process may stay up after a command has finished, in ms. Every command closes what
+ * it opened, so the process normally ends at once; a handle left open (a socket a server never lets
+ * go) must not keep a finished command running for ever.
+ */
+const EXIT_GRACE_MS = 5_000;
+
 if (require.main === module) {
   void main().then((status) => {
     process.exitCode = status;
+    // Unref'd: it fires only when something else still keeps the process alive.
+    setTimeout(() => process.exit(status), EXIT_GRACE_MS).unref();
   });
 }
