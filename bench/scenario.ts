@@ -1,10 +1,10 @@
-/** What each benchmark scenario returns: figures for latest.json and a Markdown section. */
+/** What each benchmark scenario returns: figures for latest-node<major>.json and a Markdown section. */
 export interface ScenarioResult {
   id: string;
   title: string;
-  /** Figures for bench/results/latest.json. */
+  /** Figures for bench/results/latest-node<major>.json. */
   data: Record<string, unknown>;
-  /** Markdown (tables and a line on targets) for bench/results/latest.md and the README. */
+  /** Markdown (tables and a line on targets) for bench/results/latest-node<major>.md and the README. */
   markdown: string;
 }
 
