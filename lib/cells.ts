@@ -38,7 +38,7 @@ import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
 import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
-import { createRoutedRepository, type DatabaseSelector, type RepositoryRouter } from './repository';
+import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
 
 /** TypeORM options of a PostgreSQL DataSource. */
@@ -208,11 +208,13 @@ class StaticRoute implements Route {
   }
 }
 
+// No `implements RepositoryRouter`: the published declarations leave internal interfaces out
+// (stripInternal), so they must not name it; createRoutedRepository(this, ...) checks the shape.
 /**
  * Routes TypeORM repositories to the cell database named by the current request context, over an
  * LRU-cached registry of cell DataSources resolved through the API database's CellMapping.
  */
-export class Cells implements RepositoryRouter {
+export class Cells {
   /** Cell, instance and host lookups in the API database. Available after `initialize()`. */
   mappings!: CellMappings;
   private readonly options: CellsOptions;
