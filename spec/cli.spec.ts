@@ -474,19 +474,6 @@ describe('config and usage errors', () => {
     expect(rows.map((r) => r.name)).toEqual([world.cells[0]!.name]);
   });
 
-  it('says to compile the config or install typescript when it cannot load a .ts config', async () => {
-    const bare = await createCliProject(role.urlFor(world.api.name), { typescript: false });
-    try {
-      expectOneErrorLine(
-        await runCli(['cell', 'list'], bare.dir),
-        1,
-        /cells\.config\.ts: .*typescript.*Compile the config/,
-      );
-    } finally {
-      await bare.remove();
-    }
-  });
-
   it('exits 2 when no config file exists', async () => {
     expectOneErrorLine(
       await run('--config', 'missing.config.ts', 'cell', 'list'),

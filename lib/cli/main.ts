@@ -19,7 +19,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 const HELP_FOOTER = `
 Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config <path>; it exports
 (export default / module.exports) the Cells options: { api, entities, migrations, ... }.
-A .ts config is transpiled with the 'typescript' package found from its folder.
+TypeScript configs (.ts, .mts, .cts) are loaded with jiti; no typescript package is needed.
 
 Exit status:
   0  success
