@@ -18,6 +18,10 @@ export interface ConnectionParts {
 const URL_USERINFO = /\b([a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:)((?:\\.|[^\s"\\])*)/gi;
 /** `password=...` (libpq keywords), `password: '...'` (inspect) and `"password":"..."` (JSON). */
 const KEYWORD_PASSWORD = /(\bpassword["']?\s*[:=]\s*)("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[^\s,;}]+)/gi;
+/** The database engines typeorm-cells supports, as its errors name them. */
+export const SUPPORTED_ENGINES =
+  "typeorm-cells supports PostgreSQL only: a postgres:// or postgresql:// URL, or TypeORM options of type 'postgres'";
+
 /** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
 const MAX_URL_LENGTH = 8192;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
@@ -84,7 +88,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw new BadConnectionUrlError(
       cellLabel,
-      `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not postgres or postgresql`,
+      `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not supported; ${SUPPORTED_ENGINES}`,
     );
   }
   if (!parsed.hostname) throw new BadConnectionUrlError(cellLabel, 'it has no host');
