@@ -306,7 +306,15 @@ export class CellMappings {
           const saved = await tx.save(cell);
           return [saved, { kind: 'cell', uuid, names: [name], reconnect: false, deleted: false }];
         }),
-      `A cell with uuid ${uuid} or name '${name}' already exists.`,
+      async () => {
+        // Best effort: the duplicate names the existing cell; a failed read keeps the plain message.
+        const existing = await this.manager
+          .findOne(CellMapping, { where: [{ uuid }, { name }] })
+          .catch(() => null);
+        if (existing === null) return `A cell with uuid ${uuid} or name '${name}' already exists.`;
+        const same = existing.uuid === uuid ? `uuid ${uuid}` : `name '${name}'`;
+        return `Cell '${existing.name}' (${existing.uuid}) already has the ${same}; choose another, or update that cell.`;
+      },
     );
   }
 
@@ -558,7 +566,7 @@ export class CellMappings {
     }
   }
 
-  private async unique<T>(write: () => Promise<T>, message: string | (() => string)): Promise<T> {
+  private async unique<T>(write: () => Promise<T>, message: string | (() => string | Promise<string>)): Promise<T> {
     try {
       return await write();
     } catch (error) {
@@ -566,7 +574,7 @@ export class CellMappings {
         error instanceof QueryFailedError &&
         (error.driverError as { code?: string } | undefined)?.code === '23505'
       ) {
-        throw new DuplicateMappingError(typeof message === 'string' ? message : message(), {
+        throw new DuplicateMappingError(typeof message === 'string' ? message : await message(), {
           cause: maskErrorSecrets(error),
         });
       }

@@ -82,6 +82,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
             formatDuration(r.ms),
             r.error ? `failed: ${r.error}` : r.result,
           ]),
+          { optional: ['UUID', 'Time'] },
         );
       });
       const failed = results.filter((r) => r.result === 'failed').length;
@@ -114,6 +115,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
               ? [r.name, r.uuid, r.applied.length, r.pending.length, r.pending.join('\n') || '-']
               : [r.name, r.uuid, '?', '?', `failed: ${r.error}`],
           ),
+          { optional: ['UUID'] },
         );
       });
       const failed = results.filter((r) => r.error !== undefined).length;
@@ -154,7 +156,8 @@ export async function migrateCells(
         results.set(cell.uuid, result);
         if (result.error !== undefined) {
           if (!options.continueOnError) stopped = true;
-          throw new Error(result.error);
+          // On a terminal the renderer shows the error in place of the title: keep the cell's name.
+          throw new Error(`${cell.name}: ${result.error}`);
         }
         task.title = `${cell.name}: ${result.applied.length} migration(s) applied in ${formatDuration(result.ms)}`;
       },

@@ -53,6 +53,34 @@ export function runCli(args: readonly string[], cwd: string): Promise<CliResult>
   });
 }
 
+/**
+ * Runs the built CLI as `runCli` does, but on a pseudo-terminal `columns` wide (through util-linux
+ * `script`), as a user at a terminal sees it: live progress and tables sized to the terminal.
+ * stdout and stderr arrive together in `stdout`, with terminal escapes and carriage returns removed.
+ */
+export function runCliOnTerminal(
+  args: readonly string[],
+  cwd: string,
+  columns: number,
+): Promise<CliResult> {
+  const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
+  const command = `stty cols ${columns}; exec ${[process.execPath, CLI_PATH, ...args].map(quote).join(' ')}`;
+  return new Promise((resolve, reject) => {
+    execFile(
+      'script',
+      ['--quiet', '--return', '--command', command, '/dev/null'],
+      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000, maxBuffer: 16 << 20 },
+      (error, stdout, stderr) => {
+        transcript.push(stdout, stderr);
+        if (error && typeof error.code !== 'number') return reject(error);
+        // eslint-disable-next-line no-control-regex -- terminal escapes are what it removes
+        const plain = stdout.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+        resolve({ code: error ? Number(error.code) : 0, stdout: plain, stderr });
+      },
+    );
+  });
+}
+
 /** A temporary project folder with a config file, like a user's. */
 export interface CliProject {
   dir: string;
