@@ -308,9 +308,12 @@ export class CellMappings {
         }),
       async () => {
         // Best effort: the duplicate names the existing cell; a failed read keeps the plain message.
-        const existing = await this.manager
-          .findOne(CellMapping, { where: [{ uuid }, { name }] })
-          .catch(() => null);
+        let existing: CellMapping | null = null;
+        try {
+          existing = await this.manager.findOne(CellMapping, { where: [{ uuid }, { name }] });
+        } catch {
+          // The plain message below.
+        }
         if (existing === null) return `A cell with uuid ${uuid} or name '${name}' already exists.`;
         const same = existing.uuid === uuid ? `uuid ${uuid}` : `name '${name}'`;
         return `Cell '${existing.name}' (${existing.uuid}) already has the ${same}; choose another, or update that cell.`;
