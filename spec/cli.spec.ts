@@ -215,18 +215,40 @@ describe('cell commands', () => {
   it('names the existing cell when cell create repeats a name', async () => {
     const existing = world.cells[0]!;
     expectOneErrorLine(
-      await run('cell', 'create', '--no-verify', '--name', existing.name, '--database-connection', existing.url),
+      await run(
+        'cell',
+        'create',
+        '--no-verify',
+        '--name',
+        existing.name,
+        '--database-connection',
+        existing.url,
+      ),
       1,
-      new RegExp(`Cell '${existing.name}' \\(${existing.uuid}\\) already has the name '${existing.name}'`),
+      new RegExp(
+        `Cell '${existing.name}' \\(${existing.uuid}\\) already has the name '${existing.name}'`,
+      ),
     );
   });
 
   it('names the existing cell when cell create repeats a uuid', async () => {
     const existing = world.cells[1]!;
     expectOneErrorLine(
-      await run('cell', 'create', '--no-verify', '--name', 'new-name', '--uuid', existing.uuid, '--database-connection', existing.url),
+      await run(
+        'cell',
+        'create',
+        '--no-verify',
+        '--name',
+        'new-name',
+        '--uuid',
+        existing.uuid,
+        '--database-connection',
+        existing.url,
+      ),
       1,
-      new RegExp(`Cell '${existing.name}' \\(${existing.uuid}\\) already has the uuid ${existing.uuid}`),
+      new RegExp(
+        `Cell '${existing.name}' \\(${existing.uuid}\\) already has the uuid ${existing.uuid}`,
+      ),
     );
   });
 
@@ -390,8 +412,15 @@ describe('db migrate', () => {
     world = await createCliWorld('cli_tty', role, 1);
     const names = ['a-long-cell-name-for-the-eu-west-1-region-primary', 'b-missing-db'];
     await world.mapCell(names[0]!, `postgres://${role.name}:${role.password}@127.0.0.1:1/nothing`);
-    await world.mapCell(names[1]!, role.urlFor(`cells_missing_database_with_a_long_name_${randomUUID().slice(0, 8)}`));
-    const result = await runCliOnTerminal(['db', 'migrate', '--all', '--continue-on-error'], world.project.dir, 100);
+    await world.mapCell(
+      names[1]!,
+      role.urlFor(`cells_missing_database_with_a_long_name_${randomUUID().slice(0, 8)}`),
+    );
+    const result = await runCliOnTerminal(
+      ['db', 'migrate', '--all', '--continue-on-error'],
+      world.project.dir,
+      100,
+    );
     expect(result.code).toBe(1);
     const lines = result.stdout.split('\n');
     expect(lines.filter((line) => line.length > 100 && !line.startsWith('error: '))).toEqual([]);
@@ -579,7 +608,9 @@ describe('config and usage errors', () => {
 
 describe('output', () => {
   it('named CLI commands and options, never library calls, in any output of this file', () => {
-    expect(cliTranscript()).not.toMatch(/\bcells\.mappings\b|\bmappings\.\w+\(|\{ force: true \}|\w\(\)\./);
+    expect(cliTranscript()).not.toMatch(
+      /\bcells\.mappings\b|\bmappings\.\w+\(|\{ force: true \}|\w\(\)\./,
+    );
   });
 
   it('never printed the sentinel password, in any output of this file', () => {

@@ -142,7 +142,9 @@ function decoratedFields(api: BabelApi): object {
       Program: {
         enter(program: BabelPath<unknown>) {
           program.traverse({
-            ClassProperty(path: BabelPath<{ decorators?: unknown[] | null; definite?: boolean | null }>) {
+            ClassProperty(
+              path: BabelPath<{ decorators?: unknown[] | null; definite?: boolean | null }>,
+            ) {
               if (path.node.decorators?.length) path.node.definite = false;
             },
           });

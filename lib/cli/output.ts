@@ -38,7 +38,12 @@ export class Output {
     const cells = rows.map((row) => row.map((cell) => maskSecrets(String(cell))));
     const terminal = this.streams.out as Partial<Pick<WriteStream, 'isTTY' | 'columns'>>;
     const layout = terminal.isTTY
-      ? fitColumns(head, cells, terminal.columns || DEFAULT_TERMINAL_COLUMNS, options.optional ?? [])
+      ? fitColumns(
+          head,
+          cells,
+          terminal.columns || DEFAULT_TERMINAL_COLUMNS,
+          options.optional ?? [],
+        )
       : undefined;
     const pick = (row: string[]): string[] =>
       layout ? layout.keep.map((i, k) => wrap(row[i] ?? '', layout.widths[k]! - 2)) : row;
@@ -86,7 +91,11 @@ export function fitColumns(
 ): { keep: number[]; widths: number[] } {
   const natural = head.map(
     (title, i) =>
-      Math.max(...[title, ...rows.map((row) => row[i] ?? '')].flatMap((text) => text.split('\n').map((l) => l.length))) + 2,
+      Math.max(
+        ...[title, ...rows.map((row) => row[i] ?? '')].flatMap((text) =>
+          text.split('\n').map((l) => l.length),
+        ),
+      ) + 2,
   );
   let keep = head.map((_, i) => i);
   const total = (): number => keep.reduce((sum, i) => sum + widths[i]!, keep.length + 1);

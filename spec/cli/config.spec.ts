@@ -78,7 +78,12 @@ function expectGadgetStatus(result: CliResult, world: CliWorld): void {
   expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
   const report = JSON.parse(result.stdout) as StatusReport;
   expect(report.cells).toEqual([
-    { uuid: world.cells[0]!.uuid, name: world.cells[0]!.name, applied: [], pending: ['CreateGadgets1764072300000'] },
+    {
+      uuid: world.cells[0]!.uuid,
+      name: world.cells[0]!.name,
+      applied: [],
+      pending: ['CreateGadgets1764072300000'],
+    },
   ]);
 }
 
@@ -145,9 +150,19 @@ describe('config file forms', () => {
   });
 
   it.each([
-    ['cells.config.mjs', (url: string) => `export default { api: ${JSON.stringify(url)}, entities: [] };\n`],
-    ['cells.config.cjs', (url: string) => `module.exports = { api: ${JSON.stringify(url)}, entities: [] };\n`],
-    ['cells.config.js', (url: string) => `module.exports = async () => ({ api: ${JSON.stringify(url)}, entities: [] });\n`],
+    [
+      'cells.config.mjs',
+      (url: string) => `export default { api: ${JSON.stringify(url)}, entities: [] };\n`,
+    ],
+    [
+      'cells.config.cjs',
+      (url: string) => `module.exports = { api: ${JSON.stringify(url)}, entities: [] };\n`,
+    ],
+    [
+      'cells.config.js',
+      (url: string) =>
+        `module.exports = async () => ({ api: ${JSON.stringify(url)}, entities: [] });\n`,
+    ],
   ])('finds and loads %s', async (name, body) => {
     const dir = (await project({ [name]: body(api()) })).dir;
     const result = await runCli(['cell', 'list', '--json'], dir);
@@ -190,20 +205,40 @@ describe('with TypeScript 7 installed in the project', () => {
   let dir: string;
 
   beforeAll(async () => {
-    dir = (await project({ 'cells.config.ts': tsConfig(role.urlFor(world.api.name), './gadget'), 'gadget.ts': GADGET })).dir;
+    dir = (
+      await project({
+        'cells.config.ts': tsConfig(role.urlFor(world.api.name), './gadget'),
+        'gadget.ts': GADGET,
+      })
+    ).dir;
     // TypeScript 7's package has no JavaScript compiler API (require('typescript') gives only its
     // version); its native compiler comes as an optional dependency, not needed here.
     await promisify(execFile)(
       'npm',
-      ['install', '--no-save', '--prefer-offline', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund', 'typescript@7'],
+      [
+        'install',
+        '--no-save',
+        '--prefer-offline',
+        '--omit=optional',
+        '--ignore-scripts',
+        '--no-audit',
+        '--no-fund',
+        'typescript@7',
+      ],
       { cwd: dir, timeout: 180_000 },
     );
     await mkdir(join(dir, 'node_modules'), { recursive: true });
-    await symlink(join(ROOT, 'node_modules', 'typeorm'), join(dir, 'node_modules', 'typeorm'), 'dir');
+    await symlink(
+      join(ROOT, 'node_modules', 'typeorm'),
+      join(dir, 'node_modules', 'typeorm'),
+      'dir',
+    );
   }, 200_000);
 
   it('has TypeScript 7 there, whose package has no transpileModule', async () => {
-    const pkg = JSON.parse(await readFile(join(dir, 'node_modules', 'typescript', 'package.json'), 'utf8')) as {
+    const pkg = JSON.parse(
+      await readFile(join(dir, 'node_modules', 'typescript', 'package.json'), 'utf8'),
+    ) as {
       version: string;
     };
     expect(pkg.version).toMatch(/^7\./);

@@ -33,7 +33,8 @@ describe('npm start (examples/express/start.ts)', () => {
         );
       });
       expect(code).toBe(1);
-      const suggested = /already in use\. Stop what uses it, or pick another: PORT=(\d+) npm start/.exec(stderr);
+      const suggested =
+        /already in use\. Stop what uses it, or pick another: PORT=(\d+) npm start/.exec(stderr);
       expect(suggested).not.toBeNull();
       const port = Number(suggested![1]);
       expect(port).not.toBe(BUSY_PORT);

@@ -134,7 +134,9 @@ export function contractViolations(outcome: Outcome, contract: Contract): string
     if (!error.message || error.message.length > MAX_MESSAGE)
       problems.push(`unclear message of ${error.message.length} characters`);
     if (contract.message && !contract.message.test(error.message))
-      problems.push(`message does not match ${String(contract.message)}: ${error.message.slice(0, 300)}`);
+      problems.push(
+        `message does not match ${String(contract.message)}: ${error.message.slice(0, 300)}`,
+      );
     return problems;
   }
   if ('status' in contract) {

@@ -123,7 +123,10 @@ export default {
   connectTimeoutMs: 3000,
 };
 `;
-  return createProject({ 'cells.config.ts': config }, { linkNodeModules: options.typescript !== false });
+  return createProject(
+    { 'cells.config.ts': config },
+    { linkNodeModules: options.typescript !== false },
+  );
 }
 
 /** Prefix of every temporary folder the CLI specs create, so a leftover can be traced back here. */

@@ -41,7 +41,14 @@ export async function enterTempRoot(): Promise<void> {
   for (const name of TMPDIR_VARIABLES) process.env[name] = root;
   // tsc (the build in global setup) turns on Node's compile cache, kept in os.tmpdir() by default
   // on Node 22+: keep it with the other caches, where it also speeds up the next run.
-  process.env[COMPILE_CACHE_VARIABLE] ??= join(__dirname, '..', '..', 'node_modules', '.cache', 'node-compile-cache');
+  process.env[COMPILE_CACHE_VARIABLE] ??= join(
+    __dirname,
+    '..',
+    '..',
+    'node_modules',
+    '.cache',
+    'node-compile-cache',
+  );
 }
 
 /**
