@@ -8,6 +8,8 @@ module.exports = {
     // are caught by `npm run typecheck`, not by the test run.
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }],
   },
+  // Not the default os.tmpdir()/jest_*: a test run leaves nothing in the OS temp directory.
+  cacheDirectory: '<rootDir>/node_modules/.cache/jest',
   globalSetup: '<rootDir>/spec/support/global-setup.ts',
   globalTeardown: '<rootDir>/spec/support/global-teardown.ts',
   testTimeout: 60000,

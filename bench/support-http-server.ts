@@ -47,7 +47,7 @@ export function unroutedApp(
     const uuid = uuidParam(req.params['uuid'], 'The server id');
     const server = await servers.findOneBy({ uuid });
     if (server === null || server.projectId !== (req.get('x-project-id') ?? DEFAULT_PROJECT)) {
-      throw new HttpError(404, 'SERVER_NOT_FOUND', `Server ${uuid} does not exist.`);
+      throw new HttpError('SERVER_NOT_FOUND', `Server ${uuid} does not exist.`);
     }
     res.json({ server: serverView(server, cell) });
   });

@@ -13,7 +13,7 @@ import { API_MIGRATIONS } from '../migrations';
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
 import { messageOf } from './connection-errors';
 import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
-import { parseConnectionUrl } from './connection-url';
+import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
   bindContext,
@@ -683,11 +683,25 @@ export function postgresOptions(config: DatabaseConfig, label: string): Postgres
   if (config === null || typeof config !== 'object') {
     throw new InvalidArgumentError(`The ${label} database must be a postgres:// URL or TypeORM options.`);
   }
+  postgresTypeArg((config as { type?: unknown }).type, `The ${label} database`);
   if (config.url !== undefined) {
     const { url, ...rest } = config;
     return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
   }
   return { ...config, type: 'postgres' };
+}
+
+/**
+ * Refuses a TypeORM `type` other than `'postgres'`: the options would otherwise be used as
+ * PostgreSQL ones, against a server of another engine.
+ * @throws InvalidArgumentError naming the one supported engine.
+ */
+function postgresTypeArg(type: unknown, what: string): void {
+  if (type === undefined || type === 'postgres') return;
+  const shown = typeof type === 'string' ? `'${type.slice(0, 40)}'` : typeof type;
+  throw new InvalidArgumentError(
+    `${what} has type ${shown}, which is not supported; ${SUPPORTED_ENGINES}.`,
+  );
 }
 
 function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entities']> extends infer E ? E extends readonly (infer I)[] ? I[] : never : never {
@@ -716,6 +730,7 @@ function validateOptions(options: CellsOptions): CellsOptions {
   if (options.logger !== undefined && typeof options.logger !== 'function') {
     throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
   }
+  postgresTypeArg((options.cellDataSourceOptions as { type?: unknown } | undefined)?.type, `The 'cellDataSourceOptions' option`);
   for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
     const value: unknown = options[name];
     if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {

@@ -28,6 +28,10 @@ const URL_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?::\d{1,5}(?:[/?#]|$)|[
 const HOST_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?:[:/?#]|$)/i;
 /** A first token after `scheme://name:` that says it was `host:port...`, not a password. */
 const HOST_PORT_REST = /^(?:\d{1,5}$|[^@]*[/?#\]])/;
+/** The database engines typeorm-cells supports, as its errors name them. */
+export const SUPPORTED_ENGINES =
+  "typeorm-cells supports PostgreSQL only: a postgres:// or postgresql:// URL, or TypeORM options of type 'postgres'";
+
 /** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
 const MAX_URL_LENGTH = 8192;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
@@ -146,7 +150,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw new BadConnectionUrlError(
       cellLabel,
-      `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not postgres or postgresql`,
+      `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not supported; ${SUPPORTED_ENGINES}`,
     );
   }
   if (!parsed.hostname) throw new BadConnectionUrlError(cellLabel, 'it has no host');

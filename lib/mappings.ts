@@ -305,7 +305,18 @@ export class CellMappings {
           const saved = await tx.save(cell);
           return [saved, { kind: 'cell', uuid, names: [name], reconnect: false, deleted: false }];
         }),
-      `A cell with uuid ${uuid} or name '${name}' already exists.`,
+      async () => {
+        // Best effort: the duplicate names the existing cell; a failed read keeps the plain message.
+        let existing: CellMapping | null = null;
+        try {
+          existing = await this.manager.findOne(CellMapping, { where: [{ uuid }, { name }] });
+        } catch {
+          // The plain message below.
+        }
+        if (existing === null) return `A cell with uuid ${uuid} or name '${name}' already exists.`;
+        const same = existing.uuid === uuid ? `uuid ${uuid}` : `name '${name}'`;
+        return `Cell '${existing.name}' (${existing.uuid}) already has the ${same}; choose another, or update that cell.`;
+      },
     );
   }
 
@@ -557,7 +568,7 @@ export class CellMappings {
     }
   }
 
-  private async unique<T>(write: () => Promise<T>, message: string | (() => string)): Promise<T> {
+  private async unique<T>(write: () => Promise<T>, message: string | (() => string | Promise<string>)): Promise<T> {
     try {
       return await write();
     } catch (error) {
@@ -565,7 +576,7 @@ export class CellMappings {
         error instanceof QueryFailedError &&
         (error.driverError as { code?: string } | undefined)?.code === '23505'
       ) {
-        throw new DuplicateMappingError(typeof message === 'string' ? message : message(), {
+        throw new DuplicateMappingError(typeof message === 'string' ? message : await message(), {
           cause: maskErrorSecrets(error),
         });
       }

@@ -7,6 +7,7 @@ import {
   createCliWorld,
   createSentinelRole,
   runCli,
+  runCliOnTerminal,
   writeJsConfig,
   type CliResult,
   type CliWorld,
@@ -203,11 +204,51 @@ describe('cell commands', () => {
     expectOneErrorLine(await run('instance', 'verify', instance), 1, /Unknown instance/);
   });
 
-  it('reports an unknown cell in one line', async () => {
+  it('reports an unknown cell in one line, pointing at typeorm-cells cell list', async () => {
     expectOneErrorLine(
       await run('cell', 'delete', 'no-such-cell'),
       1,
-      /Unknown cell 'no-such-cell'/,
+      /^error: Unknown cell 'no-such-cell': .*List cells with 'typeorm-cells cell list'\.$/m,
+    );
+  });
+
+  it('names the existing cell when cell create repeats a name', async () => {
+    const existing = world.cells[0]!;
+    expectOneErrorLine(
+      await run(
+        'cell',
+        'create',
+        '--no-verify',
+        '--name',
+        existing.name,
+        '--database-connection',
+        existing.url,
+      ),
+      1,
+      new RegExp(
+        `Cell '${existing.name}' \\(${existing.uuid}\\) already has the name '${existing.name}'`,
+      ),
+    );
+  });
+
+  it('names the existing cell when cell create repeats a uuid', async () => {
+    const existing = world.cells[1]!;
+    expectOneErrorLine(
+      await run(
+        'cell',
+        'create',
+        '--no-verify',
+        '--name',
+        'new-name',
+        '--uuid',
+        existing.uuid,
+        '--database-connection',
+        existing.url,
+      ),
+      1,
+      new RegExp(
+        `Cell '${existing.name}' \\(${existing.uuid}\\) already has the uuid ${existing.uuid}`,
+      ),
     );
   });
 
@@ -367,6 +408,30 @@ describe('db migrate', () => {
       expect(await appliedMigrations(cell.db.url)).toEqual(CELL_MIGRATIONS);
   });
 
+  it("keeps each failed cell's name and fits a 100-column terminal", async () => {
+    world = await createCliWorld('cli_tty', role, 1);
+    const names = ['a-long-cell-name-for-the-eu-west-1-region-primary', 'b-missing-db'];
+    await world.mapCell(names[0]!, `postgres://${role.name}:${role.password}@127.0.0.1:1/nothing`);
+    await world.mapCell(
+      names[1]!,
+      role.urlFor(`cells_missing_database_with_a_long_name_${randomUUID().slice(0, 8)}`),
+    );
+    const result = await runCliOnTerminal(
+      ['db', 'migrate', '--all', '--continue-on-error'],
+      world.project.dir,
+      100,
+    );
+    expect(result.code).toBe(1);
+    const lines = result.stdout.split('\n');
+    expect(lines.filter((line) => line.length > 100 && !line.startsWith('error: '))).toEqual([]);
+    for (const name of names) {
+      // In the live progress, and in the report's rows.
+      expect(result.stdout).toContain(`✖ ${name}: unreachable: `);
+      expect(result.stdout).toMatch(new RegExp(`│ ${name} +│ 0 +│ failed: unreachable`));
+    }
+    expect(result.stdout).toMatch(new RegExp(`│ ${world.cells[0]!.name} +│ 2 +│ migrated`));
+  });
+
   it('starts no further cell after the first failure without --continue-on-error', async () => {
     world = await createCliWorld('cli_stop', role, 3);
     await world.mapCell(
@@ -474,19 +539,6 @@ describe('config and usage errors', () => {
     expect(rows.map((r) => r.name)).toEqual([world.cells[0]!.name]);
   });
 
-  it('says to compile the config or install typescript when it cannot load a .ts config', async () => {
-    const bare = await createCliProject(role.urlFor(world.api.name), { typescript: false });
-    try {
-      expectOneErrorLine(
-        await runCli(['cell', 'list'], bare.dir),
-        1,
-        /cells\.config\.ts: .*typescript.*Compile the config/,
-      );
-    } finally {
-      await bare.remove();
-    }
-  });
-
   it('exits 2 when no config file exists', async () => {
     expectOneErrorLine(
       await run('--config', 'missing.config.ts', 'cell', 'list'),
@@ -555,6 +607,12 @@ describe('config and usage errors', () => {
 });
 
 describe('output', () => {
+  it('named CLI commands and options, never library calls, in any output of this file', () => {
+    expect(cliTranscript()).not.toMatch(
+      /\bcells\.mappings\b|\bmappings\.\w+\(|\{ force: true \}|\w\(\)\./,
+    );
+  });
+
   it('never printed the sentinel password, in any output of this file', () => {
     const transcript = cliTranscript();
     expect(transcript).toContain(`${role.name}:***@`);

@@ -1,7 +1,7 @@
 import express, { type Express } from 'express';
 import { bindContext, type Cells } from '../../lib';
 import { requestContext } from './context';
-import { errorHandler, notFound } from './errors';
+import { bodyError, errorHandler, notFound } from './errors';
 import { cellRoutes } from './routes/cells';
 import { serverRoutes } from './routes/servers';
 
@@ -28,7 +28,9 @@ export function createApp(cells: Cells, options: AppOptions = {}): Express {
   app.use(requestContext());
   // The body parser calls back from socket events, which run outside the request's async context:
   // bind its callback so the handlers after it still see the context.
-  app.use((req, res, next) => parseJson(req, res, bindContext(next)));
+  app.use((req, res, next) =>
+    parseJson(req, res, bindContext((error?: unknown) => next(error === undefined ? undefined : bodyError(error)))),
+  );
   app.use('/servers', serverRoutes(cells, { listTimeoutMs: options.listTimeoutMs ?? 3000, log }));
   app.use(cellRoutes(cells, { healthTimeoutMs: options.healthTimeoutMs ?? 1000 }));
   app.use(notFound);

@@ -3,7 +3,8 @@ import { RequestContext, runWithContext, type ReadDeleted } from '../../lib';
 import { HttpError } from './errors';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const MAX_PROJECT_ID = 255;
+/** `x-project-id`: 1-255 letters, digits, `.`, `_`, `:` or `-` (keystone ids and names fit). */
+const PROJECT_ID = /^[A-Za-z0-9._:-]{1,255}$/;
 /** Project of requests that send no `x-project-id`, so the example works with bare `curl`. */
 export const DEFAULT_PROJECT = 'demo';
 
@@ -11,7 +12,7 @@ export const DEFAULT_PROJECT = 'demo';
  * Builds the request's RequestContext from its headers and runs the rest of the request inside it.
  *
  * - `x-request-id`: kept when it is 1-128 of `[A-Za-z0-9._:-]`, else a random id; echoed back.
- * - `x-project-id`: the project (default `demo`); at most 255 characters, else 400.
+ * - `x-project-id`: the project (default `demo`): 1-255 of `[A-Za-z0-9._:-]`, else 400.
  * - `x-roles`: a comma-separated list; `admin` makes the request an admin one.
  * - `?read_deleted=no|yes|only`: how soft-deleted servers are read; other values are 400 and
  *   anything but `no` is 403 for non-admins.
@@ -26,7 +27,7 @@ export function requestContext(): RequestHandler {
     const requestId = requestIdHeader !== undefined && REQUEST_ID.test(requestIdHeader) ? requestIdHeader : undefined;
     const projectId = req.get('x-project-id') ?? DEFAULT_PROJECT;
     // Checked before the context takes it (RequestContext refuses it too), so the 400 names the header.
-    const badProject = projectId.trim() === '' || projectId.length > MAX_PROJECT_ID;
+    const badProject = !PROJECT_ID.test(projectId);
     const roles = (req.get('x-roles') ?? '').split(',').map((role) => role.trim().toLowerCase());
     const ctx = new RequestContext({
       projectId: badProject ? null : projectId,
@@ -36,7 +37,7 @@ export function requestContext(): RequestHandler {
     res.setHeader('x-request-id', ctx.requestId);
     runWithContext(ctx, () => {
       if (badProject) {
-        next(new HttpError(400, 'BAD_PROJECT_ID', `x-project-id must be 1-${MAX_PROJECT_ID} characters.`));
+        next(new HttpError('BAD_PROJECT_ID', 'x-project-id must be 1-255 characters from A-Z, a-z, 0-9 and . _ : - (as in a keystone project id).'));
         return;
       }
       const readDeleted = readDeletedOf(req.query['read_deleted']);
@@ -45,7 +46,7 @@ export function requestContext(): RequestHandler {
         return;
       }
       if (readDeleted !== 'no' && !ctx.isAdmin) {
-        next(new HttpError(403, 'FORBIDDEN', `read_deleted=${readDeleted} is for admins only (send x-roles: admin).`));
+        next(new HttpError('FORBIDDEN', `read_deleted=${readDeleted} is for admins only (send x-roles: admin).`));
         return;
       }
       ctx.readDeleted = readDeleted;
@@ -57,5 +58,5 @@ export function requestContext(): RequestHandler {
 function readDeletedOf(value: unknown): ReadDeleted | HttpError {
   if (value === undefined) return 'no';
   if (value === 'no' || value === 'yes' || value === 'only') return value;
-  return new HttpError(400, 'BAD_READ_DELETED', `read_deleted must be 'no', 'yes' or 'only'.`);
+  return new HttpError('BAD_READ_DELETED', `read_deleted must be 'no', 'yes' or 'only'.`);
 }

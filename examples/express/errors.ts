@@ -1,38 +1,72 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { maskSecrets, tryGetContext } from '../../lib';
 
+/**
+ * The codes of the app's own errors and their HTTP status. Library errors keep their `CELLS_*`
+ * code (LIBRARY_ERROR_STATUS); the README's error table lists every code of both.
+ */
+export const APP_ERRORS = {
+  BAD_UUID: 400,
+  BAD_LIMIT: 400,
+  BAD_MARKER: 400,
+  BAD_CELL: 400,
+  BAD_BODY: 400,
+  BAD_NAME: 400,
+  BAD_PROJECT_ID: 400,
+  BAD_READ_DELETED: 400,
+  BAD_REQUEST_BODY: 400,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  SERVER_NOT_FOUND: 404,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_BODY: 415,
+  NO_CELLS: 503,
+  INTERNAL: 500,
+} as const;
+
+/** A code of the app's own errors. */
+export type AppErrorCode = keyof typeof APP_ERRORS;
+
 /** An error whose status and message are meant for the client (bad input, forbidden, not found). */
 export class HttpError extends Error {
+  readonly status: number;
+
   constructor(
-    readonly status: number,
-    readonly code: string,
+    readonly code: AppErrorCode,
     message: string,
   ) {
     super(message);
     this.name = 'HttpError';
+    this.status = APP_ERRORS[code];
   }
 }
 
-/** Status of each typeorm-cells error code; any other error is a 500. */
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
+/** Status of each typeorm-cells error code the app answers with; any other error is a 500. */
+export const LIBRARY_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_INVALID_ARGUMENT: 400,
   // Only a client-named cell (`?cell=`) can be unknown in this app: bad input, not a missing resource.
   CELLS_UNKNOWN_CELL: 400,
   CELLS_UNKNOWN_INSTANCE: 404,
   CELLS_DUPLICATE_MAPPING: 409,
   CELLS_CELL_UNREACHABLE: 503,
+  CELLS_CELL_BUSY: 503,
+  CELLS_QUERY_TIMEOUT: 503,
   CELLS_NOT_READY: 503,
 };
 
-/** Body-parser failures the client caused, by their `type`. */
-const STATUS_BY_BODY_ERROR: Readonly<Record<string, number>> = {
-  'entity.parse.failed': 400,
-  'entity.too.large': 413,
-  'encoding.unsupported': 415,
-  'charset.unsupported': 415,
-  'request.aborted': 400,
-  'request.size.invalid': 400,
-};
+/**
+ * The HttpError for a failure of the body parser: every one is the client's (a body that is not
+ * JSON, too large, in an unsupported encoding, or whose gzip/br bytes do not decompress).
+ */
+export function bodyError(error: unknown): HttpError {
+  const { status, type } = (error ?? {}) as { status?: unknown; type?: unknown };
+  if (status === 413) return new HttpError('BODY_TOO_LARGE', 'The request body is larger than the 16 kB allowed.');
+  if (status === 415) {
+    return new HttpError('UNSUPPORTED_BODY', `The request body's content-encoding or charset is not supported (${String(type)}).`);
+  }
+  if (type === 'entity.parse.failed') return new HttpError('BAD_REQUEST_BODY', 'The request body is not valid JSON.');
+  return new HttpError('BAD_REQUEST_BODY', 'The request body could not be read: a bad content-encoding payload or an aborted upload.');
+}
 
 /** What the error middleware reports about a 500, for logging; never sent to the client. */
 export type ErrorLogger = (line: string) => void;
@@ -44,13 +78,12 @@ export interface ErrorBody {
 
 /** Answers any unmatched route with a JSON 404. */
 export const notFound: RequestHandler = (req, _res, next) => {
-  next(new HttpError(404, 'NOT_FOUND', `No route for ${req.method} ${req.path.slice(0, 200)}.`));
+  next(new HttpError('NOT_FOUND', `No route for ${req.method} ${req.path.slice(0, 200)}.`));
 };
 
 /**
  * The one place errors become responses: HttpError and typeorm-cells errors (by `code`) keep their
- * message; body-parser errors become 400/413/415; anything else is a 500 whose details go to `log`
- * (secrets masked) and never to the client.
+ * message; anything else is a 500 whose details go to `log` (secrets masked) and never to the client.
  */
 export function errorHandler(log: ErrorLogger = (line) => console.error(line)): ErrorRequestHandler {
   return (err: unknown, _req, res, next) => {
@@ -71,17 +104,10 @@ export function errorHandler(log: ErrorLogger = (line) => console.error(line)): 
 
 function describe(err: unknown): { status: number; code: string; message: string } {
   if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
-  const fields = (err ?? {}) as { code?: unknown; type?: unknown; message?: unknown };
+  const fields = (err ?? {}) as { code?: unknown; message?: unknown };
   if (typeof fields.code === 'string') {
-    const status = STATUS_BY_CODE[fields.code];
+    const status = LIBRARY_ERROR_STATUS[fields.code];
     if (status !== undefined) return { status, code: fields.code, message: String(fields.message) };
-  }
-  if (typeof fields.type === 'string') {
-    const status = STATUS_BY_BODY_ERROR[fields.type];
-    if (status !== undefined) {
-      const message = status === 400 ? 'The request body is not valid JSON.' : `The request body was refused (${fields.type}).`;
-      return { status, code: 'BAD_REQUEST_BODY', message };
-    }
   }
   return { status: 500, code: 'INTERNAL', message: 'Internal server error.' };
 }

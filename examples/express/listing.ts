@@ -20,7 +20,8 @@ interface Position {
 
 /**
  * Lists servers newest first across every cell (Nova's multi-cell instance list): each cell returns
- * its own first `limit` servers after the marker, and the merge keeps the overall first `limit`.
+ * its own first `limit + 1` servers after the marker, and the merge keeps the overall first `limit`;
+ * a next page exists (`next_marker`) only when more than `limit` were found.
  * Non-admins see their project's servers only; the context's readDeleted applies in every cell.
  * @throws HttpError 400 for a marker that names no server visible to the caller.
  */
@@ -40,7 +41,8 @@ export async function listServers(
       if (after !== undefined) {
         qb.andWhere('(s.createdAt < :at OR (s.createdAt = :at AND s.uuid < :uuid))', { at: after.createdAt, uuid: after.uuid });
       }
-      return qb.orderBy('s.createdAt', 'DESC').addOrderBy('s.uuid', 'DESC').limit(options.limit).getMany();
+      // One more than a page: whether a next page exists is known without asking for it.
+      return qb.orderBy('s.createdAt', 'DESC').addOrderBy('s.uuid', 'DESC').limit(options.limit + 1).getMany();
     },
     { timeoutMs: options.timeoutMs },
   );
@@ -55,7 +57,7 @@ export async function listServers(
   const last = page[page.length - 1];
   return {
     servers: page.map(({ server, cell }) => serverView(server, cell)),
-    next_marker: page.length === options.limit && last !== undefined ? last.server.uuid : null,
+    next_marker: found.length > options.limit && last !== undefined ? last.server.uuid : null,
     unreachable_cells: unreachable,
   };
 }
@@ -68,7 +70,7 @@ function newestFirst(a: Position, b: Position): number {
 
 /** Where the marker server sits in the order; a marker deleted since the last page still counts. */
 async function markerPosition(cells: Cells, marker: string, project: string | null): Promise<Position> {
-  const unknown = () => new HttpError(400, 'BAD_MARKER', `marker ${marker} names no server you can list.`);
+  const unknown = () => new HttpError('BAD_MARKER', `marker ${marker} names no server you can list.`);
   const servers = cells.getRepository(Server);
   let server: Server | null;
   try {

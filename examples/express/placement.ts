@@ -18,12 +18,12 @@ export class Placement {
   async choose(requested: string | undefined): Promise<CellMapping> {
     if (requested !== undefined) {
       const cell = await this.cells.mappings.cell(requested);
-      if (cell.uuid === CELL0_UUID) throw new HttpError(400, 'BAD_CELL', 'cell0 holds no new servers; name another cell.');
-      if (cell.disabled) throw new HttpError(400, 'BAD_CELL', `Cell '${cell.name}' is disabled and takes no new servers.`);
+      if (cell.uuid === CELL0_UUID) throw new HttpError('BAD_CELL', 'cell0 holds no new servers; name another cell.');
+      if (cell.disabled) throw new HttpError('BAD_CELL', `Cell '${cell.name}' is disabled and takes no new servers.`);
       return cell;
     }
     const enabled = await this.cells.mappings.allCells({ includeCell0: false, includeDisabled: false });
-    if (enabled.length === 0) throw new HttpError(503, 'NO_CELLS', 'No enabled cell takes new servers; create or enable one.');
+    if (enabled.length === 0) throw new HttpError('NO_CELLS', 'No enabled cell takes new servers; create or enable one.');
     const cell = enabled[this.turn % enabled.length]!;
     this.turn = (this.turn + 1) % 1_000_000;
     return cell;

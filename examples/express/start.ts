@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { Cells, InstanceMapping, maskSecrets, redactUrl, type CellMapping } from '../../lib';
 import { createApp } from './app';
 import { EmbeddedServer } from './embedded';
+import { freePort } from './free-port';
 import { Server } from './entities/Server';
 import { CELL_MIGRATIONS } from './migrations';
 import { ensureDatabase, migrateCell, registerCell, seedServers } from './provision';
@@ -97,11 +98,15 @@ function portFromEnv(): number {
 function listen(http: ReturnType<typeof createServer>, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     http.once('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'EADDRINUSE') {
-        reject(new Error(`Port ${port} on ${HOST} is already in use. Stop what uses it, or pick another: PORT=3001 npm start`));
-      } else {
+      if (error.code !== 'EADDRINUSE') {
         reject(error);
+        return;
       }
+      // Suggest a port that is free right now, never the busy one.
+      void freePort().then(
+        (free) => reject(new Error(`Port ${port} on ${HOST} is already in use. Stop what uses it, or pick another: PORT=${free} npm start`)),
+        () => reject(new Error(`Port ${port} on ${HOST} is already in use. Stop what uses it, or pick another with PORT=<port> npm start`)),
+      );
     });
     http.listen(port, HOST, () => resolve());
   });

@@ -1,13 +1,20 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { createJiti } from 'jiti';
+import { InstanceChecker } from 'typeorm';
 import type { CellsOptions } from '../cells';
 import { ConfigFileError, InvalidArgumentError } from '../errors';
 
-/** The files looked for in the working directory when `--config` is not given, in this order. */
+/**
+ * The files looked for in the working directory when `--config` is not given, in this order:
+ * TypeScript (CommonJS or ESM), then JavaScript (CommonJS or ESM).
+ */
 export const DEFAULT_CONFIG_FILES = [
   'cells.config.ts',
+  'cells.config.mts',
+  'cells.config.cts',
   'cells.config.js',
+  'cells.config.mjs',
   'cells.config.cjs',
 ] as const;
 
@@ -32,21 +39,22 @@ export function findConfigFile(explicit: string | undefined, cwd = process.cwd()
 
 /**
  * Loads the `CellsOptions` a config file exports: its default export or `module.exports`, either
- * the options themselves or a (possibly async) function returning them. A `.ts` file is
- * transpiled on the fly with the `typescript` package found from the file's folder.
- * @throws ConfigFileError when the file fails to load or exports no options with an `api` database.
+ * the options themselves or a (possibly async) function returning them. Every form (`.ts`, `.mts`,
+ * `.cts`, `.js`, `.mjs`, `.cjs`; CommonJS or ESM, ESM imports of `./x.js` siblings written in
+ * TypeScript included) is loaded through jiti, which transpiles TypeScript on the fly with
+ * decorators and their metadata (as TypeORM entities need) and needs no `typescript` package.
+ * @throws ConfigFileError when the file fails to load, exports a TypeORM DataSource, or exports no
+ * options with an `api` database.
  */
 export async function loadConfig(file: string): Promise<CellsOptions> {
-  if (file.endsWith('.ts')) registerTypeScript(file);
   let exported: unknown;
   try {
-    exported = createRequire(file)(file) as unknown;
+    exported = await configLoader(file).import(file);
   } catch (error) {
-    if (error instanceof ConfigFileError) throw error;
     throw new ConfigFileError(file, `loading it failed: ${messageOf(error)}`, { cause: error });
   }
   let value = defaultExport(exported);
-  if (typeof value === 'function') {
+  if (typeof value === 'function' && !InstanceChecker.isDataSource(value)) {
     try {
       value = await (value as () => unknown)();
     } catch (error) {
@@ -55,10 +63,19 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
       });
     }
   }
+  if (InstanceChecker.isDataSource(value) || exportsDataSource(exported)) {
+    throw new ConfigFileError(
+      file,
+      `it exports a TypeORM DataSource, which names one database; the typeorm-cells CLI needs the ` +
+        `Cells options instead, which name the API database and the cells' entities and migrations: ` +
+        `export default { api: 'postgres://user:password@host:5432/api', entities: [...], migrations: [...] }. ` +
+        `Keep a DataSource file (pointing at one cell) for TypeORM's own CLI, e.g. typeorm migration:generate`,
+    );
+  }
   if (value === null || typeof value !== 'object' || !('api' in value) || value.api === undefined) {
     throw new ConfigFileError(
       file,
-      `it must export the Cells options (module.exports or export default), at least { api, entities }`,
+      `it must export the Cells options (export default or module.exports), at least { api, entities }`,
     );
   }
   return value as CellsOptions;
@@ -76,59 +93,74 @@ function defaultExport(exported: unknown): unknown {
   return exported;
 }
 
+/** Whether any export of the module is a TypeORM DataSource (`export const dataSource = ...`). */
+function exportsDataSource(exported: unknown): boolean {
+  if (exported === null || typeof exported !== 'object') return false;
+  return Object.values(exported).some((value) => InstanceChecker.isDataSource(value));
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** The part of the `typescript` package the require hook uses. */
-interface TypeScriptTranspiler {
-  transpileModule(
-    source: string,
-    options: { fileName: string; compilerOptions: Record<string, unknown> },
-  ): { outputText: string };
-  ModuleKind: { CommonJS: unknown };
-  ScriptTarget: { ES2022: unknown };
+/**
+ * A jiti loader for one config file. Node's own type stripping (Node 22.6+) cannot load TypeORM
+ * entities (no decorators, no decorator metadata), and the `typescript` package has no compiler
+ * API from version 7 on, so neither can be the loader. No file cache: nothing is written to disk.
+ */
+function configLoader(file: string): ReturnType<typeof createJiti> {
+  return createJiti(file, {
+    fsCache: false,
+    interopDefault: false,
+    sourceMaps: true,
+    transformOptions: { babel: { plugins: [decoratedFields] } },
+  });
+}
+
+/** The parts of Babel's plugin API that `decoratedFields` uses. */
+interface BabelApi {
+  template: { statement: { ast(code: string): unknown } };
+}
+interface BabelPath<N> {
+  node: N;
+  traverse(visitor: Record<string, (path: BabelPath<never>) => void>): void;
 }
 
 /**
- * Lets `require` load `.ts` files (the config and what it imports) by transpiling each one alone,
- * without type checking, as TypeORM entities need: decorators and their metadata, CommonJS.
- * Leaves an existing hook (ts-node, tsx) in place.
+ * A Babel plugin that makes jiti's legacy-decorator output work for decorated class fields
+ * (`@Column() name!: string`), as TypeORM entities declare them (jiti issue #367):
+ * - before the other plugins run, it drops the `!` of decorated fields, which the decorator
+ *   transform would give an initializer that Babel's TypeScript transform then refuses; the `!`
+ *   only informs type checking;
+ * - afterwards, it turns `_initializerWarningHelper` (which throws "Decorating class property
+ *   failed" on every `new Entity()`, because jiti runs no class-properties transform) into what
+ *   that transform does: the field gets its initializer's value, or `undefined`.
  */
-function registerTypeScript(configFile: string): void {
-  const requireFromConfig = createRequire(configFile);
-  // require.extensions is deprecated but is still the supported way to hook CommonJS loading.
-  const extensions = requireFromConfig.extensions;
-  if (extensions['.ts'] !== undefined) return;
-  let typescriptPath: string;
-  try {
-    typescriptPath = requireFromConfig.resolve('typescript');
-  } catch {
-    throw new ConfigFileError(
-      configFile,
-      `it is TypeScript, and the 'typescript' package cannot be found from its folder. ` +
-        `Compile the config to JavaScript and pass the .js file, or install typescript (npm install --save-dev typescript)`,
-    );
-  }
-  const ts = requireFromConfig(typescriptPath) as TypeScriptTranspiler;
-  const compilerOptions = {
-    module: ts.ModuleKind.CommonJS,
-    target: ts.ScriptTarget.ES2022,
-    esModuleInterop: true,
-    experimentalDecorators: true,
-    emitDecoratorMetadata: true,
-    // TypeORM decorators define columns on the prototype; own `undefined` fields would hide them.
-    useDefineForClassFields: false,
-    inlineSourceMap: true,
-  };
-  extensions['.ts'] = (module, filename) => {
-    const { outputText } = ts.transpileModule(readFileSync(filename, 'utf8'), {
-      fileName: filename,
-      compilerOptions,
-    });
-    (module as unknown as { _compile(code: string, file: string): void })._compile(
-      outputText,
-      filename,
-    );
+function decoratedFields(api: BabelApi): object {
+  return {
+    visitor: {
+      Program: {
+        enter(program: BabelPath<unknown>) {
+          program.traverse({
+            ClassProperty(
+              path: BabelPath<{ decorators?: unknown[] | null; definite?: boolean | null }>,
+            ) {
+              if (path.node.decorators?.length) path.node.definite = false;
+            },
+          });
+        },
+        exit(program: BabelPath<unknown>) {
+          program.traverse({
+            FunctionDeclaration(path: BabelPath<{ id?: { name: string } | null; body: unknown }>) {
+              if (/^_initializerWarningHelper\d*$/.test(path.node.id?.name ?? '')) {
+                path.node.body = api.template.statement.ast(
+                  '{ return arguments[0].initializer ? arguments[0].initializer.call(arguments[1]) : void 0; }',
+                );
+              }
+            },
+          });
+        },
+      },
+    },
   };
 }

@@ -90,6 +90,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
             formatDuration(r.ms),
             r.error ? `failed: ${r.error}` : r.result,
           ]),
+          { optional: ['UUID', 'Time'] },
         );
       });
       const failed = results.filter((r) => r.result === 'failed').length;
@@ -122,6 +123,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
               ? [r.name, r.uuid, r.applied.length, r.pending.length, r.pending.join('\n') || '-']
               : [r.name, r.uuid, '?', '?', `failed: ${r.error}`],
           ),
+          { optional: ['UUID'] },
         );
       });
       const failed = results.filter((r) => r.error !== undefined).length;
@@ -163,7 +165,8 @@ export async function migrateCells(
         results.set(cell.uuid, result);
         if (result.error !== undefined) {
           if (!options.continueOnError) stopped = true;
-          throw new Error(result.error);
+          // On a terminal the renderer shows the error in place of the title: keep the cell's name.
+          throw new Error(`${cell.name}: ${result.error}`);
         }
         task.title = `${cell.name}: ${result.applied.length} migration(s) applied in ${formatDuration(result.ms)}`;
       },

@@ -4,7 +4,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { maskSecrets } from '../connection-url';
-import { BadConnectionUrlError, CellInUseError, InvalidArgumentError } from '../errors';
+import {
+  BadConnectionUrlError,
+  CellInUseError,
+  InvalidArgumentError,
+  UnknownCellError,
+} from '../errors';
 import { registerApiDbCommands } from './api-db';
 import { registerCellCommands } from './cell';
 import { DEFAULT_CONFIG_FILES } from './config';
@@ -19,7 +24,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 const HELP_FOOTER = `
 Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config <path>; it exports
 (export default / module.exports) the Cells options: { api, entities, migrations, ... }.
-A .ts config is transpiled with the 'typescript' package found from its folder.
+TypeScript configs (.ts, .mts, .cts) are loaded with jiti; no typescript package is needed.
 
 Exit status:
   0  success
@@ -95,9 +100,11 @@ function describeError(error: unknown): string {
   // 42P01 undefined_table: the API database has no mapping tables yet.
   if (code === '42P01')
     return `${message}. Is the API database migrated? Run 'typeorm-cells api-db migrate'.`;
-  // The library's hint names its API option; on the command line that option is --force.
+  // The library's hints name its API calls; on the command line, name the commands instead.
   if (error instanceof CellInUseError)
     return message.replace('pass { force: true }', 'pass --force');
+  if (error instanceof UnknownCellError)
+    return `Unknown cell '${error.cell}': no cell has this uuid or name. List cells with 'typeorm-cells cell list'.`;
   return message || (error instanceof Error ? error.name : 'unknown error');
 }
 

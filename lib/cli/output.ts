@@ -1,3 +1,4 @@
+import type { WriteStream } from 'node:tty';
 import Table from 'cli-table3';
 import { maskSecrets } from '../connection-url';
 
@@ -28,10 +29,30 @@ export class Output {
     this.line(JSON.stringify(value, null, 2));
   }
 
-  /** Writes a table to stdout; no colours, so piped output stays plain text. */
-  table(head: string[], rows: (string | number)[][]): void {
-    const table = new Table({ head, style: { head: [], border: [] } });
-    table.push(...rows.map((row) => row.map((cell) => maskSecrets(String(cell)))));
+  /**
+   * Writes a table to stdout; no colours, so piped output stays plain text. On a terminal the table
+   * fits its width: the `optional` columns are dropped first, then the widest columns wrap.
+   * Piped output keeps every row on one line, for scripts.
+   */
+  table(head: string[], rows: (string | number)[][], options: { optional?: string[] } = {}): void {
+    const cells = rows.map((row) => row.map((cell) => maskSecrets(String(cell))));
+    const terminal = this.streams.out as Partial<Pick<WriteStream, 'isTTY' | 'columns'>>;
+    const layout = terminal.isTTY
+      ? fitColumns(
+          head,
+          cells,
+          terminal.columns || DEFAULT_TERMINAL_COLUMNS,
+          options.optional ?? [],
+        )
+      : undefined;
+    const pick = (row: string[]): string[] =>
+      layout ? layout.keep.map((i, k) => wrap(row[i] ?? '', layout.widths[k]! - 2)) : row;
+    const table = new Table({
+      head: pick(head),
+      style: { head: [], border: [] },
+      ...(layout ? { colWidths: layout.widths } : {}),
+    });
+    table.push(...cells.map(pick));
     this.line(table.toString());
   }
 
@@ -50,6 +71,71 @@ export class Output {
   debug(text: string): void {
     this.streams.err.write(`${maskSecrets(text)}\n`);
   }
+}
+
+/** Width assumed for a terminal that does not report its own. */
+const DEFAULT_TERMINAL_COLUMNS = 100;
+/** Narrowest a wrapped column gets: a uuid or a word still reads in 12 characters. */
+const MIN_COLUMN_WIDTH = 12;
+
+/**
+ * Which columns of a table to show, and how wide (padding included), so that it fits `maxWidth`:
+ * columns named in `optional` are dropped first, in that order; then the widest column shrinks,
+ * its text wrapping, until the table fits or every column is at its minimum.
+ */
+export function fitColumns(
+  head: readonly string[],
+  rows: readonly (readonly string[])[],
+  maxWidth: number,
+  optional: readonly string[] = [],
+): { keep: number[]; widths: number[] } {
+  const natural = head.map(
+    (title, i) =>
+      Math.max(
+        ...[title, ...rows.map((row) => row[i] ?? '')].flatMap((text) =>
+          text.split('\n').map((l) => l.length),
+        ),
+      ) + 2,
+  );
+  let keep = head.map((_, i) => i);
+  const total = (): number => keep.reduce((sum, i) => sum + widths[i]!, keep.length + 1);
+  const widths = [...natural];
+  for (const name of optional) {
+    if (total() <= maxWidth) break;
+    keep = keep.filter((i) => head[i] !== name);
+  }
+  while (total() > maxWidth) {
+    const widest = keep.reduce((a, b) => (widths[b]! > widths[a]! ? b : a));
+    const floor = Math.min(natural[widest]!, MIN_COLUMN_WIDTH);
+    if (widths[widest]! <= floor) break;
+    widths[widest] = Math.max(floor, widths[widest]! - (total() - maxWidth));
+  }
+  return { keep, widths: keep.map((i) => widths[i]!) };
+}
+
+/** `text` wrapped at spaces to lines of at most `width` characters; longer words are cut, not lost. */
+function wrap(text: string, width: number): string {
+  return text
+    .split('\n')
+    .flatMap((paragraph) => {
+      const lines: string[] = [];
+      let line = '';
+      for (const word of paragraph.split(' ')) {
+        const joined = line === '' ? word : `${line} ${word}`;
+        if (joined.length <= width) {
+          line = joined;
+          continue;
+        }
+        if (line !== '') lines.push(line);
+        line = word;
+        while (line.length > width) {
+          lines.push(line.slice(0, width));
+          line = line.slice(width);
+        }
+      }
+      return [...lines, line];
+    })
+    .join('\n');
 }
 
 /** Collapses whitespace and line breaks, so an error is always a single line. */

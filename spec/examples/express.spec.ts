@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import request from 'supertest';
+import { APP_ERRORS, LIBRARY_ERROR_STATUS } from '../../examples/express/errors';
 import { rowsIn } from '../support/databases';
 import { createExampleWorld, type ExampleCell, type ExampleWorld } from './example-world';
 
@@ -324,6 +327,17 @@ describe('GET /servers', () => {
     expect(new Set(all).size).toBe(20);
   });
 
+  it('gives a full last page no next_marker', async () => {
+    const p = project();
+    for (let i = 0; i < 4; i++) await post(`full-${i}`, p);
+    const first = await api().get('/servers?limit=2').set('x-project-id', p).expect(200);
+    const firstPage = first.body as { servers: ServerBody[]; next_marker: string | null };
+    expect(firstPage.next_marker).toBe(firstPage.servers[1]?.uuid);
+    const last = await api().get(`/servers?limit=2&marker=${firstPage.next_marker}`).set('x-project-id', p).expect(200);
+    expect(last.body).toMatchObject({ next_marker: null });
+    expect((last.body as { servers: unknown[] }).servers).toHaveLength(2);
+  });
+
   it('returns 25 servers by default and at most 1000', async () => {
     const p = project();
     await Promise.all(Array.from({ length: 27 }, (_, i) => post(`many-${i}`, p)));
@@ -370,9 +384,63 @@ describe('errors', () => {
     expect(res.body).toMatchObject({ error: { status: 404, code: 'NOT_FOUND' } });
   });
 
-  it('answers 400 for an x-project-id longer than 255 characters', async () => {
-    const res = await api().get('/servers').set('x-project-id', 'p'.repeat(256)).expect(400);
+  it.each([
+    ['longer than 255 characters', 'p'.repeat(256)],
+    ['with a space', 'my project'],
+    ['with a slash', 'a/b'],
+    ['with a quote and a semicolon', "p';--"],
+    ['with a non-ASCII letter', 'projé'],
+  ])('answers 400 for an x-project-id %s', async (_what, projectId) => {
+    const res = await api().get('/servers').set('x-project-id', projectId).expect(400);
     expect(res.body).toMatchObject({ error: { code: 'BAD_PROJECT_ID' } });
+  });
+
+  it('accepts an x-project-id of letters, digits and . _ : -', async () => {
+    await api().get('/servers').set('x-project-id', 'Proj-1.a_b:c').expect(200);
+  });
+
+  it.each(['gzip', 'br', 'deflate'])(
+    'answers 400 BAD_REQUEST_BODY for a body whose content-encoding %s does not decompress',
+    async (encoding) => {
+      const res = await api()
+        .post('/servers')
+        .set('content-type', 'application/json')
+        .set('content-encoding', encoding)
+        .send(Buffer.from('{"name": "not compressed at all"}'))
+        .expect(400);
+      expect(res.body).toMatchObject({ error: { status: 400, code: 'BAD_REQUEST_BODY' } });
+    },
+  );
+
+  it('answers 413 BODY_TOO_LARGE and 415 UNSUPPORTED_BODY', async () => {
+    const large = await api().post('/servers').send({ name: 'n'.repeat(20_000) }).expect(413);
+    expect(large.body).toMatchObject({ error: { code: 'BODY_TOO_LARGE' } });
+    const unsupported = await api()
+      .post('/servers')
+      .set('content-type', 'application/json')
+      .set('content-encoding', 'zstd-unknown')
+      .send('{"name":"x"}')
+      .expect(415);
+    expect(unsupported.body).toMatchObject({ error: { code: 'UNSUPPORTED_BODY' } });
+  });
+
+  it("documents every code the app answers with, and its status, in the README's error table", async () => {
+    const readme = await readFile(join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## The example app'));
+    const table = section.slice(section.indexOf('### Errors'), section.indexOf('\n## ', 1));
+    const documented = Object.fromEntries(
+      [...table.matchAll(/^\| (\d{3}) \| `([A-Z_]+)` \|/gm)].map((m) => [m[2]!, Number(m[1])]),
+    );
+    expect(documented).toEqual({ ...APP_ERRORS, ...LIBRARY_ERROR_STATUS });
+    // And every code literal in the app's source, whatever table it comes from.
+    const sources = await Promise.all(
+      ['errors.ts', 'params.ts', 'context.ts', 'placement.ts', 'listing.ts', 'routes/servers.ts', 'routes/cells.ts'].map(
+        (file) => readFile(join(__dirname, '..', '..', 'examples', 'express', file), 'utf8'),
+      ),
+    );
+    const literals = new Set(sources.join('\n').match(/(?<=')(?:CELLS|BAD|NOT|SERVER|NO|BODY|UNSUPPORTED|FORBIDDEN|INTERNAL)[A-Z_]*(?=')/g));
+    expect(literals.size).toBeGreaterThan(10);
+    expect([...literals].filter((code) => !(code in documented))).toEqual([]);
   });
 });
 

@@ -12,7 +12,7 @@ import {
   type CellsOptions,
 } from '../../lib';
 import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from '../support/cells';
-import { assertCliBuilt, createCliProject, runCli, type CliProject } from '../support/cli';
+import { assertCliBuilt, createCliProject, createProject, runCli, type CliProject } from '../support/cli';
 import { createTestDatabase, rowsIn, testServerUrl, type TestDatabase } from '../support/databases';
 import { startForwarder } from '../support/forwarder';
 import { Widget } from '../support/widget';
@@ -352,6 +352,9 @@ interface Case {
 
 const BAD_URL = { error: 'CELLS_BAD_CONNECTION_URL' };
 const INVALID = { error: 'CELLS_INVALID_ARGUMENT' };
+const ONLY_POSTGRES = /supports PostgreSQL only/;
+const MYSQL_URL = 'mysql://root@127.0.0.1:3306/mysql';
+const MYSQL_OPTIONS = { type: 'mysql', host: '127.0.0.1', port: 3306, username: 'root', database: 'mysql' };
 const hostileUrls: Array<[string, () => string]> = [
   ['an empty URL', () => ''],
   ['a URL that is not a URL', () => 'not a url at all'],
@@ -384,6 +387,44 @@ const cases: Case[] = [
       api(() =>
         lib().mappings.updateCell(cellA().uuid, { databaseConnection: 'mysql://u:p@h/db' }),
       ),
+  },
+  // Engines other than PostgreSQL: refused, naming the supported one (an api of type mysql used to
+  // be treated as PostgreSQL).
+  {
+    name: 'api: createCell refuses a mysql:// URL, naming PostgreSQL',
+    contract: { ...BAD_URL, message: ONLY_POSTGRES },
+    run: () =>
+      api(() => lib().mappings.createCell({ name: 'on-mysql', databaseConnection: MYSQL_URL })),
+  },
+  {
+    name: 'api: updateCell refuses a mysql:// URL, naming PostgreSQL',
+    contract: { ...BAD_URL, message: ONLY_POSTGRES },
+    run: () => api(() => lib().mappings.updateCell(cellA().uuid, { databaseConnection: MYSQL_URL })),
+  },
+  {
+    name: 'api: new Cells refuses a mysql:// API URL, naming PostgreSQL',
+    contract: { ...BAD_URL, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ api: MYSQL_URL }))),
+  },
+  {
+    name: "api: new Cells refuses API options of type 'mysql', naming PostgreSQL",
+    contract: { ...INVALID, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ api: MYSQL_OPTIONS }))),
+  },
+  {
+    name: "api: new Cells refuses main options of type 'mysql', naming PostgreSQL",
+    contract: { ...INVALID, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ main: MYSQL_OPTIONS }))),
+  },
+  {
+    name: "api: new Cells refuses API options of type 'postgres' with a mysql:// url",
+    contract: { ...BAD_URL, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ api: { type: 'postgres', url: MYSQL_URL } }))),
+  },
+  {
+    name: "api: new Cells refuses cellDataSourceOptions of type 'mysql', naming PostgreSQL",
+    contract: { ...INVALID, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: { type: 'mysql' } }))),
   },
   {
     name: 'api: new Cells refuses an SQL-looking API URL',
@@ -1190,6 +1231,25 @@ const cases: Case[] = [
     name: 'cli: cell update refuses a mysql:// URL',
     contract: { exit: 2, stderr: /not a valid PostgreSQL URL/ },
     run: () => cli('cell', 'update', cellA().name, '--database-connection', 'mysql://u:p@h/db'),
+  },
+  {
+    name: 'cli: cell create refuses a mysql:// URL, naming PostgreSQL',
+    contract: { exit: 2, stderr: ONLY_POSTGRES },
+    run: () => cli('cell', 'create', '--name', 'on-mysql', '--database-connection', MYSQL_URL),
+  },
+  {
+    name: "cli: a config whose API database is of type 'mysql' is refused, naming PostgreSQL",
+    contract: { exit: 1, stderr: /cells\.config\.js: The api database has type 'mysql'.*supports PostgreSQL only/ },
+    run: async () => {
+      const mysql = await createProject({
+        'cells.config.js': `module.exports = { api: ${JSON.stringify(MYSQL_OPTIONS)}, entities: [] };\n`,
+      });
+      try {
+        return { kind: 'cli', ...(await runCli(['cell', 'list'], mysql.dir)) };
+      } finally {
+        await mysql.remove();
+      }
+    },
   },
   {
     name: 'cli: instance verify of a malformed uuid',

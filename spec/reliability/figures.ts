@@ -1,6 +1,4 @@
 import { appendFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 /** One measured figure of a reliability scenario. */
 export interface Figure {
@@ -11,17 +9,19 @@ export interface Figure {
   bound: string;
 }
 
-/** Where figures of this run are appended as JSON lines (`CELLS_FIGURES_FILE` overrides). */
-export const FIGURES_FILE = process.env.CELLS_FIGURES_FILE ?? join(tmpdir(), 'typeorm-cells-figures.jsonl');
+/** Where figures of this run are appended as JSON lines, when set (`CELLS_FIGURES_FILE`). */
+export const FIGURES_FILE = process.env.CELLS_FIGURES_FILE;
 
 /**
  * Prints a scenario's figure as one line `FIGURE <scenario> | <name> = <value> (<bound>)` on
- * stdout (straight to the stream, so Jest shows it without a console stack) and appends it to
- * FIGURES_FILE for docs/RELIABILITY.md. The test still asserts the bound itself.
+ * stdout (straight to the stream, so Jest shows it without a console stack) and, when
+ * `CELLS_FIGURES_FILE` names a file, appends it there for docs/RELIABILITY.md (nothing is written
+ * by default: a run leaves no file behind). The test still asserts the bound itself.
  */
 export function reportFigure(scenario: string, name: string, value: number, bound: string): void {
   const figure: Figure = { scenario, name, value, bound };
   process.stdout.write(`FIGURE ${scenario} | ${name} = ${value} (${bound})\n`);
+  if (FIGURES_FILE === undefined) return;
   try {
     appendFileSync(FIGURES_FILE, `${JSON.stringify({ ...figure, at: new Date().toISOString() })}\n`);
   } catch {

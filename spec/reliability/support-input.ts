@@ -110,7 +110,7 @@ export type Outcome =
 
 /** What a case must produce. */
 export type Contract =
-  | { error: string }
+  | { error: string; message?: RegExp }
   | { status: number; code?: string }
   | { exit: number; stderr?: RegExp }
   | { ok: true };
@@ -133,6 +133,10 @@ export function contractViolations(outcome: Outcome, contract: Contract): string
       );
     if (!error.message || error.message.length > MAX_MESSAGE)
       problems.push(`unclear message of ${error.message.length} characters`);
+    if (contract.message && !contract.message.test(error.message))
+      problems.push(
+        `message does not match ${String(contract.message)}: ${error.message.slice(0, 300)}`,
+      );
     return problems;
   }
   if ('status' in contract) {

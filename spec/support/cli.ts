@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Cells, CellMapping } from '../../lib';
 import { adminQuery, createRole, createTestDatabase, type TestDatabase } from './databases';
 import { BUILD_ERROR_VARIABLE } from './build';
@@ -53,6 +53,34 @@ export function runCli(args: readonly string[], cwd: string): Promise<CliResult>
   });
 }
 
+/**
+ * Runs the built CLI as `runCli` does, but on a pseudo-terminal `columns` wide (through util-linux
+ * `script`), as a user at a terminal sees it: live progress and tables sized to the terminal.
+ * stdout and stderr arrive together in `stdout`, with terminal escapes and carriage returns removed.
+ */
+export function runCliOnTerminal(
+  args: readonly string[],
+  cwd: string,
+  columns: number,
+): Promise<CliResult> {
+  const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
+  const command = `stty cols ${columns}; exec ${[process.execPath, CLI_PATH, ...args].map(quote).join(' ')}`;
+  return new Promise((resolve, reject) => {
+    execFile(
+      'script',
+      ['--quiet', '--return', '--command', command, '/dev/null'],
+      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000, maxBuffer: 16 << 20 },
+      (error, stdout, stderr) => {
+        transcript.push(stdout, stderr);
+        if (error && typeof error.code !== 'number') return reject(error);
+        // eslint-disable-next-line no-control-regex -- terminal escapes are what it removes
+        const plain = stdout.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+        resolve({ code: error ? Number(error.code) : 0, stdout: plain, stderr });
+      },
+    );
+  });
+}
+
 /** A temporary project folder with a config file, like a user's. */
 export interface CliProject {
   dir: string;
@@ -66,15 +94,12 @@ export interface CliProject {
  * concurrent runners overlap). `node_modules` links to this repository's, as in an installed project.
  *
  * @param apiUrl - URL of the API database.
- * @param options.typescript - link node_modules, so the .ts config can be transpiled. Default: true.
+ * @param options.typescript - link node_modules (typescript, typeorm) as an installed project has. Default: true.
  */
 export async function createCliProject(
   apiUrl: string,
   options: { typescript?: boolean; migrationSleepMs?: number } = {},
 ): Promise<CliProject> {
-  const dir = await mkdtemp(join(tmpdir(), 'cells-cli-'));
-  if (options.typescript !== false)
-    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
   const sleep = ((options.migrationSleepMs ?? 300) / 1000).toFixed(3);
   const config = `
 import type { MigrationInterface, QueryRunner } from 'typeorm';
@@ -98,7 +123,32 @@ export default {
   connectTimeoutMs: 3000,
 };
 `;
-  await writeFile(join(dir, 'cells.config.ts'), config);
+  return createProject(
+    { 'cells.config.ts': config },
+    { linkNodeModules: options.typescript !== false },
+  );
+}
+
+/** Prefix of every temporary folder the CLI specs create, so a leftover can be traced back here. */
+export const PROJECT_PREFIX = 'cells-cli-';
+
+/**
+ * Creates a temporary project folder holding `files` (relative path -> content).
+ *
+ * @param options.linkNodeModules - link `node_modules` to this repository's, as in a project that
+ * installed typeorm-cells. Default: false (no packages at all).
+ */
+export async function createProject(
+  files: Readonly<Record<string, string>>,
+  options: { linkNodeModules?: boolean } = {},
+): Promise<CliProject> {
+  const dir = await mkdtemp(join(tmpdir(), PROJECT_PREFIX));
+  if (options.linkNodeModules)
+    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, name)), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 

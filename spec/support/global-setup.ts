@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { EmbeddedServer } from '../../examples/express/embedded';
 import { buildDist } from './build';
+import { enterTempRoot, leaveTempRoot } from './temp-root';
 
 /** Environment variable naming the PostgreSQL server the tests use. */
 export const SERVER_URL_VARIABLE = 'CELLS_TEST_DATABASE_URL';
@@ -17,7 +18,8 @@ const DATA_DIR_PREFIX = 'embedded-pg-cells-';
 const LOG_LINES_KEPT = 40;
 
 /**
- * Jest global setup: starts a throwaway embedded PostgreSQL and exports its URL in
+ * Jest global setup: gives the run its own temporary root (TMPDIR, checked at teardown), builds
+ * dist/, starts a throwaway embedded PostgreSQL and exports its URL in
  * `CELLS_TEST_DATABASE_URL` so the workers, forked afterwards, inherit it. Does nothing when
  * the variable is already set, so the tests run against that server instead.
  * Set `CELLS_TEST_VERBOSE` to see the server's log.
@@ -25,8 +27,15 @@ const LOG_LINES_KEPT = 40;
  * @throws Error naming the port, data directory and last log lines when the server cannot start.
  */
 export default async function globalSetup(): Promise<void> {
-  await buildDist();
-  await startTestServer();
+  await enterTempRoot();
+  try {
+    await buildDist();
+    await startTestServer();
+  } catch (error) {
+    // Jest runs no global teardown after a failed setup.
+    await leaveTempRoot();
+    throw error;
+  }
 }
 
 /**

@@ -63,5 +63,5 @@ function visible(server: Server): boolean {
 }
 
 function notFound(uuid: string): HttpError {
-  return new HttpError(404, 'SERVER_NOT_FOUND', `Server ${uuid} does not exist.`);
+  return new HttpError('SERVER_NOT_FOUND', `Server ${uuid} does not exist.`);
 }
