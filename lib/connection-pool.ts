@@ -58,24 +58,75 @@ export class CellClient extends Client {
     const [config, values, callback] = args;
     const timeoutMs = currentContext()?.queryTimeoutMs ?? this.queryTimeoutMs;
     const submittable = typeof (config as { submit?: unknown } | null)?.submit === 'function';
-    // Streams (submittable queries) and callback calls keep pg's own behaviour.
+    if (timeoutMs > 0 && submittable) this.boundCursor(config, timeoutMs);
+    // Submittable queries and callback calls keep pg's own behaviour (a cursor's waits bounded above).
     if (timeoutMs <= 0 || submittable || typeof values === 'function' || typeof callback === 'function') {
       return (super.query as (...a: unknown[]) => never)(...args);
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const error = new QueryDeadlineExceeded(timeoutMs);
-        this[kLostError] ??= error;
-        // Fails this query and every one queued behind it, and frees the server's backend.
-        (this as unknown as { connection: { stream: { destroy(error?: Error): void } } }).connection.stream.destroy(error);
-      }, timeoutMs);
+      const clear = this.armDeadline(timeoutMs);
       const done: QueryCallback = (error, result) => {
-        clearTimeout(timer);
+        clear();
         if (error) reject(error);
         else resolve(result);
       };
       (super.query as (...a: unknown[]) => unknown)(config, values, done);
     }) as never;
+  }
+
+  /**
+   * Starts a deadline for one wait on the server; returns what ends it. Passed, it closes the
+   * connection: that fails the query and every one queued behind it, and frees the server's backend.
+   */
+  private armDeadline(timeoutMs: number, onExpired?: (error: Error) => void): () => void {
+    const timer = setTimeout(() => {
+      const error = new QueryDeadlineExceeded(timeoutMs);
+      this[kLostError] ??= error;
+      (this as unknown as { connection: { stream: { destroy(error?: Error): void } } }).connection.stream.destroy(error);
+      onExpired?.(error);
+    }, timeoutMs);
+    return () => clearTimeout(timer);
+  }
+
+  /**
+   * A stream (pg-query-stream's `cursor`, pg-cursor's `read` and `close`) waits on the server once
+   * per batch of rows and once to close: each such wait gets the query deadline. Time the consumer
+   * takes between batches is its own, so a long export of many batches is not cut short.
+   */
+  private boundCursor(config: unknown, timeoutMs: number): void {
+    const cursor = (config as { cursor?: unknown }).cursor ?? config;
+    const target = cursor as Partial<Record<'read' | 'close', (...a: unknown[]) => unknown>>;
+    // pg-cursor may drop a queued read's callback when the cursor closes: every deadline of the
+    // cursor ends with its close, so none outlives it to cut a later query on this connection.
+    const armed = new Set<() => void>();
+    const clearAll = (): void => {
+      for (const clear of armed) clear();
+      armed.clear();
+    };
+    for (const method of ['read', 'close'] as const) {
+      const original = target[method];
+      if (typeof original !== 'function') continue;
+      target[method] = (...callArgs: unknown[]) => {
+        const last = callArgs.length - 1;
+        const callback = callArgs[last];
+        if (typeof callback !== 'function') return original.apply(cursor, callArgs);
+        let called = false;
+        const settle = (...results: unknown[]): unknown => {
+          if (called) return undefined;
+          called = true;
+          clear();
+          armed.delete(clear);
+          if (method === 'close') clearAll();
+          return (callback as (...r: unknown[]) => unknown)(...results);
+        };
+        // A closing cursor ignores the error of its lost connection (pg-cursor's handleError
+        // returns once the cursor is 'done'), so its callback is answered here.
+        const clear = this.armDeadline(timeoutMs, method === 'close' ? (error) => settle(error) : undefined);
+        armed.add(clear);
+        callArgs[last] = settle;
+        return original.apply(cursor, callArgs);
+      };
+    }
   }
 }
 
