@@ -620,7 +620,7 @@ export class Cells {
       const epoch = this.cellEpochs.get(key) ?? 0;
       const cell = await this.mappings.cellByUuid(key);
       const label = `'${cell.name}' (${cell.uuid})`;
-      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      const parts = parseConnectionUrl(cell.databaseConnection, `cell ${label}`);
       const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
       const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`, deadline);
       await connect(dataSource, `cell ${label}`);
@@ -679,14 +679,16 @@ async function connect(dataSource: DataSource, label: string): Promise<void> {
  * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
  */
 export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
+  const database = label === 'api' ? 'the API database' : label === 'main' ? 'the default main database' : label.startsWith('the ') ? label : `the ${label} database`;
+  const Database = database.charAt(0).toUpperCase() + database.slice(1);
+  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, database) };
   if (config === null || typeof config !== 'object') {
-    throw new InvalidArgumentError(`The ${label} database must be a postgres:// URL or TypeORM options.`);
+    throw new InvalidArgumentError(`${Database} must be a postgres:// URL or TypeORM options.`);
   }
-  postgresTypeArg((config as { type?: unknown }).type, `The ${label} database`);
+  postgresTypeArg((config as { type?: unknown }).type, Database);
   if (config.url !== undefined) {
     const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
+    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, database) };
   }
   return { ...config, type: 'postgres' };
 }

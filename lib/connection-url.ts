@@ -8,7 +8,15 @@ export interface ConnectionParts {
   password: string | undefined;
   database: string;
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
+  /** From `?application_name=`: what the server shows in `pg_stat_activity.application_name`. */
+  applicationName?: string;
 }
+
+/**
+ * The query parameters a connection URL may carry (libpq's names). Any other is refused rather
+ * than silently dropped: a URL that works with psql must not quietly mean something else here.
+ */
+const URL_PARAMETERS = new Set(['sslmode', 'ssl', 'application_name']);
 
 /** `scheme://user:`: where a URL's password would start. */
 const URL_PASSWORD_START = /\b[a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:/gi;
@@ -125,9 +133,10 @@ export function redactUrl(url: string): string {
 /**
  * Parses a `postgres://` or `postgresql://` URL into DataSource connection options.
  * @param url the connection URL; it is never copied into an error message.
- * @param cellLabel how errors name the cell (uuid or name).
+ * @param cellLabel how errors name the database (`cell 'name' (uuid)`, `the API database`).
  * @throws BadConnectionUrlError when the URL is empty, longer than 8192 characters, has control
- * characters, is unparsable, is not PostgreSQL or has no database.
+ * characters, is unparsable, is not PostgreSQL, has no database, or carries a query parameter
+ * other than `sslmode`, `ssl` and `application_name`.
  */
 export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
   if (typeof url !== 'string' || url.trim() === '') {
@@ -162,6 +171,16 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new BadConnectionUrlError(cellLabel, 'its port is out of range');
   }
+  for (const key of parsed.searchParams.keys()) {
+    if (!URL_PARAMETERS.has(key)) {
+      throw new BadConnectionUrlError(
+        cellLabel,
+        `query parameter '${key.slice(0, 40)}' is not supported; the ones read are ${[...URL_PARAMETERS].join(', ')}` +
+          (key === 'password' || key === 'user' ? ', and the user and password go before the host' : ''),
+      );
+    }
+  }
+  const applicationName = parsed.searchParams.get('application_name') ?? undefined;
   const sslmode = parsed.searchParams.get('sslmode') ?? parsed.searchParams.get('ssl');
   let ssl: ConnectionParts['ssl'];
   if (sslmode === 'verify-full' || sslmode === 'verify-ca') ssl = true;
@@ -173,6 +192,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
     password: parsed.password === '' ? undefined : safeDecode(parsed.password, cellLabel),
     database,
     ssl,
+    ...(applicationName === undefined ? {} : { applicationName }),
   };
 }
 

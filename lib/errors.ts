@@ -47,10 +47,11 @@ export class UnknownCellError extends CellsError {
 /** A cell's stored database connection is not a usable PostgreSQL URL. */
 export class BadConnectionUrlError extends CellsError {
   readonly code = 'CELLS_BAD_CONNECTION_URL';
+  /** @param cell how the database is named: `cell 'name' (uuid)`, `the API database`... */
   constructor(readonly cell: string, reason: string) {
     super(
-      `The database connection of cell ${cell} is not a valid PostgreSQL URL (${reason}). ` +
-        `Expected postgres://user:password@host:port/database; fix the CellMapping.`,
+      `The database connection of ${cell} is not a valid PostgreSQL URL (${reason}). Expected ` +
+        `postgres://user@host:port/database, with a password after the user name (user:password@).`,
     );
   }
 }

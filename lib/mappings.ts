@@ -289,7 +289,7 @@ export class CellMappings {
       throw new InvalidArgumentError('createCell needs { name, databaseConnection }.');
     const uuid = init.uuid === undefined ? randomUUID() : uuidArg(init.uuid, 'cell uuid');
     const name = nameArg(init.name, 'cell name');
-    parseConnectionUrl(init.databaseConnection, `'${name}'`);
+    parseConnectionUrl(init.databaseConnection, `cell '${name}'`);
     const transportUrl = optionalNameArg(init.transportUrl, 'transport URL', MAX_TRANSPORT_URL) ?? null;
     const disabled = booleanArg(init.disabled, 'disabled', false);
     return this.unique(
@@ -323,9 +323,11 @@ export class CellMappings {
   /**
    * Changes a cell's name, connection, transport URL or disabled flag. A new connection closes the
    * cell's open DataSource in every process; the next call opens the new database.
+   * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
-  async updateCell(uuidOrName: string, patch: CellMappingPatch): Promise<CellMapping> {
+  async updateCell(cell: string | CellMapping, patch: CellMappingPatch): Promise<CellMapping> {
+    const uuidOrName = cellKeyOf(cell);
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
       throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, transportUrl?, disabled? }.');
     }
@@ -340,7 +342,7 @@ export class CellMappings {
           if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
           name = cell.name;
           if (patch.databaseConnection !== undefined) {
-            parseConnectionUrl(patch.databaseConnection, `'${cell.name}' (${cell.uuid})`);
+            parseConnectionUrl(patch.databaseConnection, `cell '${cell.name}' (${cell.uuid})`);
             cell.databaseConnection = patch.databaseConnection;
           }
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
@@ -365,9 +367,11 @@ export class CellMappings {
   /**
    * Deletes a cell mapping; refuses while instances or hosts are mapped to it unless `force`, which
    * deletes those mappings too. The cell's database is left untouched; its open DataSource closes.
+   * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
    * @throws UnknownCellError; CellInUseError.
    */
-  async deleteCell(uuidOrName: string, options: { force?: boolean } = {}): Promise<CellMapping> {
+  async deleteCell(cell: string | CellMapping, options: { force?: boolean } = {}): Promise<CellMapping> {
+    const uuidOrName = cellKeyOf(cell);
     const force = booleanArg(objectArg(options, 'deleteCell options').force, 'force', false);
     return this.write(async (tx) => {
       const cell = await loadCell(tx, uuidOrName);
@@ -595,6 +599,14 @@ function apiFailure(error: unknown): never {
 }
 
 /** Reads a cell inside a write, uncached: by uuid, or by uuid then name as `cell()` does. */
+/** A cell given by uuid, name or mapping, as the uuid or name that loadCell looks up. */
+function cellKeyOf(cell: unknown): string {
+  if (cell !== null && typeof cell === 'object' && typeof (cell as { uuid?: unknown }).uuid === 'string') {
+    return (cell as CellMapping).uuid;
+  }
+  return cell as string;
+}
+
 async function loadCell(
   tx: EntityManager,
   uuidOrName: string,

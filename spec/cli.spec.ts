@@ -252,6 +252,16 @@ describe('cell commands', () => {
     );
   });
 
+  it('refuses to map cell0 to a database that does not exist, and maps nothing', async () => {
+    const missing = new URL(world.cells[0]!.url);
+    missing.pathname = `/cells_no_such_cell0_${process.pid}`;
+    const refused = await run('cell0', 'map', '--database-connection', missing.toString());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/Cell 'cell0' is unreachable: database .*does not exist/s);
+    const list = json<CellRow[]>(await run('cell', 'list', '--json'));
+    expect(list.some((c) => c.name === 'cell0')).toBe(false);
+  });
+
   it('maps cell0 once and leaves it alone afterwards', async () => {
     const url = world.cells[0]!.url;
     const first = json<{ created: boolean; cell: CellRow }>(

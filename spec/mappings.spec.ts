@@ -100,6 +100,26 @@ describe('cell mappings', () => {
     await expect(world.lib.mappings.instanceCell(instance)).rejects.toThrow(UnknownInstanceError);
   });
 
+  it('updates and deletes a cell given as a CellMapping, as targetCell and moveInstance take it', async () => {
+    const target = await newCell();
+    const renamed = await world.lib.mappings.updateCell(target, { name: `${target.name}-renamed` });
+    expect(renamed).toMatchObject({ uuid: target.uuid, name: `${target.name}-renamed` });
+    const deleted = await world.lib.mappings.deleteCell(renamed);
+    expect(deleted.uuid).toBe(target.uuid);
+    await expect(world.lib.mappings.cellByUuid(target.uuid)).rejects.toThrow(UnknownCellError);
+  });
+
+  it("connects with a URL's application_name, which the server shows", async () => {
+    const url = new URL(world.cells[0]!.db.url);
+    const appName = `cells-app-${process.pid}`;
+    url.searchParams.set('application_name', appName);
+    const target = await world.lib.mappings.createCell({ name: `appname-${process.pid}`, databaseConnection: url.toString() });
+    const names = await targetCell(target, () =>
+      world.lib.getRepository(Widget).query('SELECT application_name AS name FROM pg_stat_activity WHERE pid = pg_backend_pid()'),
+    );
+    expect(names).toEqual([{ name: appName }]);
+  });
+
   it('throws UnknownCellError for an unknown uuid or name', async () => {
     await expect(world.lib.mappings.cellByUuid(randomUUID())).rejects.toMatchObject({
       code: 'CELLS_UNKNOWN_CELL',

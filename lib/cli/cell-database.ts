@@ -43,7 +43,7 @@ export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSou
   const dataSource = new DataSource({
     ...config.cellDataSourceOptions,
     type: 'postgres',
-    ...parseConnectionUrl(cell.databaseConnection, cellLabel(cell)),
+    ...parseConnectionUrl(cell.databaseConnection, `cell ${cellLabel(cell)}`),
     entities: config.entities ?? [],
     migrations: config.migrations ?? [],
     poolSize: 2,
@@ -166,6 +166,7 @@ export async function verifyConnection(
     password: parts.password,
     database: parts.database,
     ssl: parts.ssl,
+    application_name: parts.applicationName,
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,
   });

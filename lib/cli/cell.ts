@@ -145,15 +145,18 @@ export function registerCellCommands(program: Command, session: () => CliSession
     )
     .option(
       '--database-connection <url>',
-      "cell0's database (default: the main, else the API database URL with '_cell0' appended to its name)",
+      "cell0's database (default: the main, else the API database URL with '_cell0' appended to its name; it must exist)",
     )
-    .action(async (opts: { databaseConnection?: string }) => {
+    .option('--no-verify', 'skip the connection check')
+    .action(async (opts: { databaseConnection?: string; verify: boolean }) => {
       const s = session();
       const config = await s.config();
       const outcome = await s.withCells(async (lib) => {
         const existing = (await lib.mappings.allCells()).find((c) => c.uuid === CELL0_UUID);
         if (existing) return { cell: existing, created: false };
         const url = opts.databaseConnection ?? cell0Url(config.main ?? config.api);
+        // Like `cell create`: a cell0 whose database does not exist fails every later `db migrate`.
+        if (opts.verify) await verifyConnection(url, `cell 'cell0'`, config.connectTimeoutMs);
         return {
           cell: await lib.mappings.createCell({
             uuid: CELL0_UUID,

@@ -72,6 +72,13 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
         `Keep a DataSource file (pointing at one cell) for TypeORM's own CLI, e.g. typeorm migration:generate`,
     );
   }
+  if (value !== null && typeof value === 'object' && 'api' in value && (value.api === undefined || value.api === '')) {
+    throw new ConfigFileError(
+      file,
+      `its 'api' option is ${value.api === '' ? 'empty' : 'undefined'}: it names the API database (a postgres:// URL ` +
+        `or TypeORM options). Is the environment variable it reads (e.g. process.env.CELLS_API_URL) unset?`,
+    );
+  }
   if (value === null || typeof value !== 'object' || !('api' in value) || value.api === undefined) {
     throw new ConfigFileError(
       file,

@@ -365,6 +365,10 @@ const hostileUrls: Array<[string, () => string]> = [
   ['a URL with a NUL byte', () => `${cellUrl()}\u0000`],
   ['a URL with a percent-encoded NUL byte', () => 'postgres://u:p@127.0.0.1:5432/d%00b'],
   ['an SQL-looking URL', () => SQL],
+  // Query parameters other than sslmode/ssl/application_name were dropped without a word, so a
+  // ?password= URL connected without its password.
+  ['a URL with ?password=', () => `${cellUrl()}?password=hunter2`],
+  ['a URL with a query parameter it does not read', () => `${cellUrl()}?target_session_attrs=read-write`],
 ];
 
 const cases: Case[] = [
@@ -1233,13 +1237,42 @@ const cases: Case[] = [
     run: () => cli('cell', 'update', cellA().name, '--database-connection', 'mysql://u:p@h/db'),
   },
   {
+    name: 'cli: cell create names the cell once in a bad-URL message, without a CellMapping to fix',
+    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid PostgreSQL URL \(query parameter 'password' is not supported[^)]*\)\. Expected postgres:\/\/user@host:port\/database, with a password after the user name \(user:password@\)\.$/m },
+    run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${cellUrl()}?password=x`),
+  },
+  {
+    name: 'api: new Cells names the API database in a bad-URL message',
+    contract: { ...BAD_URL, message: /^The database connection of the API database is not a valid PostgreSQL URL \(query parameter 'foo'/ },
+    run: () => api(() => new Cells(cellsOptions({ api: `${cellUrl()}?foo=1` }))),
+  },
+  {
+    name: 'api: new Cells names the default main database in a bad-URL message',
+    contract: { ...BAD_URL, message: /^The database connection of the default main database is not a valid PostgreSQL URL \(it names no single database/ },
+    run: () => api(() => new Cells(cellsOptions({ main: 'postgres://u@127.0.0.1:5432' }))),
+  },
+  {
+    name: "cli: a config whose 'api' reads an unset environment variable says so",
+    contract: { exit: 1, stderr: /cells\.config\.js: its 'api' option is undefined.*environment variable/ },
+    run: async () => {
+      const unset = await createProject({
+        'cells.config.js': `module.exports = { api: process.env.CELLS_NO_SUCH_VARIABLE_${process.pid}, entities: [] };\n`,
+      });
+      try {
+        return { kind: 'cli', ...(await runCli(['cell', 'list'], unset.dir)) };
+      } finally {
+        await unset.remove();
+      }
+    },
+  },
+  {
     name: 'cli: cell create refuses a mysql:// URL, naming PostgreSQL',
     contract: { exit: 2, stderr: ONLY_POSTGRES },
     run: () => cli('cell', 'create', '--name', 'on-mysql', '--database-connection', MYSQL_URL),
   },
   {
     name: "cli: a config whose API database is of type 'mysql' is refused, naming PostgreSQL",
-    contract: { exit: 1, stderr: /cells\.config\.js: The api database has type 'mysql'.*supports PostgreSQL only/ },
+    contract: { exit: 1, stderr: /cells\.config\.js: The API database has type 'mysql'.*supports PostgreSQL only/ },
     run: async () => {
       const mysql = await createProject({
         'cells.config.js': `module.exports = { api: ${JSON.stringify(MYSQL_OPTIONS)}, entities: [] };\n`,
