@@ -12,7 +12,7 @@ import { API_ENTITIES, type CellMapping } from '../entities';
 import { API_MIGRATIONS } from '../migrations';
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
 import { messageOf } from './connection-errors';
-import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
+import { forceClose, guardPool, guardedPoolOptions, hidePassword } from './connection-pool';
 import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import {
   RequestContext,
@@ -608,7 +608,11 @@ export class Cells {
     const extra = (options.extra ?? {}) as { max?: number };
     const poolSize = extra.max ?? options.poolSize ?? 10;
     const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
-    const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) });
+    // The password is given to TypeORM as a function, so a DataSource, its options, driver and
+    // pool, and every manager and query runner reaching them, print no password.
+    const dataSource = new DataSource(
+      hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) }),
+    );
     guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
     return dataSource;
   }

@@ -71,7 +71,8 @@ function clientOf(queryRunner: QueryRunner | undefined): { [kLostError]?: unknow
 
 /**
  * Returns CellUnreachableError (naming the database by `label`, with masked text) for a connection
- * failure of a running call, and any other error unchanged. With the call's transaction
+ * failure of a running call, and any other error with its connection secrets masked (message,
+ * stack, query parameters and causes: a failed insert of a CellMapping carries its URL). With the call's transaction
  * `queryRunner`, also for TypeORM's "already released" errors after its connection was lost.
  */
 export function translateConnectionError(error: unknown, label: string, queryRunner?: QueryRunner): unknown {
@@ -85,7 +86,7 @@ export function translateConnectionError(error: unknown, label: string, queryRun
   }
   const deadline = deadlineOf(error);
   if (deadline !== undefined) return new QueryTimeoutError(label, deadline, { cause: maskErrorSecrets(error) });
-  if (!isConnectionError(error)) return error;
+  if (!isConnectionError(error)) return maskErrorSecrets(error);
   return typedLoss(label, lost !== undefined && deadlineOf(lost) !== undefined ? lost : error);
 }
 

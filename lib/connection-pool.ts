@@ -53,6 +53,31 @@ export class CellClient extends Client {
     });
   }
 
+  // pg's overloads cannot be restated here; the override keeps its behaviour for both forms.
+  override connect(...args: unknown[]): never {
+    const [callback] = args;
+    const connect = super.connect as (...a: unknown[]) => unknown;
+    if (typeof callback === 'function') {
+      return connect.call(this, (error: unknown) => {
+        this.forgetPassword();
+        (callback as (error: unknown) => void)(error);
+      }) as never;
+    }
+    return (connect.call(this) as Promise<void>).finally(() => this.forgetPassword()) as never;
+  }
+
+  /**
+   * pg keeps the password it resolved as a string on the client and its connection parameters
+   * (hidden from plain inspect, shown with `showHidden`); once authenticated it never reads it
+   * again. It becomes a function, which no inspect option or JSON form prints.
+   */
+  private forgetPassword(): void {
+    const targets = [this, (this as unknown as { connectionParameters?: object }).connectionParameters];
+    for (const target of targets) {
+      if (target !== undefined) hidePassword(target, false);
+    }
+  }
+
   // pg's overloads cannot be restated here; the override keeps its behaviour for every form.
   override query(...args: unknown[]): never {
     const [config, values, callback] = args;
@@ -128,6 +153,28 @@ export class CellClient extends Client {
       };
     }
   }
+}
+
+/**
+ * Replaces a string `password` property of `target` by a function returning it (pg and TypeORM
+ * take either): `util.inspect` at any depth, with `showHidden` or `getters`, and `JSON.stringify`
+ * then show no password. It stays enumerable unless `enumerable` is false: TypeORM copies its
+ * credentials with `Object.assign`, which would drop it. Returns `target`.
+ * @internal
+ */
+export function hidePassword<T extends object>(target: T, enumerable = true): T {
+  const secret = (target as { password?: unknown }).password;
+  if (typeof secret === 'string') {
+    Object.defineProperty(target, 'password', {
+      value: function password(): string {
+        return secret;
+      },
+      enumerable,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return target;
 }
 
 /**

@@ -199,6 +199,25 @@ describe('the library', () => {
       ['the request context', await targetCell(cell, () => getContext())],
       ['stats', cells.stats()],
       ['cache stats', cells.mappings.cacheStats()],
+      // TypeORM's own objects the routed repositories hand out: managers and query runners reach
+      // the DataSource, its options, driver, pool and pg clients.
+      ['a routed repository with getters', await targetCell(cell, async () => (await widgets.count(), inspect(widgets, { getters: true, depth: 6 })))],
+      ['the manager of a routed repository on an open cell', await targetCell(cell, () => widgets.manager)],
+      ['the manager and query runner of a transaction', await targetCell(cell, () =>
+        cells.transaction(async (manager) => {
+          await manager.getRepository(Widget).count();
+          return { manager, queryRunner: widgets.queryRunner, repoManager: widgets.manager };
+        }),
+      )],
+      ['the manager of an API repository', apiCells.manager],
+      // Errors of routed calls whose query parameters carry a connection URL.
+      ['a failed insert through the API repository', await caught(() =>
+        apiCells.insert({ uuid: cell.uuid, name: `copy-${cell.name}`, databaseConnection: cell.databaseConnection }),
+      )],
+      ['a failed routed query with a URL parameter', await targetCell(cell, () =>
+        caught(() => widgets.query('SELECT $1::int AS n', [cell.databaseConnection])),
+      )],
+      ['the API DataSource', apiCells.manager.connection],
     ];
     const leaking: string[] = [];
     for (const [what, object] of objects) {
