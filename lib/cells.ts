@@ -37,7 +37,8 @@ import { CellMappings } from './mappings';
 import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import { maskDataSourceLogger } from './masked-logger';
-import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
+import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats } from './registry';
+import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, cellLabel, cellRouteLabel, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
 
@@ -158,9 +159,6 @@ export type CellsStats = RegistryStats;
 /** The table recording the API database's migrations; the CLI's `api-db` commands share it. */
 export const API_MIGRATIONS_TABLE = 'cells_api_migrations';
 
-const API_KEY = 'api';
-const MAIN_KEY = 'main';
-
 /** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
 const DEFAULT_MAPPING_TTL_MS = 60_000;
 
@@ -178,35 +176,6 @@ const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
 
 /** Default of `acquireTimeoutMs`, in ms. */
 const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
-
-/**
- * A database that is always open while Cells is ready: the API or the default main database. Calls
- * take a lease like cell calls, so destroy() closes it only once they have finished.
- */
-class StaticRoute implements Route {
-  leases = 0;
-  private idle: (() => void) | undefined;
-
-  constructor(
-    readonly manager: EntityManager,
-    readonly label: string,
-  ) {}
-
-  acquire(): this {
-    this.leases++;
-    return this;
-  }
-
-  release(): void {
-    if (--this.leases === 0) this.idle?.();
-  }
-
-  /** Resolves once no call holds a lease. */
-  drained(): Promise<void> {
-    if (this.leases === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.idle = resolve));
-  }
-}
 
 // No `implements RepositoryRouter`: the published declarations leave internal interfaces out
 // (stripInternal), so they must not name it; createRoutedRepository(this, ...) checks the shape.
@@ -249,12 +218,12 @@ export class Cells {
         migrations: [...API_MIGRATIONS],
         migrationsTableName: API_MIGRATIONS_TABLE,
       },
-      'the API database',
+      API_LABEL,
     );
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') }, 'the default main database');
+        : this.guardedDataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') }, MAIN_LABEL);
     this.templateDataSource = new DataSource({
       ...this.cellOptions(),
       type: 'postgres',
@@ -303,9 +272,9 @@ export class Cells {
     if (this.state !== 'new') throw new InvalidArgumentError(`initialize() was already called (state: ${this.state}).`);
     this.state = 'initializing';
     try {
-      await connect(this.apiDataSource, 'the API database');
+      await connect(this.apiDataSource, API_LABEL);
       if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
-      if (this.mainDataSource) await connect(this.mainDataSource, 'the default main database');
+      if (this.mainDataSource) await connect(this.mainDataSource, MAIN_LABEL);
       // Entity metadata for create()/merge()/query builders, built once without a connection.
       await (this.templateDataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
     } catch (error) {
@@ -313,8 +282,8 @@ export class Cells {
       this.state = 'new';
       throw error;
     }
-    this.apiRoute = new StaticRoute(this.apiDataSource.manager, 'the API database');
-    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, 'the default main database') : undefined;
+    this.apiRoute = new StaticRoute(this.apiDataSource.manager, API_LABEL);
+    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, MAIN_LABEL) : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.retireCell(uuid),
@@ -419,8 +388,7 @@ export class Cells {
     if (outer !== undefined) return outer.nested(ctx, slot, fn);
     const route = await this.route(db, ctx);
     try {
-      const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
-      return await runTransaction(this, route, key, ctx, slot, options.isolation, fn);
+      return await runTransaction(this, route, routeKey(db, ctx.cellUuid), ctx, slot, options.isolation, fn);
     } finally {
       route.release();
     }
@@ -550,10 +518,10 @@ export class Cells {
     if (this.state !== 'ready' && !(this.state === 'destroying' && this.inRunningTransaction(ctx))) {
       throw this.notReady();
     }
-    if (db === 'api') return this.apiRoute.acquire();
-    if (ctx === undefined) throw new NoContextError(`A routed 'main' call`);
-    const key = ctx.dbConnection;
-    if (key === null) {
+    if (db === 'main' && ctx === undefined) throw new NoContextError(`A routed 'main' call`);
+    const key = routeKey(db, ctx?.cellUuid ?? null);
+    if (key === API_KEY) return this.apiRoute.acquire();
+    if (key === MAIN_KEY) {
       if (this.mainRoute === undefined) throw new NoTargetCellError();
       return this.mainRoute.acquire();
     }
@@ -619,22 +587,22 @@ export class Cells {
       // registry yet); it moves the cell's epoch, and the open starts again from the new mapping.
       const epoch = this.cellEpochs.get(key) ?? 0;
       const cell = await this.mappings.cellByUuid(key);
-      const label = `'${cell.name}' (${cell.uuid})`;
-      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      const label = cellRouteLabel(cell);
+      const parts = parseConnectionUrl(cell.databaseConnection, cellLabel(cell));
       const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
-      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`, deadline);
-      await connect(dataSource, `cell ${label}`);
+      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, label, deadline);
+      await connect(dataSource, label);
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
       const now = await this.mappings.cellByUuid(key).catch(() => undefined);
       if (now?.databaseConnection === cell.databaseConnection && (this.cellEpochs.get(key) ?? 0) === epoch) {
         this.cellConnections.set(key, cell.databaseConnection);
-        return { dataSource, label: `cell ${label}` };
+        return { dataSource, label };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {
         throw new CellUnreachableError(
-          `cell ${label}`,
+          label,
           `its CellMapping changed ${attempt} times while it was being opened`,
         );
       }

@@ -1,9 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import type { EntityManager } from 'typeorm';
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
+import type { ActiveTransaction } from './route';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
 export type ReadDeleted = 'no' | 'yes' | 'only';
@@ -27,20 +27,6 @@ export interface RequestContextInit {
   cell?: CellRef | null;
   /** Deadline of each statement of this context's calls, in ms; defaults to `null` (Cells' `queryTimeoutMs`). */
   queryTimeoutMs?: number | null;
-}
-
-
-/** A transaction open in a context; routed repositories of the same database join it. @internal */
-export interface ActiveTransaction {
-  /** The Cells instance that opened it: repositories of another instance do not join. */
-  readonly owner: object;
-  /** The routing key of its database: a cell uuid, or a fixed key for the API or default main. */
-  readonly key: string;
-  /** How errors name its database. */
-  readonly label: string;
-  readonly manager: EntityManager;
-  /** False once the transaction's callback has finished: its context is then free to retarget. */
-  readonly running: boolean;
 }
 
 /** Marks the init of a copy made by `clone()`, whose fields need no checking. */

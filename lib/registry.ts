@@ -1,17 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { DataSource, EntityManager } from 'typeorm';
 import { CellsNotReadyError } from './errors';
-
-/**
- * A database a routed call can run on. Calls take a lease for their whole duration (`acquire` /
- * `release`), so the registry never closes a DataSource under a running query. @internal
- */
-export interface Route {
-  readonly manager: EntityManager;
-  /** How errors name this database, e.g. `cell 'cell1' (uuid)`; never a URL. */
-  readonly label: string;
-  release(): void;
-}
+import type { Route } from './route';
 
 /** What `RegistryOptions.open` returns: the initialized DataSource and how errors name it. @internal */
 export interface OpenedCell {

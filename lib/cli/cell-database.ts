@@ -6,6 +6,7 @@ import { maskSecrets, parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../connection-pool';
 import { CellUnreachableError, CellVerificationError, CellsError, MigrationLockTimeoutError } from '../errors';
 import { maskDataSourceLogger } from '../masked-logger';
+import { cellLabel } from '../route';
 
 /**
  * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
@@ -27,11 +28,6 @@ const CLOSE_WAIT_MS = 10_000;
 
 /** SQLSTATE lock_not_available: a lock wait passed `lock_timeout`. */
 const LOCK_NOT_AVAILABLE = '55P03';
-
-/** How a cell is named in messages and tables: `'name' (uuid)`. */
-export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
-  return `'${cell.name}' (${cell.uuid})`;
-}
 
 /**
  * A new, uninitialized DataSource for one cell database, with the config's cell entities,

@@ -5,7 +5,8 @@ import type { Cells, DatabaseConfig } from '../cells';
 import { redactUrl } from '../connection-url';
 import { InvalidArgumentError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
-import { cellLabel, verifyConnection } from './cell-database';
+import { cellLabel } from '../route';
+import { verifyConnection } from './cell-database';
 import type { CliSession } from './session';
 
 interface CreateOptions {

@@ -8,12 +8,12 @@ import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from
 import {
   DEFAULT_LOCK_TIMEOUT_MS,
   cellDataSource,
-  cellLabel,
   migrateLocked,
   migrationStatus,
   reasonOf,
   withDataSource,
 } from './cell-database';
+import { cellLabel } from '../route';
 import { formatDuration } from './output';
 import type { CliSession } from './session';
 import { mapLimit } from '../map-limit';
