@@ -2,7 +2,8 @@ import { Client } from 'pg';
 import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells';
-import { maskSecrets, parseConnectionUrl } from '../connection-url';
+import { parseConnectionUrl } from '../connection-url';
+import { messageOf } from '../connection-errors';
 import { forceClose } from '../connection-pool';
 import { CellUnreachableError, CellVerificationError, CellsError, MigrationLockTimeoutError } from '../errors';
 import { maskDataSourceLogger } from '../masked-logger';
@@ -60,7 +61,7 @@ export async function connect(dataSource: DataSource, label: string): Promise<vo
     await dataSource.initialize();
   } catch (error) {
     if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, reasonOf(error), { cause: error, hint: '' });
+    throw new CellUnreachableError(label, messageOf(error), { cause: error, hint: '' });
   }
 }
 
@@ -170,16 +171,8 @@ export async function verifyConnection(
     await client.connect();
     await client.query('SELECT 1');
   } catch (error) {
-    throw new CellVerificationError(label, reasonOf(error), { cause: error });
+    throw new CellVerificationError(label, messageOf(error), { cause: error });
   } finally {
     await client.end().catch(() => undefined);
   }
-}
-
-/** Why a connection or query failed, masked: the driver message, else its error code. */
-export function reasonOf(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  const code = (error as { code?: unknown } | null)?.code;
-  const text = message || (typeof code === 'string' ? code : '') || 'connection failed';
-  return maskSecrets(text);
 }

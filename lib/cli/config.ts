@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { createJiti } from 'jiti';
 import { InstanceChecker } from 'typeorm';
 import type { CellsOptions } from '../cells';
+import { messageOf } from '../connection-errors';
 import { ConfigFileError, InvalidArgumentError } from '../errors';
 
 /**
@@ -51,14 +52,14 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
   try {
     exported = await configLoader(file).import(file);
   } catch (error) {
-    throw new ConfigFileError(file, `loading it failed: ${messageOf(error)}`, { cause: error });
+    throw new ConfigFileError(file, `loading it failed: ${messageOf(error, 'no message')}`, { cause: error });
   }
   let value = defaultExport(exported);
   if (typeof value === 'function' && !InstanceChecker.isDataSource(value)) {
     try {
       value = await (value as () => unknown)();
     } catch (error) {
-      throw new ConfigFileError(file, `its exported function threw: ${messageOf(error)}`, {
+      throw new ConfigFileError(file, `its exported function threw: ${messageOf(error, 'no message')}`, {
         cause: error,
       });
     }
@@ -97,10 +98,6 @@ function defaultExport(exported: unknown): unknown {
 function exportsDataSource(exported: unknown): boolean {
   if (exported === null || typeof exported !== 'object') return false;
   return Object.values(exported).some((value) => InstanceChecker.isDataSource(value));
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**

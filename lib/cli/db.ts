@@ -3,6 +3,7 @@ import { InvalidArgumentError as CommanderArgumentError, type Command } from 'co
 import { Listr } from 'listr2';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells';
+import { messageOf } from '../connection-errors';
 import { maskSecrets } from '../connection-url';
 import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';
 import {
@@ -10,7 +11,6 @@ import {
   cellDataSource,
   migrateLocked,
   migrationStatus,
-  reasonOf,
   withDataSource,
 } from './cell-database';
 import { cellLabel } from '../route';
@@ -243,7 +243,7 @@ async function selectCells(
 
 /** A cell's failure for its row of the report, which already names the cell. */
 function errorText(error: unknown): string {
-  if (error instanceof CellUnreachableError) return `unreachable: ${reasonOf(error.cause)}`;
+  if (error instanceof CellUnreachableError) return `unreachable: ${messageOf(error.cause)}`;
   return maskSecrets(error instanceof Error ? error.message : String(error));
 }
 
