@@ -1,19 +1,28 @@
 import { inspect } from 'node:util';
 import {
   DataSource,
-  type DataSourceOptions,
   type EntityManager,
   type EntityTarget,
   type ObjectLiteral,
   type Repository,
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
-import { API_ENTITIES, type CellMapping } from '../entities';
-import { API_MIGRATIONS } from '../migrations';
+import type { CellMapping } from '../entities';
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
-import { messageOf } from './connection-errors';
-import { forceClose, guardPool, guardedPoolOptions } from './connection-pool';
-import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
+import { forceClose } from './connection-pool';
+import { parseConnectionUrl } from './connection-url';
+import {
+  DEFAULTS,
+  apiDataSourceOptions,
+  cellDataSourceOptions,
+  connect,
+  guardedDataSource,
+  postgresOptions,
+  postgresTypeArg,
+  type CellDataSourceOptions,
+  type DatabaseConfig,
+  type PostgresOptions,
+} from './data-source-options';
 import {
   RequestContext,
   bindContext,
@@ -26,7 +35,6 @@ import {
 } from './context';
 import {
   CellUnreachableError,
-  CellsError,
   CellsNotReadyError,
   InvalidArgumentError,
   NoContextError,
@@ -36,23 +44,10 @@ import {
 import { CellMappings } from './mappings';
 import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
-import { maskDataSourceLogger } from './masked-logger';
 import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats } from './registry';
 import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, cellLabel, cellRouteLabel, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
-
-/** TypeORM options of a PostgreSQL DataSource. */
-export type PostgresOptions = Extract<DataSourceOptions, { type: 'postgres' }>;
-
-/** A database given as a `postgres://` URL or as TypeORM PostgreSQL options. */
-export type DatabaseConfig = string | Omit<PostgresOptions, 'type'>;
-
-/** TypeORM options shared by every cell DataSource; connection fields come from each CellMapping. */
-export type CellDataSourceOptions = Omit<
-  PostgresOptions,
-  'type' | 'url' | 'host' | 'port' | 'username' | 'password' | 'database' | 'entities' | 'migrations' | 'name'
->;
 
 /** Something typeorm-cells reports to the `logger` option; never carries a connection string. */
 export type CellsLogEvent = RegistryEvent;
@@ -156,26 +151,11 @@ export interface CellsOptions {
 /** Counters of the DataSource registry; see RegistryStats. */
 export type CellsStats = RegistryStats;
 
-/** The table recording the API database's migrations; the CLI's `api-db` commands share it. */
-export const API_MIGRATIONS_TABLE = 'cells_api_migrations';
-
-/** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
-const DEFAULT_MAPPING_TTL_MS = 60_000;
-
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
 
-/** Default of `shutdownTimeoutMs`, in ms. */
-const DEFAULT_SHUTDOWN_TIMEOUT_MS = 25_000;
-
 /** After a forced close, how long destroy() still waits for the close to complete. */
 const FORCED_CLOSE_WAIT_MS = 2_000;
-
-/** Default of `queryTimeoutMs`, in ms. */
-const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
-
-/** Default of `acquireTimeoutMs`, in ms. */
-const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
 
 // No `implements RepositoryRouter`: the published declarations leave internal interfaces out
 // (stripInternal), so they must not name it; createRoutedRepository(this, ...) checks the shape.
@@ -211,26 +191,18 @@ export class Cells {
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
     this.cellQueryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
-    this.apiDataSource = this.guardedDataSource(
-      {
-        ...postgresOptions(options.api, 'api'),
-        entities: [...API_ENTITIES, ...entityList(options.api)],
-        migrations: [...API_MIGRATIONS],
-        migrationsTableName: API_MIGRATIONS_TABLE,
-      },
-      API_LABEL,
-    );
+    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL);
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') }, MAIN_LABEL);
+        : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, 'main') }, MAIN_LABEL);
     this.templateDataSource = new DataSource({
-      ...this.cellOptions(),
+      ...cellDataSourceOptions(options),
       type: 'postgres',
     });
     this.registry = new DataSourceRegistry({
-      maxOpen: options.maxOpenCells ?? 64,
-      idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
+      maxOpen: options.maxOpenCells ?? DEFAULTS.maxOpenCells,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
       open: (key) => this.openCell(key),
       onEvent: (event) => {
         this.forgetClosedCell(event);
@@ -450,7 +422,7 @@ export class Cells {
    * database, new ones go to the new one.
    */
   private startRevalidation(): void {
-    const interval = this.options.mappingCache?.ttlMs ?? DEFAULT_MAPPING_TTL_MS;
+    const interval = this.options.mappingCache?.ttlMs ?? DEFAULTS.mappingCacheTtlMs;
     this.revalidator = setInterval(() => void this.revalidate(), interval);
     this.revalidator.unref();
   }
@@ -550,35 +522,17 @@ export class Cells {
     return db === 'api' ? this.apiDataSource.manager : this.templateDataSource.manager;
   }
 
-  private cellOptions(): Omit<PostgresOptions, 'host'> {
-    const base = this.options.cellDataSourceOptions ?? {};
-    const poolSize = this.options.poolSize ?? 5;
-    return {
-      ...base,
-      type: 'postgres',
-      entities: this.options.entities,
-      migrations: this.options.migrations ?? [],
-      poolSize,
-      connectTimeoutMS: this.options.connectTimeoutMs ?? 5000,
-      extra: { ...(base.extra as object | undefined), max: poolSize },
-    };
-  }
-
-  /**
-   * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
-   * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
-   */
+  /** A guarded DataSource (see `guardedDataSource`) with this Cells' bounds. */
   private guardedDataSource(
     options: PostgresOptions,
     label: string,
-    queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+    queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
   ): DataSource {
-    const extra = (options.extra ?? {}) as { max?: number };
-    const poolSize = extra.max ?? options.poolSize ?? 10;
-    const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
-    const dataSource = new DataSource({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) });
-    guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
-    return dataSource;
+    return guardedDataSource(options, label, {
+      ...(this.options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.options.connectTimeoutMs }),
+      queryTimeoutMs,
+      acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
+    });
   }
 
   private async openCell(key: string): Promise<OpenedCell> {
@@ -590,7 +544,7 @@ export class Cells {
       const label = cellRouteLabel(cell);
       const parts = parseConnectionUrl(cell.databaseConnection, cellLabel(cell));
       const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
-      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, label, deadline);
+      const dataSource = this.guardedDataSource({ ...cellDataSourceOptions(this.options), ...parts }, label, deadline);
       await connect(dataSource, label);
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
@@ -629,52 +583,6 @@ export class Cells {
       if (ds?.isInitialized) await closeDataSource(ds);
     }
   }
-}
-
-/** Initializes `dataSource`, turning a connection failure into CellUnreachableError with no secrets. */
-async function connect(dataSource: DataSource, label: string): Promise<void> {
-  maskDataSourceLogger(dataSource);
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, messageOf(error), { cause: error });
-  }
-}
-
-/**
- * TypeORM PostgreSQL options of a database given as a URL or as options (shared with the CLI).
- * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
- */
-export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
-  if (config === null || typeof config !== 'object') {
-    throw new InvalidArgumentError(`The ${label} database must be a postgres:// URL or TypeORM options.`);
-  }
-  postgresTypeArg((config as { type?: unknown }).type, `The ${label} database`);
-  if (config.url !== undefined) {
-    const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
-  }
-  return { ...config, type: 'postgres' };
-}
-
-/**
- * Refuses a TypeORM `type` other than `'postgres'`: the options would otherwise be used as
- * PostgreSQL ones, against a server of another engine.
- * @throws InvalidArgumentError naming the one supported engine.
- */
-function postgresTypeArg(type: unknown, what: string): void {
-  if (type === undefined || type === 'postgres') return;
-  const shown = typeof type === 'string' ? `'${type.slice(0, 40)}'` : typeof type;
-  throw new InvalidArgumentError(
-    `${what} has type ${shown}, which is not supported; ${SUPPORTED_ENGINES}.`,
-  );
-}
-
-function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entities']> extends infer E ? E extends readonly (infer I)[] ? I[] : never : never {
-  if (typeof config === 'string' || config.entities === undefined) return [];
-  return Array.isArray(config.entities) ? [...config.entities] : (Object.values(config.entities) as never);
 }
 
 function validateOptions(options: CellsOptions): CellsOptions {
@@ -736,7 +644,7 @@ function cellQueryTimeouts(option: Readonly<Record<string, number>> | undefined)
 function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {
   const value = options?.timeoutMs;
   integerArg(value, 'destroy({ timeoutMs })', 0, MAX_TIMER_MS);
-  return value ?? configured ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  return value ?? configured ?? DEFAULTS.shutdownTimeoutMs;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,14 +1,8 @@
 import 'reflect-metadata';
 
 export { Cells } from './cells';
-export type {
-  CellDataSourceOptions,
-  CellsLogEvent,
-  CellsOptions,
-  CellsStats,
-  DatabaseConfig,
-  PostgresOptions,
-} from './cells';
+export type { CellsLogEvent, CellsOptions, CellsStats } from './cells';
+export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
 export {
   RequestContext,
   bindContext,

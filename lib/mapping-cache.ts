@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import type { PostgresConnectionCredentialsOptions } from 'typeorm/driver/postgres/PostgresConnectionCredentialsOptions';
 import type { CellMapping } from '../entities/CellMapping';
 import { endClient } from './connection-pool';
+import { DEFAULTS } from './data-source-options';
 
 /** Options of the mapping cache, set through the `mappingCache` option of `Cells`. */
 export interface MappingCacheOptions {
@@ -71,9 +72,9 @@ export class MappingCache {
   private readonly ttl: number;
 
   constructor(options: MappingCacheOptions = {}) {
-    this.ttl = options.ttlMs ?? 60_000;
+    this.ttl = options.ttlMs ?? DEFAULTS.mappingCacheTtlMs;
     this.lru = new LRUCache<string, CachedValue>({
-      max: options.max ?? 10_000,
+      max: options.max ?? DEFAULTS.mappingCacheMax,
       ttl: this.ttl,
       // lru-cache re-reads the clock and arms a timer every `ttlResolution` ms on the hit path; the
       // TTL is only a backstop behind LISTEN/NOTIFY, so a coarse resolution costs no correctness.
@@ -321,7 +322,7 @@ export function listenerConfig(api: DataSource): ClientConfig {
     password: o.password,
     database: o.database,
     ssl: o.ssl as ClientConfig['ssl'],
-    connectionTimeoutMillis: o.connectTimeoutMS ?? 10_000,
+    connectionTimeoutMillis: o.connectTimeoutMS ?? DEFAULTS.listenerConnectTimeoutMs,
     keepAlive: true,
     application_name: 'typeorm-cells mapping listener',
   };

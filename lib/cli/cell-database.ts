@@ -5,8 +5,8 @@ import type { CellsOptions } from '../cells';
 import { parseConnectionUrl } from '../connection-url';
 import { messageOf } from '../connection-errors';
 import { forceClose } from '../connection-pool';
-import { CellUnreachableError, CellVerificationError, CellsError, MigrationLockTimeoutError } from '../errors';
-import { maskDataSourceLogger } from '../masked-logger';
+import { DEFAULTS, cellDataSourceOptions, connect } from '../data-source-options';
+import { CellVerificationError, MigrationLockTimeoutError } from '../errors';
 import { cellLabel } from '../route';
 
 /**
@@ -15,14 +15,12 @@ import { cellLabel } from '../route';
  */
 export const MIGRATION_LOCK_KEY = '426197191795';
 
-const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
-
 /**
  * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
  * migrates the same cell. Long enough for a slow migration to finish, short enough that a runner
  * stuck behind a session that never lets go ends with an error instead of waiting for ever.
  */
-export const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
+export const DEFAULT_LOCK_TIMEOUT_MS = DEFAULTS.migrationLockTimeoutMs;
 
 /** How long closing a CLI DataSource waits for its connections to end before closing them by force. */
 const CLOSE_WAIT_MS = 10_000;
@@ -38,31 +36,15 @@ const LOCK_NOT_AVAILABLE = '55P03';
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSource {
   const dataSource = new DataSource({
-    ...config.cellDataSourceOptions,
-    type: 'postgres',
+    ...cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
     ...parseConnectionUrl(cell.databaseConnection, cellLabel(cell)),
-    entities: config.entities ?? [],
-    migrations: config.migrations ?? [],
-    poolSize: 2,
-    connectTimeoutMS: config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-    extra: { ...(config.cellDataSourceOptions?.extra as object | undefined), max: 2 },
   });
   // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
-  // breaks --json, and unmasked. The CLI's report already shows each cell's failure.
+  // breaks --json, and unmasked. The CLI's report already shows each cell's failure. (`connect`
+  // masks secrets in what this logger prints.)
   const logger = Object.assign(Object.create(dataSource.logger) as Logger, { logMigration: () => undefined });
   Object.defineProperty(dataSource, 'logger', { value: logger, configurable: true, writable: true });
-  maskDataSourceLogger(dataSource);
   return dataSource;
-}
-
-/** Initializes `dataSource`, turning a connection failure into a CellUnreachableError with no secrets. */
-export async function connect(dataSource: DataSource, label: string): Promise<void> {
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, messageOf(error), { cause: error, hint: '' });
-  }
 }
 
 /**
@@ -76,7 +58,8 @@ export async function withDataSource<T>(
   fn: (ds: DataSource) => Promise<T>,
 ): Promise<T> {
   try {
-    await connect(dataSource, label);
+    // No hint: the CLI's report says what to do.
+    await connect(dataSource, label, '');
     return await fn(dataSource);
   } finally {
     if (dataSource.isInitialized) await close(dataSource);
@@ -153,7 +136,7 @@ export async function migrationStatus(
 export async function verifyConnection(
   url: string,
   label: string,
-  timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
+  timeoutMs: number = DEFAULTS.connectTimeoutMs,
 ): Promise<void> {
   const parts = parseConnectionUrl(url, label);
   const client = new Client({

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { CELL0_UUID, type CellMapping } from '../../entities/CellMapping';
 import { InstanceMapping } from '../../entities/InstanceMapping';
-import type { Cells, DatabaseConfig } from '../cells';
+import type { Cells } from '../cells';
+import type { DatabaseConfig } from '../data-source-options';
 import { redactUrl } from '../connection-url';
 import { InvalidArgumentError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
