@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 
 export { Cells } from './cells';
-export type { CellsLogEvent, CellsOptions, CellsStats } from './cells';
+export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
 export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
 export {
   RequestContext,

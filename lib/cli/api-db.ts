@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { DataSource } from 'typeorm';
-import type { CellsOptions } from '../cells';
+import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
 import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './cell-database';

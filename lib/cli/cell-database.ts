@@ -1,7 +1,7 @@
 import { Client } from 'pg';
 import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
-import type { CellsOptions } from '../cells';
+import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
 import { messageOf } from '../connection-errors';
 import { forceClose } from '../connection-pool';

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createJiti } from 'jiti';
 import { InstanceChecker } from 'typeorm';
-import type { CellsOptions } from '../cells';
+import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
 import { ConfigFileError, InvalidArgumentError } from '../errors';
 

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError as CommanderArgumentError, type Command } from 'commander';
 import { Listr } from 'listr2';
 import type { CellMapping } from '../../entities/CellMapping';
-import type { CellsOptions } from '../cells';
+import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
 import { maskSecrets } from '../connection-url';
 import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';

@@ -1,4 +1,5 @@
-import { Cells, type CellsOptions } from '../cells';
+import { Cells } from '../cells';
+import type { CellsOptions } from '../cells-options';
 import { CellsError, ConfigFileError } from '../errors';
 import { findConfigFile, loadConfig } from './config';
 import { Output } from './output';
