@@ -17,18 +17,15 @@ import {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
+import { MappingCache, type CachedValue, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
 import {
   MAPPINGS_CHANNEL,
-  MappingCache,
   MappingListener,
   decodeChange,
   encodeChange,
   listenerConfig,
-  type CachedValue,
-  type MappingCacheOptions,
-  type MappingCacheStats,
   type MappingChange,
-} from './mapping-cache';
+} from './mapping-listener';
 
 /** Fields of a new cell; `uuid` defaults to a random one. */
 export interface CellMappingInit {
@@ -63,7 +60,7 @@ export interface InstanceMappingInit {
 
 /** Options of `new CellMappings()`; `Cells` sets them from its own options. */
 export interface CellMappingsOptions {
-  /** Bounds of the lookup cache. Default: 10000 entries, 60000 ms. */
+  /** Bounds of the lookup cache; see MappingCacheOptions for their defaults. */
   cache?: MappingCacheOptions;
   /**
    * Called (in every process, after the change committed) when a cell was deleted or its database
