@@ -19,22 +19,19 @@ export {
   CellInUseError,
   CellSwitchInTransactionError,
   CellUnreachableError,
-  CellVerificationError,
   CellsError,
   CellsNotReadyError,
-  ConfigFileError,
   DuplicateMappingError,
   InvalidArgumentError,
-  MigrationLockTimeoutError,
   NoContextError,
   NoTargetCellError,
   QueryTimeoutError,
   ScatterGatherAbortedError,
-  SomeCellsFailedError,
   UnknownCellError,
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
+export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';

@@ -6,7 +6,7 @@ import { parseConnectionUrl } from '../connection-url';
 import { messageOf } from '../connection-errors';
 import { forceClose } from '../connection-pool';
 import { DEFAULTS, cellDataSourceOptions, connect } from '../data-source-options';
-import { CellVerificationError, MigrationLockTimeoutError } from '../errors';
+import { CellVerificationError, MigrationLockTimeoutError } from './errors';
 import { cellLabel } from '../route';
 
 /**

@@ -4,7 +4,8 @@ import { createJiti } from 'jiti';
 import { InstanceChecker } from 'typeorm';
 import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
-import { ConfigFileError, InvalidArgumentError } from '../errors';
+import { InvalidArgumentError } from '../errors';
+import { ConfigFileError } from './errors';
 
 /**
  * The files looked for in the working directory when `--config` is not given, in this order:

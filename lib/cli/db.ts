@@ -5,7 +5,8 @@ import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
 import { maskSecrets } from '../connection-url';
-import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';
+import { CellUnreachableError, InvalidArgumentError } from '../errors';
+import { SomeCellsFailedError } from './errors';
 import {
   DEFAULT_LOCK_TIMEOUT_MS,
   cellDataSource,

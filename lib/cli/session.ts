@@ -1,6 +1,7 @@
 import { Cells } from '../cells';
 import type { CellsOptions } from '../cells-options';
-import { CellsError, ConfigFileError } from '../errors';
+import { CellsError } from '../errors';
+import { ConfigFileError } from './errors';
 import { findConfigFile, loadConfig } from './config';
 import { Output } from './output';
 
