@@ -17,7 +17,7 @@ import {
 import { cellLabel } from '../route';
 import { formatDuration } from './output';
 import type { CliSession } from './session';
-import { mapLimit } from '../map-limit';
+import { mapLimit } from './map-limit';
 
 /** What `db migrate` did to one cell. */
 export interface CellMigrationResult {
