@@ -3,7 +3,7 @@ import { DataSource } from 'typeorm';
 import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
-import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './cell-database';
+import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './migration-runner';
 import { lockTimeout } from './db';
 import type { CliSession } from './session';
 

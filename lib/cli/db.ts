@@ -13,7 +13,7 @@ import {
   migrateLocked,
   migrationStatus,
   withDataSource,
-} from './cell-database';
+} from './migration-runner';
 import { cellLabel } from '../route';
 import { formatDuration } from './output';
 import type { CliSession } from './session';

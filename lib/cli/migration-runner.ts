@@ -1,13 +1,18 @@
-import { Client } from 'pg';
 import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
-import { messageOf } from '../connection-errors';
 import { forceClose } from '../connection-pool';
 import { DEFAULTS, cellDataSourceOptions, connect } from '../data-source-options';
-import { CellVerificationError, MigrationLockTimeoutError } from './errors';
+import { MigrationLockTimeoutError } from './errors';
 import { cellLabel } from '../route';
+
+/**
+ * How the CLI migrates a database, a cell's or the API database's: a DataSource of its own with a
+ * pool of two (`cellDataSource`; the API one is built in api-db.ts), opened and closed around one
+ * command (`withDataSource`), migrations applied under an advisory lock (`migrateLocked`) and
+ * listed (`migrationStatus`).
+ */
 
 /**
  * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
@@ -127,35 +132,4 @@ export async function migrationStatus(
   // TypeORM lists executed migrations newest first; report them in the order they ran.
   const ran = [...executed].sort((a, b) => (a.id ?? 0) - (b.id ?? 0));
   return { applied: ran.map((m) => m.name), pending: pending.map((m) => m.name) };
-}
-
-/**
- * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`.
- * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked.
- */
-export async function verifyConnection(
-  url: string,
-  label: string,
-  timeoutMs: number = DEFAULTS.connectTimeoutMs,
-): Promise<void> {
-  const parts = parseConnectionUrl(url, label);
-  const client = new Client({
-    host: parts.host,
-    port: parts.port,
-    user: parts.username,
-    password: parts.password,
-    database: parts.database,
-    ssl: parts.ssl,
-    connectionTimeoutMillis: timeoutMs,
-    query_timeout: timeoutMs,
-  });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-  } catch (error) {
-    throw new CellVerificationError(label, messageOf(error), { cause: error });
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
