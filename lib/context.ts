@@ -42,7 +42,7 @@ export const kCallSignal = Symbol('typeorm-cells.callSignal');
 /**
  * The state of one request: who makes it and which cell database it talks to. It lives in an
  * AsyncLocalStorage store (see `runWithContext`), so data-access code reads it without parameters.
- * `dbConnection` is a routing key (the target cell's uuid), never a URL: `toJSON()`, `toString()`
+ * Its routing key is `cellUuid` (Nova's `dbConnection`), never a URL: `toJSON()`, `toString()`
  * and `util.inspect` show nothing secret.
  */
 export class RequestContext {
@@ -118,13 +118,19 @@ export class RequestContext {
     this.#readDeleted = mode;
   }
 
-  /** The routing key of the target database: the target cell's uuid, or `null` for the default main database. */
-  get dbConnection(): string | null {
+  /**
+   * The uuid of the target cell, or `null` when untargeted (the default main database): the
+   * routing key of the context's calls.
+   */
+  get cellUuid(): string | null {
     return this.#cellUuid;
   }
 
-  /** The uuid of the target cell, or `null` when untargeted. */
-  get cellUuid(): string | null {
+  /**
+   * Nova's name of the routing key: the same as `cellUuid`, a cell uuid and never a URL (unlike
+   * `CellMapping.databaseConnection`). Code of typeorm-cells reads `cellUuid`.
+   */
+  get dbConnection(): string | null {
     return this.#cellUuid;
   }
 

@@ -4,7 +4,7 @@ import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
-import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg } from './arguments';
+import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg, uuidArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
 import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
@@ -614,12 +614,3 @@ async function loadCell(
 function copyCell(cell: CellMapping): CellMapping {
   return Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
 }
-
-function uuidArg(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) {
-    const shown = typeof value === 'string' ? `'${value.slice(0, 60)}'` : typeof value;
-    throw new InvalidArgumentError(`The ${what} must be a uuid, got ${shown}.`);
-  }
-  return value.toLowerCase();
-}
-// CRUD-READY
