@@ -9,9 +9,9 @@ import {
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import type { CellMapping } from '../entities';
 import { objectArg } from './arguments';
+import { CellDataSources } from './cell-data-sources';
 import { cellQueryTimeouts, shutdownTimeout, validateOptions, type CellsOptions, type CellsStats } from './cells-options';
 import { forceClose } from './connection-pool';
-import { parseConnectionUrl } from './connection-url';
 import {
   DEFAULTS,
   apiDataSourceOptions,
@@ -32,22 +32,17 @@ import {
   kMainTransaction,
 } from './context';
 import {
-  CellUnreachableError,
   CellsNotReadyError,
   InvalidArgumentError,
   NoContextError,
   NoTargetCellError,
-  UnknownCellError,
 } from './errors';
 import { CellMappings } from './mappings';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
-import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent } from './registry';
-import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, cellLabel, cellRouteLabel, routeKey, type Route } from './route';
+import { closeDataSource, type DataSourceRegistry } from './registry';
+import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
-
-/** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
-const MAX_OPEN_ATTEMPTS = 5;
 
 /** After a forced close, how long destroy() still waits for the close to complete. */
 const FORCED_CLOSE_WAIT_MS = 2_000;
@@ -74,18 +69,15 @@ export class Cells {
   private destroyed: Promise<void> | undefined;
   private apiRoute!: StaticRoute;
   private mainRoute: StaticRoute | undefined;
-  /** The connection each cell DataSource was opened with, to find stale ones after a listener outage. */
+  /** The cell DataSources, kept in step with their CellMappings. */
+  private readonly cells: CellDataSources;
+  /** The connection each open cell DataSource was opened with (filled by `cells`). */
   private readonly cellConnections = new Map<string, string>();
-  private revalidator: NodeJS.Timeout | undefined;
-  /** Moves each time a cell is retired: an open that began before a move starts again. */
-  private readonly cellEpochs = new Map<string, number>();
-  /** `cellQueryTimeoutMs`, by lower-case uuid or by name. */
-  private readonly cellQueryTimeouts: ReadonlyMap<string, number>;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
-    this.cellQueryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
+    const queryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
     this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL);
     this.mainDataSource =
       options.main === undefined
@@ -95,29 +87,16 @@ export class Cells {
       ...cellDataSourceOptions(options),
       type: 'postgres',
     });
-    this.registry = new DataSourceRegistry({
-      maxOpen: options.maxOpenCells ?? DEFAULTS.maxOpenCells,
-      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
-      open: (key) => this.openCell(key),
-      onEvent: (event) => {
-        this.forgetClosedCell(event);
-        // Returned, so that the registry also contains the rejection of an async logger.
-        return options.logger?.(event);
-      },
+    this.cells = new CellDataSources({
+      options: this.options,
+      cellQueryTimeouts: queryTimeouts,
+      cellConnections: this.cellConnections,
+      mappings: () => this.mappings,
+      ready: () => this.state === 'ready',
+      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
+        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
     });
-  }
-
-  /**
-   * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
-   * holds open cells only and no closed cell's password stays in memory.
-   */
-  private forgetClosedCell(event: RegistryEvent): void {
-    if (
-      (event.type === 'evict' && !this.registry.has(event.key)) ||
-      (event.type === 'close' && this.state !== 'ready')
-    ) {
-      this.cellConnections.delete(event.key);
-    }
+    this.registry = this.cells.registry;
   }
 
   /** A summary without connection options: `util.inspect` never shows a URL or password. */
@@ -153,11 +132,11 @@ export class Cells {
     this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, MAIN_LABEL) : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
-      onCellReconnect: (uuid) => this.retireCell(uuid),
-      onResync: () => void this.resyncCells(),
-      onCellLoaded: (cell) => this.checkConnection(cell.uuid, cell.databaseConnection),
+      onCellReconnect: (uuid) => this.cells.retire(uuid),
+      onResync: () => void this.cells.resync(),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, cell.databaseConnection),
     });
-    this.startRevalidation();
+    this.cells.startRevalidation(this.options.mappingCache?.ttlMs ?? DEFAULTS.mappingCacheTtlMs);
     await this.mappings.listen();
     this.state = 'ready';
     return this;
@@ -294,45 +273,7 @@ export class Cells {
     const key = cellUuidOf(uuid);
     // The reopen reads the mapping anew, also when it was changed with plain SQL within the TTL.
     this.mappings?.forgetCell(key);
-    this.retireCell(key);
-  }
-
-  /** Evicts the open DataSource of `uuid` (running calls finish first) and forgets its connection. */
-  private retireCell(uuid: string): void {
-    this.cellEpochs.set(uuid, (this.cellEpochs.get(uuid) ?? 0) + 1);
-    this.cellConnections.delete(uuid);
-    this.registry.evict(uuid);
-  }
-
-  /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
-  private checkConnection(uuid: string, connection: string | undefined): void {
-    const opened = this.cellConnections.get(uuid);
-    if (opened !== undefined && opened !== connection) this.retireCell(uuid);
-  }
-
-  /**
-   * A cell re-pointed with plain SQL sends no notification. Every mapping-cache TTL, the mappings of
-   * open cells are looked up again (a cache hit until the TTL has passed, then one query each), and
-   * a cell whose connection changed or which was deleted is evicted: running calls finish on the old
-   * database, new ones go to the new one.
-   */
-  private startRevalidation(): void {
-    const interval = this.options.mappingCache?.ttlMs ?? DEFAULTS.mappingCacheTtlMs;
-    this.revalidator = setInterval(() => void this.revalidate(), interval);
-    this.revalidator.unref();
-  }
-
-  private async revalidate(): Promise<void> {
-    if (this.state !== 'ready') return;
-    for (const uuid of [...this.cellConnections.keys()]) {
-      try {
-        // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
-        await this.mappings.cellByUuid(uuid);
-      } catch (error) {
-        if (error instanceof UnknownCellError) this.retireCell(uuid);
-        // Otherwise the API database is unreachable now: keep serving, try again next time.
-      }
-    }
+    this.cells.retire(key);
   }
 
   /**
@@ -430,50 +371,8 @@ export class Cells {
     });
   }
 
-  private async openCell(key: string): Promise<OpenedCell> {
-    for (let attempt = 1; ; attempt++) {
-      // A change notified while this open runs evicts nothing (the DataSource is not in the
-      // registry yet); it moves the cell's epoch, and the open starts again from the new mapping.
-      const epoch = this.cellEpochs.get(key) ?? 0;
-      const cell = await this.mappings.cellByUuid(key);
-      const label = cellRouteLabel(cell);
-      const parts = parseConnectionUrl(cell.databaseConnection, cellLabel(cell));
-      const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
-      const dataSource = this.guardedDataSource({ ...cellDataSourceOptions(this.options), ...parts }, label, deadline);
-      await connect(dataSource, label);
-      // Checked again after connecting (a cache hit unless it changed): the registry takes the
-      // DataSource in the same tick, so no change can slip in between.
-      const now = await this.mappings.cellByUuid(key).catch(() => undefined);
-      if (now?.databaseConnection === cell.databaseConnection && (this.cellEpochs.get(key) ?? 0) === epoch) {
-        this.cellConnections.set(key, cell.databaseConnection);
-        return { dataSource, label };
-      }
-      await closeDataSource(dataSource);
-      if (attempt === MAX_OPEN_ATTEMPTS) {
-        throw new CellUnreachableError(
-          label,
-          `its CellMapping changed ${attempt} times while it was being opened`,
-        );
-      }
-    }
-  }
-
-  /** After the listener missed notifications, closes DataSources whose cell was deleted or re-pointed. */
-  private async resyncCells(): Promise<void> {
-    if (this.cellConnections.size === 0 || this.state !== 'ready') return;
-    const current = new Map<string, string>();
-    try {
-      for (const cell of await this.mappings.allCells()) current.set(cell.uuid, cell.databaseConnection);
-    } catch {
-      current.clear();
-    }
-    for (const [uuid, connection] of this.cellConnections) {
-      if (current.get(uuid) !== connection) this.retireCell(uuid);
-    }
-  }
-
   private async closeStatic(): Promise<void> {
-    if (this.revalidator !== undefined) clearInterval(this.revalidator);
+    this.cells.stopRevalidation();
     for (const ds of [this.mainDataSource, this.apiDataSource]) {
       if (ds?.isInitialized) await closeDataSource(ds);
     }
