@@ -1,10 +1,10 @@
 import type { DataSource } from 'typeorm';
 import type { CellsOptions } from './cells-options';
 import { parseConnectionUrl } from './connection-url';
-import { DEFAULTS, cellDataSourceOptions, connect, type PostgresOptions } from './data-source-options';
+import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, UnknownCellError } from './errors';
 import type { CellMappings } from './mappings';
-import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent } from './registry';
+import { DataSourceRegistry, type OpenedCell, type RegistryEvent } from './registry';
 import { cellLabel, cellRouteLabel } from './route';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */

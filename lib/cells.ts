@@ -16,6 +16,7 @@ import {
   DEFAULTS,
   apiDataSourceOptions,
   cellDataSourceOptions,
+  closeDataSource,
   connect,
   guardedDataSource,
   postgresOptions,
@@ -39,7 +40,7 @@ import {
 } from './errors';
 import { CellMappings } from './mappings';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
-import { closeDataSource, type DataSourceRegistry } from './registry';
+import type { DataSourceRegistry } from './registry';
 import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';

@@ -9,8 +9,8 @@ import { maskDataSourceLogger } from './masked-logger';
 
 /**
  * The TypeORM options of every DataSource typeorm-cells opens (cells, the API and the default main
- * database, and the CLI's), built in one place from the Cells options, and every default of those
- * options (`DEFAULTS`).
+ * database, and the CLI's), built in one place from the Cells options; every default of those
+ * options (`DEFAULTS`); and how such a DataSource is opened (`connect`) and closed (`closeDataSource`).
  */
 
 /** TypeORM options of a PostgreSQL DataSource. */
@@ -189,5 +189,46 @@ export async function connect(dataSource: DataSource, label: string, hint?: stri
   } catch (error) {
     if (error instanceof CellsError) throw error;
     throw new CellUnreachableError(label, messageOf(error), { cause: error, ...(hint === undefined ? {} : { hint }) });
+  }
+}
+
+/** What `closeDataSource` uses of a pg-pool Pool (TypeORM's `driver.master`). */
+interface PoolEvents {
+  readonly totalCount: number;
+  on(event: 'remove', listener: () => void): unknown;
+  off(event: 'remove', listener: () => void): unknown;
+}
+
+/** Bounds the wait for sockets in `closeDataSource`, should pg-pool drop a client without 'remove'. */
+const SOCKETS_CLOSE_WAIT_MS = 1_000;
+
+/**
+ * Destroys `dataSource` and resolves once the sockets of its pool have closed. pg-pool's `end()`
+ * resolves as soon as it has asked each client to end, before their sockets close (and before the
+ * server has let the connections go), so `destroy()` would leave handles behind and an evicted
+ * cell's connections would outlive its slot. pg-pool emits 'remove' once a client has ended.
+ * @internal
+ */
+export async function closeDataSource(dataSource: DataSource): Promise<void> {
+  const pool = (dataSource.driver as { master?: Partial<PoolEvents> } | undefined)?.master;
+  let open = typeof pool?.on === 'function' && typeof pool.off === 'function' ? (pool.totalCount ?? 0) : 0;
+  if (open === 0) return dataSource.destroy();
+  const events = pool as PoolEvents;
+  let timer: NodeJS.Timeout | undefined;
+  let onRemove = (): void => undefined;
+  const closed = new Promise<void>((resolve) => {
+    onRemove = () => {
+      if (--open === 0) resolve();
+    };
+    events.on('remove', onRemove);
+    timer = setTimeout(resolve, SOCKETS_CLOSE_WAIT_MS);
+    timer.unref();
+  });
+  try {
+    await dataSource.destroy();
+    await closed;
+  } finally {
+    clearTimeout(timer);
+    events.off('remove', onRemove);
   }
 }
