@@ -45,6 +45,9 @@ export interface MappingCacheStats {
   reconnects: number;
 }
 
+/** The key of the list of all cells. @internal */
+export const ALL_CELLS_KEY = 'all';
+
 /** What the cache holds: a cell, a cell uuid (of an instance or host), or the list of all cells. @internal */
 export type CachedValue = CellMapping | string | readonly CellMapping[];
 
