@@ -45,6 +45,14 @@ import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type R
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
 
+/**
+ * The `Cells` facade: its lifecycle (initialize, destroy) and its public entry points, each a few
+ * lines over the modules that do the work. Longer than ~300 lines because every public method
+ * carries its TSDoc. The route of a call is chosen in `route()` from route.ts's pieces; the cell
+ * DataSources live in cell-data-sources.ts, their options in data-source-options.ts, the options of
+ * Cells in cells-options.ts, transactions in transaction.ts, mappings in mappings.ts.
+ */
+
 /** After a forced close, how long destroy() still waits for the close to complete. */
 const FORCED_CLOSE_WAIT_MS = 2_000;
 
