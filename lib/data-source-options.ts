@@ -113,6 +113,7 @@ function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entiti
  * API migrations added to what it names.
  * @param poolSize - overrides the pool size the `api` option sets (the CLI's pool of two).
  * @throws as `postgresOptions`.
+ * @internal
  */
 export function apiDataSourceOptions(settings: DataSourceSettings, poolSize?: number): PostgresOptions {
   const options = postgresOptions(settings.api, 'api');
@@ -136,6 +137,7 @@ export function apiDataSourceOptions(settings: DataSourceSettings, poolSize?: nu
  * with the cell entities and migrations, the pool size and the connect timeout. A cell's connection
  * fields are spread over them.
  * @param poolSize - connections of the pool; default: the `poolSize` option.
+ * @internal
  */
 export function cellDataSourceOptions(
   settings: DataSourceSettings,
@@ -163,6 +165,7 @@ export interface PoolBounds {
 /**
  * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
  * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
+ * @internal
  */
 export function guardedDataSource(options: PostgresOptions, label: string, bounds: PoolBounds): DataSource {
   const extra = (options.extra ?? {}) as { max?: number };
