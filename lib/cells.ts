@@ -335,7 +335,7 @@ export class Cells {
     if (this.state !== 'ready' && !(this.state === 'destroying' && this.inRunningTransaction(ctx))) {
       throw this.notReady();
     }
-    if (db === 'main' && ctx === undefined) throw new NoContextError(`A routed 'main' call`);
+    if (db !== 'api' && ctx === undefined) throw new NoContextError(`A routed 'main' call`);
     const key = routeKey(db, ctx?.cellUuid ?? null);
     if (key === API_KEY) return this.apiRoute.acquire();
     if (key === MAIN_KEY) {

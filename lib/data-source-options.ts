@@ -111,12 +111,13 @@ function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entiti
 /**
  * Options of the API database's DataSource: the `api` option, with the mapping entities and the
  * API migrations added to what it names.
+ * @param label - how a bad `api` option is named in errors.
  * @param poolSize - overrides the pool size the `api` option sets (the CLI's pool of two).
  * @throws as `postgresOptions`.
  * @internal
  */
-export function apiDataSourceOptions(settings: DataSourceSettings, poolSize?: number): PostgresOptions {
-  const options = postgresOptions(settings.api, 'api');
+export function apiDataSourceOptions(settings: DataSourceSettings, label = 'api', poolSize?: number): PostgresOptions {
+  const options = postgresOptions(settings.api, label);
   return {
     ...options,
     entities: [...API_ENTITIES, ...entityList(settings.api)],

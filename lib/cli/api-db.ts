@@ -59,5 +59,5 @@ function withApiDataSource<T>(
   config: CellsOptions,
   fn: (ds: DataSource) => Promise<T>,
 ): Promise<T> {
-  return withDataSource(new DataSource(apiDataSourceOptions(config, DEFAULTS.cliPoolSize)), API_LABEL, fn);
+  return withDataSource(new DataSource(apiDataSourceOptions(config, API_LABEL, DEFAULTS.cliPoolSize)), API_LABEL, fn);
 }
