@@ -6,4 +6,4 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-export { mapLimit } from '../lib/map-limit';
+export { mapLimit } from '../lib/cli/map-limit';

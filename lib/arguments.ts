@@ -3,6 +3,18 @@ import { InvalidArgumentError } from './errors';
 /** A uuid in its canonical textual form, in either case. */
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/**
+ * `value` in lower case when it is a uuid (see UUID_PATTERN).
+ * @throws InvalidArgumentError otherwise, naming `what` (`cell uuid`, `instance uuid`).
+ */
+export function uuidArg(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) {
+    const shown = typeof value === 'string' ? `'${value.slice(0, 60)}'` : typeof value;
+    throw new InvalidArgumentError(`The ${what} must be a uuid, got ${shown}.`);
+  }
+  return value.toLowerCase();
+}
+
 /** Longest name, host, project or user id accepted: the width of their API-database columns. */
 export const MAX_NAME = 255;
 

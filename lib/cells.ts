@@ -1,19 +1,27 @@
 import { inspect } from 'node:util';
 import {
   DataSource,
-  type DataSourceOptions,
   type EntityManager,
   type EntityTarget,
   type ObjectLiteral,
   type Repository,
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
-import { API_ENTITIES, type CellMapping } from '../entities';
-import { API_MIGRATIONS } from '../migrations';
-import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
-import { messageOf } from './connection-errors';
-import { forceClose, guardPool, guardedPoolOptions, hidePassword } from './connection-pool';
-import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
+import type { CellMapping } from '../entities';
+import { objectArg } from './arguments';
+import { CellDataSources } from './cell-data-sources';
+import { cellQueryTimeouts, shutdownTimeout, validateOptions, type CellsOptions, type CellsStats } from './cells-options';
+import { forceClose } from './connection-pool';
+import {
+  DEFAULTS,
+  apiDataSourceOptions,
+  cellDataSourceOptions,
+  closeDataSource,
+  connect,
+  guardedDataSource,
+  postgresOptions,
+  type PostgresOptions,
+} from './data-source-options';
 import {
   RequestContext,
   bindContext,
@@ -25,188 +33,28 @@ import {
   kMainTransaction,
 } from './context';
 import {
-  CellUnreachableError,
-  CellsError,
   CellsNotReadyError,
   InvalidArgumentError,
   NoContextError,
   NoTargetCellError,
-  UnknownCellError,
 } from './errors';
 import { CellMappings } from './mappings';
-import type { MappingCacheOptions } from './mapping-cache';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
-import { maskDataSourceLogger } from './masked-logger';
-import { DataSourceRegistry, closeDataSource, type OpenedCell, type RegistryEvent, type RegistryStats, type Route } from './registry';
+import type { DataSourceRegistry } from './registry';
+import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { TransactionRoute, runTransaction } from './transaction';
 
-/** TypeORM options of a PostgreSQL DataSource. */
-export type PostgresOptions = Extract<DataSourceOptions, { type: 'postgres' }>;
-
-/** A database given as a `postgres://` URL or as TypeORM PostgreSQL options. */
-export type DatabaseConfig = string | Omit<PostgresOptions, 'type'>;
-
-/** TypeORM options shared by every cell DataSource; connection fields come from each CellMapping. */
-export type CellDataSourceOptions = Omit<
-  PostgresOptions,
-  'type' | 'url' | 'host' | 'port' | 'username' | 'password' | 'database' | 'entities' | 'migrations' | 'name'
->;
-
-/** Something typeorm-cells reports to the `logger` option; never carries a connection string. */
-export type CellsLogEvent = RegistryEvent;
-
-/** Options of `new Cells()`. Only `api` is required. */
-export interface CellsOptions {
-  /**
-   * The API database (cell, instance and host mappings), as a URL or TypeORM options. The mapping
-   * entities and the API migrations are added to what you pass.
-   */
-  api: DatabaseConfig;
-  /**
-   * The default main database, used by `'main'` repositories in an untargeted context. Without it,
-   * such calls throw NoTargetCellError rather than silently picking a database. Default: none.
-   */
-  main?: DatabaseConfig;
-  /** Entities of the cell databases (and of the default main database). */
-  entities: NonNullable<PostgresOptions['entities']>;
-  /** Migrations of the cell databases, applied per cell by the CLI. Default: none. */
-  migrations?: PostgresOptions['migrations'];
-  /**
-   * Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...).
-   * Connection fields (`url`, `host`, `port`, `username`, `password`, `database`, `replication`,
-   * `ssl`..., also inside `extra`) and the fields set from other options (`type`, `entities`,
-   * `migrations`, `poolSize`, `connectTimeoutMS`) are refused: each cell's connection comes from
-   * its CellMapping. Default: none.
-   */
-  cellDataSourceOptions?: CellDataSourceOptions;
-  /**
-   * Most cell DataSources open at once (LRU bound); opening one more evicts the least recently
-   * used. Bounds server connections at `maxOpenCells * poolSize`. From 1 to 10000. Default: 64.
-   */
-  maxOpenCells?: number;
-  /**
-   * Close a cell DataSource unused for this many ms; 0 never closes idle ones. At most 2147483647
-   * (about 24.8 days, Node's timer limit). Default: 300000 (5 min).
-   */
-  idleTimeoutMs?: number;
-  /** Connections in each cell's pool. From 1 to 1000. Default: 5. */
-  poolSize?: number;
-  /**
-   * Give up opening a connection to a cell (or the API or main database) after this many ms; the
-   * call fails with CellUnreachableError. Covers the TCP connect and the handshake only, not the
-   * wait for a pooled connection (see `acquireTimeoutMs`). From 1 to 2147483647. Default: 5000.
-   */
-  connectTimeoutMs?: number;
-  /**
-   * Give up waiting for a free pooled connection of a cell (or the API or main database) after
-   * this many ms, with CellBusyError: every one of its `poolSize` connections stayed in use. A
-   * busy database is healthy, so this is not a connection failure: scatter-gather reports it as
-   * the cell's own error, never as unreachable, and within a gather the wait also ends at the
-   * gather's deadline. The default suits a web service: long enough to ride out a burst (a
-   * queued call normally gets a connection within a few query times), short enough that a
-   * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
-   * 0 waits without limit (not recommended). From 0 to 2147483647. Default: 10000.
-   */
-  acquireTimeoutMs?: number;
-  /**
-   * Deadline of each statement sent to a cell (or the API or main database), in ms; a cell's
-   * entry in `cellQueryTimeoutMs` overrides it, and a routed call's context overrides both
-   * (`RequestContext.queryTimeoutMs`). A statement that passes it
-   * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
-   * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
-   * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
-   * above any statement a request should run, yet finite. From 0 to 2147483647.
-   */
-  queryTimeoutMs?: number;
-  /**
-   * Per-cell deadlines overriding `queryTimeoutMs` for the statements sent to those cells, in ms:
-   * `{ reporting: 300000, '2f0c7e4a-...': 2000 }`. Keys are cell names or cell uuids (a key shaped
-   * as a uuid is a uuid, in any case); when both name a cell, its uuid wins. The deadline of a
-   * statement is the first set of: the context's `RequestContext.queryTimeoutMs` (per call), this
-   * (per cell), `queryTimeoutMs` (per Cells). Read when the cell's DataSource opens: a renamed cell
-   * keeps its deadline until it is reopened (`evictCell`). Each value from 0 (none) to 2147483647.
-   * Default: none.
-   */
-  cellQueryTimeoutMs?: Readonly<Record<string, number>>;
-  /**
-   * How long `destroy()` lets running calls and transactions finish, in ms, before it closes their
-   * connections by force and resolves. Default: 25000, below the 30 s a container orchestrator
-   * usually waits between SIGTERM and SIGKILL. From 0 to 2147483647.
-   */
-  shutdownTimeoutMs?: number;
-  /** Run the API database migrations in `initialize()` (a boolean; `'false'` is refused). Default: false. */
-  migrateApi?: boolean;
-  /**
-   * Receives registry events (opens, evictions, closes, failures) for logging. What it throws or
-   * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
-   */
-  logger?: (event: CellsLogEvent) => void;
-  /**
-   * Bounds of the cache of cell, instance and host lookups (`cells.mappings`). Writes through the
-   * library invalidate it at once in every process sharing the API database (PostgreSQL
-   * LISTEN/NOTIFY, one extra API connection per process), so `ttlMs` only bounds staleness after
-   * changes made with plain SQL. LISTEN needs a session connection: not through a transaction-mode
-   * pooler. `max` from 1 to 1000000, `ttlMs` from 1 to 2147483647. Default: `{ max: 10000, ttlMs: 60000 }`.
-   */
-  mappingCache?: MappingCacheOptions;
-}
-
-/** Counters of the DataSource registry; see RegistryStats. */
-export type CellsStats = RegistryStats;
-
-/** The table recording the API database's migrations; the CLI's `api-db` commands share it. */
-export const API_MIGRATIONS_TABLE = 'cells_api_migrations';
-
-const API_KEY = 'api';
-const MAIN_KEY = 'main';
-
-/** Default of `mappingCache.ttlMs`, in ms (see MappingCacheOptions). */
-const DEFAULT_MAPPING_TTL_MS = 60_000;
-
-/** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
-const MAX_OPEN_ATTEMPTS = 5;
-
-/** Default of `shutdownTimeoutMs`, in ms. */
-const DEFAULT_SHUTDOWN_TIMEOUT_MS = 25_000;
+/**
+ * The `Cells` facade: its lifecycle (initialize, destroy) and its public entry points, each a few
+ * lines over the modules that do the work. Longer than ~300 lines because every public method
+ * carries its TSDoc. The route of a call is chosen in `route()` from route.ts's pieces; the cell
+ * DataSources live in cell-data-sources.ts, their options in data-source-options.ts, the options of
+ * Cells in cells-options.ts, transactions in transaction.ts, mappings in mappings.ts.
+ */
 
 /** After a forced close, how long destroy() still waits for the close to complete. */
 const FORCED_CLOSE_WAIT_MS = 2_000;
-
-/** Default of `queryTimeoutMs`, in ms. */
-const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
-
-/** Default of `acquireTimeoutMs`, in ms. */
-const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
-
-/**
- * A database that is always open while Cells is ready: the API or the default main database. Calls
- * take a lease like cell calls, so destroy() closes it only once they have finished.
- */
-class StaticRoute implements Route {
-  leases = 0;
-  private idle: (() => void) | undefined;
-
-  constructor(
-    readonly manager: EntityManager,
-    readonly label: string,
-  ) {}
-
-  acquire(): this {
-    this.leases++;
-    return this;
-  }
-
-  release(): void {
-    if (--this.leases === 0) this.idle?.();
-  }
-
-  /** Resolves once no call holds a lease. */
-  drained(): Promise<void> {
-    if (this.leases === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.idle = resolve));
-  }
-}
 
 // No `implements RepositoryRouter`: the published declarations leave internal interfaces out
 // (stripInternal), so they must not name it; createRoutedRepository(this, ...) checks the shape.
@@ -230,58 +78,34 @@ export class Cells {
   private destroyed: Promise<void> | undefined;
   private apiRoute!: StaticRoute;
   private mainRoute: StaticRoute | undefined;
-  /** The connection each cell DataSource was opened with, to find stale ones after a listener outage. */
+  /** The cell DataSources, kept in step with their CellMappings. */
+  private readonly cells: CellDataSources;
+  /** The connection each open cell DataSource was opened with (filled by `cells`). */
   private readonly cellConnections = new Map<string, string>();
-  private revalidator: NodeJS.Timeout | undefined;
-  /** Moves each time a cell is retired: an open that began before a move starts again. */
-  private readonly cellEpochs = new Map<string, number>();
-  /** `cellQueryTimeoutMs`, by lower-case uuid or by name. */
-  private readonly cellQueryTimeouts: ReadonlyMap<string, number>;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
-    this.cellQueryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
-    this.apiDataSource = this.guardedDataSource(
-      {
-        ...postgresOptions(options.api, 'api'),
-        entities: [...API_ENTITIES, ...entityList(options.api)],
-        migrations: [...API_MIGRATIONS],
-        migrationsTableName: API_MIGRATIONS_TABLE,
-      },
-      'the API database',
-    );
+    const queryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
+    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL);
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource({ ...this.cellOptions(), ...postgresOptions(options.main, 'main') }, 'the default main database');
+        : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, 'main') }, MAIN_LABEL);
     this.templateDataSource = new DataSource({
-      ...this.cellOptions(),
+      ...cellDataSourceOptions(options),
       type: 'postgres',
     });
-    this.registry = new DataSourceRegistry({
-      maxOpen: options.maxOpenCells ?? 64,
-      idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
-      open: (key) => this.openCell(key),
-      onEvent: (event) => {
-        this.forgetClosedCell(event);
-        // Returned, so that the registry also contains the rejection of an async logger.
-        return options.logger?.(event);
-      },
+    this.cells = new CellDataSources({
+      options: this.options,
+      cellQueryTimeouts: queryTimeouts,
+      cellConnections: this.cellConnections,
+      mappings: () => this.mappings,
+      ready: () => this.state === 'ready',
+      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
+        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
     });
-  }
-
-  /**
-   * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
-   * holds open cells only and no closed cell's password stays in memory.
-   */
-  private forgetClosedCell(event: RegistryEvent): void {
-    if (
-      (event.type === 'evict' && !this.registry.has(event.key)) ||
-      (event.type === 'close' && this.state !== 'ready')
-    ) {
-      this.cellConnections.delete(event.key);
-    }
+    this.registry = this.cells.registry;
   }
 
   /** A summary without connection options: `util.inspect` never shows a URL or password. */
@@ -303,9 +127,9 @@ export class Cells {
     if (this.state !== 'new') throw new InvalidArgumentError(`initialize() was already called (state: ${this.state}).`);
     this.state = 'initializing';
     try {
-      await connect(this.apiDataSource, 'the API database');
+      await connect(this.apiDataSource, API_LABEL);
       if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
-      if (this.mainDataSource) await connect(this.mainDataSource, 'the default main database');
+      if (this.mainDataSource) await connect(this.mainDataSource, MAIN_LABEL);
       // Entity metadata for create()/merge()/query builders, built once without a connection.
       await (this.templateDataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
     } catch (error) {
@@ -313,15 +137,15 @@ export class Cells {
       this.state = 'new';
       throw error;
     }
-    this.apiRoute = new StaticRoute(this.apiDataSource.manager, 'the API database');
-    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, 'the default main database') : undefined;
+    this.apiRoute = new StaticRoute(this.apiDataSource.manager, API_LABEL);
+    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, MAIN_LABEL) : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
-      onCellReconnect: (uuid) => this.retireCell(uuid),
-      onResync: () => void this.resyncCells(),
-      onCellLoaded: (cell) => this.checkConnection(cell.uuid, cell.databaseConnection),
+      onCellReconnect: (uuid) => this.cells.retire(uuid),
+      onResync: () => void this.cells.resync(),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, cell.databaseConnection),
     });
-    this.startRevalidation();
+    this.cells.startRevalidation(this.options.mappingCache?.ttlMs ?? DEFAULTS.mappingCacheTtlMs);
     await this.mappings.listen();
     this.state = 'ready';
     return this;
@@ -419,8 +243,7 @@ export class Cells {
     if (outer !== undefined) return outer.nested(ctx, slot, fn);
     const route = await this.route(db, ctx);
     try {
-      const key = db === 'api' ? API_KEY : (ctx.dbConnection ?? MAIN_KEY);
-      return await runTransaction(this, route, key, ctx, slot, options.isolation, fn);
+      return await runTransaction(this, route, routeKey(db, ctx.cellUuid), ctx, slot, options.isolation, fn);
     } finally {
       route.release();
     }
@@ -459,45 +282,7 @@ export class Cells {
     const key = cellUuidOf(uuid);
     // The reopen reads the mapping anew, also when it was changed with plain SQL within the TTL.
     this.mappings?.forgetCell(key);
-    this.retireCell(key);
-  }
-
-  /** Evicts the open DataSource of `uuid` (running calls finish first) and forgets its connection. */
-  private retireCell(uuid: string): void {
-    this.cellEpochs.set(uuid, (this.cellEpochs.get(uuid) ?? 0) + 1);
-    this.cellConnections.delete(uuid);
-    this.registry.evict(uuid);
-  }
-
-  /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
-  private checkConnection(uuid: string, connection: string | undefined): void {
-    const opened = this.cellConnections.get(uuid);
-    if (opened !== undefined && opened !== connection) this.retireCell(uuid);
-  }
-
-  /**
-   * A cell re-pointed with plain SQL sends no notification. Every mapping-cache TTL, the mappings of
-   * open cells are looked up again (a cache hit until the TTL has passed, then one query each), and
-   * a cell whose connection changed or which was deleted is evicted: running calls finish on the old
-   * database, new ones go to the new one.
-   */
-  private startRevalidation(): void {
-    const interval = this.options.mappingCache?.ttlMs ?? DEFAULT_MAPPING_TTL_MS;
-    this.revalidator = setInterval(() => void this.revalidate(), interval);
-    this.revalidator.unref();
-  }
-
-  private async revalidate(): Promise<void> {
-    if (this.state !== 'ready') return;
-    for (const uuid of [...this.cellConnections.keys()]) {
-      try {
-        // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
-        await this.mappings.cellByUuid(uuid);
-      } catch (error) {
-        if (error instanceof UnknownCellError) this.retireCell(uuid);
-        // Otherwise the API database is unreachable now: keep serving, try again next time.
-      }
-    }
+    this.cells.retire(key);
   }
 
   /**
@@ -550,10 +335,10 @@ export class Cells {
     if (this.state !== 'ready' && !(this.state === 'destroying' && this.inRunningTransaction(ctx))) {
       throw this.notReady();
     }
-    if (db === 'api') return this.apiRoute.acquire();
-    if (ctx === undefined) throw new NoContextError(`A routed 'main' call`);
-    const key = ctx.dbConnection;
-    if (key === null) {
+    if (db !== 'api' && ctx === undefined) throw new NoContextError(`A routed 'main' call`);
+    const key = routeKey(db, ctx?.cellUuid ?? null);
+    if (key === API_KEY) return this.apiRoute.acquire();
+    if (key === MAIN_KEY) {
       if (this.mainRoute === undefined) throw new NoTargetCellError();
       return this.mainRoute.acquire();
     }
@@ -582,226 +367,27 @@ export class Cells {
     return db === 'api' ? this.apiDataSource.manager : this.templateDataSource.manager;
   }
 
-  private cellOptions(): Omit<PostgresOptions, 'host'> {
-    const base = this.options.cellDataSourceOptions ?? {};
-    const poolSize = this.options.poolSize ?? 5;
-    return {
-      ...base,
-      type: 'postgres',
-      entities: this.options.entities,
-      migrations: this.options.migrations ?? [],
-      poolSize,
-      connectTimeoutMS: this.options.connectTimeoutMs ?? 5000,
-      extra: { ...(base.extra as object | undefined), max: poolSize },
-    };
-  }
-
-  /**
-   * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
-   * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
-   */
+  /** A guarded DataSource (see `guardedDataSource`) with this Cells' bounds. */
   private guardedDataSource(
     options: PostgresOptions,
     label: string,
-    queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+    queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
   ): DataSource {
-    const extra = (options.extra ?? {}) as { max?: number };
-    const poolSize = extra.max ?? options.poolSize ?? 10;
-    const connectTimeoutMs = options.connectTimeoutMS ?? this.options.connectTimeoutMs ?? 5000;
-    // The password is given to TypeORM as a function, so a DataSource, its options, driver and
-    // pool, and every manager and query runner reaching them, print no password.
-    const dataSource = new DataSource(
-      hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, queryTimeoutMs) }),
-    );
-    guardPool(dataSource, () => label, this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
-    return dataSource;
-  }
-
-  private async openCell(key: string): Promise<OpenedCell> {
-    for (let attempt = 1; ; attempt++) {
-      // A change notified while this open runs evicts nothing (the DataSource is not in the
-      // registry yet); it moves the cell's epoch, and the open starts again from the new mapping.
-      const epoch = this.cellEpochs.get(key) ?? 0;
-      const cell = await this.mappings.cellByUuid(key);
-      const label = `'${cell.name}' (${cell.uuid})`;
-      const parts = parseConnectionUrl(cell.databaseConnection, `cell ${label}`);
-      const deadline = this.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? this.cellQueryTimeouts.get(cell.name);
-      const dataSource = this.guardedDataSource({ ...this.cellOptions(), ...parts }, `cell ${label}`, deadline);
-      await connect(dataSource, `cell ${label}`);
-      // Checked again after connecting (a cache hit unless it changed): the registry takes the
-      // DataSource in the same tick, so no change can slip in between.
-      const now = await this.mappings.cellByUuid(key).catch(() => undefined);
-      if (now?.databaseConnection === cell.databaseConnection && (this.cellEpochs.get(key) ?? 0) === epoch) {
-        this.cellConnections.set(key, cell.databaseConnection);
-        return { dataSource, label: `cell ${label}` };
-      }
-      await closeDataSource(dataSource);
-      if (attempt === MAX_OPEN_ATTEMPTS) {
-        throw new CellUnreachableError(
-          `cell ${label}`,
-          `its CellMapping changed ${attempt} times while it was being opened`,
-        );
-      }
-    }
-  }
-
-  /** After the listener missed notifications, closes DataSources whose cell was deleted or re-pointed. */
-  private async resyncCells(): Promise<void> {
-    if (this.cellConnections.size === 0 || this.state !== 'ready') return;
-    const current = new Map<string, string>();
-    try {
-      for (const cell of await this.mappings.allCells()) current.set(cell.uuid, cell.databaseConnection);
-    } catch {
-      current.clear();
-    }
-    for (const [uuid, connection] of this.cellConnections) {
-      if (current.get(uuid) !== connection) this.retireCell(uuid);
-    }
+    return guardedDataSource(options, label, {
+      ...(this.options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.options.connectTimeoutMs }),
+      queryTimeoutMs,
+      acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
+    });
   }
 
   private async closeStatic(): Promise<void> {
-    if (this.revalidator !== undefined) clearInterval(this.revalidator);
+    this.cells.stopRevalidation();
     for (const ds of [this.mainDataSource, this.apiDataSource]) {
       if (ds?.isInitialized) await closeDataSource(ds);
     }
   }
 }
 
-/** Initializes `dataSource`, turning a connection failure into CellUnreachableError with no secrets. */
-async function connect(dataSource: DataSource, label: string): Promise<void> {
-  maskDataSourceLogger(dataSource);
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, messageOf(error), { cause: error });
-  }
-}
-
-/**
- * TypeORM PostgreSQL options of a database given as a URL or as options (shared with the CLI).
- * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
- */
-export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
-  const database = label === 'api' ? 'the API database' : label === 'main' ? 'the default main database' : label.startsWith('the ') ? label : `the ${label} database`;
-  const Database = database.charAt(0).toUpperCase() + database.slice(1);
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, database) };
-  if (config === null || typeof config !== 'object') {
-    throw new InvalidArgumentError(`${Database} must be a postgres:// URL or TypeORM options.`);
-  }
-  postgresTypeArg((config as { type?: unknown }).type, Database);
-  if (config.url !== undefined) {
-    const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, database) };
-  }
-  return { ...config, type: 'postgres' };
-}
-
-/**
- * Refuses a TypeORM `type` other than `'postgres'`: the options would otherwise be used as
- * PostgreSQL ones, against a server of another engine.
- * @throws InvalidArgumentError naming the one supported engine.
- */
-function postgresTypeArg(type: unknown, what: string): void {
-  if (type === undefined || type === 'postgres') return;
-  const shown = typeof type === 'string' ? `'${type.slice(0, 40)}'` : typeof type;
-  throw new InvalidArgumentError(
-    `${what} has type ${shown}, which is not supported; ${SUPPORTED_ENGINES}.`,
-  );
-}
-
-function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entities']> extends infer E ? E extends readonly (infer I)[] ? I[] : never : never {
-  if (typeof config === 'string' || config.entities === undefined) return [];
-  return Array.isArray(config.entities) ? [...config.entities] : (Object.values(config.entities) as never);
-}
-
-function validateOptions(options: CellsOptions): CellsOptions {
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('new Cells() needs an options object.');
-  if (options.api === undefined) throw new InvalidArgumentError(`The 'api' option (the API database) is required.`);
-  if (options.entities === undefined) throw new InvalidArgumentError(`The 'entities' option (cell entities) is required.`);
-  // Upper bounds too: lru-cache allocates `max` slots up front (1e9 exhausted the heap, 2**32 threw
-  // a RangeError), and Node fires a timer longer than MAX_TIMER_MS at once.
-  integerArg(options.maxOpenCells, 'maxOpenCells', 1, MAX_OPEN_CELLS);
-  integerArg(options.poolSize, 'poolSize', 1, MAX_POOL_SIZE);
-  integerArg(options.idleTimeoutMs, 'idleTimeoutMs', 0, MAX_TIMER_MS);
-  integerArg(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_TIMER_MS);
-  integerArg(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
-  integerArg(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
-  integerArg(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
-  integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
-  integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
-  booleanArg(options.migrateApi, 'migrateApi');
-  // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
-  // from inside the registry at the first cell open, long after start-up.
-  if (options.logger !== undefined && typeof options.logger !== 'function') {
-    throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
-  }
-  postgresTypeArg((options.cellDataSourceOptions as { type?: unknown } | undefined)?.type, `The 'cellDataSourceOptions' option`);
-  for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
-    const value: unknown = options[name];
-    if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
-      throw new InvalidArgumentError(`The '${name}' option must be an object, got ${value === null ? 'null' : typeof value}.`);
-    }
-  }
-  refuseFields(options.cellDataSourceOptions, CELL_FIELDS_REFUSED, 'cellDataSourceOptions');
-  refuseFields(options.cellDataSourceOptions?.extra, EXTRA_FIELDS_REFUSED, 'cellDataSourceOptions.extra');
-  return options;
-}
-
-/**
- * The `cellQueryTimeoutMs` option as a map from lower-case cell uuid or cell name to deadline.
- * @throws InvalidArgumentError for a value that is not an object, a key that is not a valid cell
- * name, or a deadline that is not an integer from 0 to 2147483647.
- */
-function cellQueryTimeouts(option: Readonly<Record<string, number>> | undefined): ReadonlyMap<string, number> {
-  const byCell = new Map<string, number>();
-  const given = objectArg(option, 'The cellQueryTimeoutMs option');
-  const proto: unknown = Object.getPrototypeOf(given);
-  if (proto !== Object.prototype && proto !== null) {
-    // A Map, say, whose entries Object.entries would silently skip.
-    throw new InvalidArgumentError('The cellQueryTimeoutMs option must be a plain object of deadlines by cell name or uuid.');
-  }
-  for (const [key, ms] of Object.entries(given)) {
-    nameArg(key, 'cell name or uuid of a cellQueryTimeoutMs key');
-    const at = `cellQueryTimeoutMs[${JSON.stringify(key.slice(0, 60))}]`;
-    if (ms === undefined) throw new InvalidArgumentError(`${at} must be an integer from 0 to ${MAX_TIMER_MS}, got undefined.`);
-    integerArg(ms, at, 0, MAX_TIMER_MS);
-    byCell.set(UUID_PATTERN.test(key) ? key.toLowerCase() : key, ms);
-  }
-  return byCell;
-}
-
-function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {
-  const value = options?.timeoutMs;
-  integerArg(value, 'destroy({ timeoutMs })', 0, MAX_TIMER_MS);
-  return value ?? configured ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
-
-const MAX_OPEN_CELLS = 10_000;
-const MAX_POOL_SIZE = 1_000;
-const MAX_MAPPING_CACHE = 1_000_000;
-/** Fields of `cellDataSourceOptions` that would connect every cell to one database, or are ignored. */
-const CELL_FIELDS_REFUSED = [
-  'url', 'host', 'port', 'username', 'password', 'database', 'replication', 'ssl', 'type', 'name',
-  'entities', 'migrations', 'poolSize', 'connectTimeoutMS',
-];
-/** pg Pool options in `extra`, which TypeORM lets override the connection. */
-const EXTRA_FIELDS_REFUSED = [
-  'connectionString', 'host', 'port', 'user', 'password', 'database', 'ssl', 'max', 'connectionTimeoutMillis',
-];
-
-function refuseFields(value: unknown, fields: readonly string[], where: string): void {
-  if (value === null || typeof value !== 'object') return;
-  const found = fields.filter((field) => (value as Record<string, unknown>)[field] !== undefined);
-  if (found.length > 0) {
-    throw new InvalidArgumentError(
-      `${where} must not set ${found.map((f) => `'${f}'`).join(', ')}: each cell connects with its CellMapping's ` +
-        `URL (sslmode included), and pool size and connect timeout have their own Cells options.`,
-    );
-  }
-}
-

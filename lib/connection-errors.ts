@@ -106,10 +106,15 @@ function deadlineOf(error: unknown): number | undefined {
   return undefined;
 }
 
-/** The masked message of any thrown value, from any realm. */
-export function messageOf(error: unknown): string {
-  const message = (error as { message?: unknown } | null)?.message;
-  return maskSecrets(typeof message === 'string' ? message : String(error)) || 'connection failed';
+/**
+ * The masked message of any thrown value, from any realm: its `message`, else its `code` (a
+ * refused connection to several addresses is an AggregateError with an empty message and code
+ * `ECONNREFUSED`), else `fallback`.
+ */
+export function messageOf(error: unknown, fallback = 'connection failed'): string {
+  const { message, code } = (error ?? {}) as { message?: unknown; code?: unknown };
+  const text = typeof message === 'string' ? message : String(error);
+  return maskSecrets(text || (typeof code === 'string' ? code : '')) || fallback;
 }
 
 /** Fields of errors (TypeORM's QueryFailedError, the pg error it wraps) that may quote a URL. */

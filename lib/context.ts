@@ -1,9 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import type { EntityManager } from 'typeorm';
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
+import type { ActiveTransaction } from './route';
 
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
 export type ReadDeleted = 'no' | 'yes' | 'only';
@@ -29,20 +29,6 @@ export interface RequestContextInit {
   queryTimeoutMs?: number | null;
 }
 
-
-/** A transaction open in a context; routed repositories of the same database join it. @internal */
-export interface ActiveTransaction {
-  /** The Cells instance that opened it: repositories of another instance do not join. */
-  readonly owner: object;
-  /** The routing key of its database: a cell uuid, or a fixed key for the API or default main. */
-  readonly key: string;
-  /** How errors name its database. */
-  readonly label: string;
-  readonly manager: EntityManager;
-  /** False once the transaction's callback has finished: its context is then free to retarget. */
-  readonly running: boolean;
-}
-
 /** Marks the init of a copy made by `clone()`, whose fields need no checking. */
 const kCopyOf = Symbol('typeorm-cells.copyOf');
 
@@ -56,7 +42,7 @@ export const kCallSignal = Symbol('typeorm-cells.callSignal');
 /**
  * The state of one request: who makes it and which cell database it talks to. It lives in an
  * AsyncLocalStorage store (see `runWithContext`), so data-access code reads it without parameters.
- * `dbConnection` is a routing key (the target cell's uuid), never a URL: `toJSON()`, `toString()`
+ * Its routing key is `cellUuid` (Nova's `dbConnection`), never a URL: `toJSON()`, `toString()`
  * and `util.inspect` show nothing secret.
  */
 export class RequestContext {
@@ -132,13 +118,19 @@ export class RequestContext {
     this.#readDeleted = mode;
   }
 
-  /** The routing key of the target database: the target cell's uuid, or `null` for the default main database. */
-  get dbConnection(): string | null {
+  /**
+   * The uuid of the target cell, or `null` when untargeted (the default main database): the
+   * routing key of the context's calls.
+   */
+  get cellUuid(): string | null {
     return this.#cellUuid;
   }
 
-  /** The uuid of the target cell, or `null` when untargeted. */
-  get cellUuid(): string | null {
+  /**
+   * Nova's name of the routing key: the same as `cellUuid`, a cell uuid and never a URL (unlike
+   * `CellMapping.databaseConnection`). Code of typeorm-cells reads `cellUuid`.
+   */
+  get dbConnection(): string | null {
     return this.#cellUuid;
   }
 

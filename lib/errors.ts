@@ -115,8 +115,8 @@ export class QueryTimeoutError extends CellsError {
   }
 }
 
-/** `cell 'x'` -> `Cell 'x'`, `the API database` -> `The API database`. */
-function sentenceStart(label: string): string {
+/** `cell 'x'` -> `Cell 'x'`, `the API database` -> `The API database`. @internal */
+export function sentenceStart(label: string): string {
   return label.charAt(0).toUpperCase() + label.slice(1);
 }
 
@@ -180,26 +180,6 @@ export class DuplicateMappingError extends CellsError {
   readonly code = 'CELLS_DUPLICATE_MAPPING';
 }
 
-/** The CLI's config file is missing an export, fails to load, or exports no valid `CellsOptions`. */
-export class ConfigFileError extends CellsError {
-  readonly code = 'CELLS_CONFIG_FILE';
-  constructor(readonly file: string, reason: string, options?: { cause?: unknown }) {
-    super(`Config file ${file}: ${reason}.`, options);
-  }
-}
-
-/** A CLI command over many cells failed for some of them; its report on stdout shows which and why. */
-export class SomeCellsFailedError extends CellsError {
-  readonly code = 'CELLS_SOME_CELLS_FAILED';
-  constructor(action: string, readonly failed: number, readonly skipped: number, readonly total: number, hint = '') {
-    super(
-      `${failed} of ${total} cell(s) failed to ${action}` +
-        (skipped > 0 ? ` and ${skipped} were skipped after the first failure (pass --continue-on-error to go on)` : '') +
-        `; the report above shows why.${hint ? ` ${hint}` : ''}`,
-    );
-  }
-}
-
 /** The caller's AbortSignal ended a scatter-gather before every cell answered; `cause` is its reason. */
 export class ScatterGatherAbortedError extends CellsError {
   readonly code = 'CELLS_SCATTER_GATHER_ABORTED';
@@ -207,34 +187,5 @@ export class ScatterGatherAbortedError extends CellsError {
     super('The scatter-gather was aborted by its caller before every cell answered; no results are returned.', {
       cause: reason,
     });
-  }
-}
-
-/**
- * `typeorm-cells db migrate` waited `lockTimeoutMs` for the migration lock of a cell database and
- * another session still held it: another runner is migrating that cell, or one that stopped
- * answering still holds the lock. Nothing was applied to the cell.
- */
-export class MigrationLockTimeoutError extends CellsError {
-  readonly code = 'CELLS_MIGRATION_LOCK_TIMEOUT';
-  constructor(readonly cell: string, readonly lockTimeoutMs: number, options?: { cause?: unknown }) {
-    super(
-      `${sentenceStart(cell)}: another session held the migration lock for the ${lockTimeoutMs} ms this run could ` +
-        `wait (--lock-timeout), so nothing was applied. Wait for the other runner and run it again, or end ` +
-        `that session (pg_stat_activity shows it).`,
-      options,
-    );
-  }
-}
-
-/** `typeorm-cells cell create` could not connect to the new cell's database, so it mapped nothing. */
-export class CellVerificationError extends CellsError {
-  readonly code = 'CELLS_CELL_VERIFICATION_FAILED';
-  constructor(readonly cell: string, reason: string, options?: { cause?: unknown }) {
-    super(
-      `${sentenceStart(cell)} is unreachable: ${reason}. Nothing was created; fix the URL or the database, ` +
-        `or pass --no-verify to map the cell anyway.`,
-      options,
-    );
   }
 }

@@ -1,14 +1,8 @@
 import 'reflect-metadata';
 
 export { Cells } from './cells';
-export type {
-  CellDataSourceOptions,
-  CellsLogEvent,
-  CellsOptions,
-  CellsStats,
-  DatabaseConfig,
-  PostgresOptions,
-} from './cells';
+export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
 export {
   RequestContext,
   bindContext,
@@ -25,22 +19,19 @@ export {
   CellInUseError,
   CellSwitchInTransactionError,
   CellUnreachableError,
-  CellVerificationError,
   CellsError,
   CellsNotReadyError,
-  ConfigFileError,
   DuplicateMappingError,
   InvalidArgumentError,
-  MigrationLockTimeoutError,
   NoContextError,
   NoTargetCellError,
   QueryTimeoutError,
   ScatterGatherAbortedError,
-  SomeCellsFailedError,
   UnknownCellError,
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
+export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';

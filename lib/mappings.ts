@@ -4,7 +4,7 @@ import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
-import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg } from './arguments';
+import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg, uuidArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
 import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
@@ -17,18 +17,18 @@ import {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-import {
-  MAPPINGS_CHANNEL,
-  MappingCache,
-  MappingListener,
-  decodeChange,
-  encodeChange,
-  listenerConfig,
-  type CachedValue,
-  type MappingCacheOptions,
-  type MappingCacheStats,
-  type MappingChange,
-} from './mapping-cache';
+import { ALL_CELLS_KEY, type CachedValue, type MappingCache, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
+import type { MappingChange } from './mapping-listener';
+import { MappingSync } from './mapping-sync';
+import { API_LABEL } from './route';
+
+/**
+ * `cells.mappings`: the cell, instance and host mappings of the API database, read (cached) and
+ * written (validated, notified). Longer than ~300 lines because it is one public class whose every
+ * method carries its TSDoc; its parts of other concepts live beside it: the cache in
+ * mapping-cache.ts, its coherence across processes in mapping-sync.ts, the LISTEN client in
+ * mapping-listener.ts.
+ */
 
 /** Fields of a new cell; `uuid` defaults to a random one. */
 export interface CellMappingInit {
@@ -63,7 +63,7 @@ export interface InstanceMappingInit {
 
 /** Options of `new CellMappings()`; `Cells` sets them from its own options. */
 export interface CellMappingsOptions {
-  /** Bounds of the lookup cache. Default: 10000 entries, 60000 ms. */
+  /** Bounds of the lookup cache; see MappingCacheOptions for their defaults. */
   cache?: MappingCacheOptions;
   /**
    * Called (in every process, after the change committed) when a cell was deleted or its database
@@ -81,7 +81,6 @@ export interface CellMappingsOptions {
 
 /** Longest transport URL accepted, as for database connection URLs. */
 const MAX_TRANSPORT_URL = 8192;
-const ALL = 'all';
 
 /**
  * Cell, instance and host lookups and writes in the API database, reached as `cells.mappings`.
@@ -90,9 +89,8 @@ const ALL = 'all';
  * Returned CellMappings are copies: changing one changes nothing until passed to `updateCell`.
  */
 export class CellMappings {
+  private readonly sync: MappingSync;
   private readonly cache: MappingCache;
-  private readonly origin = randomUUID();
-  private listener: MappingListener | undefined;
   private closed = false;
 
   /**
@@ -103,7 +101,8 @@ export class CellMappings {
     private readonly api: DataSource,
     private readonly options: CellMappingsOptions = {},
   ) {
-    this.cache = new MappingCache(options.cache);
+    this.sync = new MappingSync(api, options);
+    this.cache = this.sync.cache;
   }
 
   private get manager(): EntityManager {
@@ -117,24 +116,13 @@ export class CellMappings {
    * Never throws: when the connection fails, lookups go to the database and it retries with backoff.
    */
   async listen(): Promise<void> {
-    if (this.listener !== undefined) return;
-    this.listener = new MappingListener({
-      connection: listenerConfig(this.api),
-      onPayload: (payload) => this.onPayload(payload),
-      onUp: (afterOutage) => {
-        this.cache.setActive(true);
-        if (afterOutage) this.options.onResync?.();
-      },
-      onDown: () => this.cache.setActive(false),
-    });
-    await this.listener.start();
+    await this.sync.listen();
   }
 
   /** Closes the LISTEN connection and stops caching. Safe to call twice. */
   async close(): Promise<void> {
     this.closed = true;
-    this.cache.setActive(false);
-    await this.listener?.stop();
+    await this.sync.stop();
   }
 
   /** A summary without the API connection: `util.inspect` never shows its URL or password. */
@@ -149,11 +137,7 @@ export class CellMappings {
 
   /** Cache counters: hits, misses, queries run, size, invalidations and whether the listener is up. */
   cacheStats(): MappingCacheStats {
-    return {
-      ...this.cache.stats(),
-      listening: this.listener?.listening ?? false,
-      reconnects: this.listener?.reconnects ?? 0,
-    };
+    return this.sync.stats();
   }
 
   /**
@@ -199,7 +183,7 @@ export class CellMappings {
     const { includeCell0, includeDisabled } = objectArg(options, 'allCells options');
     booleanArg(includeCell0, 'includeCell0');
     booleanArg(includeDisabled, 'includeDisabled');
-    const cells = await this.lookup(ALL, async () => {
+    const cells = await this.lookup(ALL_CELLS_KEY, async () => {
       const epoch = this.cache.currentEpoch;
       const found = await this.manager.find(CellMapping, { order: { name: 'ASC' } });
       for (const cell of found) {
@@ -488,12 +472,7 @@ export class CellMappings {
    * lookup reads the API database. For `cells.evictCell`. @internal
    */
   forgetCell(uuid: string): void {
-    const cached = this.cache.peek(`u:${uuid}`);
-    this.cache.invalidate(`u:${uuid}`);
-    if (cached !== undefined && !Array.isArray(cached) && typeof cached !== 'string') {
-      this.cache.invalidate(`n:${(cached as CellMapping).name}`);
-    }
-    this.cache.invalidate(ALL);
+    this.sync.forgetCell(uuid);
   }
 
   /** `cache.get`, with a failure of `load` passed through `apiFailure`. */
@@ -529,47 +508,12 @@ export class CellMappings {
     const [result, change] = await this.manager
       .transaction(async (tx) => {
         const out = await body(tx);
-        if (out[1] !== null)
-          await tx.query('SELECT pg_notify($1, $2)', [
-            MAPPINGS_CHANNEL,
-            encodeChange(this.origin, out[1]),
-          ]);
+        if (out[1] !== null) await this.sync.notify(tx, out[1]);
         return out;
       })
       .catch(apiFailure);
-    if (change !== null) this.apply(change);
+    if (change !== null) this.sync.apply(change);
     return result;
-  }
-
-  private onPayload(payload: string): void {
-    const decoded = decodeChange(payload);
-    if (decoded === undefined) {
-      // Written by another version, or damaged: forget everything rather than serve stale data.
-      this.cache.clear();
-      return;
-    }
-    if (decoded.origin !== this.origin) this.apply(decoded.change);
-  }
-
-  private apply(change: MappingChange): void {
-    switch (change.kind) {
-      case 'instance':
-        this.cache.invalidate(`i:${change.uuid}`);
-        return;
-      case 'host':
-        this.cache.invalidate(`h:${change.host}`);
-        return;
-      case 'cell':
-        if (change.deleted) {
-          // Instance and host entries may point at the deleted cell; it is rare enough to start over.
-          this.cache.clear();
-        } else {
-          this.cache.invalidate(`u:${change.uuid}`);
-          for (const name of change.names) this.cache.invalidate(`n:${name}`);
-          this.cache.invalidate(ALL);
-        }
-        if (change.reconnect) this.options.onCellReconnect?.(change.uuid);
-    }
   }
 
   private async unique<T>(write: () => Promise<T>, message: string | (() => string | Promise<string>)): Promise<T> {
@@ -595,7 +539,7 @@ export class CellMappings {
  * and query parameters.
  */
 function apiFailure(error: unknown): never {
-  throw maskErrorSecrets(translateConnectionError(error, 'the API database'));
+  throw maskErrorSecrets(translateConnectionError(error, API_LABEL));
 }
 
 /** Reads a cell inside a write, uncached: by uuid, or by uuid then name as `cell()` does. */
@@ -629,12 +573,3 @@ async function loadCell(
 function copyCell(cell: CellMapping): CellMapping {
   return Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
 }
-
-function uuidArg(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) {
-    const shown = typeof value === 'string' ? `'${value.slice(0, 60)}'` : typeof value;
-    throw new InvalidArgumentError(`The ${what} must be a uuid, got ${shown}.`);
-  }
-  return value.toLowerCase();
-}
-// CRUD-READY

@@ -14,7 +14,7 @@ import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBui
 import { isConnectionError, lossOf, markLost, maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { currentContext } from './context';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
-import type { Route } from './registry';
+import type { DatabaseSelector, Route } from './route';
 
 /**
  * Routed query builders. A builder made by a routed repository holds no connection: each execution
@@ -27,8 +27,7 @@ import type { Route } from './registry';
  * `insert`, `update`, `delete`, `softDelete`, `restore`, `relation`) is routed the same way.
  */
 
-/** Which database a routed builder or repository talks to: the API database, or the current cell. */
-export type DatabaseSelector = 'api' | 'main';
+export type { DatabaseSelector } from './route';
 
 /** What routed repositories and builders need from `Cells`. @internal */
 export interface Router {

@@ -1,17 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { DataSource, EntityManager } from 'typeorm';
+import { closeDataSource } from './data-source-options';
 import { CellsNotReadyError } from './errors';
-
-/**
- * A database a routed call can run on. Calls take a lease for their whole duration (`acquire` /
- * `release`), so the registry never closes a DataSource under a running query. @internal
- */
-export interface Route {
-  readonly manager: EntityManager;
-  /** How errors name this database, e.g. `cell 'cell1' (uuid)`; never a URL. */
-  readonly label: string;
-  release(): void;
-}
+import type { Route } from './route';
 
 /** What `RegistryOptions.open` returns: the initialized DataSource and how errors name it. @internal */
 export interface OpenedCell {
@@ -40,47 +31,6 @@ export class RegistryEntry implements Route {
 
   release(): void {
     if (--this.leases === 0 && this.state === 'draining') this.onIdleAfterEviction(this);
-  }
-}
-
-/** What `closeDataSource` uses of a pg-pool Pool (TypeORM's `driver.master`). */
-interface PoolEvents {
-  readonly totalCount: number;
-  on(event: 'remove', listener: () => void): unknown;
-  off(event: 'remove', listener: () => void): unknown;
-}
-
-/** Bounds the wait for sockets in `closeDataSource`, should pg-pool drop a client without 'remove'. */
-const SOCKETS_CLOSE_WAIT_MS = 1_000;
-
-/**
- * Destroys `dataSource` and resolves once the sockets of its pool have closed. pg-pool's `end()`
- * resolves as soon as it has asked each client to end, before their sockets close (and before the
- * server has let the connections go), so `destroy()` would leave handles behind and an evicted
- * cell's connections would outlive its slot. pg-pool emits 'remove' once a client has ended.
- * @internal
- */
-export async function closeDataSource(dataSource: DataSource): Promise<void> {
-  const pool = (dataSource.driver as { master?: Partial<PoolEvents> } | undefined)?.master;
-  let open = typeof pool?.on === 'function' && typeof pool.off === 'function' ? (pool.totalCount ?? 0) : 0;
-  if (open === 0) return dataSource.destroy();
-  const events = pool as PoolEvents;
-  let timer: NodeJS.Timeout | undefined;
-  let onRemove = (): void => undefined;
-  const closed = new Promise<void>((resolve) => {
-    onRemove = () => {
-      if (--open === 0) resolve();
-    };
-    events.on('remove', onRemove);
-    timer = setTimeout(resolve, SOCKETS_CLOSE_WAIT_MS);
-    timer.unref();
-  });
-  try {
-    await dataSource.destroy();
-    await closed;
-  } finally {
-    clearTimeout(timer);
-    events.off('remove', onRemove);
   }
 }
 

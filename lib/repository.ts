@@ -11,7 +11,7 @@ import { translateConnectionError } from './connection-errors';
 import { currentContext, type ReadDeleted } from './context';
 import { routeBuilder, type DatabaseSelector, type Router } from './query-builder';
 import { deleteDatePath, readWithDeleted } from './read-deleted';
-import type { Route } from './registry';
+import type { Route } from './route';
 
 export type { DatabaseSelector } from './query-builder';
 

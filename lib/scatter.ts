@@ -3,6 +3,7 @@ import { CellMapping } from '../entities/CellMapping';
 import { MAX_TIMER_MS } from './arguments';
 import { maskSecrets } from './connection-url';
 import { cellUuidOf, currentContext, kCallSignal, targetCell, type CellRef } from './context';
+import { DEFAULTS } from './data-source-options';
 import { InvalidArgumentError, ScatterGatherAbortedError } from './errors';
 import type { AllCellsOptions } from './mappings';
 
@@ -93,8 +94,6 @@ export function isCellFailure(value: unknown): value is DidNotRespond | RaisedEr
   return value instanceof DidNotRespond || value instanceof RaisedError;
 }
 
-const DEFAULT_TIMEOUT_MS = 30_000;
-
 /**
  * Runs `fn` in each cell in parallel (up to `concurrency`) and gathers the results by the deadline.
  * @internal Reached as `cells.scatterGather()`.
@@ -111,7 +110,7 @@ export function scatterGather<T>(
     throw new InvalidArgumentError('scatterGather needs a function to run in each cell.');
   if (options === null || typeof options !== 'object')
     throw new InvalidArgumentError('scatterGather options must be an object.');
-  const timeoutMs = positive(options.timeoutMs, 'timeoutMs', MAX_TIMER_MS) ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = positive(options.timeoutMs, 'timeoutMs', MAX_TIMER_MS) ?? DEFAULTS.scatterGatherTimeoutMs;
   const concurrency = positive(options.concurrency, 'concurrency', Infinity) ?? Infinity;
   const { signal } = options;
   if (signal !== undefined && !isAbortSignal(signal))

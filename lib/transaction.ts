@@ -1,8 +1,8 @@
 import type { EntityManager, QueryRunner } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import { translateConnectionError } from './connection-errors';
-import { runInternal, type ActiveTransaction, type RequestContext } from './context';
-import type { Route } from './registry';
+import { runInternal, type RequestContext } from './context';
+import type { ActiveTransaction, Route } from './route';
 
 /**
  * Transactions of `cells.transaction()`. The outermost one owns a query runner (one pooled

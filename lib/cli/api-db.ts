@@ -1,14 +1,11 @@
 import type { Command } from 'commander';
 import { DataSource } from 'typeorm';
-import { API_ENTITIES } from '../../entities';
-import { API_MIGRATIONS } from '../../migrations';
-import type { CellsOptions } from '../cells';
-import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './cell-database';
+import type { CellsOptions } from '../cells-options';
+import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
+import { API_LABEL } from '../route';
+import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './migration-runner';
 import { lockTimeout } from './db';
-import { API_MIGRATIONS_TABLE, postgresOptions } from '../cells';
 import type { CliSession } from './session';
-
-const API_LABEL = 'the API database';
 
 /** Registers `api-db migrate` and `api-db status`. */
 export function registerApiDbCommands(program: Command, session: () => CliSession): void {
@@ -62,16 +59,5 @@ function withApiDataSource<T>(
   config: CellsOptions,
   fn: (ds: DataSource) => Promise<T>,
 ): Promise<T> {
-  const options = postgresOptions(config.api, API_LABEL);
-  const dataSource = new DataSource({
-    ...options,
-    entities: API_ENTITIES,
-    migrations: API_MIGRATIONS,
-    migrationsTableName: API_MIGRATIONS_TABLE,
-    // One connection holds the migration lock, the other runs the migrations.
-    poolSize: 2,
-    extra: { ...(options.extra as object | undefined), max: 2 },
-    connectTimeoutMS: options.connectTimeoutMS ?? config.connectTimeoutMs ?? 5000,
-  });
-  return withDataSource(dataSource, API_LABEL, fn);
+  return withDataSource(new DataSource(apiDataSourceOptions(config, API_LABEL, DEFAULTS.cliPoolSize)), API_LABEL, fn);
 }

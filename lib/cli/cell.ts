@@ -1,11 +1,15 @@
 import type { Command } from 'commander';
+import { Client } from 'pg';
 import { CELL0_UUID, type CellMapping } from '../../entities/CellMapping';
 import { InstanceMapping } from '../../entities/InstanceMapping';
-import type { Cells, DatabaseConfig } from '../cells';
-import { redactUrl } from '../connection-url';
+import type { Cells } from '../cells';
+import { DEFAULTS, type DatabaseConfig } from '../data-source-options';
+import { messageOf } from '../connection-errors';
+import { parseConnectionUrl, redactUrl } from '../connection-url';
 import { InvalidArgumentError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
-import { cellLabel, verifyConnection } from './cell-database';
+import { cellLabel } from '../route';
+import { CellVerificationError } from './errors';
 import type { CliSession } from './session';
 
 interface CreateOptions {
@@ -217,4 +221,36 @@ function cell0Url(base: DatabaseConfig): string {
   const url = new URL(base);
   url.pathname = `${url.pathname.replace(/\/$/, '')}_cell0`;
   return url.toString();
+}
+
+/**
+ * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`.
+ * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked.
+ */
+async function verifyConnection(
+  url: string,
+  label: string,
+  timeoutMs: number = DEFAULTS.connectTimeoutMs,
+): Promise<void> {
+  const parts = parseConnectionUrl(url, label);
+  const client = new Client({
+    host: parts.host,
+    port: parts.port,
+    user: parts.username,
+    password: parts.password,
+    database: parts.database,
+    ssl: parts.ssl,
+    application_name: parts.applicationName,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (error) {
+    throw new CellVerificationError(label, messageOf(error), { cause: error });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }

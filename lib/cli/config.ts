@@ -2,8 +2,10 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createJiti } from 'jiti';
 import { InstanceChecker } from 'typeorm';
-import type { CellsOptions } from '../cells';
-import { ConfigFileError, InvalidArgumentError } from '../errors';
+import type { CellsOptions } from '../cells-options';
+import { messageOf } from '../connection-errors';
+import { InvalidArgumentError } from '../errors';
+import { ConfigFileError } from './errors';
 
 /**
  * The files looked for in the working directory when `--config` is not given, in this order:
@@ -51,14 +53,14 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
   try {
     exported = await configLoader(file).import(file);
   } catch (error) {
-    throw new ConfigFileError(file, `loading it failed: ${messageOf(error)}`, { cause: error });
+    throw new ConfigFileError(file, `loading it failed: ${messageOf(error, 'no message')}`, { cause: error });
   }
   let value = defaultExport(exported);
   if (typeof value === 'function' && !InstanceChecker.isDataSource(value)) {
     try {
       value = await (value as () => unknown)();
     } catch (error) {
-      throw new ConfigFileError(file, `its exported function threw: ${messageOf(error)}`, {
+      throw new ConfigFileError(file, `its exported function threw: ${messageOf(error, 'no message')}`, {
         cause: error,
       });
     }
@@ -104,10 +106,6 @@ function defaultExport(exported: unknown): unknown {
 function exportsDataSource(exported: unknown): boolean {
   if (exported === null || typeof exported !== 'object') return false;
   return Object.values(exported).some((value) => InstanceChecker.isDataSource(value));
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**

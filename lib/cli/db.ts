@@ -2,21 +2,22 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError as CommanderArgumentError, type Command } from 'commander';
 import { Listr } from 'listr2';
 import type { CellMapping } from '../../entities/CellMapping';
-import type { CellsOptions } from '../cells';
+import type { CellsOptions } from '../cells-options';
+import { messageOf } from '../connection-errors';
 import { maskSecrets } from '../connection-url';
-import { CellUnreachableError, InvalidArgumentError, SomeCellsFailedError } from '../errors';
+import { CellUnreachableError, InvalidArgumentError } from '../errors';
+import { SomeCellsFailedError } from './errors';
 import {
   DEFAULT_LOCK_TIMEOUT_MS,
   cellDataSource,
-  cellLabel,
   migrateLocked,
   migrationStatus,
-  reasonOf,
   withDataSource,
-} from './cell-database';
+} from './migration-runner';
+import { cellLabel } from '../route';
 import { formatDuration } from './output';
 import type { CliSession } from './session';
-import { mapLimit } from '../map-limit';
+import { mapLimit } from './map-limit';
 
 /** What `db migrate` did to one cell. */
 export interface CellMigrationResult {
@@ -243,7 +244,7 @@ async function selectCells(
 
 /** A cell's failure for its row of the report, which already names the cell. */
 function errorText(error: unknown): string {
-  if (error instanceof CellUnreachableError) return `unreachable: ${reasonOf(error.cause)}`;
+  if (error instanceof CellUnreachableError) return `unreachable: ${messageOf(error.cause)}`;
   return maskSecrets(error instanceof Error ? error.message : String(error));
 }
 

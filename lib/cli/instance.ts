@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UnknownInstanceError } from '../errors';
-import { cellLabel } from './cell-database';
+import { cellLabel } from '../route';
 import type { CliSession } from './session';
 
 interface MapOptions {

@@ -1,5 +1,7 @@
-import { Cells, type CellsOptions } from '../cells';
-import { CellsError, ConfigFileError } from '../errors';
+import { Cells } from '../cells';
+import type { CellsOptions } from '../cells-options';
+import { CellsError } from '../errors';
+import { ConfigFileError } from './errors';
 import { findConfigFile, loadConfig } from './config';
 import { Output } from './output';
 

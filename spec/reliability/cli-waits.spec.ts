@@ -1,5 +1,5 @@
 import { Client } from 'pg';
-import { MIGRATION_LOCK_KEY } from '../../lib/cli/cell-database';
+import { MIGRATION_LOCK_KEY } from '../../lib/cli/migration-runner';
 import {
   assertCliBuilt,
   createCliWorld,

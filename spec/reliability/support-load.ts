@@ -13,7 +13,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-import { mapLimit } from '../../lib/map-limit';
+import { mapLimit } from '../../lib/cli/map-limit';
 
 export { mapLimit };
 

@@ -1,11 +1,18 @@
-import { Client } from 'pg';
 import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
-import type { CellsOptions } from '../cells';
-import { maskSecrets, parseConnectionUrl } from '../connection-url';
+import type { CellsOptions } from '../cells-options';
+import { parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../connection-pool';
-import { CellUnreachableError, CellVerificationError, CellsError, MigrationLockTimeoutError } from '../errors';
-import { maskDataSourceLogger } from '../masked-logger';
+import { DEFAULTS, cellDataSourceOptions, connect } from '../data-source-options';
+import { MigrationLockTimeoutError } from './errors';
+import { cellRouteLabel } from '../route';
+
+/**
+ * How the CLI migrates a database, a cell's or the API database's: a DataSource of its own with a
+ * pool of two (`cellDataSource`; the API one is built in api-db.ts), opened and closed around one
+ * command (`withDataSource`), migrations applied under an advisory lock (`migrateLocked`) and
+ * listed (`migrationStatus`).
+ */
 
 /**
  * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
@@ -13,25 +20,18 @@ import { maskDataSourceLogger } from '../masked-logger';
  */
 export const MIGRATION_LOCK_KEY = '426197191795';
 
-const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
-
 /**
  * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
  * migrates the same cell. Long enough for a slow migration to finish, short enough that a runner
  * stuck behind a session that never lets go ends with an error instead of waiting for ever.
  */
-export const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
+export const DEFAULT_LOCK_TIMEOUT_MS = DEFAULTS.migrationLockTimeoutMs;
 
 /** How long closing a CLI DataSource waits for its connections to end before closing them by force. */
 const CLOSE_WAIT_MS = 10_000;
 
 /** SQLSTATE lock_not_available: a lock wait passed `lock_timeout`. */
 const LOCK_NOT_AVAILABLE = '55P03';
-
-/** How a cell is named in messages and tables: `'name' (uuid)`. */
-export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
-  return `'${cell.name}' (${cell.uuid})`;
-}
 
 /**
  * A new, uninitialized DataSource for one cell database, with the config's cell entities,
@@ -41,31 +41,15 @@ export function cellLabel(cell: Pick<CellMapping, 'name' | 'uuid'>): string {
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSource {
   const dataSource = new DataSource({
-    ...config.cellDataSourceOptions,
-    type: 'postgres',
-    ...parseConnectionUrl(cell.databaseConnection, `cell ${cellLabel(cell)}`),
-    entities: config.entities ?? [],
-    migrations: config.migrations ?? [],
-    poolSize: 2,
-    connectTimeoutMS: config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-    extra: { ...(config.cellDataSourceOptions?.extra as object | undefined), max: 2 },
+    ...cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
+    ...parseConnectionUrl(cell.databaseConnection, cellRouteLabel(cell)),
   });
   // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
-  // breaks --json, and unmasked. The CLI's report already shows each cell's failure.
+  // breaks --json, and unmasked. The CLI's report already shows each cell's failure. (`connect`
+  // masks secrets in what this logger prints.)
   const logger = Object.assign(Object.create(dataSource.logger) as Logger, { logMigration: () => undefined });
   Object.defineProperty(dataSource, 'logger', { value: logger, configurable: true, writable: true });
-  maskDataSourceLogger(dataSource);
   return dataSource;
-}
-
-/** Initializes `dataSource`, turning a connection failure into a CellUnreachableError with no secrets. */
-export async function connect(dataSource: DataSource, label: string): Promise<void> {
-  try {
-    await dataSource.initialize();
-  } catch (error) {
-    if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, reasonOf(error), { cause: error, hint: '' });
-  }
 }
 
 /**
@@ -79,7 +63,8 @@ export async function withDataSource<T>(
   fn: (ds: DataSource) => Promise<T>,
 ): Promise<T> {
   try {
-    await connect(dataSource, label);
+    // No hint: the CLI's report says what to do.
+    await connect(dataSource, label, '');
     return await fn(dataSource);
   } finally {
     if (dataSource.isInitialized) await close(dataSource);
@@ -147,44 +132,4 @@ export async function migrationStatus(
   // TypeORM lists executed migrations newest first; report them in the order they ran.
   const ran = [...executed].sort((a, b) => (a.id ?? 0) - (b.id ?? 0));
   return { applied: ran.map((m) => m.name), pending: pending.map((m) => m.name) };
-}
-
-/**
- * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`.
- * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked.
- */
-export async function verifyConnection(
-  url: string,
-  label: string,
-  timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
-): Promise<void> {
-  const parts = parseConnectionUrl(url, label);
-  const client = new Client({
-    host: parts.host,
-    port: parts.port,
-    user: parts.username,
-    password: parts.password,
-    database: parts.database,
-    ssl: parts.ssl,
-    application_name: parts.applicationName,
-    connectionTimeoutMillis: timeoutMs,
-    query_timeout: timeoutMs,
-  });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-  } catch (error) {
-    throw new CellVerificationError(label, reasonOf(error), { cause: error });
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-/** Why a connection or query failed, masked: the driver message, else its error code. */
-export function reasonOf(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  const code = (error as { code?: unknown } | null)?.code;
-  const text = message || (typeof code === 'string' ? code : '') || 'connection failed';
-  return maskSecrets(text);
 }

@@ -1,0 +1,156 @@
+import type { DataSource } from 'typeorm';
+import type { CellsOptions } from './cells-options';
+import { parseConnectionUrl } from './connection-url';
+import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, type PostgresOptions } from './data-source-options';
+import { CellUnreachableError, UnknownCellError } from './errors';
+import type { CellMappings } from './mappings';
+import { DataSourceRegistry, type OpenedCell, type RegistryEvent } from './registry';
+import { cellRouteLabel } from './route';
+
+/** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
+const MAX_OPEN_ATTEMPTS = 5;
+
+/** What CellDataSources needs from `Cells`. @internal */
+export interface CellDataSourcesHost {
+  readonly options: CellsOptions;
+  /** `cellQueryTimeoutMs`, by lower-case uuid or by name. */
+  readonly cellQueryTimeouts: ReadonlyMap<string, number>;
+  /**
+   * Filled here: the connection each open cell DataSource was opened with, to find stale ones
+   * after a listener outage; emptied as they close, so no closed cell's password stays in memory.
+   */
+  readonly cellConnections: Map<string, string>;
+  /** The mappings of the API database; called only once Cells is initialized. */
+  mappings(): CellMappings;
+  /** True while Cells is ready (not initializing, not destroying). */
+  ready(): boolean;
+  /** A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option. */
+  guardedDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
+}
+
+/**
+ * The cell DataSources of a Cells, kept in step with their CellMappings: opened through the
+ * registry from the current mapping (again when it changed during the open), and evicted when a
+ * mapping change is notified, when the listener missed notifications (resync), or when a periodic
+ * lookup finds a cell re-pointed or deleted with plain SQL (revalidation). @internal
+ */
+export class CellDataSources {
+  readonly registry: DataSourceRegistry;
+  /** See `CellDataSourcesHost.cellConnections`. */
+  private readonly connections: Map<string, string>;
+  /** Moves each time a cell is retired: an open that began before a move starts again. */
+  private readonly epochs = new Map<string, number>();
+  private revalidator: NodeJS.Timeout | undefined;
+
+  constructor(private readonly host: CellDataSourcesHost) {
+    const { options } = host;
+    this.connections = host.cellConnections;
+    this.registry = new DataSourceRegistry({
+      maxOpen: options.maxOpenCells ?? DEFAULTS.maxOpenCells,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
+      open: (key) => this.open(key),
+      onEvent: (event) => {
+        this.forgetClosed(event);
+        // Returned, so that the registry also contains the rejection of an async logger.
+        return options.logger?.(event);
+      },
+    });
+  }
+
+  /**
+   * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
+   * holds open cells only and no closed cell's password stays in memory.
+   */
+  private forgetClosed(event: RegistryEvent): void {
+    if (
+      (event.type === 'evict' && !this.registry.has(event.key)) ||
+      (event.type === 'close' && !this.host.ready())
+    ) {
+      this.connections.delete(event.key);
+    }
+  }
+
+  /** Evicts the open DataSource of `uuid` (running calls finish first) and forgets its connection. */
+  retire(uuid: string): void {
+    this.epochs.set(uuid, (this.epochs.get(uuid) ?? 0) + 1);
+    this.connections.delete(uuid);
+    this.registry.evict(uuid);
+  }
+
+  /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
+  check(uuid: string, connection: string | undefined): void {
+    const opened = this.connections.get(uuid);
+    if (opened !== undefined && opened !== connection) this.retire(uuid);
+  }
+
+  /**
+   * A cell re-pointed with plain SQL sends no notification. Every `intervalMs` (the mapping-cache
+   * TTL), the mappings of open cells are looked up again (a cache hit until the TTL has passed, then
+   * one query each), and a cell whose connection changed or which was deleted is evicted: running
+   * calls finish on the old database, new ones go to the new one.
+   */
+  startRevalidation(intervalMs: number): void {
+    this.revalidator = setInterval(() => void this.revalidate(), intervalMs);
+    this.revalidator.unref();
+  }
+
+  stopRevalidation(): void {
+    if (this.revalidator !== undefined) clearInterval(this.revalidator);
+  }
+
+  private async revalidate(): Promise<void> {
+    if (!this.host.ready()) return;
+    for (const uuid of [...this.connections.keys()]) {
+      try {
+        // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
+        await this.host.mappings().cellByUuid(uuid);
+      } catch (error) {
+        if (error instanceof UnknownCellError) this.retire(uuid);
+        // Otherwise the API database is unreachable now: keep serving, try again next time.
+      }
+    }
+  }
+
+  /** After the listener missed notifications, closes DataSources whose cell was deleted or re-pointed. */
+  async resync(): Promise<void> {
+    if (this.connections.size === 0 || !this.host.ready()) return;
+    const current = new Map<string, string>();
+    try {
+      for (const cell of await this.host.mappings().allCells()) current.set(cell.uuid, cell.databaseConnection);
+    } catch {
+      current.clear();
+    }
+    for (const [uuid, connection] of this.connections) {
+      if (current.get(uuid) !== connection) this.retire(uuid);
+    }
+  }
+
+  private async open(key: string): Promise<OpenedCell> {
+    const { host } = this;
+    for (let attempt = 1; ; attempt++) {
+      // A change notified while this open runs evicts nothing (the DataSource is not in the
+      // registry yet); it moves the cell's epoch, and the open starts again from the new mapping.
+      const epoch = this.epochs.get(key) ?? 0;
+      const cell = await host.mappings().cellByUuid(key);
+      const label = cellRouteLabel(cell);
+      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
+      const dataSource = host.guardedDataSource({ ...cellDataSourceOptions(host.options), ...parts }, label, deadline);
+      await connect(dataSource, label);
+      // Checked again after connecting (a cache hit unless it changed): the registry takes the
+      // DataSource in the same tick, so no change can slip in between.
+      const now = await host.mappings().cellByUuid(key).catch(() => undefined);
+      if (now?.databaseConnection === cell.databaseConnection && (this.epochs.get(key) ?? 0) === epoch) {
+        this.connections.set(key, cell.databaseConnection);
+        return { dataSource, label };
+      }
+      await closeDataSource(dataSource);
+      if (attempt === MAX_OPEN_ATTEMPTS) {
+        throw new CellUnreachableError(
+          label,
+          `its CellMapping changed ${attempt} times while it was being opened`,
+        );
+      }
+    }
+  }
+}

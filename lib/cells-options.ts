@@ -1,0 +1,198 @@
+import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
+import { DEFAULTS, postgresTypeArg, type CellDataSourceOptions, type DatabaseConfig, type PostgresOptions } from './data-source-options';
+import { InvalidArgumentError } from './errors';
+import type { MappingCacheOptions } from './mapping-cache';
+import type { RegistryEvent, RegistryStats } from './registry';
+
+/**
+ * The options of `new Cells()`, each documented once here with its unit, range and default, and
+ * their validation: a bad option fails the constructor with InvalidArgumentError, never a later call.
+ */
+
+/** Something typeorm-cells reports to the `logger` option; never carries a connection string. */
+export type CellsLogEvent = RegistryEvent;
+
+/** Options of `new Cells()`. Only `api` is required. */
+export interface CellsOptions {
+  /**
+   * The API database (cell, instance and host mappings), as a URL or TypeORM options. The mapping
+   * entities and the API migrations are added to what you pass.
+   */
+  api: DatabaseConfig;
+  /**
+   * The default main database, used by `'main'` repositories in an untargeted context. Without it,
+   * such calls throw NoTargetCellError rather than silently picking a database. Default: none.
+   */
+  main?: DatabaseConfig;
+  /** Entities of the cell databases (and of the default main database). */
+  entities: NonNullable<PostgresOptions['entities']>;
+  /** Migrations of the cell databases, applied per cell by the CLI. Default: none. */
+  migrations?: PostgresOptions['migrations'];
+  /**
+   * Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...).
+   * Connection fields (`url`, `host`, `port`, `username`, `password`, `database`, `replication`,
+   * `ssl`..., also inside `extra`) and the fields set from other options (`type`, `entities`,
+   * `migrations`, `poolSize`, `connectTimeoutMS`) are refused: each cell's connection comes from
+   * its CellMapping. Default: none.
+   */
+  cellDataSourceOptions?: CellDataSourceOptions;
+  /**
+   * Most cell DataSources open at once (LRU bound); opening one more evicts the least recently
+   * used. Bounds server connections at `maxOpenCells * poolSize`. From 1 to 10000. Default: 64.
+   */
+  maxOpenCells?: number;
+  /**
+   * Close a cell DataSource unused for this many ms; 0 never closes idle ones. At most 2147483647
+   * (about 24.8 days, Node's timer limit). Default: 300000 (5 min).
+   */
+  idleTimeoutMs?: number;
+  /** Connections in each cell's pool. From 1 to 1000. Default: 5. */
+  poolSize?: number;
+  /**
+   * Give up opening a connection to a cell (or the API or main database) after this many ms; the
+   * call fails with CellUnreachableError. Covers the TCP connect and the handshake only, not the
+   * wait for a pooled connection (see `acquireTimeoutMs`). From 1 to 2147483647. Default: 5000.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Give up waiting for a free pooled connection of a cell (or the API or main database) after
+   * this many ms, with CellBusyError: every one of its `poolSize` connections stayed in use. A
+   * busy database is healthy, so this is not a connection failure: scatter-gather reports it as
+   * the cell's own error, never as unreachable, and within a gather the wait also ends at the
+   * gather's deadline. The default suits a web service: long enough to ride out a burst (a
+   * queued call normally gets a connection within a few query times), short enough that a
+   * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
+   * 0 waits without limit (not recommended). From 0 to 2147483647. Default: 10000.
+   */
+  acquireTimeoutMs?: number;
+  /**
+   * Deadline of each statement sent to a cell (or the API or main database), in ms; a cell's
+   * entry in `cellQueryTimeoutMs` overrides it, and a routed call's context overrides both
+   * (`RequestContext.queryTimeoutMs`). A statement that passes it
+   * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
+   * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
+   * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
+   * above any statement a request should run, yet finite. From 0 to 2147483647.
+   */
+  queryTimeoutMs?: number;
+  /**
+   * Per-cell deadlines overriding `queryTimeoutMs` for the statements sent to those cells, in ms:
+   * `{ reporting: 300000, '2f0c7e4a-...': 2000 }`. Keys are cell names or cell uuids (a key shaped
+   * as a uuid is a uuid, in any case); when both name a cell, its uuid wins. The deadline of a
+   * statement is the first set of: the context's `RequestContext.queryTimeoutMs` (per call), this
+   * (per cell), `queryTimeoutMs` (per Cells). Read when the cell's DataSource opens: a renamed cell
+   * keeps its deadline until it is reopened (`evictCell`). Each value from 0 (none) to 2147483647.
+   * Default: none.
+   */
+  cellQueryTimeoutMs?: Readonly<Record<string, number>>;
+  /**
+   * How long `destroy()` lets running calls and transactions finish, in ms, before it closes their
+   * connections by force and resolves. Default: 25000, below the 30 s a container orchestrator
+   * usually waits between SIGTERM and SIGKILL. From 0 to 2147483647.
+   */
+  shutdownTimeoutMs?: number;
+  /** Run the API database migrations in `initialize()` (a boolean; `'false'` is refused). Default: false. */
+  migrateApi?: boolean;
+  /**
+   * Receives registry events (opens, evictions, closes, failures) for logging. What it throws or
+   * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
+   */
+  logger?: (event: CellsLogEvent) => void;
+  /**
+   * Bounds of the cache of cell, instance and host lookups (`cells.mappings`); see
+   * MappingCacheOptions for each bound, its range and its default, and for how changes reach it.
+   */
+  mappingCache?: MappingCacheOptions;
+}
+
+/** Counters of the DataSource registry; see RegistryStats. */
+export type CellsStats = RegistryStats;
+
+/** @returns `options`, checked. @throws InvalidArgumentError for the first invalid option. @internal */
+export function validateOptions(options: CellsOptions): CellsOptions {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('new Cells() needs an options object.');
+  if (options.api === undefined) throw new InvalidArgumentError(`The 'api' option (the API database) is required.`);
+  if (options.entities === undefined) throw new InvalidArgumentError(`The 'entities' option (cell entities) is required.`);
+  // Upper bounds too: lru-cache allocates `max` slots up front (1e9 exhausted the heap, 2**32 threw
+  // a RangeError), and Node fires a timer longer than MAX_TIMER_MS at once.
+  integerArg(options.maxOpenCells, 'maxOpenCells', 1, MAX_OPEN_CELLS);
+  integerArg(options.poolSize, 'poolSize', 1, MAX_POOL_SIZE);
+  integerArg(options.idleTimeoutMs, 'idleTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_TIMER_MS);
+  integerArg(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
+  integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
+  booleanArg(options.migrateApi, 'migrateApi');
+  // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
+  // from inside the registry at the first cell open, long after start-up.
+  if (options.logger !== undefined && typeof options.logger !== 'function') {
+    throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
+  }
+  postgresTypeArg((options.cellDataSourceOptions as { type?: unknown } | undefined)?.type, `The 'cellDataSourceOptions' option`);
+  for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
+    const value: unknown = options[name];
+    if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+      throw new InvalidArgumentError(`The '${name}' option must be an object, got ${value === null ? 'null' : typeof value}.`);
+    }
+  }
+  refuseFields(options.cellDataSourceOptions, CELL_FIELDS_REFUSED, 'cellDataSourceOptions');
+  refuseFields(options.cellDataSourceOptions?.extra, EXTRA_FIELDS_REFUSED, 'cellDataSourceOptions.extra');
+  return options;
+}
+
+/**
+ * The `cellQueryTimeoutMs` option as a map from lower-case cell uuid or cell name to deadline.
+ * @throws InvalidArgumentError for a value that is not an object, a key that is not a valid cell
+ * name, or a deadline that is not an integer from 0 to 2147483647.
+ */
+export function cellQueryTimeouts(option: Readonly<Record<string, number>> | undefined): ReadonlyMap<string, number> {
+  const byCell = new Map<string, number>();
+  const given = objectArg(option, 'The cellQueryTimeoutMs option');
+  const proto: unknown = Object.getPrototypeOf(given);
+  if (proto !== Object.prototype && proto !== null) {
+    // A Map, say, whose entries Object.entries would silently skip.
+    throw new InvalidArgumentError('The cellQueryTimeoutMs option must be a plain object of deadlines by cell name or uuid.');
+  }
+  for (const [key, ms] of Object.entries(given)) {
+    nameArg(key, 'cell name or uuid of a cellQueryTimeoutMs key');
+    const at = `cellQueryTimeoutMs[${JSON.stringify(key.slice(0, 60))}]`;
+    if (ms === undefined) throw new InvalidArgumentError(`${at} must be an integer from 0 to ${MAX_TIMER_MS}, got undefined.`);
+    integerArg(ms, at, 0, MAX_TIMER_MS);
+    byCell.set(UUID_PATTERN.test(key) ? key.toLowerCase() : key, ms);
+  }
+  return byCell;
+}
+
+/** The timeout of a `destroy()`, in ms: its own, else the `shutdownTimeoutMs` option, else the default. @internal */
+export function shutdownTimeout(options: { timeoutMs?: number } | undefined, configured: number | undefined): number {
+  const value = options?.timeoutMs;
+  integerArg(value, 'destroy({ timeoutMs })', 0, MAX_TIMER_MS);
+  return value ?? configured ?? DEFAULTS.shutdownTimeoutMs;
+}
+
+const MAX_OPEN_CELLS = 10_000;
+const MAX_POOL_SIZE = 1_000;
+const MAX_MAPPING_CACHE = 1_000_000;
+/** Fields of `cellDataSourceOptions` that would connect every cell to one database, or are ignored. */
+const CELL_FIELDS_REFUSED = [
+  'url', 'host', 'port', 'username', 'password', 'database', 'replication', 'ssl', 'type', 'name',
+  'entities', 'migrations', 'poolSize', 'connectTimeoutMS',
+];
+/** pg Pool options in `extra`, which TypeORM lets override the connection. */
+const EXTRA_FIELDS_REFUSED = [
+  'connectionString', 'host', 'port', 'user', 'password', 'database', 'ssl', 'max', 'connectionTimeoutMillis',
+];
+
+function refuseFields(value: unknown, fields: readonly string[], where: string): void {
+  if (value === null || typeof value !== 'object') return;
+  const found = fields.filter((field) => (value as Record<string, unknown>)[field] !== undefined);
+  if (found.length > 0) {
+    throw new InvalidArgumentError(
+      `${where} must not set ${found.map((f) => `'${f}'`).join(', ')}: each cell connects with its CellMapping's ` +
+        `URL (sslmode included), and pool size and connect timeout have their own Cells options.`,
+    );
+  }
+}
+
