@@ -89,6 +89,17 @@ export function objectArg<T extends object>(value: T | undefined, what: string):
   return value;
 }
 
+/**
+ * `value` as a function.
+ * @throws InvalidArgumentError naming `what` for anything else.
+ */
+export function functionArg<T extends (...args: never[]) => unknown>(value: T, what: string): T {
+  if (typeof value !== 'function') {
+    throw new InvalidArgumentError(`${what} must be a function, got ${describeType(value)}.`);
+  }
+  return value;
+}
+
 /** How a message names a value's type without echoing it: `'a string'`, `'null'`, `'an array'`. */
 export function describeType(value: unknown): string {
   if (value === null) return 'null';

@@ -8,7 +8,7 @@ import {
 } from 'typeorm';
 import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel';
 import type { CellMapping } from '../entities';
-import { objectArg } from './arguments';
+import { functionArg, objectArg } from './arguments';
 import { CellDataSources } from './cell-data-sources';
 import { cellQueryTimeouts, shutdownTimeout, validateOptions, type CellsOptions, type CellsStats } from './cells-options';
 import { forceClose } from './connection-pool';
@@ -62,6 +62,9 @@ const FORCED_CLOSE_WAIT_MS = 2_000;
  * Routes TypeORM repositories to the cell database named by the current request context, over an
  * LRU-cached registry of cell DataSources resolved through the API database's CellMapping.
  */
+/** The isolation levels PostgreSQL runs (TypeORM's names; `SNAPSHOT` is SQL Server's). */
+const ISOLATION_LEVELS: readonly IsolationLevel[] = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'];
+
 export class Cells {
   /** Cell, instance and host lookups in the API database. Available after `initialize()`. */
   mappings!: CellMappings;
@@ -226,14 +229,20 @@ export class Cells {
    * runs outside it, on the context's database, as if no transaction had been opened.
    * @throws NoContextError for `'main'` outside a context; CellSwitchInTransactionError when `fn`
    * targets another database; CellUnreachableError when the connection is lost; CellBusyError
-   * when no pooled connection frees up within `acquireTimeoutMs`.
+   * when no pooled connection frees up within `acquireTimeoutMs`; InvalidArgumentError when `fn`
+   * is not a function, `options` not an object, `db` not `'api'`/`'main'`, or `isolation` not one
+   * of PostgreSQL's four levels.
    */
   async transaction<T>(
     fn: (manager: EntityManager) => Promise<T>,
     options: { db?: DatabaseSelector; isolation?: IsolationLevel } = {},
   ): Promise<T> {
-    const db = options.db ?? 'main';
+    functionArg(fn, 'The transaction callback');
+    const { db = 'main', isolation } = objectArg(options, 'The transaction options');
     if (db !== 'main' && db !== 'api') throw new InvalidArgumentError(`db must be 'api' or 'main'.`);
+    if (isolation !== undefined && !ISOLATION_LEVELS.includes(isolation)) {
+      throw new InvalidArgumentError(`isolation must be one of ${ISOLATION_LEVELS.join(', ')}.`);
+    }
     const slot = db === 'main' ? kMainTransaction : kApiTransaction;
     const ctx = currentContext() ?? (db === 'api' ? new RequestContext() : undefined);
     if (ctx === undefined) throw new NoContextError('cells.transaction()');
@@ -243,7 +252,7 @@ export class Cells {
     if (outer !== undefined) return outer.nested(ctx, slot, fn);
     const route = await this.route(db, ctx);
     try {
-      return await runTransaction(this, route, routeKey(db, ctx.cellUuid), ctx, slot, options.isolation, fn);
+      return await runTransaction(this, route, routeKey(db, ctx.cellUuid), ctx, slot, isolation, fn);
     } finally {
       route.release();
     }

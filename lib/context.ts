@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, integerArg, nameArg, optionalNameArg } from './arguments';
+import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, functionArg, integerArg, nameArg, optionalNameArg } from './arguments';
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 import type { ActiveTransaction } from './route';
 
@@ -263,6 +263,7 @@ export function tryGetContext(): RequestContext | undefined {
  * transaction on another database.
  */
 export function targetCell<T>(cell: CellRef | null, fn: () => T): T {
+  functionArg(fn, 'targetCell(cell, fn): fn');
   const current = storage.getStore();
   const next = current === undefined ? new RequestContext() : current.clone();
   next.retarget(cell);

@@ -392,6 +392,32 @@ const cases: Case[] = [
         lib().mappings.updateCell(cellA().uuid, { databaseConnection: 'mysql://u:p@h/db' }),
       ),
   },
+  // Arguments of transaction() and targetCell() (raw TypeErrors and TypeORM errors before).
+  {
+    name: 'api: transaction(null) refuses a callback that is not a function',
+    contract: INVALID,
+    run: () => api(() => targetCell(cellA(), () => lib().transaction(null as never))),
+  },
+  {
+    name: 'api: transaction(fn, null) refuses options that are not an object',
+    contract: INVALID,
+    run: () => api(() => targetCell(cellA(), () => lib().transaction(async () => 1, null as never))),
+  },
+  {
+    name: 'api: transaction with an SQL-looking isolation level',
+    contract: INVALID,
+    run: () => api(() => targetCell(cellA(), () => lib().transaction(async () => 1, { isolation: 'BOGUS; DROP TABLE widgets' as never }))),
+  },
+  {
+    name: "api: transaction with isolation 'SNAPSHOT', which PostgreSQL does not run",
+    contract: INVALID,
+    run: () => api(() => targetCell(cellA(), () => lib().transaction(async () => 1, { isolation: 'SNAPSHOT' }))),
+  },
+  {
+    name: 'api: targetCell(cell, 5) refuses a callback that is not a function',
+    contract: INVALID,
+    run: () => api(() => targetCell(cellA(), 5 as never)),
+  },
   // Engines other than PostgreSQL: refused, naming the supported one (an api of type mysql used to
   // be treated as PostgreSQL).
   {
