@@ -4,7 +4,7 @@ import { API_ENTITIES } from '../../entities';
 import { API_MIGRATIONS } from '../../migrations';
 import type { CellsOptions } from '../cells';
 import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './cell-database';
-import { lockTimeout } from './db';
+import { timeoutMs } from './db';
 import { API_MIGRATIONS_TABLE, postgresOptions } from '../cells';
 import type { CliSession } from './session';
 
@@ -22,7 +22,7 @@ export function registerApiDbCommands(program: Command, session: () => CliSessio
     .option(
       '--lock-timeout <ms>',
       'wait at most this long for another runner holding the migration lock (0: no limit)',
-      lockTimeout,
+      timeoutMs,
       DEFAULT_LOCK_TIMEOUT_MS,
     )
     .action(async (opts: { lockTimeout: number }) => {
