@@ -112,9 +112,16 @@ function deadlineOf(error: unknown): number | undefined {
  * `ECONNREFUSED`), else `fallback`.
  */
 export function messageOf(error: unknown, fallback = 'connection failed'): string {
-  const { message, code } = (error ?? {}) as { message?: unknown; code?: unknown };
-  const text = typeof message === 'string' ? message : String(error);
-  return maskSecrets(text || (typeof code === 'string' ? code : '')) || fallback;
+  let text: string;
+  try {
+    const { message, code } = (error ?? {}) as { message?: unknown; code?: unknown };
+    text = typeof message === 'string' ? message : String(error);
+    text ||= typeof code === 'string' ? code : '';
+  } catch {
+    // A getter, Proxy trap or toString() that throws (a user's config may export anything).
+    text = 'an error that cannot be described';
+  }
+  return maskSecrets(text) || fallback;
 }
 
 /** Fields of errors (TypeORM's QueryFailedError, the pg error it wraps) that may quote a URL. */

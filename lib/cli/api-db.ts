@@ -4,7 +4,7 @@ import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
 import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './migration-runner';
-import { lockTimeout } from './db';
+import { timeoutMs } from './db';
 import type { CliSession } from './session';
 
 /** Registers `api-db migrate` and `api-db status`. */
@@ -19,7 +19,7 @@ export function registerApiDbCommands(program: Command, session: () => CliSessio
     .option(
       '--lock-timeout <ms>',
       'wait at most this long for another runner holding the migration lock (0: no limit)',
-      lockTimeout,
+      timeoutMs,
       DEFAULT_LOCK_TIMEOUT_MS,
     )
     .action(async (opts: { lockTimeout: number }) => {

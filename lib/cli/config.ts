@@ -40,31 +40,78 @@ export function findConfigFile(explicit: string | undefined, cwd = process.cwd()
 }
 
 /**
+ * How long a config file may take to give its options, in ms, unless `--config-timeout` says
+ * otherwise: its top-level code, top-level `await`, and the promise its exported function returns.
+ * @default 60000
+ */
+export const DEFAULT_CONFIG_TIMEOUT_MS = 60_000;
+
+/**
  * Loads the `CellsOptions` a config file exports: its default export or `module.exports`, either
  * the options themselves or a (possibly async) function returning them. Every form (`.ts`, `.mts`,
  * `.cts`, `.js`, `.mjs`, `.cjs`; CommonJS or ESM, ESM imports of `./x.js` siblings written in
  * TypeScript included) is loaded through jiti, which transpiles TypeScript on the fly with
  * decorators and their metadata (as TypeORM entities need) and needs no `typescript` package.
- * @throws ConfigFileError when the file fails to load, exports a TypeORM DataSource, or exports no
- * options with an `api` database.
+ *
+ * The promise (or thenable) an exported function returns is awaited; options that are themselves
+ * a thenable (a `then` method) are refused, as awaiting them would wait on that method rather
+ * than load them. The options' own enumerable properties are read once, here; a getter or Proxy
+ * trap that throws fails the load.
+ *
+ * @param timeoutMs - longest wait for the file to give its options, in ms; 0: no limit.
+ * Default: `DEFAULT_CONFIG_TIMEOUT_MS`.
+ * @throws ConfigFileError when the file fails to load, throws while its exports are read, never
+ * settles (nothing is left to settle it) or not within `timeoutMs`, exports a TypeORM DataSource,
+ * or exports no options with an `api` database. Its messages have passwords masked.
  */
-export async function loadConfig(file: string): Promise<CellsOptions> {
-  let exported: unknown;
-  try {
-    exported = await configLoader(file).import(file);
-  } catch (error) {
+export async function loadConfig(
+  file: string,
+  timeoutMs = DEFAULT_CONFIG_TIMEOUT_MS,
+): Promise<CellsOptions> {
+  const exported = await settled(
+    file,
+    timeoutMs,
+    Promise.resolve().then(() => configLoader(file).import(file)),
+    () =>
+      'its top-level code never finished (a top-level await of a promise that never settles?), or ' +
+      'it exports a then() function, which makes the module a thenable that import() awaits, and ' +
+      'that then() never called back',
+  ).catch((error: unknown) => {
+    if (error instanceof ConfigFileError) throw error;
     throw new ConfigFileError(file, `loading it failed: ${messageOf(error, 'no message')}`, { cause: error });
-  }
-  let value = defaultExport(exported);
-  if (typeof value === 'function' && !InstanceChecker.isDataSource(value)) {
-    try {
-      value = await (value as () => unknown)();
-    } catch (error) {
+  });
+  const value = read(file, 'reading its exports', () => defaultExport(exported));
+  let options = value;
+  const isFunction = read(
+    file,
+    'reading its exports',
+    () => typeof value === 'function' && !InstanceChecker.isDataSource(value),
+  );
+  if (isFunction) {
+    let returned: unknown;
+    options = await settled(
+      file,
+      timeoutMs,
+      Promise.resolve().then(() => {
+        returned = (value as () => unknown)();
+        return returned;
+      }),
+      () =>
+        isThenable(returned) && !(returned instanceof Promise)
+          ? `its exported function returned an object with a then() method, which is awaited as a promise, and that then() never called back`
+          : `the promise its exported function returned never settled`,
+    ).catch((error: unknown) => {
+      if (error instanceof ConfigFileError) throw error;
       throw new ConfigFileError(file, `its exported function threw: ${messageOf(error, 'no message')}`, {
         cause: error,
       });
-    }
+    });
   }
+  return read(file, 'reading its options', () => checkOptions(file, exported, options));
+}
+
+/** The Cells options in `value` (the settled export), copied, or why there are none. */
+function checkOptions(file: string, exported: unknown, value: unknown): CellsOptions {
   if (InstanceChecker.isDataSource(value) || exportsDataSource(exported)) {
     throw new ConfigFileError(
       file,
@@ -74,20 +121,109 @@ export async function loadConfig(file: string): Promise<CellsOptions> {
         `Keep a DataSource file (pointing at one cell) for TypeORM's own CLI, e.g. typeorm migration:generate`,
     );
   }
-  if (value !== null && typeof value === 'object' && 'api' in value && (value.api === undefined || value.api === '')) {
-    throw new ConfigFileError(
-      file,
-      `its 'api' option is ${value.api === '' ? 'empty' : 'undefined'}: it names the API database (a postgres:// URL ` +
-        `or TypeORM options). Is the environment variable it reads (e.g. process.env.CELLS_API_URL) unset?`,
-    );
-  }
-  if (value === null || typeof value !== 'object' || !('api' in value) || value.api === undefined) {
+  if (value === null || typeof value !== 'object') {
     throw new ConfigFileError(
       file,
       `it must export the Cells options (export default or module.exports), at least { api, entities }`,
     );
   }
-  return value as CellsOptions;
+  // Read once: what the getters and traps of the export give now is what every command uses, and
+  // returning a plain copy from the async loadConfig reads no getter or trap later.
+  const options: Record<string, unknown> = { ...value };
+  if ('api' in options && (options.api === undefined || options.api === '')) {
+    throw new ConfigFileError(
+      file,
+      `its 'api' option is ${options.api === '' ? 'empty' : 'undefined'}: it names the API database (a postgres:// URL ` +
+        `or TypeORM options). Is the environment variable it reads (e.g. process.env.CELLS_API_URL) unset?`,
+    );
+  }
+  if (typeof options.then === 'function') {
+    throw new ConfigFileError(
+      file,
+      `its options have a then() method, which makes them a thenable that await treats as a ` +
+        `promise of other options; remove it (for options known only later, export an async ` +
+        `function returning them)`,
+    );
+  }
+  if (!('api' in options)) {
+    throw new ConfigFileError(
+      file,
+      `it must export the Cells options (export default or module.exports), at least { api, entities }`,
+    );
+  }
+  return options as unknown as CellsOptions;
+}
+
+/**
+ * Runs `fn`, which reads the config's exports: a getter or Proxy trap there runs the config's own
+ * code, whose errors become a ConfigFileError naming the file. Synchronous: an async function
+ * returning the export would read its `then` outside the try.
+ */
+function read<T>(file: string, doing: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (error) {
+    if (error instanceof ConfigFileError) throw error;
+    throw new ConfigFileError(file, `${doing} threw: ${messageOf(error, 'no message')}`, { cause: error });
+  }
+}
+
+/**
+ * `promise`, or a ConfigFileError saying `stall()` when it has not settled within `timeoutMs` (0:
+ * no limit) or when the event loop empties first: nothing is left that could settle it, and
+ * without this the process would exit 0 having done nothing. The timer is unref'd so that the
+ * second case is seen at once.
+ */
+function settled<T>(
+  file: string,
+  timeoutMs: number,
+  promise: Promise<T>,
+  stall: () => string,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const fail = (reason: string): void => {
+      done();
+      reject(new ConfigFileError(file, reason));
+    };
+    const why = (): string => {
+      try {
+        return stall();
+      } catch {
+        return 'a promise it awaits never settled';
+      }
+    };
+    const onEmptyLoop = (): void => fail(`it never settled, so the command did nothing: ${why()}`);
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(
+            () => fail(`it did not settle within ${timeoutMs} ms (--config-timeout): ${why()}`),
+            timeoutMs,
+          ).unref()
+        : undefined;
+    const done = (): void => {
+      clearTimeout(timer);
+      process.off('beforeExit', onEmptyLoop);
+    };
+    process.on('beforeExit', onEmptyLoop);
+    promise.then(
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (error: unknown) => {
+        done();
+        reject(error);
+      },
+    );
+  });
+}
+
+function isThenable(value: unknown): boolean {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }
 
 function defaultExport(exported: unknown): unknown {

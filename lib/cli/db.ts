@@ -62,7 +62,7 @@ export function registerDbCommands(program: Command, session: () => CliSession):
     .option(
       '--lock-timeout <ms>',
       'wait at most this long for another runner holding the cell\'s migration lock (0: no limit)',
-      lockTimeout,
+      timeoutMs,
       DEFAULT_LOCK_TIMEOUT_MS,
     )
     .option(
@@ -259,13 +259,16 @@ export function positiveInteger(value: string): number {
   return n;
 }
 
-/** PostgreSQL's largest `lock_timeout`, in ms. */
-const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+/** PostgreSQL's largest `lock_timeout`, in ms; also the largest delay of Node's `setTimeout`. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 
-/** Commander argument parser of `--lock-timeout`: ms from 0 (no limit) to PostgreSQL's maximum. */
-export function lockTimeout(value: string): number {
+/**
+ * Commander argument parser of a timeout option (`--lock-timeout`, `--config-timeout`): ms from 0
+ * (no limit) to PostgreSQL's and Node's maximum.
+ */
+export function timeoutMs(value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > MAX_LOCK_TIMEOUT_MS)
-    throw new CommanderArgumentError(`must be an integer from 0 to ${MAX_LOCK_TIMEOUT_MS} (ms).`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > MAX_TIMEOUT_MS)
+    throw new CommanderArgumentError(`must be an integer from 0 to ${MAX_TIMEOUT_MS} (ms).`);
   return n;
 }

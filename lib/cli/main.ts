@@ -12,8 +12,8 @@ import {
 } from '../errors';
 import { registerApiDbCommands } from './api-db';
 import { registerCellCommands } from './cell';
-import { DEFAULT_CONFIG_FILES } from './config';
-import { registerDbCommands } from './db';
+import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
+import { registerDbCommands, timeoutMs } from './db';
 import { registerInstanceCommands } from './instance';
 import { Output, oneLine } from './output';
 import { CliSession, type GlobalOptions } from './session';
@@ -26,10 +26,12 @@ Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config
 (export default / module.exports) the Cells options: { api, entities, migrations, ... }.
 TypeScript configs (.ts, .mts, .cts) are loaded with jiti; no typescript package is needed.
 
+The config file must give its options within --config-timeout ms (default ${DEFAULT_CONFIG_TIMEOUT_MS}).
+
 Exit status:
   0  success
   1  failure: a database is unreachable, a cell is unknown or in use, an instance is not
-     mapped, or some cells failed to migrate
+     mapped, some cells failed to migrate, or the config file fails to load or never settles
   2  usage error: unknown command or option, missing or malformed argument, no config file
 
 Passwords in connection URLs are masked (***) in all output.`;
@@ -46,6 +48,12 @@ export function buildProgram(session: () => CliSession): Command {
     .option(
       '--config <path>',
       `config file (default: ${DEFAULT_CONFIG_FILES.join(' or ')} in the working directory)`,
+    )
+    .option(
+      '--config-timeout <ms>',
+      'wait at most this long for the config file to give its options (0: no limit)',
+      timeoutMs,
+      DEFAULT_CONFIG_TIMEOUT_MS,
     )
     .option('--json', 'print machine-readable JSON on stdout')
     .option('--debug', 'print stack traces of errors')
@@ -74,8 +82,9 @@ export function buildProgram(session: () => CliSession): Command {
 export async function main(argv: readonly string[] = process.argv): Promise<number> {
   let session: CliSession | undefined;
   const program = buildProgram(() => (session ??= new CliSession(program.opts<GlobalOptions>())));
+  const unfinished = whenNothingIsLeftToRun();
   try {
-    await program.parseAsync([...argv]);
+    await Promise.race([program.parseAsync([...argv]), unfinished.promise]);
     return EXIT.ok;
   } catch (error) {
     if (error instanceof CommanderError) {
@@ -87,7 +96,32 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     if (program.opts<GlobalOptions>().debug && error instanceof Error && error.stack)
       output.debug(error.stack);
     return isUsageError(error) ? EXIT.usage : EXIT.failure;
+  } finally {
+    unfinished.dispose();
   }
+}
+
+/**
+ * A promise rejected when the event loop empties (`beforeExit`) while the command is still
+ * running: what it awaits can then never settle, and the process would exit 0 having done nothing.
+ * The rejection waits one turn (setImmediate), so a more precise error raised on the same event
+ * (the config file's, see loadConfig) reaches `main` first.
+ */
+function whenNothingIsLeftToRun(): { promise: Promise<never>; dispose(): void } {
+  let onEmptyLoop = (): void => undefined;
+  const promise = new Promise<never>((_resolve, reject) => {
+    onEmptyLoop = () => {
+      setImmediate(() =>
+        reject(
+          new Error(
+            'The command did not finish: something it awaited never settled and nothing was left to settle it; it may have done nothing, or only part of its work. Rerun with --debug and report it.',
+          ),
+        ),
+      );
+    };
+  });
+  process.on('beforeExit', onEmptyLoop);
+  return { promise, dispose: () => process.off('beforeExit', onEmptyLoop) };
 }
 
 function isUsageError(error: unknown): boolean {

@@ -2,12 +2,15 @@ import { Cells } from '../cells';
 import type { CellsOptions } from '../cells-options';
 import { CellsError } from '../errors';
 import { ConfigFileError } from './errors';
+import { messageOf } from '../connection-errors';
 import { findConfigFile, loadConfig } from './config';
 import { Output } from './output';
 
 /** The global options every command accepts. */
 export interface GlobalOptions {
   config?: string;
+  /** Longest wait for the config file to give its options, in ms; 0: no limit. */
+  configTimeout?: number;
   json?: boolean;
   debug?: boolean;
 }
@@ -32,7 +35,7 @@ export class CliSession {
   private load(): Promise<{ file: string; options: CellsOptions }> {
     this.loaded ??= Promise.resolve().then(async () => {
       const file = findConfigFile(this.options.config);
-      return { file, options: await loadConfig(file) };
+      return { file, options: await loadConfig(file, this.options.configTimeout) };
     });
     return this.loaded;
   }
@@ -48,8 +51,12 @@ export class CliSession {
       // Mapping commands need no cell entities; only `db` commands open cell databases.
       cells = new Cells({ ...config, entities: config.entities ?? [], migrateApi: false });
     } catch (error) {
-      if (!(error instanceof CellsError)) throw error;
-      throw new ConfigFileError(file, error.message.replace(/\.$/, ''), { cause: error });
+      // Anything else thrown here came from the config's own code (a getter of a nested option).
+      const message =
+        error instanceof CellsError
+          ? error.message.replace(/\.$/, '')
+          : `its options could not be read: ${messageOf(error, 'no message')}`;
+      throw new ConfigFileError(file, message, { cause: error });
     }
     await cells.initialize();
     try {

@@ -2,6 +2,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { loadConfig } from '../../lib/cli/config';
+import { ConfigFileError } from '../../lib/cli/errors';
 import {
   assertCliBuilt,
   createCliWorld,
@@ -253,4 +255,130 @@ describe('with TypeScript 7 installed in the project', () => {
   it('loads cells.config.ts and its decorated entities', async () => {
     expectGadgetStatus(await runCli(['db', 'status', '--json'], dir), world);
   });
+});
+
+describe('configs that never settle', () => {
+  const COMMANDS = [
+    ['db', 'migrate', '--all'],
+    ['api-db', 'migrate'],
+    ['cell', 'create', '--name', 'never', '--database-connection', 'postgres://u:p@127.0.0.1:1/x'],
+    ['cell', 'delete', 'never'],
+  ];
+  const NEVER = [
+    [
+      'a function whose promise never settles',
+      'cells.config.js',
+      'module.exports = () => new Promise(() => {});\n',
+      /the promise its exported function returned never settled/,
+    ],
+    [
+      'a top-level await that never settles',
+      'cells.config.mjs',
+      'export default await new Promise(() => {});\n',
+      /its top-level code never finished/,
+    ],
+    [
+      'a function returning a thenable that never calls back',
+      'cells.config.js',
+      'module.exports = () => ({ then() {} });\n',
+      /its exported function returned an object with a then\(\) method.*never called back/,
+    ],
+  ] as const;
+  const CASES = NEVER.flatMap(([what, name, body, reason]) =>
+    COMMANDS.map((args) => [what, args.join(' '), name, body, reason, args] as const),
+  );
+
+  it.each(CASES)(
+    '%s fails `%s` with exit 1, naming the file',
+    async (_what, _command, name, body, reason, args) => {
+      const dir = (await project({ [name]: body })).dir;
+      const result = await runCli(args, dir);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(
+        new RegExp(
+          `^error: Config file \\S*${name.replace('.', '\\.')}: it never settled, so the command did nothing: `,
+        ),
+      );
+      expect(result.stderr).toMatch(reason);
+    },
+  );
+
+  it.each(COMMANDS.map((args) => [args.join(' '), args]))(
+    'refuses options that are a thenable (a then method) in `%s` instead of waiting on it',
+    async (_command, args) => {
+      const dir = (
+        await project({
+          'cells.config.js': `module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities: [], then() {} };\n`,
+        })
+      ).dir;
+      const result = await runCli(args, dir);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(
+        /^error: Config file \S*cells\.config\.js: its options have a then\(\) method/,
+      );
+      expect(result.stderr).not.toContain(role.password);
+    },
+  );
+
+  it('gives up on a config still pending after --config-timeout', async () => {
+    const dir = (
+      await project({
+        'cells.config.js':
+          'module.exports = () => new Promise(() => setInterval(() => {}, 1000));\n',
+      })
+    ).dir;
+    const result = await runCli(['--config-timeout', '200', 'cell', 'list'], dir);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /^error: Config file \S*cells\.config\.js: it did not settle within 200 ms \(--config-timeout\): the promise its exported function returned never settled\.\n$/,
+    );
+  });
+});
+
+describe('configs whose exports throw when read', () => {
+  const secret = 'postgres://app:s3cret-pw@db.example:5432/api';
+  const THROWING = [
+    [
+      'a getter of the options',
+      `module.exports = { get api() { throw new Error('no ${secret}'); }, entities: [] };`,
+    ],
+    [
+      'a getter of the default export',
+      `Object.defineProperty(exports, 'default', { enumerable: true, get() { throw new Error('no ${secret}'); } });`,
+    ],
+    [
+      'a Proxy get trap',
+      `module.exports = new Proxy({ api: 'x' }, { get() { throw new Error('no ${secret}'); } });`,
+    ],
+    [
+      'a Proxy getOwnPropertyDescriptor trap',
+      `module.exports = { default: new Proxy({ api: 'x' }, { getOwnPropertyDescriptor() { throw new Error('no ${secret}'); } }) };`,
+    ],
+    [
+      'a Proxy ownKeys trap',
+      `module.exports = () => new Proxy({ api: 'x' }, { ownKeys() { throw new Error('no ${secret}'); } });`,
+    ],
+    ['a thrown non-Error', `module.exports = { get api() { throw '${secret}'; } };`],
+  ];
+
+  it.each(THROWING)(
+    'refuses %s with ConfigFileError naming the file, password masked',
+    async (_what, body) => {
+      const dir = (await project({ 'cells.config.js': `${body}\n` })).dir;
+      const file = join(dir, 'cells.config.js');
+      const error = await loadConfig(file).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(ConfigFileError);
+      expect(error).toMatchObject({ code: 'CELLS_CONFIG_FILE', file });
+      expect((error as Error).message).toContain('postgres://app:***@db.example:5432/api');
+      expect((error as Error).message).not.toContain('s3cret-pw');
+      const result = await runCli(['cell', 'list'], dir);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^error: Config file \S*cells\.config\.js: /);
+      expect(result.stderr).not.toContain('s3cret-pw');
+    },
+  );
 });
