@@ -15,6 +15,7 @@ export const APP_ERRORS = {
   BAD_PROJECT_ID: 400,
   BAD_READ_DELETED: 400,
   BAD_REQUEST_BODY: 400,
+  BAD_PATH: 400,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
   SERVER_NOT_FOUND: 404,
@@ -104,6 +105,10 @@ export function errorHandler(log: ErrorLogger = (line) => console.error(line)): 
 
 function describe(err: unknown): { status: number; code: string; message: string } {
   if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
+  // Express's router fails a path segment that is not valid percent-encoding (`/servers/%zz`).
+  if (err instanceof URIError) {
+    return { status: 400, code: 'BAD_PATH', message: 'The request path holds a malformed percent-escape.' };
+  }
   const fields = (err ?? {}) as { code?: unknown; message?: unknown };
   if (typeof fields.code === 'string') {
     const status = LIBRARY_ERROR_STATUS[fields.code];

@@ -54,5 +54,9 @@ export function serverNameOf(body: unknown): string {
   if (trimmed.includes('\u0000')) {
     throw new HttpError('BAD_NAME', 'name must not contain a NUL byte.');
   }
+  // A lone surrogate is no character: PostgreSQL would store U+FFFD in its place.
+  if (/\p{Cs}/u.test(trimmed)) {
+    throw new HttpError('BAD_NAME', 'name must be well-formed Unicode (it holds a lone surrogate).');
+  }
   return trimmed;
 }

@@ -130,6 +130,7 @@ describe('POST /servers', () => {
     ['an empty name', '{"name":"  "}', 'BAD_NAME'],
     ['a name that is not a string', '{"name":42}', 'BAD_NAME'],
     ['a name of 256 characters', JSON.stringify({ name: 'n'.repeat(256) }), 'BAD_NAME'],
+    ['a name with a lone surrogate', '{"name":"a\\ud800"}', 'BAD_NAME'],
     ['a JSON array', '[{"name":"x"}]', 'BAD_BODY'],
   ])('answers 400 for %s', async (_what, body, code) => {
     const res = await api().post('/servers').set('content-type', 'application/json').send(body).expect(400);
@@ -201,6 +202,14 @@ describe('GET /servers/:uuid', () => {
   it('answers 400 for a malformed uuid', async () => {
     const res = await api().get('/servers/not-a-uuid').expect(400);
     expect(res.body).toMatchObject({ error: { code: 'BAD_UUID' } });
+  });
+
+  it.each([
+    ['GET', '/servers/%zz'],
+    ['DELETE', '/servers/%E0%A4%A'],
+  ])('answers 400 BAD_PATH for a malformed percent-escape in %s %s', async (method, path) => {
+    const res = await (method === 'GET' ? api().get(path) : api().delete(path)).expect(400);
+    expect(res.body).toMatchObject({ error: { status: 400, code: 'BAD_PATH' } });
   });
 
   it("hides another project's server from non-admins but not from admins", async () => {
