@@ -147,6 +147,13 @@ export class Cells {
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
       onCellLoaded: (cell) => this.cells.check(cell.uuid, cell.databaseConnection),
+      // A mapping write is a call on the API database: destroy() waits for a running one and
+      // refuses a new one.
+      onWrite: () => {
+        if (this.state !== 'ready') throw this.notReady();
+        const route = this.apiRoute.acquire();
+        return () => route.release();
+      },
     });
     this.cells.startRevalidation(this.options.mappingCache?.ttlMs ?? DEFAULTS.mappingCacheTtlMs);
     await this.mappings.listen();

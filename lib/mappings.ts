@@ -77,6 +77,12 @@ export interface CellMappingsOptions {
    * TTL), so a cell re-pointed with plain SQL is noticed by any lookup. Default: none.
    */
   onCellLoaded?: (cell: CellMapping) => void;
+  /**
+   * Called as each write starts; returns what ends it. `Cells` holds its API database open for the
+   * write (so `destroy()` lets a running write finish, like any running call) and refuses a write
+   * started once `destroy()` began with CellsNotReadyError. Default: none.
+   */
+  onWrite?: () => () => void;
 }
 
 /** Longest transport URL accepted, as for database connection URLs. */
@@ -505,15 +511,21 @@ export class CellMappings {
   private async write<T>(
     body: (tx: EntityManager) => Promise<[T, MappingChange | null]>,
   ): Promise<T> {
-    const [result, change] = await this.manager
-      .transaction(async (tx) => {
-        const out = await body(tx);
-        if (out[1] !== null) await this.sync.notify(tx, out[1]);
-        return out;
-      })
-      .catch(apiFailure);
-    if (change !== null) this.sync.apply(change);
-    return result;
+    const manager = this.manager;
+    const release = this.options.onWrite?.();
+    try {
+      const [result, change] = await manager
+        .transaction(async (tx) => {
+          const out = await body(tx);
+          if (out[1] !== null) await this.sync.notify(tx, out[1]);
+          return out;
+        })
+        .catch(apiFailure);
+      if (change !== null) this.sync.apply(change);
+      return result;
+    } finally {
+      release?.();
+    }
   }
 
   private async unique<T>(write: () => Promise<T>, message: string | (() => string | Promise<string>)): Promise<T> {
