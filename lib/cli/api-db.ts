@@ -3,7 +3,7 @@ import { DataSource } from 'typeorm';
 import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
-import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource } from './migration-runner';
+import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource, withLockTimeout } from './migration-runner';
 import { timeoutMs } from './db';
 import type { CliSession } from './session';
 
@@ -24,8 +24,10 @@ export function registerApiDbCommands(program: Command, session: () => CliSessio
     )
     .action(async (opts: { lockTimeout: number }) => {
       const s = session();
-      const applied = await withApiDataSource(await s.config(), (ds) =>
-        migrateLocked(ds, API_LABEL, opts.lockTimeout),
+      const applied = await withApiDataSource(
+        await s.config(),
+        (ds) => migrateLocked(ds, API_LABEL, opts.lockTimeout),
+        opts.lockTimeout,
       );
       s.output.result({ applied }, () => {
         s.output.line(
@@ -58,6 +60,12 @@ export function registerApiDbCommands(program: Command, session: () => CliSessio
 function withApiDataSource<T>(
   config: CellsOptions,
   fn: (ds: DataSource) => Promise<T>,
+  lockTimeoutMs?: number,
 ): Promise<T> {
-  return withDataSource(new DataSource(apiDataSourceOptions(config, API_LABEL, DEFAULTS.cliPoolSize)), API_LABEL, fn);
+  const options = apiDataSourceOptions(config, API_LABEL, DEFAULTS.cliPoolSize);
+  return withDataSource(
+    new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs)),
+    API_LABEL,
+    fn,
+  );
 }

@@ -202,7 +202,7 @@ async function migrateCell(
   const base = { uuid: cell.uuid, name: cell.name };
   const label = `cell ${cellLabel(cell)}`;
   try {
-    const applied = await withDataSource(cellDataSource(config, cell), label, (ds) =>
+    const applied = await withDataSource(cellDataSource(config, cell, lockTimeoutMs), label, (ds) =>
       migrateLocked(ds, label, lockTimeoutMs),
     );
     return { ...base, result: 'migrated', applied, ms: elapsed(started) };

@@ -39,17 +39,31 @@ const LOCK_NOT_AVAILABLE = '55P03';
  * lock while the other runs the migrations. Not shared with any routed registry.
  * @throws BadConnectionUrlError for a malformed stored URL.
  */
-export function cellDataSource(config: CellsOptions, cell: CellMapping): DataSource {
-  const dataSource = new DataSource({
+export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTimeoutMs?: number): DataSource {
+  const options = {
     ...cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
     ...parseConnectionUrl(cell.databaseConnection, cellRouteLabel(cell)),
-  });
+  };
+  const dataSource = new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs));
   // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
   // breaks --json, and unmasked. The CLI's report already shows each cell's failure. (`connect`
   // masks secrets in what this logger prints.)
   const logger = Object.assign(Object.create(dataSource.logger) as Logger, { logMigration: () => undefined });
   Object.defineProperty(dataSource, 'logger', { value: logger, configurable: true, writable: true });
   return dataSource;
+}
+
+/**
+ * `options` whose every connection runs with PostgreSQL's `lock_timeout` at `lockTimeoutMs` (0: no
+ * limit): a migration waiting for a table lock that an application session holds fails past it
+ * ("canceling statement due to lock timeout") instead of waiting for ever. Set as a startup
+ * parameter (pg's `options`), added to any the config gives.
+ * @internal
+ */
+export function withLockTimeout<T extends { extra?: unknown }>(options: T, lockTimeoutMs: number): T {
+  const extra = (options.extra ?? {}) as { options?: unknown };
+  const given = typeof extra.options === 'string' ? `${extra.options} ` : '';
+  return { ...options, extra: { ...extra, options: `${given}-c lock_timeout=${lockTimeoutMs}` } };
 }
 
 /**

@@ -80,6 +80,24 @@ it('db migrate waits for a runner holding the lock and applies the migrations on
   expect(await hasWidgets(cell.db.url)).toBe(true);
 });
 
+it('db migrate gives up on a table lock an application session holds past --lock-timeout', async () => {
+  // Migrated above: its migrations table exists, and the next run reads it first.
+  const cell = world.cells[0]!;
+  holder = new Client({ connectionString: cell.db.url });
+  holder.on('error', () => undefined);
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query('LOCK TABLE migrations IN ACCESS EXCLUSIVE MODE');
+  const started = performance.now();
+  const result = await runCli(['db', 'migrate', '--cell', cell.name, '--lock-timeout', '1000', '--json'], world.project.dir);
+  const ms = performance.now() - started;
+  expect(result.code).toBe(1);
+  const report = JSON.parse(result.stdout) as { cells: { name: string; result: string; error?: string }[] };
+  expect(report.cells[0]).toMatchObject({ name: cell.name, result: 'failed', error: expect.stringMatching(/lock timeout/) });
+  // The CLI's start-up and connects included; without the bound it waited until killed.
+  expect(ms).toBeLessThan(20_000);
+});
+
 it('api-db migrate gives up on a migration lock held past --lock-timeout with one error line', async () => {
   await holdMigrationLock(world.api.url);
   const result = await runCli(['api-db', 'migrate', '--lock-timeout', '500'], world.project.dir);
