@@ -28,14 +28,18 @@ const URL_PASSWORD_START = /\b[a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:/gi;
  */
 const KEYWORD_PASSWORD =
   /(\b(?:pg)?password["']?\s*[:=]\s*)("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|(?:\\.|[^\s\\;}"]|"(?=[^\s,;}\]"]))+)/gi;
-/** How far past `scheme://user:` a password with a raw space or quote is looked for. */
-const MAX_SPACED_PASSWORD = 256;
 /** What follows a URL's password: `@host:port` or `@host/path` (or `?query`). */
 const URL_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?::\d{1,5}(?:[/?#]|$)|[/?#])/i;
 /** What follows a URL's password, at the least: `@host`. */
 const HOST_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?:[:/?#]|$)/i;
-/** A first token after `scheme://name:` that says it was `host:port...`, not a password. */
-const HOST_PORT_REST = /^(?:\d{1,5}$|[^@]*[/?#\]])/;
+/** What ends a URL's authority (user-info, host and port): no raw password holds one. */
+const AUTHORITY_END = /[/?#]/;
+/**
+ * A first token after `scheme://name:` that reads as the rest of `host:port` (`5432`) or of an IPv6
+ * `[::1]:port` (`:1]:5432`) rather than as a password: only a later `@host:port` or `@host/path`
+ * on its line makes it a password.
+ */
+const HOST_PORT_TOKEN = /^(?:\d{1,5}|[\w:.%-]*\](?::\d{0,5})?)$/;
 /** The database engines typeorm-cells supports, as its errors name them. */
 export const SUPPORTED_ENGINES =
   "typeorm-cells supports PostgreSQL only: a postgres:// or postgresql:// URL, or TypeORM options of type 'postgres'";
@@ -44,14 +48,20 @@ export const SUPPORTED_ENGINES =
 const MAX_URL_LENGTH = 8192;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+/**
+ * How far past `scheme://user:` a password with a raw space or quote is looked for: the longest
+ * URL accepted, with every character escaped (as JSON and inspect write `"` and `\`).
+ */
+const MAX_SPACED_PASSWORD = 2 * MAX_URL_LENGTH;
 
 /**
  * Replaces every password found in `text` (URL user-info, `password=` keywords, `password:` fields)
  * with `***`. Applied to every message, log line and CLI output that could carry a connection
- * string. Passwords may hold `@`, `:`, `/`, percent-escapes, any unicode, and a raw space or double
- * quote (a URL in free text then runs on to the next `@` that a host follows). When unsure where a
- * password ends, it masks more, never less; text holding no URL user-info and no password keyword
- * is returned unchanged.
+ * string. Passwords may hold `@`, `:`, `/`, `\`, brackets, percent-escapes, any unicode, and a raw
+ * space or double quote (a URL in free text then runs on to the last `@` of its line that
+ * `host:port` or `host/path` follows). When unsure where a password ends, it masks more, never
+ * less; text holding no URL user-info and no password keyword is returned unchanged. Linear in the
+ * length of `text`.
  */
 export function maskSecrets(text: string): string {
   let masked = '';
@@ -77,35 +87,48 @@ export function maskSecrets(text: string): string {
  * Where the password of a URL whose user-info starts at `start` ends (`at`: the index of the `@`
  * after it, or -1 when the URL has none), and the end of its first token (`scanned`). Text is cut
  * into tokens at whitespace and unescaped double quotes (which end a URL in free text and JSON).
- * A password may hold a raw `@`, so it runs to the last `@` of its token; it may hold a raw space
- * or quote, so it runs on over later tokens of the line when the first token has no `@` (unless
- * that token is `port/path`: no password) or when its `@` is followed by a bare word while a later
- * token's is followed by `host:port` or `host/path`.
+ * A password may hold a raw `@`, space or quote but never a raw `/`, `?` or `#` (they end the
+ * authority), so the tokens of its line are read up to the first that holds one of those, another
+ * URL, or the line's end. The password runs to the last `@` among them that a `host:port` or
+ * `host/path` follows; failing that, to the first token's last `@`; failing that (and unless the
+ * first token reads as `port` or `[v6]:port`), to the last `@` that a bare host follows.
  */
 function urlPasswordEnd(text: string, start: number): { at: number; scanned: number } {
+  const limit = Math.min(text.length, start + MAX_SPACED_PASSWORD);
   const first = nextToken(text, start, text.length);
   const scanned = first.end;
-  if (first.lastAt >= 0 && URL_REST.test(text.slice(first.lastAt, first.end))) return { at: first.lastAt, scanned };
-  if (first.lastAt < 0 && HOST_PORT_REST.test(first.text)) return { at: -1, scanned };
-  const limit = Math.min(text.length, start + MAX_SPACED_PASSWORD);
-  for (let token = first; token.end < limit && text[token.end] !== '\n'; ) {
+  if (first.lastAt < 0 && AUTHORITY_END.test(first.text)) return { at: -1, scanned };
+  const bareHostEnds = first.lastAt < 0 && !HOST_PORT_TOKEN.test(first.text);
+  let at = first.lastAt;
+  let hostPortFound = false;
+  for (let token = first; ; ) {
+    if (token.lastAt >= 0) {
+      const rest = text.slice(token.lastAt, token.end);
+      if (URL_REST.test(rest)) {
+        at = token.lastAt;
+        hostPortFound = true;
+      } else if (bareHostEnds && !hostPortFound && HOST_REST.test(rest)) {
+        at = token.lastAt;
+      }
+    }
+    if (AUTHORITY_END.test(token.text) || token.end >= limit || text[token.end] === '\n') break;
     token = nextToken(text, token.end + 1, limit);
     if (token.text.includes('://')) break;
-    if (token.lastAt < 0) continue;
-    const rest = text.slice(token.lastAt, token.end);
-    if (URL_REST.test(rest) || (first.lastAt < 0 && HOST_REST.test(rest))) return { at: token.lastAt, scanned };
-    break;
   }
-  return { at: first.lastAt, scanned };
+  return { at, scanned };
 }
 
-/** The token of `text` from `start` (to whitespace or an unescaped `"`, before `limit`) and its last `@`. */
+/**
+ * The token of `text` from `start` (to whitespace or an unescaped `"`, before `limit`) and its last
+ * `@`. Only `\"` and `\\` are escapes (JSON's and inspect's): a lone `\` is a character of its own,
+ * so a raw password ending in one still ends at its `@`.
+ */
 function nextToken(text: string, start: number, limit: number): { end: number; lastAt: number; text: string } {
   let end = start;
   let lastAt = -1;
   while (end < limit) {
     const char = text[end]!;
-    if (char === '\\') end += 2;
+    if (char === '\\' && (text[end + 1] === '"' || text[end + 1] === '\\')) end += 2;
     else if (char === '"' || /\s/.test(char)) break;
     else {
       if (char === '@') lastAt = end;
