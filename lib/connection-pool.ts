@@ -1,6 +1,6 @@
 import { Client, type ClientConfig, type PoolClient } from 'pg';
-import type { DataSource } from 'typeorm';
-import { QUERY_DEADLINE_CODE, kLostError } from './connection-errors';
+import type { DataSource, QueryRunner } from 'typeorm';
+import { QUERY_DEADLINE_CODE, kLostError, translateConnectionError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
 
@@ -232,6 +232,7 @@ type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
  * @internal
  */
 export function guardPool(dataSource: DataSource, label: () => string, acquireTimeoutMs: number): void {
+  typeQueryRunnerErrors(dataSource, label);
   const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
@@ -325,4 +326,27 @@ export async function endClient(client: Client, ms: number): Promise<void> {
   const graceful = await Promise.race([ended, late]);
   clearTimeout(timer);
   if (!graceful) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
+/**
+ * Every query runner of `dataSource` (routed calls', and those of the TypeORM managers a routed
+ * repository hands out, `repo.manager.query(...)` included) fails typed: a passed deadline as
+ * QueryTimeoutError, a lost connection as CellUnreachableError, never as TypeORM's untyped
+ * QueryFailedError; other errors pass with their secrets masked.
+ */
+function typeQueryRunnerErrors(dataSource: DataSource, label: () => string): void {
+  const driver = dataSource.driver as unknown as { createQueryRunner(mode: unknown): QueryRunner };
+  const create = driver.createQueryRunner.bind(driver);
+  driver.createQueryRunner = (mode) => {
+    const runner = create(mode);
+    const query = runner.query.bind(runner) as (...args: unknown[]) => Promise<unknown>;
+    (runner as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args) => {
+      try {
+        return await query(...args);
+      } catch (error) {
+        throw translateConnectionError(error, label(), runner);
+      }
+    };
+    return runner;
+  };
 }

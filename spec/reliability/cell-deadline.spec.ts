@@ -101,6 +101,33 @@ describe('a per-cell query deadline on a server that stops answering', () => {
     await expect(targetCell(short, () => widgets().count())).resolves.toBe(0);
   }, 60_000);
 
+  it('types a deadline passed through the TypeORM managers a routed repository hands out', async () => {
+    await targetCell(short, () => widgets().count());
+    await second.pause();
+    // repo.manager outside a transaction, and the manager of a transaction.
+    const viaManager = await timed(targetCell(short, () => widgets().manager.query('SELECT 1')));
+    expect(viaManager.error).toBeInstanceOf(QueryTimeoutError);
+    await second.resume();
+    await targetCell(short, () => widgets().count());
+    let inside: unknown;
+    const viaTransaction = await timed(
+      targetCell(short, () =>
+        lib.transaction(async (manager) => {
+          await manager.query('SELECT 1');
+          await second.pause();
+          try {
+            await manager.getRepository(Widget).count();
+          } catch (error) {
+            inside = error;
+            throw error;
+          }
+        }),
+      ),
+    );
+    expect(inside).toBeInstanceOf(QueryTimeoutError);
+    expect(viaTransaction.error).toBeInstanceOf(QueryTimeoutError);
+  }, 60_000);
+
   it("lets a context's deadline override the cell's", async () => {
     await targetCell(short, () => widgets().count());
     await second.pause();
