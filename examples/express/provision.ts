@@ -1,5 +1,4 @@
 import { DataSource } from 'typeorm';
-import { Client, escapeIdentifier } from 'pg';
 import { CELL0_UUID, RequestContext, runWithContext, type CellMapping, type Cells } from '../../lib';
 import { createServer } from './create-server';
 import { CELL_MIGRATIONS } from './migrations';
@@ -9,31 +8,6 @@ export interface CellSpec {
   name: string;
   url: string;
   uuid?: string;
-}
-
-/**
- * Creates database `name` on the server at `serverUrl` unless it exists, and returns its URL.
- * @throws the pg error when the server refuses (no CREATEDB right, unreachable).
- */
-export async function ensureDatabase(serverUrl: string, name: string): Promise<string> {
-  const client = new Client({ connectionString: serverUrl, connectionTimeoutMillis: 10_000 });
-  await client.connect();
-  try {
-    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!rowCount) {
-      try {
-        await client.query(`CREATE DATABASE ${escapeIdentifier(name)}`);
-      } catch (error) {
-        // 42P04: created by someone else since the check.
-        if ((error as { code?: unknown }).code !== '42P04') throw error;
-      }
-    }
-  } finally {
-    await client.end();
-  }
-  const url = new URL(serverUrl);
-  url.pathname = `/${encodeURIComponent(name)}`;
-  return url.toString();
 }
 
 /** Applies the example's cell migrations (the servers table) to the database at `url`; idempotent. */

@@ -2,11 +2,12 @@ import 'reflect-metadata';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Cells, InstanceMapping, maskSecrets, redactUrl, type CellMapping } from '../../lib';
 import { createApp } from './app';
-import { EmbeddedServer } from './embedded';
-import { freePort } from './free-port';
+import { ensureDatabase } from '../../dev/databases';
+import { EmbeddedServer } from '../../dev/embedded-server';
+import { freePort } from '../../dev/free-port';
 import { Server } from './entities/Server';
 import { CELL_MIGRATIONS } from './migrations';
-import { ensureDatabase, migrateCell, registerCell, seedServers } from './provision';
+import { migrateCell, registerCell, seedServers } from './provision';
 
 /**
  * `npm start`: the example app on an embedded PostgreSQL (or on the server of `DATABASE_URL`) with an

@@ -2,7 +2,7 @@ import { access, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { EmbeddedServer } from '../../examples/express/embedded';
+import { EmbeddedServer } from '../../dev/embedded-server';
 import { buildDist } from './build';
 import { enterTempRoot, leaveTempRoot } from './temp-root';
 

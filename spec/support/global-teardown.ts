@@ -1,4 +1,4 @@
-import type { EmbeddedServer } from '../../examples/express/embedded';
+import type { EmbeddedServer } from '../../dev/embedded-server';
 import { EMBEDDED_SERVER_KEY, SERVER_URL_VARIABLE } from './global-setup';
 import { leaveTempRoot } from './temp-root';
 

@@ -2,7 +2,7 @@ import type { Logger } from 'typeorm';
 import { Cells, type CellsOptions } from '../../lib';
 import type { CellWorld } from './cells';
 import { Widget } from './widget';
-import { freePort } from '../../examples/express/free-port';
+import { freePort } from '../../dev/free-port';
 
 /** A TypeORM logger that records every query a DataSource runs, to count API-database round trips. */
 export class QueryCounter implements Logger {

