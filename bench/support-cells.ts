@@ -49,15 +49,3 @@ export function slope(points: ReadonlyArray<readonly [number, number]>): number 
   }
   return den === 0 ? NaN : num / den;
 }
-
-/** A small seeded PRNG (mulberry32), so every run draws the same request sequence. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -3,8 +3,7 @@ import { CellMapping, CellUnreachableError, UnknownCellError, targetCell, type C
 import { createCellWorld, migrateCellDatabase, type CellWorld } from './support/cells';
 import { adminQuery, countConnections, createTestDatabase, testDatabaseUrl } from './support/databases';
 import { Widget } from './support/widget';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../dev/wait';
 
 async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -16,6 +16,7 @@ import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
 import { adminQuery, rowsIn } from './support/databases';
 import { closedPort } from './support/peers';
 import { Widget } from './support/widget';
+import { sleep } from '../dev/wait';
 
 let world: CellWorld;
 
@@ -46,8 +47,6 @@ async function downCell(): Promise<CellMapping> {
     databaseConnection: `postgres://postgres:down-sentinel-pw@127.0.0.1:${port}/nowhere`,
   });
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('scatterGather', () => {
   it('returns from each of 4 cells a value read from its own database', async () => {

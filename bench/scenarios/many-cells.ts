@@ -5,7 +5,8 @@ import { adminQuery } from '../../spec/support/databases';
 import { Widget } from '../../spec/support/widget';
 import { markdownTable, summarise, type VariantResult } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
-import { seedWidgets, seededRandom } from '../support-cells';
+import { seededRandom } from '../../dev/seeded-random';
+import { seedWidgets } from '../support-cells';
 import { PeakSampler, liveHeapBytes } from '../support-sampling';
 
 /** Sizes of the full run and of the `--quick` smoke run. */

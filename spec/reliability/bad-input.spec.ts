@@ -29,6 +29,7 @@ import {
   type Outcome,
   type WatchedTable,
 } from './support-input';
+import { sleep } from '../../dev/wait';
 
 // Scenario 5: malformed and hostile input through the public API, the CLI and the example's HTTP
 // routes. Every case must end in a typed error (CellsError with its code), a 4xx with a JSON
@@ -139,10 +140,6 @@ function check(condition: boolean, what: string): void {
 
 function cellsOptions(extra: Record<string, unknown>): CellsOptions {
   return { api: world.api.url, entities: [Widget], ...extra } as unknown as CellsOptions;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

@@ -3,6 +3,7 @@ import { CellsNotReadyError, UnknownCellError, type Cells } from '../../lib';
 import { createCellWorld, type CellWorld } from '../support/cells';
 import { openPeer } from '../support/peers';
 import { reportFigure } from './figures';
+import { sleep } from '../../dev/wait';
 
 /**
  * A mapping write (`cells.mappings.*`) is a call on the API database: one running when `destroy()`
@@ -21,8 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await world?.destroy();
 }, 60_000);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Holds an exclusive lock on cell_mappings from another session until the returned function runs. */
 async function lockMappings(): Promise<() => Promise<void>> {

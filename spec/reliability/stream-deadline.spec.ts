@@ -7,6 +7,7 @@ import { eventually } from '../support/peers';
 import { startSecondServer, type SecondServer } from '../support/second-server';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
+import { sleep } from '../../dev/wait';
 
 /**
  * The query deadline holds for routed streams too: each wait of a stream on the server (a batch of
@@ -67,8 +68,6 @@ async function backends(): Promise<number> {
   );
   return row?.count ?? 0;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('a routed stream on a server that stops answering', () => {
   it('fails with QueryTimeoutError at about the deadline, and its connection is closed', async () => {

@@ -8,10 +8,8 @@ import {
 } from '../support/cells';
 import { createTestDatabase, testDatabaseUrl, type TestDatabase } from '../support/databases';
 
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export { sleep } from '../../dev/wait';
+export { seededRandom } from '../../dev/seeded-random';
 
 import { mapLimit } from '../../lib/cli/map-limit';
 
@@ -140,21 +138,6 @@ export class SlotPeak {
   record(stats: CellsStats): void {
     this.peak = Math.max(this.peak, stats.open + stats.draining + stats.opening);
   }
-}
-
-/**
- * A seeded pseudo-random generator (mulberry32) returning numbers in [0, 1), so a load's mix of
- * operations is the same on every run.
- */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Returns a picker of one of `weights`' keys, with probability proportional to its weight. */

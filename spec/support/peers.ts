@@ -4,6 +4,8 @@ import type { CellWorld } from './cells';
 import { Widget } from './widget';
 import { freePort } from '../../dev/free-port';
 
+export { eventually } from '../../dev/wait';
+
 /** A TypeORM logger that records every query a DataSource runs, to count API-database round trips. */
 export class QueryCounter implements Logger {
   readonly queries: string[] = [];
@@ -53,21 +55,6 @@ export async function openPeer(
     ...rest,
   });
   return peer.initialize();
-}
-
-/**
- * Resolves once `check` returns true, polling every 10 ms.
- * @throws Error when it is still false after `timeoutMs`.
- */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 2000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition still false after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** A loopback TCP port nothing listens on (taken from the OS, then released). */

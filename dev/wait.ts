@@ -1,0 +1,20 @@
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Resolves once `check` returns true, polling every 10 ms.
+ * @param timeoutMs how long to keep polling, in milliseconds. Default: 2000.
+ * @throws Error when it is still false after `timeoutMs`.
+ */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 2000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition still false after ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
