@@ -18,3 +18,14 @@ export async function eventually(
     await sleep(10);
   }
 }
+
+/** How `promise` settled (its value or error), and after how many milliseconds. */
+export async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
+  const started = performance.now();
+  try {
+    const value = await promise;
+    return { ms: performance.now() - started, value };
+  } catch (error) {
+    return { ms: performance.now() - started, error };
+  }
+}

@@ -9,6 +9,7 @@ import {
   type CellsOptions,
 } from '../../lib';
 import { createCellWorld, type CellWorld } from '../support/cells';
+import { timed } from '../../dev/wait';
 import { adminQuery } from '../support/databases';
 import { closedPort, eventually } from '../support/peers';
 import { Widget } from '../support/widget';
@@ -49,17 +50,6 @@ async function fillPool(w: CellWorld, index: number, seconds: number): Promise<{
     return row?.n === POOL_SIZE;
   }, 5000);
   return { done };
-}
-
-/** How a call settled, and after how many ms. */
-async function timed<T>(call: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
-  const started = performance.now();
-  try {
-    const value = await call;
-    return { ms: performance.now() - started, value };
-  } catch (error) {
-    return { ms: performance.now() - started, error };
-  }
 }
 
 const codeOf = (error: unknown) => (error as { code?: unknown } | undefined)?.code;

@@ -1,6 +1,6 @@
 import { Cells, QueryTimeoutError, RequestContext, runWithContext, targetCell, type CellMapping } from '../../lib';
 import { createCellWorld, migrateCellDatabase, type CellWorld } from '../support/cells';
-import { rowsIn } from '../support/databases';
+import { timed } from '../../dev/wait';
 import { eventually } from '../support/peers';
 import { startSecondServer, type SecondServer } from '../support/second-server';
 import { Widget } from '../support/widget';
@@ -50,27 +50,6 @@ afterAll(async () => {
 
 const widgets = () => lib.getRepository(Widget);
 
-/** Settles `promise`, with how long it took and what it threw. */
-async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
-  const started = performance.now();
-  try {
-    const value = await promise;
-    return { ms: performance.now() - started, value };
-  } catch (error) {
-    return { ms: performance.now() - started, error };
-  }
-}
-
-/** Server backends of database `name` on the second server. */
-async function backendsOf(name: string): Promise<number> {
-  const [row] = await rowsIn<{ count: number }>(
-    second.url('postgres'),
-    'SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1',
-    [name],
-  );
-  return row?.count ?? 0;
-}
-
 describe('a per-cell query deadline on a server that stops answering', () => {
   afterEach(async () => {
     await second.resume();
@@ -97,7 +76,7 @@ describe('a per-cell query deadline on a server that stops answering', () => {
     expect(defaultOutcome.error).toBeUndefined();
     expect(defaultOutcome.value).toEqual([{ one: 1 }]);
     // The timed-out connection was closed, not left busy: its backend ends, and the cell serves.
-    await eventually(async () => (await backendsOf(dbNames[0]!)) === 0, 5_000);
+    await eventually(async () => (await second.backends(dbNames[0]!)) === 0, 5_000);
     await expect(targetCell(short, () => widgets().count())).resolves.toBe(0);
   }, 60_000);
 

@@ -4,7 +4,7 @@ import { createCellWorld, migrateCellDatabase, type CellWorld } from '../support
 import { startSecondServer, type SecondServer } from '../support/second-server';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
-import { sleep } from './support-load';
+import { sleep, timed } from '../../dev/wait';
 
 /**
  * A cell server that stops answering without closing its sockets (SIGSTOP: a paused VM, a
@@ -32,16 +32,6 @@ afterAll(async () => {
 }, 120_000);
 
 const widgets = () => world.lib.getRepository(Widget);
-
-async function timed<T>(promise: Promise<T>): Promise<{ ms: number; error?: unknown }> {
-  const started = performance.now();
-  try {
-    await promise;
-    return { ms: performance.now() - started };
-  } catch (error) {
-    return { ms: performance.now() - started, error };
-  }
-}
 
 describe('a cell server that stops answering', () => {
   afterEach(async () => {

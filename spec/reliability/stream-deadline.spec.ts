@@ -59,16 +59,6 @@ const streamOf = (): Promise<Readable> =>
     lib.getRepository(Widget).createQueryBuilder('w').select('w.uuid').orderBy('w.name').stream(),
   ) as Promise<Readable>;
 
-/** Server backends of the cell's database. */
-async function backends(): Promise<number> {
-  const [row] = await rowsIn<{ count: number }>(
-    second.url('postgres'),
-    'SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1',
-    [dbName],
-  );
-  return row?.count ?? 0;
-}
-
 describe('a routed stream on a server that stops answering', () => {
   it('fails with QueryTimeoutError at about the deadline, and its connection is closed', async () => {
     const stream = await streamOf();
@@ -97,7 +87,7 @@ describe('a routed stream on a server that stops answering', () => {
     await closed;
     await second.resume();
     // The connection was closed, not left busy: its backend ends, and the cell serves again.
-    await eventually(async () => (await backends()) === 0, 5_000);
+    await eventually(async () => (await second.backends(dbName)) === 0, 5_000);
     await expect(targetCell(cell, () => lib.getRepository(Widget).count())).resolves.toBe(ROWS);
   }, 60_000);
 

@@ -1,10 +1,10 @@
-import { access, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { EmbeddedServer } from '../../dev/embedded-server';
 import { buildDist } from './build';
-import { enterTempRoot, leaveTempRoot } from './temp-root';
+import { enterTempRoot, isAlive, isRunningDataDir, leaveTempRoot } from './temp-root';
 
 /** Environment variable naming the PostgreSQL server the tests use. */
 export const SERVER_URL_VARIABLE = 'CELLS_TEST_DATABASE_URL';
@@ -96,20 +96,7 @@ async function removeAbandonedDataDirs(): Promise<void> {
     const pid = Number(name.slice(DATA_DIR_PREFIX.length).split('-')[0]);
     if (!Number.isInteger(pid) || pid <= 0 || isAlive(pid)) continue;
     const dir = join(tmpdir(), name);
-    const serverRunning = await access(join(dir, 'postmaster.pid')).then(
-      () => true,
-      () => false,
-    );
-    if (!serverRunning) await rm(dir, { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if (!(await isRunningDataDir(dir))) await rm(dir, { recursive: true, force: true });
   }
 }
 

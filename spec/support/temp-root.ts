@@ -74,7 +74,8 @@ export async function leaveTempRoot(): Promise<string[]> {
   return left;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether process `pid` exists (one of another user counts). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -83,14 +84,18 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Whether `dir` is a PostgreSQL data directory with a running postmaster (it keeps `postmaster.pid`). */
+export function isRunningDataDir(dir: string): Promise<boolean> {
+  return access(join(dir, 'postmaster.pid')).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** Whether a PostgreSQL data directory directly inside `dir` has a running postmaster. */
 async function holdsRunningServer(dir: string): Promise<boolean> {
   for (const name of await readdir(dir).catch(() => [])) {
-    const running = await access(join(dir, name, 'postmaster.pid')).then(
-      () => true,
-      () => false,
-    );
-    if (running) return true;
+    if (await isRunningDataDir(join(dir, name))) return true;
   }
   return false;
 }
