@@ -94,7 +94,7 @@ export class Cells {
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, 'main') }, MAIN_LABEL);
+        : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, MAIN_LABEL) }, MAIN_LABEL);
     this.templateDataSource = new DataSource({
       ...cellDataSourceOptions(options),
       type: 'postgres',

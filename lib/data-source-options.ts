@@ -4,8 +4,9 @@ import { API_MIGRATIONS } from '../migrations';
 import { messageOf } from './connection-errors';
 import { guardPool, guardedPoolOptions, hidePassword } from './connection-pool';
 import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
-import { CellUnreachableError, CellsError, InvalidArgumentError } from './errors';
+import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
+import { API_LABEL } from './route';
 
 /**
  * The TypeORM options of every DataSource typeorm-cells opens (cells, the API and the default main
@@ -75,28 +76,20 @@ export interface DataSourceSettings {
 
 /**
  * TypeORM PostgreSQL options of a database given as a URL or as options (shared with the CLI).
+ * @param label - how errors name the database: `the API database`, `the default main database`...
  * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
  */
 export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
-  const database = databaseName(label);
-  const Database = database.charAt(0).toUpperCase() + database.slice(1);
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, database) };
+  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
   if (config === null || typeof config !== 'object') {
-    throw new InvalidArgumentError(`${Database} must be a postgres:// URL or TypeORM options.`);
+    throw new InvalidArgumentError(`${sentenceStart(label)} must be a postgres:// URL or TypeORM options.`);
   }
-  postgresTypeArg((config as { type?: unknown }).type, Database);
+  postgresTypeArg((config as { type?: unknown }).type, sentenceStart(label));
   if (config.url !== undefined) {
     const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, database) };
+    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
   }
   return { ...config, type: 'postgres' };
-}
-
-/** How errors name the database of option `label` (`api`, `main`, or a label such as `the API database`). */
-function databaseName(label: string): string {
-  if (label === 'api') return 'the API database';
-  if (label === 'main') return 'the default main database';
-  return label.startsWith('the ') ? label : `the ${label} database`;
 }
 
 /**
@@ -125,7 +118,7 @@ function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entiti
  * @throws as `postgresOptions`.
  * @internal
  */
-export function apiDataSourceOptions(settings: DataSourceSettings, label = 'api', poolSize?: number): PostgresOptions {
+export function apiDataSourceOptions(settings: DataSourceSettings, label = API_LABEL, poolSize?: number): PostgresOptions {
   const options = postgresOptions(settings.api, label);
   return {
     ...options,

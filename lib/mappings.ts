@@ -551,7 +551,7 @@ export class CellMappings {
  * and query parameters.
  */
 function apiFailure(error: unknown): never {
-  throw maskErrorSecrets(translateConnectionError(error, API_LABEL));
+  throw translateConnectionError(error, API_LABEL); // masked, typed or not
 }
 
 /** Reads a cell inside a write, uncached: by uuid, or by uuid then name as `cell()` does. */

@@ -11,7 +11,7 @@ import {
   type QueryRunner,
 } from 'typeorm';
 import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBuilder';
-import { isConnectionError, lossOf, markLost, maskErrorSecrets, translateConnectionError } from './connection-errors';
+import { isConnectionError, lossOf, markLost, translateConnectionError } from './connection-errors';
 import { currentContext } from './context';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
 import type { DatabaseSelector, Route } from './route';
@@ -217,8 +217,9 @@ type DestroyHook = (error: Error | null, callback: (error?: Error | null) => voi
 function typeStreamErrors(stream: Readable, label: string, queryRunner: QueryRunner): void {
   const readable = stream as unknown as { _destroy: DestroyHook };
   const closeCursor = readable._destroy.bind(stream);
+  // translateConnectionError masks what it returns, typed or not.
   const typed = (error: Error | null | undefined): Error | null | undefined =>
-    error == null ? error : (maskErrorSecrets(translateConnectionError(error, label, queryRunner)) as Error);
+    error == null ? error : (translateConnectionError(error, label, queryRunner) as Error);
   readable._destroy = (error, callback) => {
     if (error !== null && (isConnectionError(error) || lossOf(queryRunner) !== undefined)) {
       // Before the release (on 'close'): the connection must leave its pool, not serve a next call.
