@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { targetCell } from '../../lib';
+import type { Repository } from 'typeorm';
+import { targetCell, type CellMapping } from '../../lib';
 import { sleep } from '../reliability/support-load';
 import { createCellWorld, widgetFor, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
@@ -26,51 +27,41 @@ afterAll(async () => {
 const namesIn = async (tag: string) =>
   (await rowsIn<{ name: string }>(world.cells[0]!.db.url, 'SELECT name FROM widgets WHERE name LIKE $1 ORDER BY name', [`%${tag}%`])).map((r) => r.name);
 
+/**
+ * Inserts a row in a transaction whose callback schedules `lateWork` 250 ms later, while the COMMIT
+ * runs, then checks that both rows landed and no connection is left in a transaction.
+ */
+async function scheduleDuringCommit(lateWork: (cell: CellMapping, repo: Repository<Widget>, tag: string) => Promise<unknown>): Promise<void> {
+  const cell = world.cells[0]!.mapping;
+  const repo = world.lib.getRepository(Widget);
+  const tag = randomUUID().slice(0, 8);
+  let late!: Promise<string>;
+  await targetCell(cell, () =>
+    world.lib.transaction(async () => {
+      await repo.insert(widgetFor(cell.uuid, `slowcommit-${tag}`));
+      late = new Promise((resolve) => {
+        setTimeout(() => {
+          lateWork(cell, repo, tag).then(() => resolve('ok'), (e: Error) => resolve(`${e.constructor.name}: ${e.message}`));
+        }, 250);
+      });
+    }),
+  );
+  expect(await late).toBe('ok');
+  expect(await namesIn(tag)).toEqual([`late-${tag}`, `slowcommit-${tag}`]);
+  await sleep(50);
+  await expectNoConnectionInTransaction(world.cells[0]!.db.name);
+}
+
 describe('work scheduled in a transaction that starts while its COMMIT runs', () => {
   it('a nested transaction started by a timer during COMMIT commits its own row', async () => {
-    const cell = world.cells[0]!.mapping;
-    const repo = world.lib.getRepository(Widget);
-    const tag = randomUUID().slice(0, 8);
-    let late!: Promise<string>;
-    await targetCell(cell, () =>
+    await scheduleDuringCommit((cell, repo, tag) =>
       world.lib.transaction(async () => {
-        await repo.insert(widgetFor(cell.uuid, `slowcommit-${tag}`));
-        late = new Promise((resolve) => {
-          setTimeout(() => {
-            world.lib
-              .transaction(async () => {
-                await repo.insert(widgetFor(cell.uuid, `late-${tag}`));
-              })
-              .then(() => resolve('ok'), (e: Error) => resolve(`${e.constructor.name}: ${e.message}`));
-          }, 250);
-        });
+        await repo.insert(widgetFor(cell.uuid, `late-${tag}`));
       }),
     );
-    expect(await late).toBe('ok');
-    expect(await namesIn(tag)).toEqual([`late-${tag}`, `slowcommit-${tag}`]);
-    await sleep(50);
-    await expectNoConnectionInTransaction(world.cells[0]!.db.name);
   });
 
   it('a plain write started by a timer during COMMIT succeeds', async () => {
-    const cell = world.cells[0]!.mapping;
-    const repo = world.lib.getRepository(Widget);
-    const tag = randomUUID().slice(0, 8);
-    let late!: Promise<string>;
-    await targetCell(cell, () =>
-      world.lib.transaction(async () => {
-        await repo.insert(widgetFor(cell.uuid, `slowcommit-${tag}`));
-        late = new Promise((resolve) => {
-          setTimeout(() => {
-            repo.save(repo.create(widgetFor(cell.uuid, `late-${tag}`)))
-              .then(() => resolve('ok'), (e: Error) => resolve(`${e.constructor.name}: ${e.message}`));
-          }, 250);
-        });
-      }),
-    );
-    expect(await late).toBe('ok');
-    expect(await namesIn(tag)).toEqual([`late-${tag}`, `slowcommit-${tag}`]);
-    await sleep(50);
-    await expectNoConnectionInTransaction(world.cells[0]!.db.name);
+    await scheduleDuringCommit((cell, repo, tag) => repo.save(repo.create(widgetFor(cell.uuid, `late-${tag}`))));
   });
 });
