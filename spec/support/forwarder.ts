@@ -15,24 +15,33 @@ export interface Forwarder {
   close(): Promise<void>;
 }
 
+/**
+ * Opens the upstream connection of an accepted `client` to `target`'s host and port; both are
+ * tracked in `sockets` until closed, and either closing closes the other.
+ */
+export function connectUpstream(client: Socket, target: string, sockets: Set<Socket>): Socket {
+  const { hostname, port } = new URL(target);
+  const upstream = connect(Number(port || 5432), hostname.replace(/^\[(.*)\]$/, '$1'));
+  for (const socket of [client, upstream]) {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      sockets.delete(socket);
+      client.destroy();
+      upstream.destroy();
+    });
+  }
+  return upstream;
+}
+
 /** Starts forwarding a free loopback port to `target`'s host and port. */
 export async function startForwarder(target: string): Promise<Forwarder> {
-  const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   let server: Server | undefined;
   let listenPort = 0;
   const listen = async (): Promise<void> => {
     const next = createServer((client) => {
-      const upstream = connect(Number(port || 5432), hostname.replace(/^\[(.*)\]$/, '$1'));
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on('error', () => undefined);
-        socket.on('close', () => {
-          sockets.delete(socket);
-          client.destroy();
-          upstream.destroy();
-        });
-      }
+      const upstream = connectUpstream(client, target, sockets);
       client.pipe(upstream);
       upstream.pipe(client);
     });

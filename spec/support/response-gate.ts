@@ -1,4 +1,5 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { connectUpstream } from './forwarder';
 
 /**
  * Which connections a gate acts on: those whose startup message names the gate's application
@@ -27,24 +28,14 @@ export interface ResponseGate {
 
 /** Starts a gate, open, on a free loopback port in front of `target`'s host and port. */
 export async function startResponseGate(target: string, application: string): Promise<ResponseGate> {
-  const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   const gates = {
     named: { closed: false, held: [] as Array<() => void>, bytes: 0 },
     others: { closed: false, held: [] as Array<() => void>, bytes: 0 },
   };
   const server: Server = createServer((client) => {
-    const upstream = connect(Number(port || 5432), hostname.replace(/^\[(.*)\]$/, '$1'));
+    const upstream = connectUpstream(client, target, sockets);
     let gate: (typeof gates)[GatedConnections] | undefined;
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => undefined);
-      socket.on('close', () => {
-        sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
     client.on('data', (chunk: Buffer) => {
       // The first chunk is the startup message, which carries application_name.
       gate ??= chunk.includes(Buffer.from(`application_name\0${application}\0`)) ? gates.named : gates.others;
