@@ -1,7 +1,7 @@
 import autocannon from 'autocannon';
 import { markdownTable } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
-import { createExampleBenchWorld } from '../support-example-cells';
+import { createExampleApp } from '../../spec/support/example-app';
 import { startChildServer, type ChildServer, type ServerSpec } from '../support-http';
 import { median } from '../support-stats';
 
@@ -89,7 +89,7 @@ function summarise(variant: Variant, runs: readonly Run[]) {
  * and the ratio judged is the median of the rounds' ratios.
  */
 async function httpThroughput(quick: boolean): Promise<ScenarioResult> {
-  const world = await createExampleBenchWorld('bench_http', CELLS);
+  const world = await createExampleApp('bench_http', { cellCount: CELLS });
   const children: ChildServer[] = [];
   try {
     const uuids = await world.seed(quick ? 200 : 2000);
@@ -103,7 +103,7 @@ async function httpThroughput(quick: boolean): Promise<ScenarioResult> {
     // The unrouted apps get as many connections as the routed app has over all its cells.
     const unrouted = (asyncContext: boolean): ServerSpec => ({
       kind: 'unrouted',
-      url: first.db.url,
+      url: first.url,
       poolSize: POOL_SIZE * CELLS,
       cell: { uuid: first.mapping.uuid, name: first.mapping.name },
       asyncContext,

@@ -6,7 +6,7 @@ import { Server } from '../../examples/express/entities/Server';
 import { QueryCounter } from '../../spec/support/peers';
 import { compare, markdownTable, runOptions, type Operation } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
-import { createExampleBenchWorld, type ExampleBenchWorld } from '../support-example-cells';
+import { createExampleApp, type ExampleApp } from '../../spec/support/example-app';
 import { getOk, keepAliveAgent, listen, type Listening } from '../support-http';
 
 const CELLS = 2;
@@ -78,7 +78,7 @@ function uuidSource(hot: readonly string[], fresh: readonly string[]) {
  * it); the cell's own mapping stays cached, as it does in a running service.
  */
 async function mappingCache(quick: boolean): Promise<ScenarioResult> {
-  const world = await createExampleBenchWorld('bench_mapcache', CELLS);
+  const world = await createExampleApp('bench_mapcache', { cellCount: CELLS });
   const agents: Agent[] = [];
   const servers: Listening[] = [];
   try {
@@ -178,7 +178,7 @@ function perRequest(n: number): string {
 
 /** Runs each variant `ops` times on a `Cells` whose API and cell DataSources count their queries. */
 async function countRoundTrips(
-  world: ExampleBenchWorld,
+  world: ExampleApp,
   hot: readonly string[],
   fresh: readonly string[],
   ops: number,

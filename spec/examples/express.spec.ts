@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { APP_ERRORS, LIBRARY_ERROR_STATUS } from '../../examples/express/errors';
 import { rowsIn } from '../support/databases';
-import { createExampleWorld, type ExampleCell, type ExampleWorld } from './example-world';
+import { createExampleApp, type ExampleApp, type ExampleCell } from '../support/example-app';
 
 interface ServerBody {
   uuid: string;
@@ -16,17 +16,35 @@ interface ServerBody {
   cell: { uuid: string; name: string };
 }
 
-let world: ExampleWorld;
+let world: ExampleApp;
+// cell0, two cells and a disabled cell on the test server, and one cell on a second server.
+let cell0: ExampleCell;
+let near: [ExampleCell, ExampleCell];
+let disabled: ExampleCell;
+let far: ExampleCell;
 
 beforeAll(async () => {
-  world = await createExampleWorld('ex');
+  world = await createExampleApp('ex', {
+    cellSpecs: [
+      { name: 'cell0', database: 'cell0' },
+      { name: 'ex-a', database: 'a' },
+      { name: 'ex-b', database: 'b' },
+      { name: 'ex-off', database: 'off', disabled: true },
+      { name: 'ex-far', database: 'far', onSecondServer: true },
+    ],
+    apiPoolSize: 10, // pg-pool's default, as the app runs with the API database as a URL
+    cells: { poolSize: 3, connectTimeoutMs: 2000 },
+    listen: true,
+  });
+  const [c0, a, b, off, f] = world.cells;
+  [cell0, near, disabled, far] = [c0!, [a!, b!], off!, f!];
 }, 120_000);
 afterAll(async () => {
   await world?.destroy();
 }, 60_000);
 
 function api() {
-  return request(world.http);
+  return request(world.http!);
 }
 
 function project(): string {
@@ -34,7 +52,7 @@ function project(): string {
 }
 
 function allCells(): ExampleCell[] {
-  return [world.cell0, ...world.near, world.disabled, world.far];
+  return [cell0, ...near, disabled, far];
 }
 
 async function post(name: string, projectId: string, query = ''): Promise<ServerBody> {
@@ -62,10 +80,10 @@ describe('GET /cells', () => {
     const res = await api().get('/cells').expect(200);
     const cells = (res.body as { cells: Array<Record<string, unknown>> }).cells;
     expect(cells.map((c) => c['uuid']).sort()).toEqual(allCells().map((c) => c.mapping.uuid).sort());
-    expect(cells.find((c) => c['uuid'] === world.disabled.mapping.uuid)).toMatchObject({ disabled: true, cell0: false });
+    expect(cells.find((c) => c['uuid'] === disabled.mapping.uuid)).toMatchObject({ disabled: true, cell0: false });
     expect(cells.find((c) => c['name'] === 'cell0')).toMatchObject({ cell0: true });
     expect(res.text).not.toMatch(/postgres:|databaseConnection|database_connection/i);
-    const password = new URL(world.far.url).password;
+    const password = new URL(far.url).password;
     expect(res.text).not.toContain(password);
   });
 });
@@ -99,19 +117,19 @@ describe('POST /servers', () => {
     const p = project();
     const placed = [];
     for (let i = 0; i < 6; i++) placed.push((await post(`rr-${i}`, p)).cell.uuid);
-    const enabled = [world.near[0], world.near[1], world.far].map((c) => c.mapping.uuid).sort();
+    const enabled = [near[0], near[1], far].map((c) => c.mapping.uuid).sort();
     expect([...new Set(placed)].sort()).toEqual(enabled);
-    expect(placed).not.toContain(world.cell0.mapping.uuid);
-    expect(placed).not.toContain(world.disabled.mapping.uuid);
+    expect(placed).not.toContain(cell0.mapping.uuid);
+    expect(placed).not.toContain(disabled.mapping.uuid);
   });
 
   it('places the server in the cell named by ?cell=<name> or ?cell=<uuid>', async () => {
     const p = project();
-    const byName = await post('named', p, `?cell=${world.near[1].mapping.name}`);
-    const byUuid = await post('by-uuid', p, `?cell=${world.near[0].mapping.uuid}`);
-    expect(byName.cell.uuid).toBe(world.near[1].mapping.uuid);
-    expect(byUuid.cell.uuid).toBe(world.near[0].mapping.uuid);
-    expect(await rowsOfProject(world.near[1], p)).toEqual([byName.uuid]);
+    const byName = await post('named', p, `?cell=${near[1].mapping.name}`);
+    const byUuid = await post('by-uuid', p, `?cell=${near[0].mapping.uuid}`);
+    expect(byName.cell.uuid).toBe(near[1].mapping.uuid);
+    expect(byUuid.cell.uuid).toBe(near[0].mapping.uuid);
+    expect(await rowsOfProject(near[1], p)).toEqual([byName.uuid]);
   });
 
   it.each([
@@ -148,7 +166,7 @@ describe('POST /servers', () => {
   });
 
   it('leaves no mapping behind when the cell write fails, and answers 500 without details', async () => {
-    const broken = await world.cells.mappings.createCell({ name: 'ex-broken', databaseConnection: world.api.url });
+    const broken = await world.lib.mappings.createCell({ name: 'ex-broken', databaseConnection: world.api.url });
     try {
       const before = world.logged.length;
       const res = await api().post('/servers?cell=ex-broken').send({ name: 'doomed' }).expect(500);
@@ -160,8 +178,8 @@ describe('POST /servers', () => {
       const mapped = await rowsIn(world.api.url, 'SELECT 1 FROM instance_mappings WHERE cell_id = $1', [broken.id]);
       expect(mapped).toHaveLength(0);
     } finally {
-      await world.cells.mappings.deleteCell(broken.uuid, { force: true });
-      world.cells.evictCell(broken.uuid);
+      await world.lib.mappings.deleteCell(broken.uuid, { force: true });
+      world.lib.evictCell(broken.uuid);
     }
   });
 
@@ -189,7 +207,7 @@ describe('POST /servers', () => {
 describe('GET /servers/:uuid', () => {
   it('reads the server from the cell its mapping names', async () => {
     const p = project();
-    const created = await post('get-me', p, `?cell=${world.near[1].mapping.name}`);
+    const created = await post('get-me', p, `?cell=${near[1].mapping.name}`);
     const res = await api().get(`/servers/${created.uuid}`).set('x-project-id', p).expect(200);
     expect((res.body as { server: ServerBody }).server).toEqual(created);
   });
@@ -456,7 +474,7 @@ describe('errors', () => {
 describe('concurrency', () => {
   it('serves 200 interleaved POSTs and GETs, every server in the cell its mapping names', async () => {
     const p = project();
-    const cellsByName = [world.near[0], world.near[1], world.far].map((c) => c.mapping.name);
+    const cellsByName = [near[0], near[1], far].map((c) => c.mapping.name);
     const tasks = Array.from({ length: 200 }, async (_, i) => {
       const query = i % 4 === 3 ? '' : `?cell=${cellsByName[i % 3]}`;
       const created = await post(`c-${i}`, p, query);
@@ -493,12 +511,12 @@ describe('a cell whose PostgreSQL server stops', () => {
   const p = project();
 
   beforeAll(async () => {
-    onFar = await post('far-away', p, `?cell=${world.far.mapping.name}`);
-    onNear = await post('close-by', p, `?cell=${world.near[0].mapping.name}`);
-    await world.second.stop();
+    onFar = await post('far-away', p, `?cell=${far.mapping.name}`);
+    onNear = await post('close-by', p, `?cell=${near[0].mapping.name}`);
+    await world.second!.stop();
   }, 60_000);
   afterAll(async () => {
-    await world.second.start();
+    await world.second!.start();
   }, 60_000);
 
   it('is listed in unreachable_cells while the other cells are listed, well within the timeout', async () => {
@@ -506,7 +524,7 @@ describe('a cell whose PostgreSQL server stops', () => {
     const res = await api().get('/servers?limit=1000').set('x-project-id', p).expect(200);
     const elapsed = Date.now() - started;
     const page = res.body as { servers: ServerBody[]; unreachable_cells: unknown[] };
-    expect(page.unreachable_cells).toEqual([{ uuid: world.far.mapping.uuid, name: world.far.mapping.name }]);
+    expect(page.unreachable_cells).toEqual([{ uuid: far.mapping.uuid, name: far.mapping.name }]);
     expect(page.servers.map((s) => s.uuid)).toEqual([onNear.uuid]);
     expect(elapsed).toBeLessThan(1500);
   });
@@ -518,16 +536,16 @@ describe('a cell whose PostgreSQL server stops', () => {
   });
 
   it('answers 503 for a server in that cell once its DataSource must be opened again', async () => {
-    world.cells.evictCell(world.far.mapping.uuid);
+    world.lib.evictCell(far.mapping.uuid);
     const res = await api().get(`/servers/${onFar.uuid}`).set('x-project-id', p).expect(503);
     expect(res.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_UNREACHABLE' } });
-    expect(res.text).not.toContain(new URL(world.far.url).password);
+    expect(res.text).not.toContain(new URL(far.url).password);
   });
 
   it('answers 503 when a POST is placed in that cell, and leaves no mapping', async () => {
-    world.cells.evictCell(world.far.mapping.uuid);
+    world.lib.evictCell(far.mapping.uuid);
     const q = project();
-    const res = await api().post(`/servers?cell=${world.far.mapping.name}`).set('x-project-id', q).send({ name: 'x' });
+    const res = await api().post(`/servers?cell=${far.mapping.name}`).set('x-project-id', q).send({ name: 'x' });
     expect(res.status).toBe(503);
     expect(await rowsIn(world.api.url, 'SELECT 1 FROM instance_mappings WHERE project_id = $1', [q])).toEqual([]);
   });
@@ -536,11 +554,11 @@ describe('a cell whose PostgreSQL server stops', () => {
     const res = await api().get('/healthz').expect(200);
     const cells = (res.body as { status: string; cells: Array<{ uuid: string; state: string }> }).cells;
     expect(res.body).toMatchObject({ status: 'degraded' });
-    for (const c of cells) expect(c.state).toBe(c.uuid === world.far.mapping.uuid ? 'unreachable' : 'ok');
+    for (const c of cells) expect(c.state).toBe(c.uuid === far.mapping.uuid ? 'unreachable' : 'ok');
   });
 
   it('is served again after its server restarts, with no app restart', async () => {
-    await world.second.start();
+    await world.second!.start();
     const one = await api().get(`/servers/${onFar.uuid}`).set('x-project-id', p).expect(200);
     expect((one.body as { server: ServerBody }).server.uuid).toBe(onFar.uuid);
     const res = await api().get('/servers?limit=1000').set('x-project-id', p).expect(200);

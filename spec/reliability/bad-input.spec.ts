@@ -17,15 +17,14 @@ import { createTestDatabase, rowsIn, testServerUrl, type TestDatabase } from '..
 import { startForwarder } from '../support/forwarder';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
+import { createExampleApp, type ExampleApp } from '../support/example-app';
 import {
   contractViolations,
-  createExampleApp,
   lostRows,
   outcomeOf,
   rowsOf,
   withTimeout,
   type Contract,
-  type ExampleApp,
   type Outcome,
   type WatchedTable,
 } from './support-input';
@@ -95,8 +94,8 @@ beforeAll(async () => {
       url: example.api.url,
       sql: 'SELECT instance_uuid, cell_id, project_id, queued_for_delete FROM instance_mappings',
     },
-    ...example.cellDbs.map((db) => ({
-      url: db.url,
+    ...example.cells.map((cell) => ({
+      url: cell.url,
       sql: 'SELECT uuid, name, project_id, deleted_at FROM servers',
     })),
   ];

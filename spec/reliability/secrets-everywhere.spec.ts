@@ -25,7 +25,7 @@ import {
 import { createTestDatabase, type TestDatabase } from '../support/databases';
 import { CreateWidgets1764072100000, Widget } from '../support/widget';
 import { reportFigure } from './figures';
-import { createExampleApp, type ExampleApp } from './support-input';
+import { createExampleApp, type ExampleApp } from '../support/example-app';
 import { capturingLogger, closedPort } from '../support/peers';
 
 // Scenario 6: one sentinel password logs in to every database (API and cells, through URLs that
@@ -555,7 +555,7 @@ describe('the example app', () => {
 
   it('answers 503 for a dead cell and 500 for a broken one without the password', async () => {
     const port = await closedPort();
-    const dead = await example!.cells.mappings.createCell({
+    const dead = await example!.lib.mappings.createCell({
       name: 'sec-ex-dead',
       databaseConnection: `postgres://${role.name}:${role.password}@127.0.0.1:${port}/nowhere`,
     });
@@ -566,7 +566,7 @@ describe('the example app', () => {
     const listed = await call(app().get('/servers').set('x-roles', 'admin'));
     expect((listed.body as { unreachable_cells: unknown[] }).unreachable_cells).toHaveLength(1);
     // A cell mapped to a database without the servers table: a 500 whose details only go to the log.
-    await example!.cells.mappings.createCell({
+    await example!.lib.mappings.createCell({
       name: 'sec-ex-broken',
       databaseConnection: example!.apiUrl,
     });
