@@ -1,19 +1,14 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
 import { Cells } from '../../lib';
+import { compileDist } from '../../spec/support/build';
+import { runCli } from '../../spec/support/cli';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../../spec/support/databases';
 import { markdownTable } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
 import { mapLimit, median } from '../support-stats';
-
-/** The repository root, from dist-bench/bench/scenarios/. */
-const ROOT = join(__dirname, '..', '..', '..');
-/** The binary a user runs, as `npm run build` writes it. */
-const CLI_PATH = join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 
 /** Databases created, reset and dropped at once while setting up (not what is measured). */
 const SETUP_CONCURRENCY = 8;
@@ -65,47 +60,19 @@ interface CellReport {
 }
 
 /**
- * `npm run build` (tsc -p tsconfig.build.json), so dist/ holds the CLI of the sources benchmarked.
- * (spec/support/build.ts finds the root from its own folder, which is wrong once compiled to dist-bench.)
- * @throws Error with tsc's output when the build fails.
+ * Runs the built CLI and resolves with its stdout and the wall time from spawn to exit.
+ * @throws Error with its stderr when it exits non-zero.
  */
-async function buildCli(): Promise<void> {
-  const tsc = require.resolve('typescript/bin/tsc', { paths: [ROOT] });
-  try {
-    await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
-      cwd: ROOT,
-      maxBuffer: 16 << 20,
-    });
-  } catch (error) {
-    const output = (error as { stdout?: string }).stdout?.trim() || (error as Error).message;
-    throw new Error(
-      `'tsc -p tsconfig.build.json' failed, so dist/lib/cli/main.js may be stale:\n${output}`,
-      { cause: error },
-    );
-  }
-}
-
-/** Runs the built CLI and resolves with its stdout and the wall time from spawn to exit. */
-function timeCli(
+async function timeCli(
   args: readonly string[],
   cwd: string,
 ): Promise<{ stdout: string; wallMs: number }> {
   const started = performance.now();
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [CLI_PATH, ...args],
-      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 300_000, maxBuffer: 16 << 20 },
-      (error, stdout, stderr) => {
-        const wallMs = performance.now() - started;
-        if (error)
-          reject(
-            new Error(`typeorm-cells ${args.join(' ')} failed: ${stderr.trim() || error.message}`),
-          );
-        else resolve({ stdout, wallMs });
-      },
-    );
-  });
+  const { code, stdout, stderr } = await runCli(args, cwd, { timeoutMs: 300_000 });
+  const wallMs = performance.now() - started;
+  if (code !== 0)
+    throw new Error(`typeorm-cells ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`);
+  return { stdout, wallMs };
 }
 
 /** Leaves a cell database as it was created: no tables, no migrations table. */
@@ -121,7 +88,8 @@ function resetCell(db: TestDatabase): Promise<unknown> {
 async function migrations(quick: boolean): Promise<ScenarioResult> {
   const cellCount = quick ? 6 : 50;
   const order = quick ? [1, 8] : [1, 8, 8, 1];
-  await buildCli();
+  // dist/ must hold the CLI of the sources benchmarked.
+  await compileDist();
 
   const api = await createTestDatabase('bench_migrate_api');
   const dbs: TestDatabase[] = [];

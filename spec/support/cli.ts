@@ -5,9 +5,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Cells, CellMapping } from '../../lib';
 import { adminQuery, createRole, createTestDatabase, type TestDatabase } from './databases';
+import { REPO_ROOT as ROOT } from '../../dev/repo-root';
 import { BUILD_ERROR_VARIABLE } from './build';
-
-const ROOT = join(__dirname, '..', '..');
 
 /** The built CLI, as `npm install` links it. */
 export const CLI_PATH = join(ROOT, 'dist', 'lib', 'cli', 'main.js');
@@ -32,25 +31,24 @@ export function assertCliBuilt(): void {
   if (failure) throw new Error(failure);
 }
 
+/** Options of `runCli`. */
+export interface RunCliOptions {
+  /** The run is killed after this many milliseconds (and the call rejects). Default: 60000. */
+  timeoutMs?: number;
+}
+
 /**
  * Runs the built CLI with `node`, as a user would, in `cwd`; never rejects on a non-zero exit.
  *
  * @param args - command-line arguments after the binary.
  * @param cwd - working directory (where the default config file is looked for).
  */
-export function runCli(args: readonly string[], cwd: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [CLI_PATH, ...args],
-      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000, maxBuffer: 16 << 20 },
-      (error, stdout, stderr) => {
-        transcript.push(stdout, stderr);
-        if (error && typeof error.code !== 'number') return reject(error);
-        resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
-      },
-    );
-  });
+export function runCli(
+  args: readonly string[],
+  cwd: string,
+  options: RunCliOptions = {},
+): Promise<CliResult> {
+  return run(process.execPath, [CLI_PATH, ...args], cwd, options.timeoutMs);
 }
 
 /**
@@ -58,24 +56,35 @@ export function runCli(args: readonly string[], cwd: string): Promise<CliResult>
  * `script`), as a user at a terminal sees it: live progress and tables sized to the terminal.
  * stdout and stderr arrive together in `stdout`, with terminal escapes and carriage returns removed.
  */
-export function runCliOnTerminal(
+export async function runCliOnTerminal(
   args: readonly string[],
   cwd: string,
   columns: number,
 ): Promise<CliResult> {
   const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
   const command = `stty cols ${columns}; exec ${[process.execPath, CLI_PATH, ...args].map(quote).join(' ')}`;
+  const result = await run('script', ['--quiet', '--return', '--command', command, '/dev/null'], cwd);
+  // eslint-disable-next-line no-control-regex -- terminal escapes are what it removes
+  const plain = result.stdout.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+  return { ...result, stdout: plain };
+}
+
+/** Runs `file` without colours, adding what it printed to the transcript; rejects only when it could not run or timed out. */
+function run(
+  file: string,
+  args: readonly string[],
+  cwd: string,
+  timeoutMs = 60_000,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     execFile(
-      'script',
-      ['--quiet', '--return', '--command', command, '/dev/null'],
-      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000, maxBuffer: 16 << 20 },
+      file,
+      args,
+      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: timeoutMs, maxBuffer: 16 << 20 },
       (error, stdout, stderr) => {
         transcript.push(stdout, stderr);
         if (error && typeof error.code !== 'number') return reject(error);
-        // eslint-disable-next-line no-control-regex -- terminal escapes are what it removes
-        const plain = stdout.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
-        resolve({ code: error ? Number(error.code) : 0, stdout: plain, stderr });
+        resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
       },
     );
   });
