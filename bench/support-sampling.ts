@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Cells } from '../lib';
 import { testDatabaseUrl } from '../spec/support/databases';
+import { sleep } from '../dev/wait';
 
 /**
  * Samples, every `intervalMs` while running, the server connections to a set of databases (from
@@ -76,7 +77,7 @@ export class PeakSampler {
       this.peakCellConnections = Math.max(this.peakCellConnections, total - (rows[0]?.api ?? 0));
       this.peakSlots = Math.max(this.peakSlots, stats.open + stats.opening + stats.draining);
       this.peakRssBytes = Math.max(this.peakRssBytes, process.memoryUsage.rss());
-      await new Promise((resolve) => setTimeout(resolve, this.intervalMs));
+      await sleep(this.intervalMs);
     }
   }
 }

@@ -11,6 +11,7 @@ import {
   targetCell,
   tryGetContext,
 } from '../lib';
+import { sleep } from '../dev/wait';
 
 const A = '11111111-1111-4111-8111-111111111111';
 const B = '22222222-2222-4222-8222-222222222222';
@@ -73,7 +74,7 @@ describe('context scope', () => {
       await targetCell(A, async () => {
         expect(getContext().cellUuid).toBe(A);
         await targetCell(B, async () => {
-          await new Promise((r) => setTimeout(r, 1));
+          await sleep(1);
           expect(getContext().cellUuid).toBe(B);
         });
         expect(getContext().cellUuid).toBe(A);

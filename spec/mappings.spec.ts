@@ -14,6 +14,7 @@ import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from 
 import { adminQuery, createTestDatabase, rowsIn, type TestDatabase } from './support/databases';
 import { QueryCounter, eventually, openPeer } from './support/peers';
 import { Widget } from './support/widget';
+import { sleep } from '../dev/wait';
 
 let world: CellWorld;
 const peers: Cells[] = [];
@@ -269,7 +270,7 @@ describe('mapping cache', () => {
           }
         })(),
         ...Array.from({ length: 10 }, async () => {
-          await new Promise((r) => setTimeout(r, Math.random() * 20));
+          await sleep(Math.random() * 20);
           await world.lib.mappings.instanceCell(id);
         }),
       ]),
@@ -387,7 +388,7 @@ describe('targetInstanceCell', () => {
     await Promise.all(
       instances.map((id) =>
         world.lib.targetInstanceCell(id, async (target) => {
-          await new Promise((r) => setTimeout(r, Math.random() * 10));
+          await sleep(Math.random() * 10);
           await widgets.insert(widgetFor(target.uuid, tag));
         }),
       ),

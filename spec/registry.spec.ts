@@ -3,15 +3,7 @@ import { CellMapping, CellUnreachableError, UnknownCellError, targetCell, type C
 import { createCellWorld, migrateCellDatabase, type CellWorld } from './support/cells';
 import { adminQuery, countConnections, createTestDatabase, testDatabaseUrl } from './support/databases';
 import { Widget } from './support/widget';
-import { sleep } from '../dev/wait';
-
-async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(25);
-  }
-}
+import { eventually, sleep } from '../dev/wait';
 
 describe('DataSource registry', () => {
   let world: CellWorld;
@@ -96,9 +88,9 @@ describe('DataSource registry', () => {
     const target = world.cells[0]!;
     await targetCell(target.mapping, () => widgets.count());
     expect(world.lib.stats().open).toBe(1);
-    await eventually(() => world.lib.stats().closed === 1);
+    await eventually(() => world.lib.stats().closed === 1, 5000);
     expect(world.lib.stats().open).toBe(0);
-    await eventually(async () => (await countConnections(target.db.name)) === 0);
+    await eventually(async () => (await countConnections(target.db.name)) === 0, 5000);
     expect(await targetCell(target.mapping, () => widgets.count())).toBe(0);
     expect(world.lib.stats().opened).toBe(2);
   });
@@ -113,7 +105,7 @@ describe('DataSource registry', () => {
         expect(await widgets.count()).toBe(0);
       }),
     );
-    await eventually(() => world.lib.stats().closed === 1);
+    await eventually(() => world.lib.stats().closed === 1, 5000);
   });
 
   it('leaves no server connection behind after destroy()', async () => {

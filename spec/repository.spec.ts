@@ -11,6 +11,7 @@ import {
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
 import { rowsIn } from './support/databases';
 import { Widget } from './support/widget';
+import { sleep } from '../dev/wait';
 
 let world: CellWorld;
 
@@ -65,7 +66,7 @@ describe('routed repository', () => {
         const row = widgetFor(target.uuid, tag);
         await new Promise((r) => setImmediate(r));
         await widgets.insert(row);
-        await new Promise((r) => setTimeout(r, i % 7));
+        await sleep(i % 7);
         const back = await widgets.findOneBy({ uuid: row.uuid! });
         return back?.intendedCell === target.uuid;
       });

@@ -9,6 +9,7 @@ import {
 import { createCellWorld, widgetFor, widgetRowsIn, type CellWorld } from './support/cells';
 import { rowsIn } from './support/databases';
 import { Widget } from './support/widget';
+import { sleep } from '../dev/wait';
 
 let world: CellWorld;
 beforeAll(async () => {
@@ -104,7 +105,7 @@ describe('cells.transaction', () => {
           world.lib
             .transaction(async () => {
               await widgets.insert(widgetFor(target.uuid, tag));
-              await new Promise((r) => setTimeout(r, i % 5));
+              await sleep(i % 5);
               await widgets.insert(widgetFor(target.uuid, tag));
               if (i % 4 === 0) throw new Error('rollback');
             })

@@ -9,6 +9,7 @@ import {
   type SentinelRole,
 } from '../support/cli';
 import { rowsIn } from '../support/databases';
+import { sleep } from '../../dev/wait';
 
 // Issue 10: no CLI command may wait for ever. A migration runner waits for the migration lock of
 // a database while another runner holds it; a session that never lets go (a runner stuck on a
@@ -73,7 +74,7 @@ it('db migrate waits for a runner holding the lock and applies the migrations on
   const cell = world.cells[0]!;
   const lock = await holdMigrationLock(cell.db.url);
   const run = runCli(['db', 'migrate', '--cell', cell.name, '--json'], world.project.dir);
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await sleep(1500);
   await lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
   const result = await run;
   expect(result.code).toBe(0);

@@ -6,6 +6,7 @@ import { eventually } from '../support/peers';
 import { startResponseGate } from '../support/response-gate';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
+import { sleep } from '../../dev/wait';
 
 /**
  * Another process re-points a cell twice within a few milliseconds while this process opens it for
@@ -43,7 +44,7 @@ describe('a cell re-pointed twice while this process opens it', () => {
         const cell = await writer.mappings.createCell({ name: `race-${round}`, databaseConnection: a.url });
         // The first call opens the cell here while the other process re-points it twice.
         const first = targetCell(cell, () => widgets.query('SELECT current_database() AS name')).catch(() => undefined);
-        await new Promise((resolve) => setTimeout(resolve, round % 4));
+        await sleep(round % 4);
         await writer.mappings.updateCell(cell.uuid, { databaseConnection: b.url });
         await writer.mappings.updateCell(cell.uuid, { databaseConnection: c.url });
         await first;
@@ -53,7 +54,7 @@ describe('a cell re-pointed twice while this process opens it', () => {
           const rows = (await targetCell(cell, () => widgets.query('SELECT current_database() AS name'))) as Array<{ name: string }>;
           reached = rows[0]!.name;
           if (reached === c.name) break;
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          await sleep(20);
         }
         if (reached !== c.name) stale.push(`round ${round}: ${reached}`);
         await writer.mappings.deleteCell(cell.uuid, { force: true });
@@ -111,7 +112,7 @@ describe('a cell re-pointed twice while this process opens it', () => {
       gate.open('others');
       const reached = [(await first)[0]!.name];
       // Every notification has arrived: no later call may reach another database than c.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       for (let i = 0; i < 3; i++) {
         const rows = (await targetCell(cell, () => widgets.query('SELECT current_database() AS name'))) as Array<{ name: string }>;
         reached.push(rows[0]!.name);

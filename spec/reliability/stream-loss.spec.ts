@@ -7,6 +7,7 @@ import { adminQuery, countConnections, createRole, rowsIn } from '../support/dat
 import { eventually } from '../support/peers';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
+import { sleep } from '../../dev/wait';
 
 /**
  * A backend lost while a consumer reads a routed stream (failover, `pg_terminate_backend`, a
@@ -71,7 +72,7 @@ async function consume(stream: Readable, onRow: (rows: number) => void): Promise
       void row;
       rows++;
       onRow(rows);
-      if (rows % 500 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      if (rows % 500 === 0) await sleep(5);
     }
     return { rows };
   } catch (error) {
