@@ -29,3 +29,18 @@ export async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value
     return { ms: performance.now() - started, error };
   }
 }
+
+/**
+ * `promise`, or a rejection naming `what` when it has not settled after `ms` milliseconds (a hang).
+ * @throws Error `<what> did not finish within <ms> ms (hang)`.
+ */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not finish within ${ms} ms (hang)`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -23,12 +23,11 @@ import {
   lostRows,
   outcomeOf,
   rowsOf,
-  withTimeout,
   type Contract,
   type Outcome,
   type WatchedTable,
 } from './support-input';
-import { sleep } from '../../dev/wait';
+import { sleep, withTimeout } from '../../dev/wait';
 
 // Scenario 5: malformed and hostile input through the public API, the CLI and the example's HTTP
 // routes. Every case must end in a typed error (CellsError with its code), a 4xx with a JSON

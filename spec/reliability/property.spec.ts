@@ -22,6 +22,7 @@ import { countConnectionsInTransaction } from '../support/pg-activity';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import { sleep } from './support-load';
+import { withTimeout } from '../../dev/wait';
 
 // Scenario 4: random programs of nested targetCell / setTargetCell / cells.transaction / throw /
 // await / runWithContext run against a real Cells with three cells, and a pure model predicts the
@@ -727,14 +728,6 @@ async function landedWidgets(runTag: string): Promise<string[]> {
     for (const row of rows) found.push(`${row.name}@c${i}`);
   }
   return found.sort();
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Runs `programs` at once and checks each against its model; counts every mismatch. */

@@ -1,18 +1,6 @@
 import { CellsError } from '../../lib';
 import { rowsIn } from '../support/databases';
 
-/** Rejects with an Error naming `what` when `promise` has not settled after `ms`. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} did not finish within ${ms} ms (hang)`)),
-      ms,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /** What one bad-input case produced, through whichever door it came in. */
 export type Outcome =
   | { kind: 'value'; value: unknown }

@@ -13,7 +13,7 @@ import { createCellWorld, type CellWorld } from '../support/cells';
 import { eventually, openPeer } from '../support/peers';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
-import { withTimeout } from './support-input';
+import { withTimeout } from '../../dev/wait';
 
 // Scenario 8: user hooks that throw. A `logger` that throws on any registry event, a TypeORM logger
 // that throws on every call, and scatter-gather callbacks that throw oddities must change nothing:
