@@ -1,26 +1,8 @@
 import { fork } from 'node:child_process';
-import { Agent, createServer, get, type RequestListener } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Agent, get } from 'node:http';
 import { join } from 'node:path';
 
-/** An HTTP server listening on a loopback port; `close()` ends its keep-alive connections too. */
-export interface Listening {
-  port: number;
-  close(): Promise<void>;
-}
-
-/** Serves `handler` (an Express app) on a free loopback port. */
-export async function listen(handler: RequestListener): Promise<Listening> {
-  const server = createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
+export { listen, type Listening } from '../dev/listen';
 
 /** A keep-alive HTTP client of one connection, so timed requests never pay for a TCP handshake. */
 export function keepAliveAgent(): Agent {

@@ -44,7 +44,7 @@ afterAll(async () => {
 }, 60_000);
 
 function api() {
-  return request(world.http!);
+  return request(world.http!.server);
 }
 
 function project(): string {

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server as HttpServer } from 'node:http';
 import type { Express } from 'express';
+import { listen, type Listening } from '../../dev/listen';
 import { Cells, type CellMapping, type CellsOptions } from '../../lib';
 import { createApp, type AppOptions } from '../../examples/express/app';
 import { DEFAULT_PROJECT } from '../../examples/express/context';
@@ -63,7 +63,7 @@ export interface ExampleApp {
   /** Lines the app logged for internal errors. */
   logged: string[];
   /** The app served on a loopback port, with `listen`. */
-  http: HttpServer | undefined;
+  http: Listening | undefined;
   /** The server of the `onSecondServer` cells, when there are any. */
   second: SecondServer | undefined;
   /** Another initialized `Cells` (library defaults but `options`) over the API database, as a second process would have. */
@@ -92,12 +92,9 @@ export async function createExampleApp(
   const second = specs.some((s) => s.onSecondServer) ? await startSecondServer() : undefined;
   const dbs: TestDatabase[] = [];
   const opened: Cells[] = [];
-  let http: HttpServer | undefined;
+  let http: Listening | undefined;
   const destroy = async () => {
-    if (http) {
-      http.closeAllConnections();
-      await new Promise((resolve) => http!.close(resolve));
-    }
+    await http?.close();
     await Promise.all(opened.map((cells) => cells.destroy()));
     await Promise.all(dbs.map((db) => db.drop()));
     await second?.remove();
@@ -143,11 +140,7 @@ export async function createExampleApp(
       log: (line) => logged.push(line),
       ...options.app,
     });
-    if (options.listen) {
-      const server = createServer(app);
-      http = server;
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    }
+    if (options.listen) http = await listen(app);
     const seed = async (count: number) => {
       const uuids = Array.from({ length: count }, () => randomUUID());
       await Promise.all(
