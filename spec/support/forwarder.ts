@@ -34,6 +34,14 @@ export function connectUpstream(client: Socket, target: string, sockets: Set<Soc
   return upstream;
 }
 
+/** `url` with its host and port replaced by the loopback interface and `port`. */
+export function viaLoopbackPort(url: string, port: number): string {
+  const parsed = new URL(url);
+  parsed.hostname = '127.0.0.1';
+  parsed.port = String(port);
+  return parsed.toString();
+}
+
 /** Starts forwarding a free loopback port to `target`'s host and port. */
 export async function startForwarder(target: string): Promise<Forwarder> {
   const sockets = new Set<Socket>();
@@ -60,12 +68,7 @@ export async function startForwarder(target: string): Promise<Forwarder> {
   };
   await listen();
   return {
-    url(url) {
-      const parsed = new URL(url);
-      parsed.hostname = '127.0.0.1';
-      parsed.port = String(listenPort);
-      return parsed.toString();
-    },
+    url: (url) => viaLoopbackPort(url, listenPort),
     cut,
     restore: listen,
     close: cut,

@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { connectUpstream } from './forwarder';
+import { connectUpstream, viaLoopbackPort } from './forwarder';
 
 /**
  * Which connections a gate acts on: those whose startup message names the gate's application
@@ -56,12 +56,7 @@ export async function startResponseGate(target: string, application: string): Pr
   });
   const listenPort = (server.address() as { port: number }).port;
   return {
-    url(url) {
-      const parsed = new URL(url);
-      parsed.hostname = '127.0.0.1';
-      parsed.port = String(listenPort);
-      return parsed.toString();
-    },
+    url: (url) => viaLoopbackPort(url, listenPort),
     close(which) {
       gates[which].closed = true;
     },
