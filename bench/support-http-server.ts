@@ -57,10 +57,11 @@ export function unroutedApp(
   return app;
 }
 
-/** A served app: its listener, its mapping-cache loads so far, and how to close its databases. */
+/** A served app: its listener, its mapping-cache loads and refreshes so far, and how to close its databases. */
 interface Served {
   http: Listening;
   mappingLoads(): number;
+  mappingRefreshes(): number;
   close(): Promise<void>;
 }
 
@@ -74,6 +75,7 @@ async function serve(spec: ServerSpec): Promise<Served> {
     return {
       http: await listen(createApp(cells, { log })),
       mappingLoads: () => cells.mappings.cacheStats().loads,
+      mappingRefreshes: () => cells.mappings.cacheStats().refreshes,
       close: () => cells.destroy(),
     };
   }
@@ -88,6 +90,7 @@ async function serve(spec: ServerSpec): Promise<Served> {
       unroutedApp(ds.getRepository(Server), spec.cell, { asyncContext: spec.asyncContext }),
     ),
     mappingLoads: () => 0,
+    mappingRefreshes: () => 0,
     close: () => ds.destroy(),
   };
 }
@@ -108,6 +111,7 @@ if (require.main === module)
           const counters: ServerCounters = {
             cpuMicros: cpu.user + cpu.system,
             mappingLoads: served.mappingLoads(),
+            mappingRefreshes: served.mappingRefreshes(),
           };
           process.send?.(counters);
         });

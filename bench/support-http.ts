@@ -47,6 +47,8 @@ export interface ServerCounters {
   cpuMicros: number;
   /** API-database lookups its mapping cache ran (misses and TTL refreshes); 0 without routing. */
   mappingLoads: number;
+  /** Background refreshes of mappings past their TTL (none on a request's path); 0 without routing. */
+  mappingRefreshes: number;
 }
 
 /** An app server in a child process; `stop()` closes its databases and waits for it to exit. */

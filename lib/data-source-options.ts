@@ -6,6 +6,7 @@ import { guardPool, guardedPoolOptions, hidePassword } from './connection-pool';
 import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
+import { rememberScramKeys } from './scram-keys';
 import { API_LABEL } from './route';
 
 /**
@@ -171,6 +172,8 @@ export interface PoolBounds {
  * @internal
  */
 export function guardedDataSource(options: PostgresOptions, label: string, bounds: PoolBounds): DataSource {
+  // A new connection then costs the server's round trips, not the client's PBKDF2 (scram-keys.ts).
+  rememberScramKeys();
   const extra = (options.extra ?? {}) as { max?: number };
   const poolSize = extra.max ?? options.poolSize ?? DEFAULTS.staticPoolSize;
   const connectTimeoutMs = options.connectTimeoutMS ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;

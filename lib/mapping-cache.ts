@@ -8,6 +8,12 @@ import { DEFAULTS } from './data-source-options';
  * LISTEN/NOTIFY, one extra API connection per process; see mapping-listener.ts), so `ttlMs` only
  * bounds staleness after changes made with plain SQL. LISTEN needs a session connection: not
  * through a transaction-mode pooler.
+ *
+ * A lookup older than its time to live is served while it is refreshed in the background
+ * (stale-while-revalidate, as HTTP caches do, RFC 5861): no request waits for a refresh. Refreshes
+ * run a few at a time on the API pool, and each lookup's time to live is drawn between half and all
+ * of `ttlMs`, so lookups loaded together are not refreshed together. While the listener is down
+ * nothing is kept or served from the cache.
  */
 export interface MappingCacheOptions {
   /**
@@ -16,10 +22,12 @@ export interface MappingCacheOptions {
    */
   max?: number;
   /**
-   * Keep a lookup at most this many ms. Changes made through typeorm-cells invalidate at once in
-   * every process (LISTEN/NOTIFY), so this only bounds staleness after changes made behind the
-   * library's back (plain SQL on the API database); open cells are checked against their mapping
-   * as often. From 1 to 2147483647. Default: 60000 (1 min).
+   * Refresh a lookup at most this many ms after it was loaded (each one between `ttlMs / 2` and
+   * `ttlMs`, spread at random); until its refresh has answered, the old value is served. Changes
+   * made through typeorm-cells invalidate at once in every process (LISTEN/NOTIFY), so this only
+   * bounds staleness after changes made behind the library's back (plain SQL on the API database):
+   * at most `ttlMs` plus one refresh; open cells are checked against their mapping as often.
+   * From 1 to 2147483647. Default: 60000 (1 min).
    */
   ttlMs?: number;
 }
@@ -30,8 +38,15 @@ export interface MappingCacheStats {
   hits: number;
   /** Lookups that waited for a query (their own, or one already running for the same key). */
   misses: number;
-  /** Queries run to fill the cache; concurrent misses of one key share one. */
+  /**
+   * Lookups answered from the cache with a value past its time to live, while a background
+   * refresh ran for it (counted in `hits` too: they waited for no query).
+   */
+  staleHits: number;
+  /** Queries run to fill the cache on a miss; concurrent misses of one key share one. */
   loads: number;
+  /** Queries run in the background to refresh a value past its time to live (none on a request's path). */
+  refreshes: number;
   /** Entries in the cache now. */
   size: number;
   /** Keys dropped because a mapping changed, here or in another process. */
@@ -58,6 +73,12 @@ interface Flight {
 }
 
 /**
+ * Background refreshes running at once. They take API connections that misses on a request's path
+ * need too, so a wave of expiries queues here instead of filling the API pool.
+ */
+const REFRESH_CONCURRENCY = 2;
+
+/**
  * An LRU of mapping lookups with single-flight misses. Keys name their kind by prefix:
  * `u:` cell by uuid, `n:` cell by name, `i:` instance, `h:` host, `all`. @internal
  */
@@ -67,7 +88,12 @@ export class MappingCache {
   /** Bumped by every invalidation, so a query may fill other keys only if nothing changed meanwhile. */
   private epoch = 0;
   private active = false;
-  private readonly counters = { hits: 0, misses: 0, loads: 0, invalidations: 0 };
+  private readonly counters = { hits: 0, misses: 0, staleHits: 0, loads: 0, refreshes: 0, invalidations: 0 };
+  /** Keys past their time to live waiting for a refresh slot, in order, with their loads. */
+  private readonly refreshQueue = new Map<string, () => Promise<CachedValue>>();
+  private refreshing = 0;
+  /** Reused: lru-cache reports through it whether a `get` found the value fresh or stale. */
+  private readonly status: LRUCache.Status<string, CachedValue> = {};
 
   private readonly ttl: number;
 
@@ -76,23 +102,38 @@ export class MappingCache {
     this.lru = new LRUCache<string, CachedValue>({
       max: options.max ?? DEFAULTS.mappingCacheMax,
       ttl: this.ttl,
+      // A value past its time to live stays, so that `get` can serve it while refreshing it;
+      // `peek` (no load to refresh with) and lru-cache's own reads see it as absent.
+      noDeleteOnStaleGet: true,
       // lru-cache re-reads the clock and arms a timer every `ttlResolution` ms on the hit path; the
       // TTL is only a backstop behind LISTEN/NOTIFY, so a coarse resolution costs no correctness.
       ttlResolution: Math.max(1, Math.min(1000, Math.floor(this.ttl / 10))),
     });
   }
 
-  /** Stores with the TTL spread by ±10%, so entries loaded together do not all expire together. */
+  /**
+   * Stores with a time to live drawn between half and all of `ttlMs`, so entries loaded together
+   * (a warm-up, a restart) are refreshed over half a TTL rather than in one wave.
+   */
   private store(key: string, value: CachedValue): void {
-    this.lru.set(key, value, { ttl: Math.max(1, Math.round(this.ttl * (0.9 + Math.random() * 0.2))) });
+    this.lru.set(key, value, { ttl: Math.max(1, Math.round(this.ttl * (0.5 + Math.random() * 0.5))) });
   }
 
-  /** The value of `key`: from the cache, or from `load`, run once for any number of concurrent misses. */
+  /**
+   * The value of `key`: from the cache, or from `load`, run once for any number of concurrent
+   * misses. A value past its time to live is returned at once and refreshed in the background.
+   */
   get<T extends CachedValue>(key: string, load: () => Promise<T>): Promise<T> {
     if (this.active) {
-      const hit = this.lru.get(key);
+      const { status } = this;
+      status.get = undefined;
+      const hit = this.lru.get(key, { allowStale: true, status });
       if (hit !== undefined) {
         this.counters.hits++;
+        if (status.get === 'stale') {
+          this.counters.staleHits++;
+          this.scheduleRefresh(key, load);
+        }
         return Promise.resolve(hit as T);
       }
     }
@@ -100,6 +141,11 @@ export class MappingCache {
     const running = this.flights.get(key);
     if (running !== undefined) return running.promise as Promise<T>;
     this.counters.loads++;
+    return this.fly(key, load);
+  }
+
+  /** Runs `load` as the one query of `key`, keeping its value unless `key` is invalidated meanwhile. */
+  private fly<T extends CachedValue>(key: string, load: () => Promise<T>, refresh = false): Promise<T> {
     const flight: Flight = { promise: undefined as unknown as Promise<T>, keep: this.active };
     const done = () => {
       if (this.flights.get(key) === flight) this.flights.delete(key);
@@ -112,11 +158,38 @@ export class MappingCache {
       },
       (error: unknown) => {
         done();
+        // A failed refresh drops the stale value: the next lookup queries and gets the error
+        // (a mapping deleted with plain SQL, the API database down), so staleness stays bounded.
+        if (refresh && flight.keep) this.lru.delete(key);
         throw error;
       },
     );
     this.flights.set(key, flight);
     return flight.promise as Promise<T>;
+  }
+
+  /** Queues a background refresh of `key` unless one is queued or running (or a miss is loading it). */
+  private scheduleRefresh(key: string, load: () => Promise<CachedValue>): void {
+    if (this.flights.has(key) || this.refreshQueue.has(key)) return;
+    this.refreshQueue.set(key, load);
+    this.pumpRefreshes();
+  }
+
+  private pumpRefreshes(): void {
+    while (this.refreshing < REFRESH_CONCURRENCY && this.refreshQueue.size > 0) {
+      const [key, load] = this.refreshQueue.entries().next().value as [string, () => Promise<CachedValue>];
+      this.refreshQueue.delete(key);
+      // Still stale and not being loaded? An invalidation or a miss may have come first.
+      if (this.flights.has(key) || !this.active) continue;
+      this.refreshing++;
+      this.counters.refreshes++;
+      this.fly(key, load, true)
+        .catch(() => undefined)
+        .finally(() => {
+          this.refreshing--;
+          this.pumpRefreshes();
+        });
+    }
   }
 
   /** The cached value of `key`, counted as a hit, or undefined (not counted: `get` follows). */
@@ -142,6 +215,7 @@ export class MappingCache {
     this.epoch++;
     this.counters.invalidations++;
     this.lru.delete(key);
+    this.refreshQueue.delete(key);
     const flight = this.flights.get(key);
     if (flight !== undefined) {
       flight.keep = false;
@@ -154,6 +228,7 @@ export class MappingCache {
     this.epoch++;
     this.counters.invalidations += this.lru.size;
     this.lru.clear();
+    this.refreshQueue.clear();
     for (const flight of this.flights.values()) flight.keep = false;
     this.flights.clear();
   }
