@@ -224,20 +224,11 @@ export class CellMappings {
       const cached = this.cache.peek(`u:${cachedUuid}`);
       if (cached instanceof CellMapping) return copyCell(cached);
     }
-    const cellUuid = await this.lookup(`i:${key}`, async () => {
-      const epoch = this.cache.currentEpoch;
-      // A query builder without LIMIT: findOne with a relation costs two round trips.
-      const mapping = await this.manager
-        .createQueryBuilder(InstanceMapping, 'instance')
-        .leftJoinAndSelect('instance.cell', 'cell')
-        .where('instance.instanceUuid = :key', { key })
-        .getOne();
-      if (mapping === null) throw new UnknownInstanceError(key);
-      if (mapping.cell === null)
-        throw new UnknownInstanceError(key, 'it is not placed in a cell yet');
-      this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
-      return mapping.cell.uuid;
-    });
+    const cellUuid = await this.lookup(`i:${key}`, () =>
+      this.placedCellUuid(InstanceMapping, 'instanceUuid', key, (placed) =>
+        placed ? new UnknownInstanceError(key, 'it is not placed in a cell yet') : new UnknownInstanceError(key),
+      ),
+    );
     return copyCell(await this.sharedCellByUuid(cellUuid));
   }
 
@@ -255,17 +246,9 @@ export class CellMappings {
    */
   async hostCell(host: string): Promise<CellMapping> {
     const key = nameArg(host, 'host');
-    const cellUuid = await this.lookup(`h:${key}`, async () => {
-      const epoch = this.cache.currentEpoch;
-      const mapping = await this.manager
-        .createQueryBuilder(HostMapping, 'host')
-        .innerJoinAndSelect('host.cell', 'cell')
-        .where('host.host = :key', { key })
-        .getOne();
-      if (mapping === null) throw new UnknownHostError(key);
-      this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
-      return mapping.cell.uuid;
-    });
+    const cellUuid = await this.lookup(`h:${key}`, () =>
+      this.placedCellUuid(HostMapping, 'host', key, () => new UnknownHostError(key)),
+    );
     return copyCell(await this.sharedCellByUuid(cellUuid));
   }
 
@@ -479,6 +462,30 @@ export class CellMappings {
    */
   forgetCell(uuid: string): void {
     this.sync.forgetCell(uuid);
+  }
+
+  /**
+   * The uuid of the cell an instance or host mapping (`entity`, found by `property` = `key`) is
+   * placed in, priming the cache with that cell. One round trip: a query builder without LIMIT
+   * (findOne with a relation costs two).
+   * @param unknown - the error for no mapping (`placed` false) or a mapping in no cell (true).
+   */
+  private async placedCellUuid(
+    entity: typeof InstanceMapping | typeof HostMapping,
+    property: 'instanceUuid' | 'host',
+    key: string,
+    unknown: (placed: boolean) => Error,
+  ): Promise<string> {
+    const epoch = this.cache.currentEpoch;
+    const mapping: { cell: CellMapping | null } | null = await this.manager
+      .createQueryBuilder<InstanceMapping | HostMapping>(entity, 'mapping')
+      .leftJoinAndSelect('mapping.cell', 'cell')
+      .where(`mapping.${property} = :key`, { key })
+      .getOne();
+    if (mapping === null) throw unknown(false);
+    if (mapping.cell === null) throw unknown(true);
+    this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
+    return mapping.cell.uuid;
   }
 
   /** `cache.get`, with a failure of `load` passed through `apiFailure`. */
