@@ -168,15 +168,22 @@ export interface PoolBounds {
 /**
  * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
  * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
+ * @param create - makes the DataSource (a cell's takes its metadata from the MetadataTemplate);
+ * default: `new DataSource(options)`.
  * @internal
  */
-export function guardedDataSource(options: PostgresOptions, label: string, bounds: PoolBounds): DataSource {
+export function guardedDataSource(
+  options: PostgresOptions,
+  label: string,
+  bounds: PoolBounds,
+  create: (options: PostgresOptions) => DataSource = (given) => new DataSource(given),
+): DataSource {
   const extra = (options.extra ?? {}) as { max?: number };
   const poolSize = extra.max ?? options.poolSize ?? DEFAULTS.staticPoolSize;
   const connectTimeoutMs = options.connectTimeoutMS ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   // The password is given to TypeORM as a function, so a DataSource, its options, driver and
   // pool, and every manager and query runner reaching them, print no password.
-  const dataSource = new DataSource(
+  const dataSource = create(
     hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, bounds.queryTimeoutMs) }),
   );
   guardPool(dataSource, () => label, bounds.acquireTimeoutMs);
