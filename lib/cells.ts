@@ -22,6 +22,7 @@ import {
   postgresOptions,
   type PostgresOptions,
 } from './data-source-options';
+import { MetadataTemplate } from './metadata-template';
 import {
   RequestContext,
   bindContext,
@@ -71,7 +72,8 @@ export class Cells {
   private readonly options: CellsOptions;
   private readonly apiDataSource: DataSource;
   private readonly mainDataSource: DataSource | undefined;
-  private readonly templateDataSource: DataSource;
+  /** The cell entities' metadata, built once and copied into each cell DataSource. */
+  private readonly metadata: MetadataTemplate;
   private readonly registry: DataSourceRegistry;
   private readonly repositories = new Map<string, Map<EntityTarget<ObjectLiteral>, Repository<ObjectLiteral>>>([
     ['api', new Map()],
@@ -95,10 +97,7 @@ export class Cells {
       options.main === undefined
         ? undefined
         : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, MAIN_LABEL) }, MAIN_LABEL);
-    this.templateDataSource = new DataSource({
-      ...cellDataSourceOptions(options),
-      type: 'postgres',
-    });
+    this.metadata = new MetadataTemplate(cellDataSourceOptions(options));
     this.cells = new CellDataSources({
       options: this.options,
       cellQueryTimeouts: queryTimeouts,
@@ -106,7 +105,7 @@ export class Cells {
       mappings: () => this.mappings,
       ready: () => this.state === 'ready',
       guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
-        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
+        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
     });
     this.registry = this.cells.registry;
   }
@@ -133,8 +132,8 @@ export class Cells {
       await connect(this.apiDataSource, API_LABEL);
       if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
       if (this.mainDataSource) await connect(this.mainDataSource, MAIN_LABEL);
-      // Entity metadata for create()/merge()/query builders, built once without a connection.
-      await (this.templateDataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+      // Entity metadata for create()/merge()/query builders and every cell, built once without a connection.
+      await this.metadata.build();
     } catch (error) {
       await this.closeStatic();
       this.state = 'new';
@@ -380,7 +379,7 @@ export class Cells {
    */
   metadataManager(db: DatabaseSelector): EntityManager {
     if (this.state === 'new' || this.state === 'initializing') throw new CellsNotReadyError('uninitialized');
-    return db === 'api' ? this.apiDataSource.manager : this.templateDataSource.manager;
+    return db === 'api' ? this.apiDataSource.manager : this.metadata.manager;
   }
 
   /** A guarded DataSource (see `guardedDataSource`) with this Cells' bounds. */
@@ -388,12 +387,18 @@ export class Cells {
     options: PostgresOptions,
     label: string,
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
+    create?: (options: PostgresOptions) => DataSource,
   ): DataSource {
-    return guardedDataSource(options, label, {
-      ...(this.options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.options.connectTimeoutMs }),
-      queryTimeoutMs,
-      acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
-    });
+    return guardedDataSource(
+      options,
+      label,
+      {
+        ...(this.options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.options.connectTimeoutMs }),
+        queryTimeoutMs,
+        acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
+      },
+      create,
+    );
   }
 
   private async closeStatic(): Promise<void> {

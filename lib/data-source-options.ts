@@ -169,9 +169,16 @@ export interface PoolBounds {
 /**
  * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
  * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
+ * @param create - makes the DataSource (a cell's takes its metadata from the MetadataTemplate);
+ * default: `new DataSource(options)`.
  * @internal
  */
-export function guardedDataSource(options: PostgresOptions, label: string, bounds: PoolBounds): DataSource {
+export function guardedDataSource(
+  options: PostgresOptions,
+  label: string,
+  bounds: PoolBounds,
+  create: (options: PostgresOptions) => DataSource = (given) => new DataSource(given),
+): DataSource {
   // A new connection then costs the server's round trips, not the client's PBKDF2 (scram-keys.ts).
   rememberScramKeys();
   const extra = (options.extra ?? {}) as { max?: number };
@@ -179,7 +186,7 @@ export function guardedDataSource(options: PostgresOptions, label: string, bound
   const connectTimeoutMs = options.connectTimeoutMS ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   // The password is given to TypeORM as a function, so a DataSource, its options, driver and
   // pool, and every manager and query runner reaching them, print no password.
-  const dataSource = new DataSource(
+  const dataSource = create(
     hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, bounds.queryTimeoutMs) }),
   );
   guardPool(dataSource, () => label, bounds.acquireTimeoutMs);

@@ -1,0 +1,52 @@
+import { DataSource, EntitySchema, type EntitySchemaRelationOptions } from 'typeorm';
+
+/**
+ * An application's entity model of any size, generated in code for the cold-open benchmark:
+ * `count` entities `model_<i>`, each with a few columns and a soft-delete column, a many-to-one to
+ * the previous entity (and its one-to-many inverse), and on every fifth entity a many-to-many to
+ * entity 0 through a join table. TypeORM builds metadata for all of them at each DataSource open.
+ */
+export interface EntityModel {
+  /** The EntitySchemas, for `Cells`' and a plain DataSource's `entities`. */
+  entities: EntitySchema[];
+  /** The entity the first query of a cold cell reads (`count()`). */
+  first: EntitySchema;
+}
+
+/** The generated model of `count` entities (at least 1). */
+export function entityModel(count: number): EntityModel {
+  const name = (i: number): string => `model_${i}`;
+  const entities = Array.from({ length: count }, (_, i) => {
+    const relations: Record<string, EntitySchemaRelationOptions> = {};
+    if (i > 0) relations.parent = { type: 'many-to-one', target: name(i - 1), inverseSide: 'children', nullable: true };
+    if (i + 1 < count) relations.children = { type: 'one-to-many', target: name(i + 1), inverseSide: 'parent' };
+    if (i > 0 && i % 5 === 0) {
+      relations.peers = { type: 'many-to-many', target: name(0), joinTable: { name: `${name(i)}_peers` } };
+    }
+    return new EntitySchema({
+      name: name(i),
+      tableName: name(i),
+      columns: {
+        id: { type: 'integer', primary: true, generated: 'increment' },
+        title: { type: 'varchar', length: 64 },
+        size: { type: 'integer', default: 0 },
+        createdAt: { type: 'timestamptz', createDate: true, name: 'created_at' },
+        deletedAt: { type: 'timestamptz', deleteDate: true, name: 'deleted_at', nullable: true },
+      },
+      relations,
+      indices: [{ name: `${name(i)}_title`, columns: ['title'] }],
+    });
+  });
+  return { entities, first: entities[0]! };
+}
+
+/** Creates the tables of `model` in the database at `url` (TypeORM's synchronize). */
+export async function createModelTables(url: string, model: EntityModel): Promise<void> {
+  const dataSource = new DataSource({ type: 'postgres', url, entities: model.entities, poolSize: 1 });
+  await dataSource.initialize();
+  try {
+    await dataSource.synchronize();
+  } finally {
+    await dataSource.destroy();
+  }
+}
