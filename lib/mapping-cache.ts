@@ -11,7 +11,7 @@ import { DEFAULTS } from './data-source-options';
  *
  * A lookup older than its time to live is served while it is refreshed in the background
  * (stale-while-revalidate, as HTTP caches do, RFC 5861): no request waits for a refresh. Refreshes
- * run a few at a time on the API pool, and each lookup's time to live is drawn between half and all
+ * run two at a time on the API pool, instance and host lookups up to 100 per query, and each lookup's time to live is drawn between half and all
  * of `ttlMs`, so lookups loaded together are not refreshed together. While the listener is down
  * nothing is kept or served from the cache.
  */
@@ -45,7 +45,10 @@ export interface MappingCacheStats {
   staleHits: number;
   /** Queries run to fill the cache on a miss; concurrent misses of one key share one. */
   loads: number;
-  /** Queries run in the background to refresh a value past its time to live (none on a request's path). */
+  /**
+   * Values past their time to live refreshed in the background (none on a request's path);
+   * instance and host lookups are refreshed up to 100 per query.
+   */
   refreshes: number;
   /** Entries in the cache now. */
   size: number;
@@ -78,6 +81,16 @@ interface Flight {
  */
 const REFRESH_CONCURRENCY = 2;
 
+/** Keys of one kind refreshed by one query, when the kind has a batch load. */
+const REFRESH_BATCH_SIZE = 100;
+
+/**
+ * Loads the current values of many keys of one kind (keys without their prefix) in one query:
+ * those found; a key left out is looked up again on its own, which reports why it is gone.
+ * @internal
+ */
+export type BatchLoad = (keys: readonly string[]) => Promise<ReadonlyMap<string, CachedValue>>;
+
 /**
  * An LRU of mapping lookups with single-flight misses. Keys name their kind by prefix:
  * `u:` cell by uuid, `n:` cell by name, `i:` instance, `h:` host, `all`. @internal
@@ -92,6 +105,8 @@ export class MappingCache {
   /** Keys past their time to live waiting for a refresh slot, in order, with their loads. */
   private readonly refreshQueue = new Map<string, () => Promise<CachedValue>>();
   private refreshing = 0;
+  /** Batch loads of background refreshes, by key prefix (`i:`, `h:`). */
+  private readonly batchLoads = new Map<string, BatchLoad>();
   /** Reused: lru-cache reports through it whether a `get` found the value fresh or stale. */
   private readonly status: LRUCache.Status<string, CachedValue> = {};
 
@@ -168,6 +183,11 @@ export class MappingCache {
     return flight.promise as Promise<T>;
   }
 
+  /** Refreshes keys starting with `prefix` (two characters, as `i:`) in batches through `load`. */
+  batchRefreshes(prefix: string, load: BatchLoad): void {
+    this.batchLoads.set(prefix, load);
+  }
+
   /** Queues a background refresh of `key` unless one is queued or running (or a miss is loading it). */
   private scheduleRefresh(key: string, load: () => Promise<CachedValue>): void {
     if (this.flights.has(key) || this.refreshQueue.has(key)) return;
@@ -177,19 +197,52 @@ export class MappingCache {
 
   private pumpRefreshes(): void {
     while (this.refreshing < REFRESH_CONCURRENCY && this.refreshQueue.size > 0) {
-      const [key, load] = this.refreshQueue.entries().next().value as [string, () => Promise<CachedValue>];
-      this.refreshQueue.delete(key);
-      // Still stale and not being loaded? An invalidation or a miss may have come first.
-      if (this.flights.has(key) || !this.active) continue;
+      const batch = this.nextRefreshBatch();
+      if (batch.length === 0) continue;
       this.refreshing++;
-      this.counters.refreshes++;
-      this.fly(key, load, true)
-        .catch(() => undefined)
-        .finally(() => {
-          this.refreshing--;
-          this.pumpRefreshes();
-        });
+      this.counters.refreshes += batch.length;
+      const batchLoad = batch.length > 1 ? this.batchLoads.get(batch[0]![0].slice(0, 2)) : undefined;
+      const found = batchLoad?.(batch.map(([key]) => key.slice(2)));
+      // Failures are the flights' own: a refresh that failed dropped its stale value.
+      const settled = batch.map(([key, load]) =>
+        this.fly(
+          key,
+          found === undefined
+            ? load
+            : () => found.then((values) => values.get(key.slice(2)) ?? load()),
+          true,
+        ).catch(() => undefined),
+      );
+      void Promise.all(settled).then(() => {
+        this.refreshing--;
+        this.pumpRefreshes();
+      });
     }
+  }
+
+  /**
+   * Takes the next queued refresh, and with it up to REFRESH_BATCH_SIZE - 1 more queued keys of
+   * its kind when that kind has a batch load; skips keys that an invalidation or a miss took first.
+   */
+  private nextRefreshBatch(): Array<[string, () => Promise<CachedValue>]> {
+    const batch: Array<[string, () => Promise<CachedValue>]> = [];
+    let prefix: string | undefined;
+    for (const [key, load] of this.refreshQueue) {
+      if (prefix === undefined) {
+        prefix = key.slice(0, 2);
+        if (!this.batchLoads.has(prefix)) {
+          this.refreshQueue.delete(key);
+          if (!this.flights.has(key) && this.active) batch.push([key, load]);
+          return batch;
+        }
+      } else if (!key.startsWith(prefix)) {
+        continue;
+      }
+      this.refreshQueue.delete(key);
+      if (!this.flights.has(key) && this.active) batch.push([key, load]);
+      if (batch.length === REFRESH_BATCH_SIZE) break;
+    }
+    return batch;
   }
 
   /** The cached value of `key`, counted as a hit, or undefined (not counted: `get` follows). */

@@ -109,6 +109,19 @@ export class CellMappings {
   ) {
     this.sync = new MappingSync(api, options);
     this.cache = this.sync.cache;
+    // Background refreshes of instance and host lookups run as one query per batch of keys.
+    for (const [prefix, entity, property] of [
+      ['i:', InstanceMapping, 'instanceUuid'],
+      ['h:', HostMapping, 'host'],
+    ] as const) {
+      this.cache.batchRefreshes(prefix, (keys) =>
+        this.placedCellUuids(entity, property, keys).then((found) => {
+          const placed = new Map<string, string>();
+          for (const [key, cellUuid] of found) if (cellUuid !== null) placed.set(key, cellUuid);
+          return placed;
+        }),
+      );
+    }
   }
 
   private get manager(): EntityManager {
@@ -466,8 +479,7 @@ export class CellMappings {
 
   /**
    * The uuid of the cell an instance or host mapping (`entity`, found by `property` = `key`) is
-   * placed in, priming the cache with that cell. One round trip: a query builder without LIMIT
-   * (findOne with a relation costs two).
+   * placed in, priming the cache with that cell.
    * @param unknown - the error for no mapping (`placed` false) or a mapping in no cell (true).
    */
   private async placedCellUuid(
@@ -476,16 +488,39 @@ export class CellMappings {
     key: string,
     unknown: (placed: boolean) => Error,
   ): Promise<string> {
+    const cellUuid = (await this.placedCellUuids(entity, property, [key])).get(key);
+    if (cellUuid === undefined) throw unknown(false);
+    if (cellUuid === null) throw unknown(true);
+    return cellUuid;
+  }
+
+  /**
+   * For each of `keys` that has an instance or host mapping, the uuid of its cell, or null when it
+   * is in no cell yet; primes the cache with those cells. One round trip for all of them: a query
+   * builder without LIMIT (findOne with a relation costs two); the background refreshes of the
+   * cache batch their keys through it.
+   */
+  private async placedCellUuids(
+    entity: typeof InstanceMapping | typeof HostMapping,
+    property: 'instanceUuid' | 'host',
+    keys: readonly string[],
+  ): Promise<Map<string, string | null>> {
     const epoch = this.cache.currentEpoch;
-    const mapping: { cell: CellMapping | null } | null = await this.manager
+    const mappings: Array<{ instanceUuid?: string; host?: string; cell: CellMapping | null }> = await this.manager
       .createQueryBuilder<InstanceMapping | HostMapping>(entity, 'mapping')
       .leftJoinAndSelect('mapping.cell', 'cell')
-      .where(`mapping.${property} = :key`, { key })
-      .getOne();
-    if (mapping === null) throw unknown(false);
-    if (mapping.cell === null) throw unknown(true);
-    this.cache.prime(`u:${mapping.cell.uuid}`, mapping.cell, epoch);
-    return mapping.cell.uuid;
+      .where(keys.length === 1 ? `mapping.${property} = :key` : `mapping.${property} IN (:...keys)`, {
+        key: keys[0],
+        keys,
+      })
+      .getMany();
+    const found = new Map<string, string | null>();
+    for (const mapping of mappings) {
+      const { cell } = mapping;
+      if (cell !== null) this.cache.prime(`u:${cell.uuid}`, cell, epoch);
+      found.set(mapping[property]!, cell?.uuid ?? null);
+    }
+    return found;
   }
 
   /** `cache.get`, with a failure of `load` passed through `apiFailure`. */

@@ -4,6 +4,7 @@ import { UnknownInstanceError, type CellMapping } from '../lib';
 import { eventually, sleep, timed } from '../dev/wait';
 import { createCellWorld, type CellWorld } from './support/cells';
 import { adminQuery, rowsIn } from './support/databases';
+import { QueryCounter } from './support/peers';
 
 /**
  * Stale-while-revalidate in the mapping cache: a lookup past its time to live is answered from the
@@ -14,11 +15,13 @@ import { adminQuery, rowsIn } from './support/databases';
 const TTL_MS = 300;
 
 let world: CellWorld;
+const apiQueries = new QueryCounter();
 
 beforeAll(async () => {
   world = await createCellWorld('swr', {
     cellCount: 3,
     cells: { mappingCache: { ttlMs: TTL_MS } },
+    apiOptions: { logging: ['query'], logger: apiQueries },
   });
   await eventually(() => world.lib.mappings.cacheStats().listening);
 });
@@ -123,6 +126,24 @@ describe('mapping cache: stale-while-revalidate', () => {
     expect(answered).toBeGreaterThan(1_000);
     expect(after.misses - before.misses).toBe(0);
     expect(after.refreshes - before.refreshes).toBeGreaterThan(placed.size);
+  });
+
+  it('refreshes a wave of expired instance lookups in batches: a few queries, not one per instance', async () => {
+    const placed = await mapInstances(150);
+    await lookUpAll(placed);
+    await sleep(TTL_MS + 50);
+    const queriesBefore = apiQueries.count(/instance_mappings/);
+    const before = world.lib.mappings.cacheStats();
+    await lookUpAll(placed);
+    await eventually(() => world.lib.mappings.cacheStats().refreshes - before.refreshes >= placed.size, 5_000);
+    const instanceQueries = apiQueries.count(/instance_mappings/) - queriesBefore;
+    // Two refreshes start at once (one key each); the rest queue and go in batches of up to 100.
+    expect(instanceQueries).toBeLessThanOrEqual(5);
+    expect(instanceQueries).toBeGreaterThanOrEqual(1);
+    const settled = world.lib.mappings.cacheStats();
+    await lookUpAll(placed);
+    expect(world.lib.mappings.cacheStats().misses - settled.misses).toBe(0);
+    expect(world.lib.mappings.cacheStats().staleHits - settled.staleHits).toBe(0);
   });
 
   it('sees an instance moved with plain SQL within the TTL and one refresh', async () => {
