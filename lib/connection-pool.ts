@@ -376,6 +376,8 @@ function trackPool(dataSource: DataSource, budget: ServerBudget): void {
   const create = driver.createPool.bind(driver);
   driver.createPool = async (...args) => {
     const pool = await create(...args);
+    // Its first connection, idle until the callers that opened the cell take it: the newest idle.
+    for (const item of pool._idle ?? []) item.client[kIdleSince] ??= performance.now();
     budget.track(pool);
     const end = pool.end.bind(pool);
     pool.end = (...endArgs: unknown[]) => {
