@@ -6,7 +6,7 @@ import { InvalidArgumentError, ServerBusyError } from './errors';
  * connection of every cell on the server holds one permit from its opening until its socket
  * closes. A connection that finds the budget spent waits its turn (FIFO) for at most the acquire
  * timeout, and meanwhile an idle connection of another pool on the server is closed so its permit
- * passes on: cold cells give their connections back to hot ones. @internal
+ * passes on: cold cells give their connections back to hot ones.
  */
 
 /** Counters of one server's budget, in `cells.stats().servers`. */
@@ -25,7 +25,7 @@ export interface ServerBudgetStats {
   timedOut: number;
 }
 
-/** What the budget uses of a pg-pool Pool: its idle list and `_remove` (private fields of pg-pool 3). */
+/** What the budget uses of a pg-pool Pool: its idle list and `_remove` (private fields of pg-pool 3). @internal */
 export interface BudgetPool {
   readonly options: object;
   readonly ending?: boolean;
@@ -33,7 +33,7 @@ export interface BudgetPool {
   _remove?(client: BudgetClient): void;
 }
 
-/** A pooled pg client as the budget sees it. */
+/** A pooled pg client as the budget sees it. @internal */
 export interface BudgetClient {
   /** When it was last released idle to its pool (`performance.now()`); unset: never checked out. */
   [kIdleSince]?: number;
@@ -41,7 +41,9 @@ export interface BudgetClient {
   [kGivenBack]?: boolean;
 }
 
+/** @internal */
 export const kIdleSince = Symbol('typeorm-cells.idleSince');
+/** @internal */
 export const kGivenBack = Symbol('typeorm-cells.givenBack');
 
 interface Waiter {
@@ -204,6 +206,7 @@ export class ServerBudgets {
 /**
  * `host:port` with the host in lower case (host names are case-insensitive) and an IPv6 address
  * in brackets. `localhost` and `127.0.0.1` stay two keys: the library does not resolve names.
+ * @internal
  */
 export function serverKey(host: string, port: number): string {
   const name = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
@@ -214,6 +217,7 @@ export function serverKey(host: string, port: number): string {
  * The limits of the `maxConnectionsPerServer` option by server key, and the one for other servers.
  * @throws InvalidArgumentError for a limit that is not an integer from 1 to 1000000, a map that is
  * not a plain object, or a key that is not `host`, `host:port` or `*`.
+ * @internal
  */
 export function serverBudgetLimits(option: MaxConnectionsPerServer): { limits: ReadonlyMap<string, number>; fallback: number | undefined } {
   if (typeof option === 'number') {
