@@ -345,7 +345,10 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         const queue = pool._pendingQueue;
         const index = queue?.findIndex((item) => item.callback === onConnect) ?? -1;
         if (index >= 0) queue!.splice(index, 1);
-        reject(new CellBusyError(label(), pool.options.max, Math.round(performance.now() - started)));
+        const waitedMs = Math.round(performance.now() - started);
+        // Its pool waits for the server's budget, not for its own connections: say so.
+        if (budget?.isWaitedOnBy(pool.options) === true) reject(budget.busyError(label(), waitedMs));
+        else reject(new CellBusyError(label(), pool.options.max, waitedMs));
       };
       if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
       if (signal !== undefined) {

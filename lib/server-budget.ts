@@ -49,6 +49,8 @@ export const kGivenBack = Symbol('typeorm-cells.givenBack');
 interface Waiter {
   grant(): void;
   timer: NodeJS.Timeout | undefined;
+  /** The options of the waiting connection's pool: names the pool. */
+  poolOptions: object | undefined;
 }
 
 /** One server's budget. @internal */
@@ -81,13 +83,13 @@ export class ServerBudget {
     }
     const started = performance.now();
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { grant: resolve, timer: undefined };
+      const waiter: Waiter = { grant: resolve, timer: undefined, poolOptions };
       if (timeoutMs > 0) {
         waiter.timer = setTimeout(() => {
           const index = this.waiters.indexOf(waiter);
           if (index >= 0) this.waiters.splice(index, 1);
           this.timedOut++;
-          reject(new ServerBusyError(label, this.server, this.limit, Math.round(performance.now() - started)));
+          reject(this.busyError(label, Math.round(performance.now() - started)));
         }, timeoutMs);
       }
       this.waiters.push(waiter);
@@ -120,6 +122,16 @@ export class ServerBudget {
     this.givingBack++;
     this.givenBack++;
     return true;
+  }
+
+  /** True when a connection of the pool whose options are `poolOptions` waits for a permit. */
+  isWaitedOnBy(poolOptions: object): boolean {
+    return this.waiters.some((waiter) => waiter.poolOptions === poolOptions);
+  }
+
+  /** The error of a call of `label` that waited `waitedMs` because this budget was spent. */
+  busyError(label: string, waitedMs: number): ServerBusyError {
+    return new ServerBusyError(label, this.server, this.limit, waitedMs);
   }
 
   track(pool: BudgetPool): void {

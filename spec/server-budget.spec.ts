@@ -155,6 +155,26 @@ describe('maxConnectionsPerServer', () => {
     await expect(targetCell(cells[1]!, () => lib.getRepository(Widget).count())).resolves.toBeGreaterThanOrEqual(0);
   });
 
+  it('fails with ServerBusyError, not CellBusyError, a call queued in a pool whose connections wait for the budget', async () => {
+    const lib = await budgetCells({ maxConnectionsPerServer: 1, poolSize: 2, acquireTimeoutMs: 300 });
+    const widgets = lib.getRepository(Widget);
+    // Cell 1 open, its idle connection then given back to cell 0, whose transaction holds the budget.
+    await targetCell(cells[1]!, () => widgets.count());
+    const held = await holdConnection(lib, cells[0]!);
+    expect(lib.stats()).toMatchObject({ open: 2, servers: [{ inUse: 1, givenBack: 1 }] });
+    const outcomes = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        targetCell(cells[1]!, () => widgets.count()).then(
+          () => 'ok',
+          (e: unknown) => (e as { code?: string }).code,
+        ),
+      ),
+    );
+    held.release();
+    await held.done;
+    expect(outcomes).toEqual(Array(4).fill('CELLS_SERVER_BUSY'));
+  });
+
   it("closes another cell's idle connection for a waiting one, instead of waiting for pg-pool's idle timeout", async () => {
     const lib = await budgetCells({
       maxConnectionsPerServer: 2,
