@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { integerArg } from './arguments';
 import { InvalidArgumentError, ServerBusyError } from './errors';
 
@@ -68,6 +69,11 @@ export class ServerBudget {
     readonly server: string,
     readonly limit: number,
   ) {}
+
+  /** Its counters only: inspecting a pool's options must not walk into the other pools of the server. */
+  [inspect.custom](): string {
+    return `ServerBudget ${inspect(this.stats())}`;
+  }
 
   /**
    * Takes a permit for one connection of the pool whose options are `poolOptions`: at once when

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
 import { CellMapping, Cells, maskSecrets, targetCell, type CellsOptions } from '../../lib';
 import { createCellWorld, migrateCellDatabase, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
@@ -143,6 +144,13 @@ describe('server connection budget under fleet load', () => {
         return row?.n ?? 0;
       };
       await eventually(async () => lib.stats().servers[0]!.inUse === (await backends()), 10_000);
+      // The budget links every pool of the server: inspecting one shows no password of any.
+      const password = new URL(second.url()).password;
+      const dataSources = (lib as unknown as { registry: { dataSources(): object[] } }).registry.dataSources();
+      expect(dataSources.length).toBeGreaterThan(0);
+      for (const shown of [inspect(lib), JSON.stringify(lib.stats()), ...dataSources.map((ds) => inspect(ds, { depth: 12, showHidden: true }))]) {
+        expect(shown).not.toContain(password);
+      }
       // Every row landed in the database of its own cell.
       for (const { cell, uuid } of result.written) {
         const found = await targetCell(cell, () => lib.getRepository(Widget).findOneBy({ uuid }));
