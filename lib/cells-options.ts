@@ -63,7 +63,9 @@ export interface CellsOptions {
    * gather's deadline. The default suits a web service: long enough to ride out a burst (a
    * queued call normally gets a connection within a few query times), short enough that a
    * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
-   * 0 waits without limit (not recommended). From 0 to 2147483647. Default: 10000.
+   * 0 waits without limit (not recommended). With `maxConnectionsPerServer`, it also bounds a
+   * new connection's wait for its server's budget (then ServerBusyError). From 0 to 2147483647.
+   * Default: 10000.
    */
   acquireTimeoutMs?: number;
   /**

@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import { CellMapping, Cells, maskSecrets, targetCell } from '../../lib';
+import { Cells, maskSecrets, targetCell, type CellMapping } from '../../lib';
 import { seededRandom } from '../../dev/seeded-random';
-import { createCellWorld, migrateCellDatabase } from '../../spec/support/cells';
+import { createCellWorld, createServerFleet } from '../../spec/support/cells';
 import { startSecondServer } from '../../spec/support/second-server';
 import { Widget } from '../../spec/support/widget';
 import { ConnectionSampler } from '../../spec/reliability/support-load';
@@ -48,20 +47,11 @@ async function serverBudget(quick: boolean): Promise<ScenarioResult> {
   const second = await startSecondServer('cells-bench-budget');
   const world = await createCellWorld('bench_budget', { cellCount: 0 });
   try {
-    const databases: string[] = [];
-    const urls: string[] = [];
-    for (let i = 0; i < DATABASES; i++) {
-      const name = `bench_budget_${i}`;
-      const url = await second.createDatabase(name);
-      await migrateCellDatabase(url);
-      databases.push(name);
-      urls.push(url);
-    }
-    const repo = world.lib.getRepository(CellMapping, 'api');
-    const cells = Array.from({ length: CELLS }, (_, i) =>
-      repo.create({ uuid: randomUUID(), name: `bench-budget-${i}`, databaseConnection: urls[i % DATABASES]! }),
-    );
-    await repo.insert(cells);
+    const { databases, urls, cells } = await createServerFleet(second, world.lib, {
+      label: 'bench_budget',
+      databases: DATABASES,
+      cells: CELLS,
+    });
     for (const [i, url] of urls.entries()) await seedWidgets(url, cells[i]!.uuid, ROWS_PER_DATABASE);
 
     const figures: VariantFigures[] = [];

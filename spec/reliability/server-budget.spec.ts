@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import { CellMapping, Cells, maskSecrets, targetCell, type CellsOptions } from '../../lib';
-import { createCellWorld, migrateCellDatabase, type CellWorld } from '../support/cells';
+import { Cells, maskSecrets, targetCell, type CellMapping, type CellsOptions } from '../../lib';
+import { createCellWorld, createServerFleet, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
 import { eventually } from '../support/peers';
 import { startSecondServer, type SecondServer } from '../support/second-server';
@@ -40,22 +40,11 @@ describe('server connection budget under fleet load', () => {
   beforeAll(async () => {
     second = await startSecondServer('cells-budget-pg');
     world = await createCellWorld('budgetload', { cellCount: 0 });
-    databases = [];
-    const urls: string[] = [];
-    for (let i = 0; i < DATABASES; i++) {
-      const name = `cells_budget_${process.pid}_${i}`;
-      const url = await second.createDatabase(name);
-      await migrateCellDatabase(url);
-      databases.push(name);
-      urls.push(url);
-    }
-    const repo = world.lib.getRepository(CellMapping, 'api');
-    const created = Array.from({ length: CELLS }, (_, i) =>
-      repo.create({ uuid: randomUUID(), name: `budget-load-${i}`, databaseConnection: urls[i % DATABASES]! }),
-    );
-    await repo.insert(created);
-    cells = created;
-    databaseOf = new Map(created.map((c, i) => [c.uuid, databases[i % DATABASES]!]));
+    ({ databases, cells, databaseOf } = await createServerFleet(second, world.lib, {
+      label: 'cells_budget',
+      databases: DATABASES,
+      cells: CELLS,
+    }));
   }, 120_000);
 
   afterAll(async () => {
