@@ -79,7 +79,10 @@ export interface CellsOptions {
    * served) for at most `acquireTimeoutMs`, then the call fails with ServerBusyError; it never
    * opens above the budget. Meanwhile the longest-idle connection of another cell on that server
    * is closed so that its permit passes on, and a connection released while others wait is
-   * closed rather than kept idle: cold cells give their connections back to hot ones.
+   * closed rather than kept idle: cold cells give their connections back to hot ones. A permit
+   * comes back when the connection's socket closes; one closed by force (a passed query deadline
+   * or connect timeout, a forced shutdown) may leave its backend on the server a little longer,
+   * until the server notices.
    *
    * Not counted: the API database's pool and the mapping listener (its `poolSize` + 1
    * connections), so a saturated fleet never delays the lookups that every cell open needs; when
