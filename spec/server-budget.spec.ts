@@ -4,7 +4,9 @@ import {
   CellUnreachableError,
   Cells,
   InvalidArgumentError,
+  RequestContext,
   ServerBusyError,
+  runWithContext,
   targetCell,
   type CellMapping,
   type CellsOptions,
@@ -250,6 +252,27 @@ describe('maxConnectionsPerServer', () => {
     const unlisted = await budgetCells({ maxConnectionsPerServer: { 'db.example:5432': 2 } });
     await targetCell(cells[0]!, () => unlisted.getRepository(Widget).count());
     expect(unlisted.stats().servers).toEqual([]);
+  });
+
+  it("counts the default main database's pool in the budget of its server", async () => {
+    const lib = await budgetCells({ main: world.cells[3]!.db.url, maxConnectionsPerServer: 1, poolSize: 1, acquireTimeoutMs: 300 });
+    expect(budgetOf(lib)).toMatchObject({ inUse: 1 });
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let began = (): void => undefined;
+    const started = new Promise<void>((resolve) => (began = resolve));
+    const held = runWithContext(new RequestContext(), () =>
+      lib.transaction(async (manager) => {
+        await manager.query('SELECT 1');
+        began();
+        await gate;
+      }),
+    );
+    await started;
+    const error = await targetCell(cells[0]!, () => lib.getRepository(Widget).count()).catch((e: unknown) => e);
+    release();
+    await held;
+    expect(error).toBeInstanceOf(ServerBusyError);
   });
 
   it.each([0, -1, 1.5, '5', null, [], new Map(), { 'a:b:c': 1 }, { '*': 0 }, { 'h:70000': 3 }])(
