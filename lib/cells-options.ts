@@ -3,6 +3,7 @@ import { DEFAULTS, postgresTypeArg, type CellDataSourceOptions, type DatabaseCon
 import { InvalidArgumentError } from './errors';
 import type { MappingCacheOptions } from './mapping-cache';
 import type { RegistryEvent, RegistryStats } from './registry';
+import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
 
 /**
  * The options of `new Cells()`, each documented once here with its unit, range and default, and
@@ -62,9 +63,40 @@ export interface CellsOptions {
    * gather's deadline. The default suits a web service: long enough to ride out a burst (a
    * queued call normally gets a connection within a few query times), short enough that a
    * saturated cell answers well within an HTTP client's timeout instead of piling up waiters.
-   * 0 waits without limit (not recommended). From 0 to 2147483647. Default: 10000.
+   * 0 waits without limit (not recommended). With `maxConnectionsPerServer`, it also bounds a
+   * new connection's wait for its server's budget (then ServerBusyError). From 0 to 2147483647.
+   * Default: 10000.
    */
   acquireTimeoutMs?: number;
+  /**
+   * Most connections open at once to each database server of the cells (by `host:port` of the
+   * cell URLs, host in any case; `localhost` and `127.0.0.1` are two servers, names are not
+   * resolved): a number for every server, or `{ 'db1.example:5432': 40, '*': 20 }` per server,
+   * `'*'` for the servers not named (a server matching no key has no budget). Every pooled
+   * connection of every cell (and of the default main database) on a server holds one of its
+   * permits from opening to close, so the cells on one server share it, whatever their number or
+   * `poolSize`. A connection that finds the budget spent waits its turn (first come, first
+   * served) for at most `acquireTimeoutMs`, then the call fails with ServerBusyError; it never
+   * opens above the budget. Meanwhile the longest-idle connection of another cell on that server
+   * is closed so that its permit passes on, and a connection released while others wait is
+   * closed rather than kept idle: cold cells give their connections back to hot ones. A permit
+   * comes back when the connection's socket closes; one closed by force (a passed query deadline
+   * or connect timeout, a forced shutdown) may leave its backend on the server a little longer,
+   * until the server notices.
+   *
+   * Not counted: the API database's pool and the mapping listener (its `poolSize` + 1
+   * connections), so a saturated fleet never delays the lookups that every cell open needs; when
+   * the API database shares a cell server, leave them room. Set it below the server's
+   * `max_connections` minus its superuser slots, other clients and the other processes running
+   * Cells: each process counts only its own connections (run N processes: budget / N each).
+   *
+   * Off by default: without it, connections are at most `maxOpenCells * poolSize` (plus the
+   * API's) per process, which is what a server sized for the fleet expects; a connection pooler
+   * (PgBouncer, RDS Proxy) in front of the servers already bounds them; and servers of different
+   * sizes need different budgets, which only you know. Cost when set: a counter per connection
+   * opened and closed; none per query. From 1 to 1000000 per server. Default: none.
+   */
+  maxConnectionsPerServer?: MaxConnectionsPerServer;
   /**
    * Deadline of each statement sent to a cell (or the API or main database), in ms; a cell's
    * entry in `cellQueryTimeoutMs` overrides it, and a routed call's context overrides both
@@ -105,8 +137,11 @@ export interface CellsOptions {
   mappingCache?: MappingCacheOptions;
 }
 
-/** Counters of the DataSource registry; see RegistryStats. */
-export type CellsStats = RegistryStats;
+/** Counters of `cells.stats()`: the DataSource registry's (RegistryStats) and the server budgets'. */
+export interface CellsStats extends RegistryStats {
+  /** One entry per server with a budget that a cell has used (`maxConnectionsPerServer`); empty without. */
+  servers: ServerBudgetStats[];
+}
 
 /** @returns `options`, checked. @throws InvalidArgumentError for the first invalid option. @internal */
 export function validateOptions(options: CellsOptions): CellsOptions {
@@ -122,6 +157,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   integerArg(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
   integerArg(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
   integerArg(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
+  if (options.maxConnectionsPerServer !== undefined) serverBudgetLimits(options.maxConnectionsPerServer);
   integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
   integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
   booleanArg(options.migrateApi, 'migrateApi');

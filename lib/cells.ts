@@ -44,6 +44,7 @@ import { scatterGather, type CellTask, type ScatterGatherAllOptions, type Scatte
 import type { DataSourceRegistry } from './registry';
 import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type Route } from './route';
 import { createRoutedRepository, type DatabaseSelector } from './repository';
+import { ServerBudgets } from './server-budget';
 import { TransactionRoute, runTransaction } from './transaction';
 
 /**
@@ -87,12 +88,17 @@ export class Cells {
   private readonly cells: CellDataSources;
   /** The connection each open cell DataSource was opened with (filled by `cells`). */
   private readonly cellConnections = new Map<string, string>();
+  /** The connection budget of each cell server (`maxConnectionsPerServer`); none when unset. */
+  private readonly budgets: ServerBudgets | undefined;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
     const queryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
-    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL);
+    const budget = options.maxConnectionsPerServer ?? DEFAULTS.maxConnectionsPerServer;
+    this.budgets = budget === undefined ? undefined : new ServerBudgets(budget);
+    // The API database's pool (and the mapping listener) draw from no budget: see maxConnectionsPerServer.
+    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL, undefined, undefined, false);
     this.mainDataSource =
       options.main === undefined
         ? undefined
@@ -117,7 +123,7 @@ export class Cells {
 
   /** The state and registry counters; no connection options. */
   toJSON(): Record<string, unknown> {
-    return { state: this.state, stats: this.registry.stats() };
+    return { state: this.state, stats: this.stats() };
   }
 
   /**
@@ -281,9 +287,12 @@ export class Cells {
     return bindContext(fn);
   }
 
-  /** Registry counters: open DataSources, hits, misses, evictions, initialisations in flight. */
+  /**
+   * Registry counters (open DataSources, hits, misses, evictions, initialisations in flight) and,
+   * with `maxConnectionsPerServer`, each server's budget: connections in use and waiting.
+   */
   stats(): CellsStats {
-    return this.registry.stats();
+    return { ...this.registry.stats(), servers: this.budgets?.stats() ?? [] };
   }
 
   /**
@@ -388,6 +397,7 @@ export class Cells {
     label: string,
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
     create?: (options: PostgresOptions) => DataSource,
+    budgeted = true,
   ): DataSource {
     return guardedDataSource(
       options,
@@ -396,6 +406,7 @@ export class Cells {
         ...(this.options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.options.connectTimeoutMs }),
         queryTimeoutMs,
         acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
+        budget: budgeted ? this.budgets?.of(options.host, options.port) : undefined,
       },
       create,
     );

@@ -3,6 +3,7 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { QUERY_DEADLINE_CODE, kLostError, translateConnectionError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
+import { kIdleSince, type BudgetClient, type BudgetPool, type ServerBudget } from './server-budget';
 
 /**
  * The pg pool of every DataSource typeorm-cells opens (cells, the API and the default main
@@ -13,7 +14,9 @@ import { CellBusyError } from './errors';
  * - a client is never handed back to the pool inside a transaction: one whose server-reported
  *   transaction status is not idle when released is destroyed, not reused;
  * - the wait for a free pooled connection is bounded by `acquireTimeoutMs` and ends in
- *   CellBusyError, apart from the connect timeout, which bounds only the opening of a connection.
+ *   CellBusyError, apart from the connect timeout, which bounds only the opening of a connection;
+ * - with a server budget (`maxConnectionsPerServer`), a connection opens only with a permit of its
+ *   server's budget (server-budget.ts), held until its socket closes.
  * @internal
  */
 
@@ -21,8 +24,23 @@ import { CellBusyError } from './errors';
 const CONNECT_TIMEOUT_KEY = 'cellsConnectTimeoutMillis';
 /** The default query deadline of a pool's clients, in ms (0: none). */
 const QUERY_TIMEOUT_KEY = 'cellsQueryTimeoutMillis';
+/** The server budget a pool's clients open under, with how long they wait for it and their label. */
+const BUDGET_KEY = 'cellsServerBudget';
 
-type CellClientConfig = ClientConfig & { [CONNECT_TIMEOUT_KEY]?: number; [QUERY_TIMEOUT_KEY]?: number };
+/** What a pool's clients need to open under a server budget. @internal */
+export interface BudgetTerms {
+  budget: ServerBudget;
+  /** How long a connection waits for a permit, in ms (`acquireTimeoutMs`; 0: no limit). */
+  acquireTimeoutMs: number;
+  /** How ServerBusyError names the database. */
+  label: string;
+}
+
+type CellClientConfig = ClientConfig & {
+  [CONNECT_TIMEOUT_KEY]?: number;
+  [QUERY_TIMEOUT_KEY]?: number;
+  [BUDGET_KEY]?: BudgetTerms;
+};
 type QueryCallback = (error: Error | null, result?: unknown) => void;
 
 /**
@@ -41,13 +59,19 @@ export class QueryDeadlineExceeded extends Error {
  * whose queries have a deadline: one that passes it closes the connection (a server that stopped
  * answering would otherwise keep it busy, and every statement queued behind it, for ever).
  */
-export class CellClient extends Client {
+export class CellClient extends Client implements BudgetClient {
   [kLostError]: unknown;
+  [kIdleSince]?: number;
   private readonly queryTimeoutMs: number;
+  private readonly budgetTerms: BudgetTerms | undefined;
+  /** The options of the pool that made this client (pg-pool passes its own): names the pool to the budget. */
+  private readonly poolOptions: object | undefined;
 
   constructor(config?: CellClientConfig) {
     super(withConnectTimeout(config));
     this.queryTimeoutMs = config?.[QUERY_TIMEOUT_KEY] ?? 0;
+    this.budgetTerms = config?.[BUDGET_KEY];
+    this.poolOptions = config;
     this.on('error', (error: unknown) => {
       this[kLostError] ??= error;
     });
@@ -55,7 +79,46 @@ export class CellClient extends Client {
 
   // pg's overloads cannot be restated here; the override keeps its behaviour for both forms.
   override connect(...args: unknown[]): never {
-    const [callback] = args;
+    if (this.budgetTerms !== undefined) return this.connectWithinBudget(this.budgetTerms, args[0]);
+    return this.connectNow(args[0]);
+  }
+
+  /**
+   * Opens the connection once its server's budget gives a permit (at once when one is free), held
+   * until the socket closes ('end', which pg emits after a failed connect too) or the connect fails,
+   * whichever comes first. Waiting for the permit does not count against the connect timeout.
+   */
+  private connectWithinBudget(terms: BudgetTerms, callback: unknown): never {
+    const { budget } = terms;
+    let held = false;
+    const giveBack = (): void => {
+      if (!held) return;
+      held = false;
+      budget.release(this);
+    };
+    const open = async (): Promise<void> => {
+      const taken = budget.acquire(this.poolOptions, terms.acquireTimeoutMs, terms.label);
+      if (taken !== true) await taken;
+      held = true;
+      this.once('end', giveBack);
+      try {
+        await (this.connectNow(undefined) as unknown as Promise<void>);
+      } catch (error) {
+        giveBack();
+        throw error;
+      }
+    };
+    if (typeof callback === 'function') {
+      open().then(
+        () => (callback as (error: unknown) => void)(null),
+        (error: unknown) => (callback as (error: unknown) => void)(error),
+      );
+      return undefined as never;
+    }
+    return open() as never;
+  }
+
+  private connectNow(callback: unknown): never {
     const connect = super.connect as (...a: unknown[]) => unknown;
     if (typeof callback === 'function') {
       return connect.call(this, (error: unknown) => {
@@ -200,6 +263,7 @@ export function guardedPoolOptions(
   poolSize: number,
   connectTimeoutMs: number,
   queryTimeoutMs: number,
+  budget?: BudgetTerms,
 ): Record<string, unknown> {
   return {
     ...extra,
@@ -208,15 +272,17 @@ export function guardedPoolOptions(
     connectionTimeoutMillis: 0,
     [CONNECT_TIMEOUT_KEY]: connectTimeoutMs,
     [QUERY_TIMEOUT_KEY]: queryTimeoutMs,
+    ...(budget === undefined ? {} : { [BUDGET_KEY]: budget }),
   };
 }
 
 /** What the guard uses of pg-pool's Pool (TypeORM's `driver.master`). */
 type ConnectCallback = (error: Error | undefined, client: PoolClient | undefined, release: (error?: unknown) => void) => void;
 
-interface GuardedPool {
+interface GuardedPool extends BudgetPool {
   readonly totalCount: number;
   readonly idleCount: number;
+  readonly waitingCount: number;
   readonly options: { max: number };
   /** pg-pool's waiters (private): each holds the callback given to connect(). */
   readonly _pendingQueue?: Array<{ callback: unknown }>;
@@ -231,8 +297,9 @@ type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
  * client released inside a transaction.
  * @internal
  */
-export function guardPool(dataSource: DataSource, label: () => string, acquireTimeoutMs: number): void {
+export function guardPool(dataSource: DataSource, label: () => string, acquireTimeoutMs: number, budget?: ServerBudget): void {
   typeQueryRunnerErrors(dataSource, label);
+  if (budget !== undefined) trackPool(dataSource, budget);
   const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
@@ -258,7 +325,11 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
         if (error !== undefined || client === undefined) return reject(error);
-        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
+        if (budget === undefined) {
+          resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
+          return;
+        }
+        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? giveBack(pool, client, budget))]);
       };
       pool.connect(onConnect);
       if (!mayQueue) return;
@@ -274,7 +345,10 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         const queue = pool._pendingQueue;
         const index = queue?.findIndex((item) => item.callback === onConnect) ?? -1;
         if (index >= 0) queue!.splice(index, 1);
-        reject(new CellBusyError(label(), pool.options.max, Math.round(performance.now() - started)));
+        const waitedMs = Math.round(performance.now() - started);
+        // Its pool waits for the server's budget, not for its own connections: say so.
+        if (budget?.isWaitedOnBy(pool.options) === true) reject(budget.busyError(label(), waitedMs));
+        else reject(new CellBusyError(label(), pool.options.max, waitedMs));
       };
       if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
       if (signal !== undefined) {
@@ -282,6 +356,38 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         else signal.addEventListener('abort', giveUp, { once: true });
       }
     });
+  };
+}
+
+/**
+ * An Error (so pg-pool closes the connection) when a connection of another pool on the server
+ * waits for a permit and no caller of `pool` waits for this one; else stamps it idle.
+ */
+function giveBack(pool: GuardedPool, client: PoolClient, budget: ServerBudget): Error | undefined {
+  const tracked = client as unknown as CellClient;
+  if (pool.waitingCount === 0 && budget.takeBack(tracked)) return new Error('connection given back to the server budget');
+  tracked[kIdleSince] = performance.now();
+  return undefined;
+}
+
+/**
+ * Tracks the pool of `dataSource` in `budget` from its creation (TypeORM's `createPool`, in
+ * `initialize()`) until it ends, so its idle connections can be given back to other cells.
+ */
+function trackPool(dataSource: DataSource, budget: ServerBudget): void {
+  const driver = dataSource.driver as unknown as { createPool(...args: unknown[]): Promise<BudgetPool & { end(...a: unknown[]): unknown }> };
+  const create = driver.createPool.bind(driver);
+  driver.createPool = async (...args) => {
+    const pool = await create(...args);
+    // Its first connection, idle until the callers that opened the cell take it: the newest idle.
+    for (const item of pool._idle ?? []) item.client[kIdleSince] ??= performance.now();
+    budget.track(pool);
+    const end = pool.end.bind(pool);
+    pool.end = (...endArgs: unknown[]) => {
+      budget.untrack(pool);
+      return end(...endArgs);
+    };
+    return pool;
   };
 }
 

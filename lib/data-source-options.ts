@@ -7,6 +7,7 @@ import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
 import { rememberScramKeys } from './scram-keys';
+import type { ServerBudget } from './server-budget';
 import { API_LABEL } from './route';
 
 /**
@@ -44,6 +45,8 @@ export const DEFAULTS = {
   acquireTimeoutMs: 10_000,
   /** `CellsOptions.queryTimeoutMs`. */
   queryTimeoutMs: 60_000,
+  /** `CellsOptions.maxConnectionsPerServer`: none (no budget; see its TSDoc for why). */
+  maxConnectionsPerServer: undefined,
   /** `CellsOptions.shutdownTimeoutMs`. */
   shutdownTimeoutMs: 25_000,
   /** `MappingCacheOptions.max`. */
@@ -164,6 +167,8 @@ export interface PoolBounds {
   connectTimeoutMs?: number;
   queryTimeoutMs: number;
   acquireTimeoutMs: number;
+  /** The budget of the database's server its connections open under; none: unbounded. */
+  budget?: ServerBudget | undefined;
 }
 
 /**
@@ -187,9 +192,18 @@ export function guardedDataSource(
   // The password is given to TypeORM as a function, so a DataSource, its options, driver and
   // pool, and every manager and query runner reaching them, print no password.
   const dataSource = create(
-    hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, bounds.queryTimeoutMs) }),
+    hidePassword({
+      ...options,
+      extra: guardedPoolOptions(
+        extra,
+        poolSize,
+        connectTimeoutMs,
+        bounds.queryTimeoutMs,
+        bounds.budget === undefined ? undefined : { budget: bounds.budget, acquireTimeoutMs: bounds.acquireTimeoutMs, label },
+      ),
+    }),
   );
-  guardPool(dataSource, () => label, bounds.acquireTimeoutMs);
+  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget);
   return dataSource;
 }
 

@@ -95,6 +95,30 @@ export class CellBusyError extends CellsError {
 }
 
 /**
+ * A connection to a cell could not open because its server's connection budget
+ * (`maxConnectionsPerServer`) stayed fully in use, by the connections of this and other cells on
+ * the same server, for `acquireTimeoutMs`. The server is healthy; the fleet is saturated. Retry
+ * later, raise the budget (keeping it below the server's `max_connections`), or lower `poolSize`.
+ * `server` is `host:port`, never a user name or password.
+ */
+export class ServerBusyError extends CellsError {
+  readonly code = 'CELLS_SERVER_BUSY';
+  constructor(
+    readonly cell: string,
+    readonly server: string,
+    readonly limit: number,
+    readonly waitedMs: number,
+  ) {
+    super(
+      `${sentenceStart(cell)} could not open a connection: all ${limit} connection(s) of the budget of its server ` +
+        `${server} (maxConnectionsPerServer) stayed in use for the ${waitedMs} ms this call could wait ` +
+        `(acquireTimeoutMs). Retry later, raise maxConnectionsPerServer below the server's max_connections, ` +
+        `or lower poolSize.`,
+    );
+  }
+}
+
+/**
  * A statement of a routed call did not answer within its deadline (the context's
  * `queryTimeoutMs`, else the cell's `cellQueryTimeoutMs` entry, else Cells' `queryTimeoutMs`): the server stopped answering, or the query runs longer than allowed.
  * Its connection was closed (not left busy, which would also block what is queued behind it), so

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 
 export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
 export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
 export {
   RequestContext,
@@ -27,6 +28,7 @@ export {
   NoTargetCellError,
   QueryTimeoutError,
   ScatterGatherAbortedError,
+  ServerBusyError,
   UnknownCellError,
   UnknownHostError,
   UnknownInstanceError,

@@ -122,3 +122,44 @@ export async function widgetRowsIn(url: string, uuid: string | undefined): Promi
 export function widgetFor(cellUuid: string, name = `w-${randomUUID().slice(0, 8)}`): Partial<Widget> {
   return { uuid: randomUUID(), name, intendedCell: cellUuid };
 }
+
+/** Cells mapped over a few migrated databases of one server: see `createServerFleet`. */
+export interface ServerFleet {
+  /** The database names, on the server. */
+  databases: string[];
+  /** Their URLs, with the server's credentials. */
+  urls: string[];
+  /** The mappings, in the API database of `lib`; mapping *i* points at database *i* mod `databases`. */
+  cells: CellMapping[];
+  /** The database name of each mapping, by uuid. */
+  databaseOf: Map<string, string>;
+}
+
+/**
+ * Creates `databases` migrated databases on `server` (a second server, or anything that can create a
+ * database and return its URL) and maps `cells` cells over them in the API database of `lib`, many
+ * per database: the registry keys DataSources by cell uuid, so each mapping is its own pool.
+ * Cells are named `<label>-<i>`, databases `<label>_<pid>_<i>` (label: lower case and `_`).
+ */
+export async function createServerFleet(
+  server: { createDatabase(name: string): Promise<string> },
+  lib: Cells,
+  options: { label: string; databases: number; cells: number },
+): Promise<ServerFleet> {
+  const databases: string[] = [];
+  const urls: string[] = [];
+  for (let i = 0; i < options.databases; i++) {
+    const name = `${options.label}_${process.pid}_${i}`;
+    const url = await server.createDatabase(name);
+    await migrateCellDatabase(url);
+    databases.push(name);
+    urls.push(url);
+  }
+  const repo = lib.getRepository(CellMapping, 'api');
+  const cells = Array.from({ length: options.cells }, (_, i) =>
+    repo.create({ uuid: randomUUID(), name: `${options.label}-${i}`, databaseConnection: urls[i % urls.length]! }),
+  );
+  for (let i = 0; i < cells.length; i += 250) await repo.insert(cells.slice(i, i + 250));
+  const databaseOf = new Map(cells.map((c, i) => [c.uuid, databases[i % databases.length]!]));
+  return { databases, urls, cells, databaseOf };
+}
