@@ -155,7 +155,12 @@ function timeCli(
     execFile(
       process.execPath,
       [CLI_PATH, ...args],
-      { cwd, env: { ...process.env, NO_COLOR: '1', ...env }, timeout: 300_000, maxBuffer: 16 << 20 },
+      {
+        cwd,
+        env: { ...process.env, NO_COLOR: '1', ...env },
+        timeout: 300_000,
+        maxBuffer: 16 << 20,
+      },
       (error, stdout, stderr) => {
         const wallMs = performance.now() - started;
         if (error)
@@ -226,7 +231,8 @@ async function migrations(quick: boolean): Promise<ScenarioResult> {
     const cpuFile = join(dir, 'cpu.json');
     await writeFile(probe, CPU_PROBE);
     const probeEnv = {
-      NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --require ${JSON.stringify(probe)}`.trim(),
+      NODE_OPTIONS:
+        `${process.env['NODE_OPTIONS'] ?? ''} --require ${JSON.stringify(probe)}`.trim(),
       [CPU_FILE_VARIABLE]: cpuFile,
     };
     // Start-up alone, median of 3: what every run pays before its first cell.
@@ -300,7 +306,10 @@ async function migrations(quick: boolean): Promise<ScenarioResult> {
       const [one, eight] = rows.filter((r) => r.layout === layout.id);
       return one!.wallMs / eight!.wallMs;
     };
-    const speedups = { [SMALL_DDL.id]: speedupOf(SMALL_DDL), [SERVER_BOUND.id]: speedupOf(SERVER_BOUND) };
+    const speedups = {
+      [SMALL_DDL.id]: speedupOf(SMALL_DDL),
+      [SERVER_BOUND.id]: speedupOf(SERVER_BOUND),
+    };
     const smallMet = speedups[SMALL_DDL.id]! > 1;
     const serverMet = speedups[SERVER_BOUND.id]! >= SERVER_BOUND_SPEEDUP_TARGET;
     // With no cost but the server's: one cell after another against ceil(cells / 8) waves.
