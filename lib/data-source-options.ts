@@ -56,8 +56,9 @@ export const DEFAULTS = {
   /** Connect timeout of the mapping listener when the API database's options set no `connectTimeoutMS`. */
   listenerConnectTimeoutMs: 10_000,
   /**
-   * Pool of a CLI DataSource: `db status` reads on two connections; `db migrate` uses one, which holds
-   * the migration lock and runs the migrations (a migration that opens a query runner of its own gets the other).
+   * Pool of a CLI DataSource: `db status` reads on two connections; `db migrate` uses one, which
+   * holds the migration lock and runs the migrations (a migration opening a query runner of its
+   * own gets the other).
    */
   cliPoolSize: 2,
   /** The CLI's `--lock-timeout` of `db migrate` and `api-db migrate`: 10 min. */
