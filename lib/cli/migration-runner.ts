@@ -1,4 +1,10 @@
-import { DataSource, MigrationExecutor, type Logger, type Migration, type QueryRunner } from 'typeorm';
+import {
+  DataSource,
+  MigrationExecutor,
+  type Logger,
+  type Migration,
+  type QueryRunner,
+} from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
