@@ -59,7 +59,11 @@ export const DEFAULTS = {
   staticPoolSize: 10,
   /** Connect timeout of the mapping listener when the API database's options set no `connectTimeoutMS`. */
   listenerConnectTimeoutMs: 10_000,
-  /** Pool of a CLI DataSource: one connection holds the migration lock, the other runs the migrations. */
+  /**
+   * Pool of a CLI DataSource: `db status` reads on two connections; `db migrate` uses one, which
+   * holds the migration lock and runs the migrations (a migration opening a query runner of its
+   * own gets the other).
+   */
   cliPoolSize: 2,
   /** The CLI's `--lock-timeout` of `db migrate` and `api-db migrate`: 10 min. */
   migrationLockTimeoutMs: 600_000,

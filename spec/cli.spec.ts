@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Cells } from '../lib';
 import {
   assertCliBuilt,
@@ -400,6 +402,88 @@ describe('db migrate', () => {
       );
       expect(appliedByBoth.sort()).toEqual([...CELL_MIGRATIONS].sort());
     }
+  });
+
+  it('runs the migrations of each cell on the session holding its migration lock: one connection per cell', async () => {
+    world = await createCliWorld('cli_sess', role, 6);
+    // Each cell's migration records whether its own session holds the migration lock and how many
+    // client sessions its cell database has; the sleep keeps 3 cells migrating at once.
+    const config = join(world.project.dir, 'session.config.js');
+    await writeFile(
+      config,
+      `
+class ProbeSession1764072300000 {
+  name = 'ProbeSession1764072300000';
+  async up(q) {
+    await q.query('CREATE TABLE "session_probe" ("holds_lock" boolean NOT NULL, "client_backends" integer NOT NULL)');
+    await q.query(\`INSERT INTO "session_probe" SELECT
+      EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted),
+      (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend')\`);
+    await q.query('SELECT pg_sleep(0.2)');
+  }
+  async down(q) { await q.query('DROP TABLE "session_probe"'); }
+}
+module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities: [], migrations: [ProbeSession1764072300000] };
+`,
+    );
+    const report = json<{ cells: { name: string; result: string; applied: string[] }[] }>(
+      await run('--config', config, 'db', 'migrate', '--all', '--concurrency', '3', '--json'),
+    );
+    expect(report.cells.map((c) => [c.result, c.applied])).toEqual(
+      world.cells.map(() => ['migrated', ['ProbeSession1764072300000']]),
+    );
+    for (const cell of world.cells) {
+      expect(
+        await rowsIn(cell.db.url, 'SELECT holds_lock, client_backends FROM session_probe'),
+      ).toEqual([{ holds_lock: true, client_backends: 1 }]);
+    }
+  });
+
+  it("reports a migration's own error when it ends its session, and migrates the other cells", async () => {
+    world = await createCliWorld('cli_kill', role, 4);
+    // The migration of cell 1 ends the session it runs on (the one holding the migration lock).
+    const config = join(world.project.dir, 'kill.config.js');
+    await writeFile(
+      config,
+      `
+class EndSession1764072400000 {
+  name = 'EndSession1764072400000';
+  async up(q) {
+    await q.query('CREATE TABLE "gadgets" ("id" serial PRIMARY KEY)');
+    if (await q.getCurrentDatabase() === ${JSON.stringify(world.cells[1]!.db.name)})
+      await q.query('SELECT pg_terminate_backend(pg_backend_pid())');
+  }
+  async down(q) { await q.query('DROP TABLE "gadgets"'); }
+}
+module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities: [], migrations: [EndSession1764072400000] };
+`,
+    );
+    const result = await run(
+      '--config',
+      config,
+      'db',
+      'migrate',
+      '--all',
+      '--continue-on-error',
+      '--concurrency',
+      '2',
+      '--json',
+    );
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout) as {
+      cells: { name: string; result: string; error?: string }[];
+    };
+    expect(report.cells.map((c) => [c.name, c.result])).toEqual(
+      world.cells.map((c, i) => [c.name, i === 1 ? 'failed' : 'migrated']),
+    );
+    expect(report.cells[1]!.error).toMatch(/terminating connection due to administrator command/);
+    const gadgets = await Promise.all(
+      world.cells.map(
+        async (c) =>
+          (await rowsIn(c.db.url, `SELECT to_regclass('public.gadgets')::text AS t`))[0]?.t,
+      ),
+    );
+    expect(gadgets).toEqual(world.cells.map((_, i) => (i === 1 ? null : 'gadgets')));
   });
 
   it('migrates the other cells and exits 1 when one fails under --continue-on-error', async () => {

@@ -1,4 +1,10 @@
-import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
+import {
+  DataSource,
+  MigrationExecutor,
+  type Logger,
+  type Migration,
+  type QueryRunner,
+} from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
@@ -10,8 +16,8 @@ import { cellRouteLabel } from '../route';
 /**
  * How the CLI migrates a database, a cell's or the API database's: a DataSource of its own with a
  * pool of two (`cellDataSource`; the API one is built in api-db.ts), opened and closed around one
- * command (`withDataSource`), migrations applied under an advisory lock (`migrateLocked`) and
- * listed (`migrationStatus`).
+ * command (`withDataSource`), migrations applied on the connection holding an advisory lock
+ * (`migrateLocked`) and listed (`migrationStatus`).
  */
 
 /**
@@ -35,8 +41,9 @@ const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * A new, uninitialized DataSource for one cell database, with the config's cell entities,
- * migrations and `cellDataSourceOptions`, and a pool of two: one connection holds the migration
- * lock while the other runs the migrations. Not shared with any routed registry.
+ * migrations and `cellDataSourceOptions`, and a pool of two (`db migrate` uses one, which holds
+ * the migration lock and runs the migrations; `db status` reads on two). Not shared with any routed
+ * registry.
  * @throws BadConnectionUrlError for a malformed stored URL.
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTimeoutMs?: number): DataSource {
@@ -99,8 +106,8 @@ async function close(dataSource: DataSource): Promise<void> {
 }
 
 /**
- * Applies the pending migrations of `dataSource` while holding the migration advisory lock on a
- * connection of its own, so a concurrent runner waits and then finds nothing left to apply.
+ * Applies the pending migrations of `dataSource` on one connection that holds the migration
+ * advisory lock meanwhile, so a concurrent runner waits and then finds nothing left to apply.
  * @param label - names the cell in errors.
  * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
  * @returns the names of the migrations this call applied.
@@ -115,7 +122,7 @@ export async function migrateLocked(
   await lock.connect();
   try {
     try {
-      // lock_timeout bounds advisory-lock waits too; this connection runs nothing else.
+      // lock_timeout bounds advisory-lock waits too (and the migrations' table locks after it).
       await lock.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
       await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     } catch (error) {
@@ -123,15 +130,28 @@ export async function migrateLocked(
       if (code === LOCK_NOT_AVAILABLE) throw new MigrationLockTimeoutError(label, lockTimeoutMs, { cause: error });
       throw error;
     }
+    // On the session holding the lock: one connection per database, not a second one opened
+    // (a server round trip and a backend started) for each database migrated.
+    const executor = new MigrationExecutor(dataSource, lock);
+    executor.transaction = dataSource.options.migrationsTransactionMode ?? 'all';
+    let applied: Migration[];
     try {
-      const applied = await dataSource.runMigrations();
-      return applied.map((m) => m.name);
-    } finally {
-      await lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+      applied = await executor.executePendingMigrations();
+    } catch (error) {
+      // The failure is what counts: a session that broke took its lock with it, and the
+      // caller's DataSource closes this one anyway.
+      await unlock(lock).catch(() => undefined);
+      throw error;
     }
+    await unlock(lock);
+    return applied.map((m) => m.name);
   } finally {
     await lock.release();
   }
+}
+
+function unlock(lock: QueryRunner): Promise<unknown> {
+  return lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
 }
 
 /** Applied (oldest first) and pending migration names of an initialized `dataSource`; creates nothing. */

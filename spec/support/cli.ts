@@ -35,6 +35,8 @@ export function assertCliBuilt(): void {
 export interface RunCliOptions {
   /** The run is killed after this many milliseconds (and the call rejects). Default: 60000. */
   timeoutMs?: number;
+  /** Extra environment variables for the CLI process. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -48,7 +50,7 @@ export function runCli(
   cwd: string,
   options: RunCliOptions = {},
 ): Promise<CliResult> {
-  return run(process.execPath, [CLI_PATH, ...args], cwd, options.timeoutMs);
+  return run(process.execPath, [CLI_PATH, ...args], cwd, options.timeoutMs, options.env);
 }
 
 /**
@@ -75,12 +77,13 @@ function run(
   args: readonly string[],
   cwd: string,
   timeoutMs = 60_000,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     execFile(
       file,
       args,
-      { cwd, env: { ...process.env, NO_COLOR: '1' }, timeout: timeoutMs, maxBuffer: 16 << 20 },
+      { cwd, env: { ...process.env, NO_COLOR: '1', ...env }, timeout: timeoutMs, maxBuffer: 16 << 20 },
       (error, stdout, stderr) => {
         transcript.push(stdout, stderr);
         if (error && typeof error.code !== 'number') return reject(error);
