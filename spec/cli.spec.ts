@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Cells } from '../lib';
+import { LIVE_PROGRESS_MAX_CELLS } from '../lib/cli/db';
 import {
   assertCliBuilt,
   cliTranscript,
@@ -524,6 +525,24 @@ module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities
       expect(result.stdout).toMatch(new RegExp(`│ ${name} +│ 0 +│ failed: unreachable`));
     }
     expect(result.stdout).toMatch(new RegExp(`│ ${world.cells[0]!.name} +│ 2 +│ migrated`));
+  });
+
+  it('prints one line per event on a terminal above LIVE_PROGRESS_MAX_CELLS cells, no live redraw', async () => {
+    world = await createCliWorld('cli_many', role, 1);
+    // 21 cells on one database: after the first, each finds the migrations applied.
+    const extra = Array.from({ length: LIVE_PROGRESS_MAX_CELLS }, (_, i) => `many-${String(i).padStart(2, '0')}`);
+    for (const name of extra) await createCliWorldCell(world, name);
+    const result = await runCliOnTerminal(['db', 'migrate', '--all', '--concurrency', '4'], world.project.dir, 120);
+    expect(result.code).toBe(0);
+    const lines = result.stdout.split('\n');
+    for (const name of [world.cells[0]!.name, ...extra]) {
+      // A line as the cell starts and one as it finishes, in that order; a live view leaves only
+      // its last frame (the finished cells) once its redraws are taken out.
+      const started = lines.indexOf(`❯ ${name}`);
+      const finished = lines.findIndex((line) => line.startsWith(`✔ ${name}: `) && /migration\(s\) applied/.test(line));
+      expect(started).toBeGreaterThanOrEqual(0);
+      expect(finished).toBeGreaterThan(started);
+    }
   });
 
   it('starts no further cell after the first failure without --continue-on-error', async () => {

@@ -134,9 +134,16 @@ export function registerDbCommands(program: Command, session: () => CliSession):
 }
 
 /**
+ * Above this many cells, progress on a terminal is one line per event (listr2's simple renderer)
+ * instead of the live view: the live view redraws every cell's line on each update, a cost that
+ * grows with the square of the cell count (seconds of CPU for 50 cells).
+ */
+export const LIVE_PROGRESS_MAX_CELLS = 20;
+
+/**
  * Migrates `cells`, `concurrency` at a time, each through its own short-lived DataSource under
- * the migration advisory lock. Progress shows per cell: live on a terminal, one line per event
- * otherwise, nothing when `quiet`. Without `continueOnError`, cells not started by the first
+ * the migration advisory lock. Progress shows per cell: live on a terminal for up to
+ * LIVE_PROGRESS_MAX_CELLS cells, one line per event otherwise, nothing when `quiet`. Without `continueOnError`, cells not started by the first
  * failure are skipped. A cell whose migration lock another session holds for `lockTimeoutMs` fails
  * with MigrationLockTimeoutError in its row.
  */
@@ -175,7 +182,7 @@ export async function migrateCells(
     {
       concurrent: options.concurrency,
       exitOnError: false,
-      renderer: options.quiet ? 'silent' : 'default',
+      renderer: options.quiet ? 'silent' : cells.length > LIVE_PROGRESS_MAX_CELLS ? 'simple' : 'default',
       fallbackRenderer: 'simple',
       registerSignalListeners: false,
     },

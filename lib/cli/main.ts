@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './compile-cache';
 import '../index';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
