@@ -43,6 +43,8 @@ export class QueryDeadlineExceeded extends Error {
  */
 export class CellClient extends Client {
   [kLostError]: unknown;
+  /** The server's `server_version`, from its ParameterStatus message of the handshake (server-version.ts). */
+  serverVersion: string | undefined;
   private readonly queryTimeoutMs: number;
 
   constructor(config?: CellClientConfig) {
@@ -51,6 +53,7 @@ export class CellClient extends Client {
     this.on('error', (error: unknown) => {
       this[kLostError] ??= error;
     });
+    (this as unknown as { connection: NodeJS.EventEmitter }).connection.on('parameterStatus', recordServerVersion.bind(this));
   }
 
   // pg's overloads cannot be restated here; the override keeps its behaviour for both forms.
@@ -153,6 +156,11 @@ export class CellClient extends Client {
       };
     }
   }
+}
+
+/** Keeps `server_version` of a ParameterStatus message on the client it is bound to. */
+function recordServerVersion(this: CellClient, message: { parameterName?: string; parameterValue?: string }): void {
+  if (message.parameterName === 'server_version') this.serverVersion = message.parameterValue;
 }
 
 /**

@@ -7,6 +7,7 @@ import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
 import { rememberScramKeys } from './scram-keys';
+import { learnServerVersion } from './server-version';
 import { API_LABEL } from './route';
 
 /**
@@ -190,6 +191,7 @@ export function guardedDataSource(
     hidePassword({ ...options, extra: guardedPoolOptions(extra, poolSize, connectTimeoutMs, bounds.queryTimeoutMs) }),
   );
   guardPool(dataSource, () => label, bounds.acquireTimeoutMs);
+  learnServerVersion(dataSource);
   return dataSource;
 }
 
