@@ -29,6 +29,8 @@ export class MetadataTemplate {
   /** The DataSource the metadata is built on; never connected. */
   private readonly template: DataSource;
   private built = false;
+  /** What the PostgresDriver's afterConnect finds in the metadata: which extensions it uses. */
+  private extensions: Promise<unknown> | undefined;
 
   /**
    * @param route - the route of a routed `'main'` call in a context (`Cells.route`), which lazy
@@ -45,6 +47,9 @@ export class MetadataTemplate {
   /** Builds the template's metadata. @throws what TypeORM's build throws (a bad entity). */
   async build(): Promise<void> {
     await (this.template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+    this.extensions = (
+      this.template.driver as unknown as ExtensionsCheck
+    ).checkMetadataForExtensions();
     this.built = true;
   }
 
@@ -62,8 +67,17 @@ export class MetadataTemplate {
     if (!this.built || !sameMetadataOptions(this.template.options as PostgresOptions, options)) {
       return new DataSource(options);
     }
-    return new TemplatedDataSource(options, this.template);
+    const dataSource = new TemplatedDataSource(options, this.template);
+    // The same metadata uses the same extensions: afterConnect need not look through it again.
+    const extensions = this.extensions!;
+    (dataSource.driver as unknown as ExtensionsCheck).checkMetadataForExtensions = () => extensions;
+    return dataSource;
   }
+}
+
+/** PostgresDriver's scan of the metadata for the extensions its columns need (TypeORM 1.1). */
+interface ExtensionsCheck {
+  checkMetadataForExtensions(): Promise<unknown>;
 }
 
 /** The options TypeORM reads while building metadata; a cell's other options are its connection. */
