@@ -73,7 +73,7 @@ export class Cells {
   private readonly options: CellsOptions;
   private readonly apiDataSource: DataSource;
   private readonly mainDataSource: DataSource | undefined;
-  /** The cell entities' metadata, built once and copied into each cell DataSource. */
+  /** The cell entities' metadata, built once and shared by every cell DataSource. */
   private readonly metadata: MetadataTemplate;
   private readonly registry: DataSourceRegistry;
   private readonly repositories = new Map<string, Map<EntityTarget<ObjectLiteral>, Repository<ObjectLiteral>>>([
@@ -103,7 +103,7 @@ export class Cells {
       options.main === undefined
         ? undefined
         : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, MAIN_LABEL) }, MAIN_LABEL);
-    this.metadata = new MetadataTemplate(cellDataSourceOptions(options));
+    this.metadata = new MetadataTemplate(cellDataSourceOptions(options), (ctx) => this.route('main', ctx));
     this.cells = new CellDataSources({
       options: this.options,
       cellQueryTimeouts: queryTimeouts,

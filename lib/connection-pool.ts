@@ -62,6 +62,8 @@ export class QueryDeadlineExceeded extends Error {
 export class CellClient extends Client implements BudgetClient {
   [kLostError]: unknown;
   [kIdleSince]?: number;
+  /** The server's `server_version`, from its ParameterStatus message of the handshake (server-version.ts). */
+  serverVersion: string | undefined;
   private readonly queryTimeoutMs: number;
   private readonly budgetTerms: BudgetTerms | undefined;
   /** The options of the pool that made this client (pg-pool passes its own): names the pool to the budget. */
@@ -75,6 +77,7 @@ export class CellClient extends Client implements BudgetClient {
     this.on('error', (error: unknown) => {
       this[kLostError] ??= error;
     });
+    (this as unknown as { connection: NodeJS.EventEmitter }).connection.on('parameterStatus', recordServerVersion.bind(this));
   }
 
   // pg's overloads cannot be restated here; the override keeps its behaviour for both forms.
@@ -216,6 +219,11 @@ export class CellClient extends Client implements BudgetClient {
       };
     }
   }
+}
+
+/** Keeps `server_version` of a ParameterStatus message on the client it is bound to. */
+function recordServerVersion(this: CellClient, message: { parameterName?: string; parameterValue?: string }): void {
+  if (message.parameterName === 'server_version') this.serverVersion = message.parameterValue;
 }
 
 /**

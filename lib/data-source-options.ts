@@ -8,6 +8,7 @@ import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart }
 import { maskDataSourceLogger } from './masked-logger';
 import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
+import { learnServerVersion } from './server-version';
 import { API_LABEL } from './route';
 
 /**
@@ -208,6 +209,7 @@ export function guardedDataSource(
     }),
   );
   guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget);
+  learnServerVersion(dataSource);
   return dataSource;
 }
 
