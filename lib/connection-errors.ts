@@ -46,7 +46,7 @@ export const QUERY_DEADLINE_CODE = 'CELLS_QUERY_DEADLINE';
 
 /**
  * Where the pg clients of the library's pools record the first connection error they receive
- * (connection-pool.ts), whenever it arrives: also between a transaction's statements. @internal
+ * (cell-client.ts), whenever it arrives: also between a transaction's statements. @internal
  */
 export const kLostError = Symbol('typeorm-cells.lostError');
 

@@ -1,5 +1,5 @@
 import type { DataSource } from 'typeorm';
-import type { CellClient } from './connection-pool';
+import type { CellClient } from './cell-client';
 
 /**
  * The server version TypeORM's PostgresDriver needs, learnt from the handshake instead of a query.
