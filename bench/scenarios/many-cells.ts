@@ -14,6 +14,7 @@ import {
   type EntityModel,
 } from '../support-entity-model';
 import { PeakSampler, liveHeapBytes } from '../support-sampling';
+import { serverCpuReader } from '../support-server-cpu';
 
 /** Sizes of the full run and of the `--quick` smoke run. */
 const SIZES = {
@@ -47,6 +48,10 @@ interface PhaseFigures {
   evictionsPerS: number;
   opened: number;
   opensPerS: number;
+  /** CPU time of this (the client) process per second of the phase: 1000 = one core busy. */
+  clientCpuMsPerS: number;
+  /** CPU time of the PostgreSQL server (all its processes) per second of the phase; null when it is not local. */
+  serverCpuMsPerS: number | null;
   peakCellConnections: number;
   peakTotalConnections: number;
   peakSlots: number;
@@ -235,6 +240,7 @@ async function runModel(size: Size, model: EntityModel): Promise<ModelRun> {
         size.cells,
       )),
     ];
+    const serverCpu = await serverCpuReader();
     await samples.start();
     // Full: every slot of the bound taken, so that opening one more evicted one. (The LRU itself
     // may never hold maxOpenCells open entries at once: DataSources being opened hold slots too.)
@@ -257,6 +263,7 @@ async function runModel(size: Size, model: EntityModel): Promise<ModelRun> {
         () => cells[Math.floor(random() * cells.length)]!,
         size,
         samples,
+        serverCpu,
         onRequest,
       ),
     );
@@ -271,6 +278,7 @@ async function runModel(size: Size, model: EntityModel): Promise<ModelRun> {
             : cold[Math.floor(random() * cold.length)]!,
         size,
         samples,
+        serverCpu,
         onRequest,
       ),
     );
@@ -316,6 +324,8 @@ function modelMarkdown(size: Size, run: ModelRun): string {
         'p50 ms',
         'p99 ms',
         'opens/s',
+        'client CPU ms/s',
+        'server CPU ms/s',
         'hit rate',
         'evictions/s',
         'opened',
@@ -333,6 +343,8 @@ function modelMarkdown(size: Size, run: ModelRun): string {
         p.latency.medianUs / 1000,
         p.latency.p99Us / 1000,
         p.opensPerS,
+        p.clientCpuMsPerS,
+        p.serverCpuMsPerS ?? 'n/a',
         `${(p.hitRate * 100).toFixed(1)}%`,
         p.evictionsPerS,
         String(p.opened),
@@ -347,6 +359,13 @@ function modelMarkdown(size: Size, run: ModelRun): string {
     ),
     '',
     `Hit rate: routed calls that found their cell's DataSource open. An even spread over ${size.cells.toLocaleString('en')} cells could hit at most ${((100 * size.maxOpenCells) / size.cells).toFixed(1)}%; it hits less because DataSources being opened hold slots of the bound (they hold connections): with ${size.workers} workers mostly missing, up to ${size.workers} of the ${size.maxOpenCells} slots hold DataSources still connecting, and each opener evicts the least recently used open one. Each miss costs a TypeORM initialize() and a new server connection (SCRAM authentication, a backend started), which is what bounds the even phase's throughput.`,
+    '',
+    `CPU per request (client = this process, server = every PostgreSQL process; both share the machine's cores with each other and with anything else running): ${phases
+      .map(
+        (p) =>
+          `${p.name.split(' ')[0]} ${(p.clientCpuMsPerS / p.throughputPerS).toFixed(1)} ms client, ${p.serverCpuMsPerS === null ? 'server not measured' : `${(p.serverCpuMsPerS / p.throughputPerS).toFixed(1)} ms server`}`,
+      )
+      .join('; ')}.`,
     '',
     `Memory (RSS; live heap = heap in use right after a forced full collection, the leak indicator): when the registry was first full (its first eviction, after ${full.opened} opens) RSS **${full.rssMb.toFixed(0)} MB**, live heap ${full.liveHeapMb.toFixed(1)} MB; after the even phase (${phases[0]!.end.opened} opens) RSS ${phases[0]!.end.rssMb.toFixed(0)} MB, live heap ${phases[0]!.end.liveHeapMb.toFixed(1)} MB; at the end (${end.opened} opens) RSS **${end.rssMb.toFixed(0)} MB**, live heap ${end.liveHeapMb.toFixed(1)} MB.`,
     `Targets: server connections never above ${size.maxOpenCells} × ${poolSize} + ${API_POOL_SIZE} + 1 = ${bound}: peak **${run.peakConnections}, ${run.connectionsMet ? 'met' : 'MISSED'}**; RSS flat once the registry is full (end ≤ ${RSS_FLAT_FACTOR}× registry-full): **${(end.rssMb / full.rssMb).toFixed(2)}×, ${run.rssMet ? 'met' : 'MISSED'}**; failed requests: **${run.failures}**.`,
@@ -379,6 +398,7 @@ async function runPhase(
   pick: () => CellMapping,
   size: { workers: number; phaseMs: number },
   samples: PeakSampler,
+  serverCpu: (() => number) | undefined,
   onRequest: () => void,
 ): Promise<PhaseFigures> {
   const repo = lib.getRepository<{ createdAt: Date }>(model.first);
@@ -387,6 +407,8 @@ async function runPhase(
   const latencies: number[] = [];
   let failures = 0;
   let firstFailure: string | null = null;
+  const cpuBefore = process.cpuUsage();
+  const serverCpuBefore = serverCpu?.();
   const started = performance.now();
   const deadline = started + size.phaseMs;
   const worker = async () => {
@@ -405,6 +427,8 @@ async function runPhase(
   };
   await Promise.all(Array.from({ length: size.workers }, worker));
   const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const serverCpuAfter = serverCpu?.();
   const after = lib.stats();
   const hits = after.hits - before.hits;
   const misses = after.misses - before.misses;
@@ -419,6 +443,11 @@ async function runPhase(
     evictionsPerS: (after.evictions - before.evictions) / seconds,
     opened: after.opened - before.opened,
     opensPerS: (after.opened - before.opened) / seconds,
+    clientCpuMsPerS: (cpu.user + cpu.system) / 1000 / seconds,
+    serverCpuMsPerS:
+      serverCpuBefore === undefined || serverCpuAfter === undefined
+        ? null
+        : (serverCpuAfter - serverCpuBefore) / seconds,
     peakCellConnections: samples.peakCellConnections,
     peakTotalConnections: samples.peakTotalConnections,
     peakSlots: samples.peakSlots,
