@@ -7,6 +7,7 @@ import { guardPool } from './connection-pool';
 import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
 import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
+import { pgNativeDriver } from './pg-native';
 import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
 import { learnServerVersion } from './server-version';
@@ -197,9 +198,12 @@ export function guardedDataSource(
   const connectTimeoutMs = options.connectTimeoutMS ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   // The password is given to TypeORM as a function, so a DataSource, its options, driver and
   // pool, and every manager and query runner reaching them, print no password.
+  // pg-native is looked up once per process, not by TypeORM in each DataSource (pg-native.ts).
+  const nativeDriver: unknown = options.nativeDriver ?? pgNativeDriver();
   const dataSource = create(
     hidePassword({
       ...options,
+      nativeDriver,
       extra: guardedPoolOptions(
         extra,
         poolSize,
