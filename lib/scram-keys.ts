@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 
 /**
@@ -13,6 +13,8 @@ import { LRUCache } from 'lru-cache';
  * - bounded (lru-cache); concurrent connections of one role share one derivation; a failed one is
  *   not kept;
  * - in memory only: never logged, printed or written anywhere.
+ * The per-connection HMACs and hash of SCRAM are computed with node:crypto instead of WebCrypto
+ * (same results, a fraction of the time).
  * The server still checks a fresh proof for every connection (nonces differ each time), so
  * authentication is as strong as before. @internal
  */
@@ -20,6 +22,17 @@ import { LRUCache } from 'lru-cache';
 /** What is used of node-postgres' SCRAM helpers (`pg/lib/crypto/utils`, an exported subpath of pg 8). */
 interface PgCryptoUtils {
   deriveKey(password: string, salt: Uint8Array, iterations: number): Promise<ArrayBuffer>;
+  hmacSha256(key: ArrayBuffer | Uint8Array, message: string): Promise<ArrayBuffer>;
+  sha256(data: ArrayBuffer | Uint8Array): Promise<ArrayBuffer>;
+}
+
+/** The bytes of `buffer` as an ArrayBuffer of their own, as WebCrypto returns them. */
+function ownArrayBuffer(buffer: Buffer): ArrayBuffer {
+  return buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength) as ArrayBuffer;
+}
+
+function bytes(data: ArrayBuffer | Uint8Array): Uint8Array {
+  return data instanceof Uint8Array ? data : new Uint8Array(data);
 }
 
 /** Salted passwords remembered: one per role and server in use is enough. */
@@ -58,4 +71,11 @@ export function rememberScramKeys(): void {
     // A copy each time: the caller owns what it gets.
     return derived.then((bits) => bits.slice(0));
   };
+  // The HMACs and the hash of each authentication: node:crypto computes them in microseconds where
+  // WebCrypto's importKey + sign take about 0.6 ms per connection. Same results (RFC 2104, FIPS 180-4).
+  if (typeof utils.hmacSha256 === 'function' && typeof utils.sha256 === 'function') {
+    utils.hmacSha256 = (key, message) =>
+      Promise.resolve(ownArrayBuffer(createHmac('sha256', bytes(key)).update(message).digest()));
+    utils.sha256 = (data) => Promise.resolve(ownArrayBuffer(createHash('sha256').update(bytes(data)).digest()));
+  }
 }
