@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
 import { DataSource } from 'typeorm';
@@ -10,6 +11,7 @@ import { rowsIn } from '../../spec/support/databases';
 import { Widget } from '../../spec/support/widget';
 import { compare, markdownTable, nsPerCall, runOptions, type VariantResult } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
+import { mapLimit } from '../support-stats';
 
 const ROWS = 10_000;
 
@@ -47,6 +49,16 @@ async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
     });
     let i = 0;
     const nextUuid = () => uuids[(i = (i + 7919) % uuids.length)]!;
+    // A request of the example app, minus HTTP: a new context, then the instance's cell looked up
+    // in the mapping cache (instances mapped in the API database, all cached) and the lookup routed.
+    const mapped = uuids.slice(0, quick ? 200 : 2_000);
+    await mapLimit(mapped, 8, (instanceUuid) =>
+      world.lib.mappings.mapInstance({ instanceUuid, cell: cell.mapping, projectId: 'bench' }),
+    );
+    for (const instanceUuid of mapped) await world.lib.mappings.instanceCell(instanceUuid);
+    let m = 0;
+    const nextMapped = () => mapped[(m = (m + 7919) % mapped.length)]!;
+    const bare = new AsyncLocalStorage<object>();
     const sql = 'SELECT "uuid", "name", "intended_cell", "size", "created_at", "deleted_at" FROM "widgets" WHERE "uuid" = $1 AND "deleted_at" IS NULL LIMIT 1';
     const options = runOptions(quick);
     const lookups = await runWithContext(ctx, () =>
@@ -57,6 +69,14 @@ async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
           'TypeORM, a second DataSource': () => otherRepo.findOneBy({ uuid: nextUuid() }),
           'routed, in a context': () => routed.findOneBy({ uuid: nextUuid() }),
           'routed, targetCell per call': () => targetCell(cell.mapping, () => routed.findOneBy({ uuid: nextUuid() })),
+          'TypeORM in a bare AsyncLocalStorage.run per call': () =>
+            bare.run({}, () => plainRepo.findOneBy({ uuid: nextUuid() })),
+          'routed, a request: new RequestContext + targetInstanceCell': () => {
+            const uuid = nextMapped();
+            return runWithContext(new RequestContext({ projectId: 'bench' }), () =>
+              world.lib.targetInstanceCell(uuid, () => routed.findOneBy({ uuid })),
+            );
+          },
         },
         'TypeORM, explicit DataSource',
         options,
@@ -82,12 +102,14 @@ async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
     const step = routingStepNs(world.lib, ctx, quick);
     const lookupRatio = lookups.find((r) => r.name === 'routed, in a context')!.ratio;
     const insertRatio = inserts.find((r) => r.name === 'routed, in a context')!.ratio;
+    const requestRatio = lookups.find((r) => r.name.startsWith('routed, a request'))!.ratio;
+    const bareRatio = lookups.find((r) => r.name.startsWith('TypeORM in a bare'))!.ratio;
     const table = (rows: VariantResult[]) =>
       markdownTable(['variant', 'median µs', 'p99 µs', 'ratio to TypeORM'], rows.map((r) => [r.name, r.medianUs, r.p99Us, r.ratio]));
     return {
       id: 'routing',
       title: '1. Routing overhead (10,000-row table)',
-      data: { lookups, inserts, routingStepNs: step, targets: { routedOverPlainMedian: 1.02, routingStepNs: 1000 } },
+      data: { lookups, inserts, routingStepNs: step, requestRatio, bareRatio, targets: { routedOverPlainMedian: 1.02, routingStepNs: 1000 } },
       markdown: [
         'Baseline: a plain TypeORM repository of the same DataSource the registry opened for the cell (pool size 1, so every TypeORM variant uses one server backend); "a second DataSource" is an independent one, showing how much two equal DataSources differ on this machine.',
         '',
@@ -101,6 +123,7 @@ async function routingOverhead(quick: boolean): Promise<ScenarioResult> {
         '',
         `Routing step alone (context lookup + registry hit + lease release): **${step.toFixed(0)} ns** per call (target < 1,000 ns).`,
         `Routed / plain TypeORM by median: lookup **${lookupRatio.toFixed(3)}**, insert **${insertRatio.toFixed(3)}** (target ≤ 1.02).`,
+        `A whole request's share of the library (new context, cached instance lookup, routed lookup): **${requestRatio.toFixed(3)}** of the plain lookup, against ${bareRatio.toFixed(3)} for the plain lookup in a bare \`AsyncLocalStorage.run\` (what the runtime's context costs by itself on ${process.version}).`,
       ].join('\n'),
     };
   } finally {
