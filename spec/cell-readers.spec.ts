@@ -219,6 +219,15 @@ describeWithReplica('read replicas of a cell (streaming standby)', () => {
     expect(onStandby).toBe(120);
   }, 60_000);
 
+  it('reopens the cell on its new readers when its readConnections change', async () => {
+    await seeded();
+    await targetCell(cell, () => readFromReplica(inRecovery));
+    await cells.mappings.updateCell(cell.uuid, { readConnections: null });
+    expect(await targetCell(cell, () => readFromReplica(inRecovery))).toBe(false);
+    await cells.mappings.updateCell(cell.uuid, { readConnections: [pair.standbyUrl(database)] });
+    expect(await targetCell(cell, () => readFromReplica(inRecovery))).toBe(true);
+  });
+
   it('shows no password of a reader URL in mappings, events, errors or inspect output', async () => {
     const shown: string[] = [];
     const capture = (value: unknown): void => {
