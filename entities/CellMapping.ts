@@ -33,6 +33,16 @@ export class CellMapping {
   @Column({ name: 'database_connection', type: 'text' })
   databaseConnection!: string;
 
+  /**
+   * Reader connections (postgres:// URLs of read replicas of `databaseConnection`), or `null` for
+   * none. Routed reads of a context with `readFrom: 'replica'` go to them, round-robin. Stored as a
+   * JSON array of strings in a nullable `text` column (`read_connections`), so it reads the same on
+   * any engine; a column holding a bare URL (written with plain SQL) reads as a list of one. They
+   * carry passwords: never log or return them unmasked.
+   */
+  @Column({ name: 'read_connections', type: 'text', nullable: true, transformer: { to: readConnectionsToColumn, from: readConnectionsFromColumn } })
+  readConnections!: string[] | null;
+
   @Column({ name: 'transport_url', type: 'text', nullable: true })
   transportUrl!: string | null;
 
@@ -56,6 +66,7 @@ export class CellMapping {
       uuid: this.uuid,
       name: this.name,
       databaseConnection: this.databaseConnection === undefined ? undefined : redactUrl(this.databaseConnection),
+      readConnections: Array.isArray(this.readConnections) ? this.readConnections.map((url) => redactUrl(String(url))) : this.readConnections,
       transportUrl: this.transportUrl ? redactUrl(this.transportUrl) : this.transportUrl,
       disabled: this.disabled,
       createdAt: this.createdAt,
@@ -66,4 +77,22 @@ export class CellMapping {
   [inspect.custom](): string {
     return `CellMapping ${inspect(this.toJSON())}`;
   }
+}
+
+/** `readConnections` as stored: a JSON array, `null` for none (an empty list included). */
+function readConnectionsToColumn(value: unknown): string | null | undefined {
+  if (value === undefined) return undefined;
+  return Array.isArray(value) && value.length > 0 ? JSON.stringify(value) : null;
+}
+
+/** The stored column as `readConnections`: a JSON array of strings, or a bare URL as a list of one. */
+function readConnectionsFromColumn(value: unknown): string[] | null {
+  if (typeof value !== 'string' || value.trim() === '') return null;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (Array.isArray(parsed) && parsed.every((item) => typeof item === 'string')) return parsed.length > 0 ? parsed : null;
+  } catch {
+    // Not JSON: a URL written with plain SQL. It is validated when the cell opens.
+  }
+  return [value];
 }

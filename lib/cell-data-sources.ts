@@ -1,9 +1,10 @@
 import type { DataSource } from 'typeorm';
+import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
 import { parseConnectionUrl } from './connection-url';
 import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, UnknownCellError } from './errors';
-import type { CellMappings } from './mappings';
+import { connectionsOf, type CellMappings } from './mappings';
 import { DataSourceRegistry, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 
@@ -26,6 +27,8 @@ export interface CellDataSourcesHost {
   ready(): boolean;
   /** A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option. */
   guardedDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
+  /** The same, for a cell's reader: its own DataSource, with no entity metadata. */
+  readerDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
 }
 
 /**
@@ -57,6 +60,18 @@ export class CellDataSources {
     });
   }
 
+  /** Reports a reader event to the `logger` option; what the logger throws is ignored. */
+  private replicaEvent(event: ReplicaEvent): void {
+    try {
+      const result = this.host.options.logger?.(event) as unknown;
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+        (result as PromiseLike<unknown>).then(undefined, () => undefined);
+      }
+    } catch {
+      // A broken logger never fails a read.
+    }
+  }
+
   /**
    * Drops the connection URL kept for a cell once its DataSource left the registry, so the map
    * holds open cells only and no closed cell's password stays in memory.
@@ -77,7 +92,10 @@ export class CellDataSources {
     this.registry.evict(uuid);
   }
 
-  /** Evicts the open DataSource of `uuid` when it was opened with another connection than `connection`. */
+  /**
+   * Evicts the open DataSource of `uuid` when it was opened with other connections than
+   * `connection` (`connectionsOf` its mapping: the primary's and the readers').
+   */
   check(uuid: string, connection: string | undefined): void {
     const opened = this.connections.get(uuid);
     if (opened !== undefined && opened !== connection) this.retire(uuid);
@@ -116,7 +134,7 @@ export class CellDataSources {
     if (this.connections.size === 0 || !this.host.ready()) return;
     const current = new Map<string, string>();
     try {
-      for (const cell of await this.host.mappings().allCells()) current.set(cell.uuid, cell.databaseConnection);
+      for (const cell of await this.host.mappings().allCells()) current.set(cell.uuid, connectionsOf(cell));
     } catch {
       current.clear();
     }
@@ -135,13 +153,21 @@ export class CellDataSources {
       const label = cellRouteLabel(cell);
       const parts = parseConnectionUrl(cell.databaseConnection, label);
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
-      const dataSource = host.guardedDataSource({ ...cellDataSourceOptions(host.options), ...parts }, label, deadline);
+      const shared = cellDataSourceOptions(host.options);
+      const dataSource = host.guardedDataSource({ ...shared, ...parts }, label, deadline);
+      if (cell.readConnections != null && cell.readConnections.length > 0) {
+        new CellReaders(key, cell.readConnections, label, shared, {
+          readerDataSource: (options, readerLabel) => host.readerDataSource(options, readerLabel, deadline),
+          backoffMs: host.options.replicaBackoffMs ?? DEFAULTS.replicaBackoffMs,
+          onEvent: (event) => this.replicaEvent(event),
+        }).attach(dataSource);
+      }
       await connect(dataSource, label);
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
-      if (now?.databaseConnection === cell.databaseConnection && (this.epochs.get(key) ?? 0) === epoch) {
-        this.connections.set(key, cell.databaseConnection);
+      if (now !== undefined && connectionsOf(now) === connectionsOf(cell) && (this.epochs.get(key) ?? 0) === epoch) {
+        this.connections.set(key, connectionsOf(cell));
         return { dataSource, label };
       }
       await closeDataSource(dataSource);

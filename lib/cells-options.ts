@@ -1,6 +1,7 @@
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
 import { DEFAULTS, postgresTypeArg, type CellDataSourceOptions, type DatabaseConfig, type PostgresOptions } from './data-source-options';
 import { InvalidArgumentError } from './errors';
+import type { ReplicaEvent } from './cell-readers';
 import type { MappingCacheOptions } from './mapping-cache';
 import type { RegistryEvent, RegistryStats } from './registry';
 import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
@@ -11,7 +12,7 @@ import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStat
  */
 
 /** Something typeorm-cells reports to the `logger` option; never carries a connection string. */
-export type CellsLogEvent = RegistryEvent;
+export type CellsLogEvent = RegistryEvent | ReplicaEvent;
 
 /** Options of `new Cells()`. Only `api` is required. */
 export interface CellsOptions {
@@ -123,10 +124,19 @@ export interface CellsOptions {
    * usually waits between SIGTERM and SIGKILL. From 0 to 2147483647.
    */
   shutdownTimeoutMs?: number;
+  /**
+   * How long a reader connection (a cell's `readConnections`) that could not be reached is skipped,
+   * in ms: reads of `readFrom: 'replica'` contexts go to another reader or the primary meanwhile
+   * (a `replica-unavailable` event each time a reader is set aside), so a reader that is down costs
+   * at most one failed connection attempt (up to `connectTimeoutMs`) per period. Default: 5000.
+   * From 0 to 2147483647.
+   */
+  replicaBackoffMs?: number;
   /** Run the API database migrations in `initialize()` (a boolean; `'false'` is refused). Default: false. */
   migrateApi?: boolean;
   /**
-   * Receives registry events (opens, evictions, closes, failures) for logging. What it throws or
+   * Receives registry events (opens, evictions, closes, failures) and read-replica events
+   * (`replica-open`, `replica-unavailable`) for logging. What it throws or
    * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
    */
   logger?: (event: CellsLogEvent) => void;
@@ -157,6 +167,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   integerArg(options.acquireTimeoutMs, 'acquireTimeoutMs', 0, MAX_TIMER_MS);
   integerArg(options.queryTimeoutMs, 'queryTimeoutMs', 0, MAX_TIMER_MS);
   integerArg(options.shutdownTimeoutMs, 'shutdownTimeoutMs', 0, MAX_TIMER_MS);
+  integerArg(options.replicaBackoffMs, 'replicaBackoffMs', 0, MAX_TIMER_MS);
   if (options.maxConnectionsPerServer !== undefined) serverBudgetLimits(options.maxConnectionsPerServer);
   integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
   integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);

@@ -39,7 +39,8 @@ import {
   NoContextError,
   NoTargetCellError,
 } from './errors';
-import { CellMappings } from './mappings';
+import { CellMappings, connectionsOf } from './mappings';
+import { CellReaders } from './cell-readers';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import type { DataSourceRegistry } from './registry';
 import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type Route } from './route';
@@ -112,6 +113,7 @@ export class Cells {
       ready: () => this.state === 'ready',
       guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
         this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
+      readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
     });
     this.registry = this.cells.registry;
   }
@@ -151,7 +153,7 @@ export class Cells {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
-      onCellLoaded: (cell) => this.cells.check(cell.uuid, cell.databaseConnection),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, connectionsOf(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.
       onWrite: () => {
@@ -198,7 +200,9 @@ export class Cells {
       if (first === 'deadline') {
         // Calls still running (on a server that stopped answering, say): close their connections
         // by force, so they fail at once and the close completes.
-        for (const dataSource of [...this.registry.dataSources(), this.apiDataSource, this.mainDataSource]) {
+        const cellDataSources = this.registry.dataSources();
+        const readers = cellDataSources.flatMap((dataSource) => CellReaders.dataSourcesOf(dataSource));
+        for (const dataSource of [...cellDataSources, ...readers, this.apiDataSource, this.mainDataSource]) {
           if (dataSource !== undefined) forceClose(dataSource);
         }
         await Promise.race([graceful, sleep(FORCED_CLOSE_WAIT_MS)]);

@@ -10,6 +10,13 @@ export type ReadDeleted = 'no' | 'yes' | 'only';
 
 const READ_DELETED_MODES: ReadonlySet<string> = new Set(['no', 'yes', 'only']);
 
+/**
+ * Where routed reads outside a transaction go: the cell's primary (`'primary'`, the default), or one
+ * of the reader connections its CellMapping lists (`'replica'`; the primary when it lists none or
+ * none answers). Writes, raw `query()` and everything inside a transaction always use the primary.
+ */
+export type ReadFrom = 'primary' | 'replica';
+
 /** Anything that names a cell for targeting: a `CellMapping` (or any `{ uuid, name? }`) or a uuid. */
 export type CellRef = string | { readonly uuid: string; readonly name?: string };
 
@@ -27,6 +34,8 @@ export interface RequestContextInit {
   cell?: CellRef | null;
   /** Deadline of each statement of this context's calls, in ms; defaults to `null` (Cells' `queryTimeoutMs`). */
   queryTimeoutMs?: number | null;
+  /** Where routed reads go; defaults to `'primary'`. See `RequestContext.readFrom`. */
+  readFrom?: ReadFrom;
 }
 
 /** Marks the init of a copy made by `clone()`, whose fields need no checking. */
@@ -54,6 +63,7 @@ export class RequestContext {
   #cellUuid: string | null = null;
   #cellName: string | null = null;
   #queryTimeoutMs: number | null = null;
+  #readFrom: ReadFrom = 'primary';
   /** @internal */
   [kMainTransaction]: ActiveTransaction | undefined;
   /** @internal */
@@ -64,7 +74,8 @@ export class RequestContext {
   /**
    * @throws InvalidArgumentError for an `init` that is not an object, an id that is not a string of
    * 1-255 characters (or has a NUL byte or a lone surrogate), an `isAdmin` that is not a boolean, an
-   * unknown `readDeleted` mode or a malformed cell uuid.
+   * unknown `readDeleted` mode, a `readFrom` other than `'primary'` or `'replica'`, or a malformed
+   * cell uuid.
    */
   constructor(init: RequestContextInit = {}) {
     if (init === null || typeof init !== 'object') {
@@ -86,6 +97,28 @@ export class RequestContext {
     if (init.readDeleted !== undefined) this.readDeleted = init.readDeleted;
     if (init.cell != null) this.#setCell(init.cell);
     if (init.queryTimeoutMs != null) this.queryTimeoutMs = init.queryTimeoutMs;
+    if (init.readFrom !== undefined) this.readFrom = init.readFrom;
+  }
+
+  /**
+   * Where this context's routed reads outside a transaction go: `'primary'` (default; nothing
+   * changes for cells without readers) or `'replica'`, one of the reader connections of the cell's
+   * CellMapping (`readConnections`), round-robin. A replica may lag behind its primary: a read
+   * right after a write may not see it; read such rows with `'primary'` (`readFromPrimary(fn)`).
+   * A reader that cannot be reached is skipped for a backoff (`replicaBackoffMs`) and the read
+   * goes to the primary, with a `replica-unavailable` event to the `logger`, never an error.
+   * Writes, raw `query()`/`sql` and every call inside a transaction always use the primary.
+   */
+  get readFrom(): ReadFrom {
+    return this.#readFrom;
+  }
+
+  /** @throws InvalidArgumentError when `mode` is not `'primary'` or `'replica'`. */
+  set readFrom(mode: ReadFrom) {
+    if (mode !== 'primary' && mode !== 'replica') {
+      throw new InvalidArgumentError(`readFrom must be 'primary' or 'replica', got ${describe(mode)}.`);
+    }
+    this.#readFrom = mode;
   }
 
   /**
@@ -146,6 +179,7 @@ export class RequestContext {
     copy.#cellUuid = this.#cellUuid;
     copy.#cellName = this.#cellName;
     copy.#queryTimeoutMs = this.#queryTimeoutMs;
+    copy.#readFrom = this.#readFrom;
     copy[kMainTransaction] = this[kMainTransaction];
     copy[kApiTransaction] = this[kApiTransaction];
     copy[kCallSignal] = this[kCallSignal];
@@ -183,6 +217,7 @@ export class RequestContext {
       projectId: this.projectId,
       isAdmin: this.isAdmin,
       readDeleted: this.#readDeleted,
+      readFrom: this.#readFrom,
       dbConnection: this.#cellUuid,
       cellUuid: this.#cellUuid,
       cellName: this.#cellName,
@@ -267,6 +302,35 @@ export function targetCell<T>(cell: CellRef | null, fn: () => T): T {
   const current = storage.getStore();
   const next = current === undefined ? new RequestContext() : current.clone();
   next.retarget(cell);
+  return storage.run(next, fn);
+}
+
+/**
+ * Runs `fn` with a copy of the current context whose routed reads go to the cell's replicas
+ * (`readFrom: 'replica'`) and returns its result; the outer context is untouched, also when `fn`
+ * throws. Outside any context, a fresh context is created for `fn`. Writes and transactions inside
+ * `fn` still use the primary; see `RequestContext.readFrom` for lag and fallback.
+ * @throws InvalidArgumentError when `fn` is not a function.
+ */
+export function readFromReplica<T>(fn: () => T): T {
+  return withReadFrom('replica', fn, 'readFromReplica(fn): fn');
+}
+
+/**
+ * Runs `fn` with a copy of the current context whose routed reads go to the cell's primary
+ * (`readFrom: 'primary'`), as `readFromReplica` does for replicas: for a read that must see a write
+ * just made, inside code that otherwise reads from replicas.
+ * @throws InvalidArgumentError when `fn` is not a function.
+ */
+export function readFromPrimary<T>(fn: () => T): T {
+  return withReadFrom('primary', fn, 'readFromPrimary(fn): fn');
+}
+
+function withReadFrom<T>(mode: ReadFrom, fn: () => T, what: string): T {
+  functionArg(fn, what);
+  const current = storage.getStore();
+  const next = current === undefined ? new RequestContext() : current.clone();
+  next.readFrom = mode;
   return storage.run(next, fn);
 }
 

@@ -52,6 +52,8 @@ export const DEFAULTS = {
   maxConnectionsPerServer: undefined,
   /** `CellsOptions.shutdownTimeoutMs`. */
   shutdownTimeoutMs: 25_000,
+  /** `CellsOptions.replicaBackoffMs`: how long an unreachable reader is skipped. */
+  replicaBackoffMs: 5_000,
   /** `MappingCacheOptions.max`. */
   mappingCacheMax: 10_000,
   /** `MappingCacheOptions.ttlMs`: 1 min. */

@@ -2,18 +2,21 @@ import 'reflect-metadata';
 
 export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { ReplicaEvent } from './cell-readers';
 export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
 export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
 export {
   RequestContext,
   bindContext,
   getContext,
+  readFromPrimary,
+  readFromReplica,
   runWithContext,
   setTargetCell,
   targetCell,
   tryGetContext,
 } from './context';
-export type { CellRef, ReadDeleted, RequestContextInit } from './context';
+export type { CellRef, ReadDeleted, ReadFrom, RequestContextInit } from './context';
 export {
   BadConnectionUrlError,
   CellBusyError,

@@ -35,13 +35,21 @@ export interface CellMappingInit {
   uuid?: string;
   name: string;
   databaseConnection: string;
+  /**
+   * Reader connections: postgres:// URLs of read replicas of `databaseConnection`, used by routed
+   * reads of contexts with `readFrom: 'replica'`. Default: none (`null`; an empty list is `null`).
+   */
+  readConnections?: readonly string[] | null;
   transportUrl?: string | null;
   disabled?: boolean;
 }
 
 /** Fields of a cell that `updateCell` may change. */
 export type CellMappingPatch = Partial<
-  Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'disabled'>
+  Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'disabled'> & {
+    /** Replaces the reader connections; `null` or `[]` removes them. */
+    readConnections: readonly string[] | null;
+  }
 >;
 
 /** Which cells `allCells` returns. */
@@ -87,6 +95,24 @@ export interface CellMappingsOptions {
 
 /** Longest transport URL accepted, as for database connection URLs. */
 const MAX_TRANSPORT_URL = 8192;
+/** Most reader connections a cell may list. */
+const MAX_READ_CONNECTIONS = 16;
+
+/**
+ * `readConnections` checked like `databaseConnection`: `undefined` stays (not given), `null` and
+ * `[]` mean none, else an array of 1 to 16 valid URLs. @throws InvalidArgumentError for anything
+ * but an array of strings; BadConnectionUrlError naming `label` and the reader for a bad URL.
+ * @internal
+ */
+export function readConnectionsArg(value: unknown, label: string): string[] | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === null) return null;
+  if (!Array.isArray(value) || value.length > MAX_READ_CONNECTIONS) {
+    throw new InvalidArgumentError(`readConnections must be an array of at most ${MAX_READ_CONNECTIONS} postgres:// URLs, or null.`);
+  }
+  value.forEach((url: unknown, index) => parseConnectionUrl(url, `${label} reader ${index + 1}`));
+  return value.length === 0 ? null : [...(value as string[])];
+}
 
 /**
  * Cell, instance and host lookups and writes in the API database, reached as `cells.mappings`.
@@ -276,6 +302,7 @@ export class CellMappings {
     const uuid = init.uuid === undefined ? randomUUID() : uuidArg(init.uuid, 'cell uuid');
     const name = nameArg(init.name, 'cell name');
     parseConnectionUrl(init.databaseConnection, `cell '${name}'`);
+    const readConnections = readConnectionsArg(init.readConnections, `cell '${name}'`) ?? null;
     const transportUrl = optionalNameArg(init.transportUrl, 'transport URL', MAX_TRANSPORT_URL) ?? null;
     const disabled = booleanArg(init.disabled, 'disabled', false);
     return this.unique(
@@ -285,6 +312,7 @@ export class CellMappings {
             uuid,
             name,
             databaseConnection: init.databaseConnection,
+            readConnections,
             transportUrl,
             disabled,
           });
@@ -315,7 +343,7 @@ export class CellMappings {
   async updateCell(cell: string | CellMapping, patch: CellMappingPatch): Promise<CellMapping> {
     const uuidOrName = cellKeyOf(cell);
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
-      throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, transportUrl?, disabled? }.');
+      throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, readConnections?, transportUrl?, disabled? }.');
     }
     const transportUrl = optionalNameArg(patch.transportUrl, 'transport URL', MAX_TRANSPORT_URL);
     const disabled = booleanArg(patch.disabled, 'disabled');
@@ -324,17 +352,19 @@ export class CellMappings {
       () =>
         this.write(async (tx) => {
           const cell = await loadCell(tx, uuidOrName);
-          const before = { name: cell.name, databaseConnection: cell.databaseConnection };
+          const before = { name: cell.name, connections: connectionsOf(cell) };
           if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
           name = cell.name;
           if (patch.databaseConnection !== undefined) {
             parseConnectionUrl(patch.databaseConnection, `cell '${cell.name}' (${cell.uuid})`);
             cell.databaseConnection = patch.databaseConnection;
           }
+          const readConnections = readConnectionsArg(patch.readConnections, `cell '${cell.name}' (${cell.uuid})`);
+          if (readConnections !== undefined) cell.readConnections = readConnections;
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
           if (disabled !== undefined) cell.disabled = disabled;
           const saved = await tx.save(cell);
-          const reconnect = saved.databaseConnection !== before.databaseConnection;
+          const reconnect = connectionsOf(saved) !== before.connections;
           return [
             saved,
             {
@@ -624,6 +654,18 @@ async function loadCell(
 }
 
 /** A copy of a cached cell, so no caller can change what every other request is routed by. */
+/**
+ * Every connection of a cell (primary and readers) as one string: a cell whose value changed must
+ * have its open DataSource closed. @internal
+ */
+export function connectionsOf(cell: Pick<CellMapping, 'databaseConnection' | 'readConnections'>): string {
+  const readers = cell.readConnections ?? [];
+  return readers.length === 0 ? cell.databaseConnection : JSON.stringify([cell.databaseConnection, ...readers]);
+}
+
 function copyCell(cell: CellMapping): CellMapping {
-  return Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
+  const copy = Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
+  // Its own list: changing the copy's must not change the cached mapping.
+  if (Array.isArray(cell.readConnections)) copy.readConnections = [...cell.readConnections];
+  return copy;
 }

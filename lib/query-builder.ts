@@ -174,7 +174,9 @@ async function executeRouted(
     if (name !== 'stream') return await original.apply(copy, args);
     // A stream holds its lease (and its own connection) until it ends, fails or is destroyed, so
     // neither eviction nor the idle sweep closes its DataSource under it.
-    const ownRunner = copy.queryRunner === undefined ? manager.dataSource.createQueryRunner() : undefined;
+    // In the mode of TypeORM's other reads: a replica's when the context reads from replicas.
+    const ownRunner =
+      copy.queryRunner === undefined ? manager.dataSource.createQueryRunner(manager.dataSource.defaultReplicationModeForReads()) : undefined;
     if (ownRunner !== undefined) copy.queryRunner = ownRunner;
     let stream: Readable;
     try {

@@ -186,6 +186,27 @@ describe('cell commands', () => {
     expect(row?.databaseConnection).toContain(`${role.name}:***@`);
   });
 
+  it('maps read connections given with a repeated --read-connection, masked in every output, and clears them', async () => {
+    const readers = [world.cells[1]!.url, world.cells[1]!.url];
+    const created = await run(
+      'cell', 'create', '--json', '--name', 'with-readers',
+      '--database-connection', world.cells[0]!.url,
+      '--read-connection', readers[0]!, '--read-connection', readers[1]!,
+    );
+    const cell = json<CellRow & { readConnections: string[] }>(created);
+    expect(cell.readConnections).toHaveLength(2);
+    for (const url of cell.readConnections) expect(url).toContain(`${role.name}:***@`);
+    const table = await run('cell', 'list', '--verbose');
+    expect(table.stdout).toMatch(/Read connections/);
+    const listed = json<Array<CellRow & { readConnections: string[] | null }>>(await run('cell', 'list', '--verbose', '--json'));
+    expect(listed.find((c) => c.name === 'with-readers')?.readConnections).toHaveLength(2);
+    const refused = await run('cell', 'update', 'with-readers', '--read-connection', 'mysql://x@h/db');
+    expectOneErrorLine(refused, 2, /reader 1/);
+    const cleared = json<{ readConnections: unknown }>(await run('cell', 'update', 'with-readers', '--clear-read-connections', '--json'));
+    expect(cleared.readConnections).toBeNull();
+    for (const result of [created, table, refused]) expect(`${result.stdout}${result.stderr}`).not.toContain(role.password);
+  });
+
   it('renames and disables a cell found by uuid', async () => {
     const target = await createCliWorldCell(world, 'to-update');
     const result = await run('cell', 'update', target, '--name', 'updated', '--disable', '--json');
@@ -599,10 +620,10 @@ describe('api-db', () => {
     try {
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
         applied: [],
-        pending: ['ApiSchema1764072000000'],
+        pending: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
       });
       expect(json(await run('api-db', 'migrate', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000'],
+        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
       });
       const again = await run('api-db', 'migrate');
       expect(again).toMatchObject({
@@ -610,7 +631,7 @@ describe('api-db', () => {
         stdout: 'API database is up to date (0 migrations applied).\n',
       });
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000'],
+        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
         pending: [],
       });
       // Had the CLI used another history table, this would re-create the tables and fail.

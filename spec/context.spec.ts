@@ -6,6 +6,8 @@ import {
   RequestContext,
   bindContext,
   getContext,
+  readFromPrimary,
+  readFromReplica,
   runWithContext,
   setTargetCell,
   targetCell,
@@ -53,12 +55,61 @@ describe('RequestContext', () => {
       projectId: 'p1',
       isAdmin: false,
       readDeleted: 'no',
+      readFrom: 'primary',
       dbConnection: A,
       cellUuid: A,
       cellName: 'cell1',
     });
     expect(String(ctx)).toBe('RequestContext(r1, cell cell1)');
     expect(inspect(ctx)).toContain(A);
+  });
+});
+
+describe('readFrom', () => {
+  it('defaults to the primary and rejects anything but primary or replica with a typed error', () => {
+    expect(new RequestContext().readFrom).toBe('primary');
+    expect(new RequestContext({ readFrom: 'replica' }).readFrom).toBe('replica');
+    expect(() => new RequestContext({ readFrom: 'slave' as never })).toThrow(InvalidArgumentError);
+    const ctx = new RequestContext();
+    expect(() => {
+      ctx.readFrom = 'REPLICA' as never;
+    }).toThrow(expect.objectContaining({ code: 'CELLS_INVALID_ARGUMENT' }));
+    expect(ctx.readFrom).toBe('primary');
+    expect(ctx.clone().readFrom).toBe('primary');
+    ctx.readFrom = 'replica';
+    expect(ctx.clone().readFrom).toBe('replica');
+  });
+
+  it('scopes readFromReplica and readFromPrimary to their callback, also when it throws, keeping the target', async () => {
+    const outer = new RequestContext({ cell: A });
+    await runWithContext(outer, async () => {
+      await readFromReplica(async () => {
+        await sleep(1);
+        expect(getContext().readFrom).toBe('replica');
+        expect(getContext().cellUuid).toBe(A);
+        expect(readFromPrimary(() => getContext().readFrom)).toBe('primary');
+        expect(getContext().readFrom).toBe('replica');
+      });
+      await expect(readFromReplica(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+      expect(getContext().readFrom).toBe('primary');
+    });
+    expect(outer.readFrom).toBe('primary');
+    expect(readFromReplica(() => tryGetContext()?.readFrom)).toBe('replica');
+    expect(tryGetContext()).toBeUndefined();
+    expect(() => readFromReplica('x' as never)).toThrow(InvalidArgumentError);
+  });
+
+  it('keeps 1,000 interleaved tasks each in their own readFrom mode', async () => {
+    const seen = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) => {
+        const run = i % 2 === 0 ? readFromReplica : readFromPrimary;
+        return run(async () => {
+          await sleep(i % 7);
+          return getContext().readFrom === (i % 2 === 0 ? 'replica' : 'primary');
+        });
+      }),
+    );
+    expect(seen.filter((ok) => !ok)).toHaveLength(0);
   });
 });
 

@@ -15,6 +15,7 @@ import type { CliSession } from './session';
 interface CreateOptions {
   name: string;
   databaseConnection: string;
+  readConnection?: string[];
   transportUrl?: string;
   uuid?: string;
   disabled?: boolean;
@@ -24,9 +25,16 @@ interface CreateOptions {
 interface UpdateOptions {
   name?: string;
   databaseConnection?: string;
+  readConnection?: string[];
+  clearReadConnections?: boolean;
   transportUrl?: string;
   disable?: boolean;
   enable?: boolean;
+}
+
+/** Collects a repeatable option's values (commander calls it once per occurrence). */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** Registers `cell create|list|update|delete` and `cell0 map`. */
@@ -38,6 +46,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .description('map a new cell, after checking that its database answers (SELECT 1)')
     .requiredOption('--name <name>', 'unique cell name')
     .requiredOption('--database-connection <url>', 'postgres:// URL of the cell database')
+    .option('--read-connection <url>', 'postgres:// URL of a read replica of the cell database (repeatable)', collect)
     .option('--transport-url <url>', 'message transport URL of the cell, stored as is')
     .option('--uuid <uuid>', 'cell uuid (default: a random one)')
     .option('--disabled', 'create the cell disabled (no new instances are scheduled to it)')
@@ -45,12 +54,17 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .action(async (opts: CreateOptions) => {
       const s = session();
       const config = await s.config();
-      if (opts.verify)
+      if (opts.verify) {
         await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config.connectTimeoutMs);
+        for (const [index, url] of (opts.readConnection ?? []).entries()) {
+          await verifyConnection(url, `cell '${opts.name}' reader ${index + 1}`, config.connectTimeoutMs);
+        }
+      }
       const created = await s.withCells((lib) =>
         lib.mappings.createCell({
           name: opts.name,
           databaseConnection: opts.databaseConnection,
+          readConnections: opts.readConnection ?? null,
           transportUrl: opts.transportUrl ?? null,
           disabled: opts.disabled === true,
           ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
@@ -79,7 +93,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
           'Name',
           'Disabled',
           'Instances',
-          ...(verbose ? ['Database connection', 'Transport URL'] : []),
+          ...(verbose ? ['Database connection', 'Read connections', 'Transport URL'] : []),
         ];
         s.output.table(
           head,
@@ -88,7 +102,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
             r.name,
             r.disabled ? 'yes' : 'no',
             r.instances ?? 0,
-            ...(verbose ? [r.databaseConnection ?? '', r.transportUrl ?? '-'] : []),
+            ...(verbose ? [r.databaseConnection ?? '', r.readConnections?.join(' ') ?? '-', r.transportUrl ?? '-'] : []),
           ]),
         );
       });
@@ -100,6 +114,8 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .argument('<cell>', 'cell name or uuid')
     .option('--name <name>', 'new name')
     .option('--database-connection <url>', 'new postgres:// URL (not checked)')
+    .option('--read-connection <url>', 'postgres:// URL of a read replica (repeatable; replaces the list; not checked)', collect)
+    .option('--clear-read-connections', 'remove every read replica of the cell')
     .option('--transport-url <url>', 'new transport URL')
     .option('--disable', 'disable the cell')
     .option('--enable', 'enable the cell')
@@ -110,11 +126,15 @@ export function registerCellCommands(program: Command, session: () => CliSession
       const patch: CellMappingPatch = {};
       if (opts.name !== undefined) patch.name = opts.name;
       if (opts.databaseConnection !== undefined) patch.databaseConnection = opts.databaseConnection;
+      if (opts.readConnection !== undefined && opts.clearReadConnections)
+        throw new InvalidArgumentError('Pass --read-connection or --clear-read-connections, not both.');
+      if (opts.readConnection !== undefined) patch.readConnections = opts.readConnection;
+      if (opts.clearReadConnections) patch.readConnections = null;
       if (opts.transportUrl !== undefined) patch.transportUrl = opts.transportUrl;
       if (opts.disable || opts.enable) patch.disabled = opts.disable === true;
       if (Object.keys(patch).length === 0) {
         throw new InvalidArgumentError(
-          'Nothing to update: pass --name, --database-connection, --transport-url, --disable or --enable.',
+          'Nothing to update: pass --name, --database-connection, --read-connection, --clear-read-connections, --transport-url, --disable or --enable.',
         );
       }
       const updated = await s.withCells((lib) => lib.mappings.updateCell(ref, patch));
@@ -192,6 +212,7 @@ function cellJson(cell: CellMapping, instances: number | undefined, withUrls: bo
     ...(withUrls
       ? {
           databaseConnection: redactUrl(cell.databaseConnection),
+          readConnections: cell.readConnections?.map((url) => redactUrl(url)) ?? null,
           transportUrl: cell.transportUrl ? redactUrl(cell.transportUrl) : null,
         }
       : {}),
