@@ -89,11 +89,19 @@ let collectGarbage: (() => void) | undefined;
  * not move with V8's heap sizing or the allocator's retained pages, so growth here is a leak.
  */
 export function liveHeapBytes(): number {
+  fullGc();
+  return process.memoryUsage().heapUsed;
+}
+
+/**
+ * Runs a full garbage collection now. Before each timed sample of a scenario whose variants
+ * allocate very differently, so one variant's garbage is not collected on another's clock.
+ */
+export function fullGc(): void {
   if (collectGarbage === undefined) {
     // Exposes gc() without a command-line flag; the flag only adds the global function.
     setFlagsFromString('--expose-gc');
     collectGarbage = runInNewContext('gc') as () => void;
   }
   collectGarbage();
-  return process.memoryUsage().heapUsed;
 }

@@ -7,6 +7,7 @@ import { Widget } from '../../spec/support/widget';
 import { markdownTable, summarise, type VariantResult } from '../harness';
 import { createModelTables, entityModel } from '../support-entity-model';
 import type { Scenario, ScenarioResult } from '../scenario';
+import { fullGc } from '../support-sampling';
 
 const CALLERS = 100;
 
@@ -95,7 +96,7 @@ const MODEL_SIZES = [1, 100, 300] as const;
  * Cold opens by entity count, against an embedded PostgreSQL with SCRAM authentication (the
  * handshake no library can remove): for each model, cells opened cold by one caller (routed first
  * answer) interleaved with a plain `new DataSource(...).initialize()` + first query on the same
- * databases. Targets (issue 13): routed 100 entities within 1.1x of routed 1 entity, and at most
+ * databases, each sample after a full garbage collection. Targets (issue 13): routed 100 entities within 1.1x of routed 1 entity, and at most
  * 0.85x of plain 100 entities.
  */
 async function entityModels(
@@ -147,9 +148,13 @@ async function entityModels(
             }
             const cells = await mappings.find({ order: { name: 'ASC' } });
             for (const [i, cell] of cells.entries()) {
+              // Each sample starts from a collected heap: a plain 300-entity initialize() leaves
+              // tens of MB of garbage that the next sample, of either variant, would pay for.
+              fullGc();
               const t = process.hrtime.bigint();
               await targetCell(cell, () => repo.count());
               routedNs.push(Number(process.hrtime.bigint() - t));
+              fullGc();
               const p = process.hrtime.bigint();
               const plain = new DataSource({
                 type: 'postgres',
@@ -195,7 +200,7 @@ async function entityModels(
   return {
     data: { cellsPerModel: cellCount, rounds, rows, ratios },
     markdown: [
-      `Cold opens by entity count (entities with relations and a soft-delete column), against an embedded PostgreSQL with SCRAM authentication; ${cellCount} cells per model, ${rounds} rounds, one caller, routed and plain interleaved.`,
+      `Cold opens by entity count (entities with relations and a soft-delete column), against an embedded PostgreSQL with SCRAM authentication; ${cellCount} cells per model, ${rounds} rounds, one caller, routed and plain interleaved, a full garbage collection before each sample.`,
       '',
       markdownTable(
         ['measure', 'median ms', 'p99 ms'],
