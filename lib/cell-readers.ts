@@ -22,7 +22,7 @@ import { CellUnreachableError, CellsError } from './errors';
  *
  * A reader that cannot be reached (its open fails, a new connection fails, or a connection of it is
  * lost) is skipped for `backoffMs` and the read goes to another reader or the primary, with a
- * `replica-unavailable` event: never an error. @internal
+ * `replica-unavailable` event: never an error.
  */
 
 /** What typeorm-cells reports to the `logger` option about read replicas. Never a URL. */
@@ -116,6 +116,21 @@ export class CellReaders {
     // The mode TypeORM gives the runners of reads (SelectQueryBuilder, and so find*, count*...):
     // read per call, from the context the call runs in.
     dataSource.defaultReplicationModeForReads = () => (currentContext()?.readFrom === 'replica' ? 'slave' : 'master');
+    // A read that starts a transaction of its own (`find({ transaction: true })`, a builder's
+    // `useTransaction(true)`, and so every pessimistic lock) runs on the primary: its runner has
+    // no connection yet when the transaction starts, so it takes the primary's instead.
+    const createQueryRunner = dataSource.createQueryRunner.bind(dataSource);
+    dataSource.createQueryRunner = (mode = 'master') => {
+      const runner = createQueryRunner(mode);
+      if (mode !== 'slave') return runner;
+      const startTransaction = runner.startTransaction.bind(runner);
+      runner.startTransaction = (isolationLevel) => {
+        const unconnected = runner as unknown as { mode: string; databaseConnection?: unknown };
+        if (unconnected.databaseConnection === undefined) unconnected.mode = 'master';
+        return startTransaction(isolationLevel);
+      };
+      return runner;
+    };
     const destroy = dataSource.destroy.bind(dataSource);
     dataSource.destroy = async () => {
       try {

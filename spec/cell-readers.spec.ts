@@ -162,6 +162,23 @@ describeWithReplica('read replicas of a cell (streaming standby)', () => {
     expect([...portsOf(requestId)]).toEqual([primaryPort]);
   });
 
+  it('runs reads that start their own transaction or take a lock on the primary inside readFromReplica', async () => {
+    await seeded();
+    const requestId = `tx-reads-${randomUUID().slice(0, 8)}`;
+    await runWithContext(new RequestContext({ cell, requestId, readFrom: 'replica' }), async () => {
+      const repo = widgets();
+      await repo.find({ take: 2, transaction: true });
+      await repo.createQueryBuilder('w').useTransaction(true).limit(2).getMany();
+      await repo.createQueryBuilder('w').setLock('pessimistic_write').useTransaction(true).limit(2).getMany();
+      // A plain read of the same context still goes to the standby.
+      expect(await inRecovery()).toBe(true);
+    });
+    const mine = ran.filter((r) => r.requestId === requestId);
+    expect(mine.filter((r) => r.port === primaryPort && /FOR UPDATE/.test(r.sql))).toHaveLength(1);
+    expect(mine.filter((r) => r.port === standbyPort && /SELECT/.test(r.sql) && r.inTransaction)).toEqual([]);
+    expect(mine.filter((r) => r.port === primaryPort && r.inTransaction).length).toBeGreaterThanOrEqual(3);
+  });
+
   it('falls back to the primary with a replica-unavailable event while the standby is stopped, and returns to it', async () => {
     await seeded();
     await targetCell(cell, () => readFromReplica(inRecovery)); // the reader is open and pooled
