@@ -21,6 +21,9 @@ const NETWORK_CODES: ReadonlySet<string> = new Set([
 // invalid_catalog_name (the cell's database was dropped: the pool's next connection fails); class 08
 // is "connection exception".
 const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '3D000']);
+// 55000 object_not_in_prerequisite_state covers many things; at connect it is the database that
+// does not take connections (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template database).
+const REFUSING_DATABASE = /is not currently accepting connections/;
 // 'timeout expired': pg's own connect timeout (the Client's connectionTimeoutMillis).
 const CLIENT_GONE_MESSAGES =
   /Connection terminated|connection timeout|timeout expired|timeout exceeded when trying to connect|Client has encountered a connection error/i;
@@ -37,6 +40,7 @@ export function isConnectionError(error: unknown): boolean {
       return true;
     }
     if (typeof message === 'string' && CLIENT_GONE_MESSAGES.test(message)) return true;
+    if (code === '55000' && typeof message === 'string' && REFUSING_DATABASE.test(message)) return true;
   }
   return false;
 }

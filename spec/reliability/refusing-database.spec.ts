@@ -1,0 +1,40 @@
+import { CellUnreachableError, targetCell } from '../../lib';
+import { createCellWorld, widgetFor, type CellWorld } from '../support/cells';
+import { adminQuery } from '../support/databases';
+import { Widget } from '../support/widget';
+
+/**
+ * A cell database that stops taking connections (`ALTER DATABASE ... ALLOW_CONNECTIONS false`,
+ * PostgreSQL's 55000 "is not currently accepting connections") while its DataSource is open: every
+ * routed path (a read, a write, a transaction) reports CellUnreachableError, never the raw driver
+ * error (the example app answers 503 to it, not 500).
+ */
+
+let world: CellWorld;
+
+beforeAll(async () => {
+  world = await createCellWorld('refusing', { cellCount: 1, cells: { poolSize: 2 } });
+});
+afterAll(async () => {
+  const db = world?.cells[0]?.db.name;
+  if (db !== undefined) await adminQuery(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+  await world?.destroy();
+});
+
+it('reports reads, writes and transactions on a database refusing connections as CellUnreachableError', async () => {
+  const cell = world.cells[0]!;
+  const widgets = world.lib.getRepository(Widget);
+  await targetCell(cell.mapping, () => widgets.count());
+  await adminQuery(`ALTER DATABASE "${cell.db.name}" ALLOW_CONNECTIONS false`);
+  await adminQuery('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [cell.db.name]);
+  const outcomes = await Promise.allSettled([
+    targetCell(cell.mapping, () => widgets.count()),
+    targetCell(cell.mapping, () => widgets.save(widgetFor(cell.mapping.uuid))),
+    targetCell(cell.mapping, () => world.lib.transaction(() => widgets.save(widgetFor(cell.mapping.uuid)))),
+    targetCell(cell.mapping, () => widgets.find({ take: 1 })),
+  ]);
+  for (const outcome of outcomes) {
+    expect(outcome.status).toBe('rejected');
+    expect((outcome as PromiseRejectedResult).reason).toBeInstanceOf(CellUnreachableError);
+  }
+});
