@@ -12,10 +12,10 @@ let world: CellWorld;
 beforeAll(async () => {
   world = await createCellWorld('atk_zomb', { cellCount: 1, cells: { poolSize: 1, acquireTimeoutMs: 20 } });
 });
-afterAll(() => {
-  // Neither lib.destroy() nor dropping the cell database is done here: after the failure below,
-  // destroy() blocks the event loop, and a drop makes the pool reconnect once per abandoned waiter
-  // (minutes). Run with --forceExit; drop the atk_zomb_* databases afterwards.
+afterAll(async () => {
+  // Since the pool guard leaves pg-pool's queue when a caller gives up, destroy() and the drop of
+  // the world's databases are quick (they once blocked on thousands of abandoned waiters).
+  await world?.destroy();
 });
 
 const pgPool = () => {
