@@ -103,8 +103,8 @@ export interface CellsOptions {
    * entry in `cellQueryTimeoutMs` overrides it, and a routed call's context overrides both
    * (`RequestContext.queryTimeoutMs`). A statement that passes it
    * fails with QueryTimeoutError and its connection is closed, not left busy: a server that stops
-   * answering with its sockets open (paused, partitioned) never holds a caller for ever. Streams
-   * are not bounded. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
+   * answering with its sockets open (paused, partitioned) never holds a caller for ever. A stream
+   * gets it for each batch it waits for and for its close, not for its whole length. 0 disables it. Default: 60000, as Nova's cell timeout for scatter-gather: far
    * above any statement a request should run, yet finite. From 0 to 2147483647.
    */
   queryTimeoutMs?: number;
