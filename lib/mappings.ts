@@ -110,7 +110,12 @@ export function readConnectionsArg(value: unknown, label: string): string[] | nu
   if (!Array.isArray(value) || value.length > MAX_READ_CONNECTIONS) {
     throw new InvalidArgumentError(`readConnections must be an array of at most ${MAX_READ_CONNECTIONS} postgres:// URLs, or null.`);
   }
-  value.forEach((url: unknown, index) => parseConnectionUrl(url, `${label} reader ${index + 1}`));
+  value.forEach((url: unknown, index) => {
+    if (typeof url !== 'string') {
+      throw new InvalidArgumentError(`${label} reader ${index + 1} must be a postgres:// URL string, got ${url === null ? 'null' : typeof url}.`);
+    }
+    parseConnectionUrl(url, `${label} reader ${index + 1}`);
+  });
   return value.length === 0 ? null : [...(value as string[])];
 }
 

@@ -319,6 +319,9 @@ describe('readConnections of a CellMapping', () => {
     await expect(
       cells.mappings.createCell({ name, databaseConnection: api.url, readConnections: 'postgres://a@b/c' as unknown as string[] }),
     ).rejects.toMatchObject({ code: 'CELLS_INVALID_ARGUMENT' });
+    await expect(
+      cells.mappings.createCell({ name, databaseConnection: api.url, readConnections: [api.url, 5] as unknown as string[] }),
+    ).rejects.toMatchObject({ code: 'CELLS_INVALID_ARGUMENT', message: expect.stringMatching(/reader 2 must be a postgres:\/\/ URL string, got number/) });
     await expect(cells.mappings.cellByName(name)).rejects.toMatchObject({ code: 'CELLS_UNKNOWN_CELL' });
   });
 });
