@@ -85,8 +85,8 @@ export interface CellsOptions {
    * or connect timeout, a forced shutdown) may leave its backend on the server a little longer,
    * until the server notices.
    *
-   * Not counted: the API database's pool and the mapping listener (its `poolSize` + 1
-   * connections), so a saturated fleet never delays the lookups that every cell open needs; when
+   * Not counted: the API database's pool and the mapping listener (the `api` option's `poolSize`,
+   * 10 when it sets none, + 1 connections), so a saturated fleet never delays the lookups that every cell open needs; when
    * the API database shares a cell server, leave them room. Set it below the server's
    * `max_connections` minus its superuser slots, other clients and the other processes running
    * Cells: each process counts only its own connections (run N processes: budget / N each).
