@@ -20,7 +20,9 @@ const NETWORK_CODES: ReadonlySet<string> = new Set([
 // SQLSTATE: 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 3D000
 // invalid_catalog_name (the cell's database was dropped: the pool's next connection fails); class 08
 // is "connection exception".
-const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '3D000']);
+// 53300 too_many_connections and class 28 (invalid authorization: a rotated password, a dropped
+// role) arise only while a connection starts: the pool of an open cell could not add one.
+const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '3D000', '53300', '28000', '28P01']);
 // 55000 object_not_in_prerequisite_state covers many things; at connect it is the database that
 // does not take connections (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template database).
 const REFUSING_DATABASE = /is not currently accepting connections/;
