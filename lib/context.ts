@@ -5,6 +5,13 @@ import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, describeType, functionArg, inte
 import { CellSwitchInTransactionError, InvalidArgumentError, NoContextError } from './errors';
 import type { ActiveTransaction } from './route';
 
+/*
+ * The request context: `RequestContext`, its AsyncLocalStorage store, and the scoped helpers that
+ * run a function in a modified copy (`targetCell`, `readFromReplica`, `readFromPrimary`,
+ * `bindContext`). Longer than ~300 lines because each field of the public class carries its
+ * validation and TSDoc; what routing does with the context lives in route.ts and cells.ts.
+ */
+
 /** How routed reads treat soft-deleted rows (`@DeleteDateColumn`): hide, include, or only them. */
 export type ReadDeleted = 'no' | 'yes' | 'only';
 
