@@ -13,7 +13,7 @@ import {
   type ServerBudgetStats,
 } from '../lib';
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
-import { adminQuery } from './support/databases';
+import { adminQuery, testServerUrl } from './support/databases';
 import { eventually } from './support/peers';
 import { ConnectionSampler, runConcurrently, sleep } from './reliability/support-load';
 import { Widget } from './support/widget';
@@ -21,7 +21,8 @@ import { Widget } from './support/widget';
 // maxConnectionsPerServer (lib/server-budget.ts): one connection budget for every cell pool on a
 // server. Each test builds its own Cells over one shared set of cell databases and API database.
 
-const SERVER = '127.0.0.1:5432';
+/** The test server as the budget names it, `host:port` (the service, or the embedded server's port). */
+let SERVER: string;
 
 let world: CellWorld;
 let cells: CellMapping[];
@@ -32,6 +33,8 @@ beforeAll(async () => {
   world = await createCellWorld('budget', { cellCount: 4 });
   cells = world.cells.map((c) => c.mapping);
   cellDatabases = world.cells.map((c) => c.db.name);
+  const url = new URL(testServerUrl());
+  SERVER = `${url.hostname.toLowerCase()}:${url.port || '5432'}`;
   if (!world.api.url.includes(SERVER)) throw new Error(`the test server is not ${SERVER}: ${world.api.name}`);
 });
 
@@ -244,7 +247,7 @@ describe('maxConnectionsPerServer', () => {
   });
 
   it('keeps the API pool out of the budget and applies a per-server map by host:port in any case', async () => {
-    const lib = await budgetCells({ maxConnectionsPerServer: { '127.0.0.1:5432': 1, 'OTHER.example': 7 } });
+    const lib = await budgetCells({ maxConnectionsPerServer: { [SERVER.toUpperCase()]: 1, 'OTHER.example': 7 } });
     await lib.mappings.allCells();
     expect(lib.stats().servers).toEqual([]);
     await targetCell(cells[0]!, () => lib.getRepository(Widget).count());
