@@ -64,6 +64,8 @@ export class ServerBudget {
   private givingBack = 0;
   private givenBack = 0;
   private timedOut = 0;
+  /** While connections wait, looks again every IDLE_SWEEP_MS for an idle connection to give back. */
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     readonly server: string,
@@ -159,8 +161,9 @@ export class ServerBudget {
    * spec/server-budget.spec.ts fails if they change); without them it does nothing, and waiters get
    * connections released by their pools (`takeBack`) or closed by pg-pool's idle timeout.
    */
-  private reclaimIdle(exclude: object | undefined): void {
+  private reclaimIdle(exclude: object | undefined, minIdleMs = 0): void {
     if (this.waiters.length <= this.givingBack) return;
+    this.armSweep();
     let chosen: { pool: BudgetPool; client: BudgetClient } | undefined;
     let oldest = Infinity;
     for (const pool of this.pools) {
@@ -169,6 +172,7 @@ export class ServerBudget {
       const client = pool._idle?.[0]?.client;
       if (client === undefined) continue;
       const since = client[kIdleSince] ?? 0;
+      if (performance.now() - since < minIdleMs) continue;
       if (since < oldest) {
         oldest = since;
         chosen = { pool, client };
@@ -180,7 +184,25 @@ export class ServerBudget {
     this.givenBack++;
     chosen.pool._remove!(chosen.client);
   }
+
+  /**
+   * Connections can sit idle where no release or new waiter looks: a cell opened for a caller that
+   * gave up (a scatter-gather's deadline passed) keeps the first connection of its pool. While
+   * connections wait, one idle for IDLE_SWEEP_MS or more is given back every IDLE_SWEEP_MS, so no
+   * waiter outlives an idle connection by more than that.
+   */
+  private armSweep(): void {
+    if (this.sweeper !== undefined) return;
+    this.sweeper = setTimeout(() => {
+      this.sweeper = undefined;
+      if (this.waiters.length > this.givingBack) this.reclaimIdle(undefined, IDLE_SWEEP_MS);
+    }, IDLE_SWEEP_MS);
+    this.sweeper.unref();
+  }
 }
+
+/** How often waiting connections look for an idle one to take over, and how idle it must be, in ms. */
+const IDLE_SWEEP_MS = 50;
 
 /** The `maxConnectionsPerServer` option: one number for every server, or one per `host:port`. */
 export type MaxConnectionsPerServer = number | Readonly<Record<string, number>>;

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import {
   CellUnreachableError,
+  DidNotRespond,
   Cells,
   InvalidArgumentError,
   RequestContext,
@@ -255,6 +256,34 @@ describe('maxConnectionsPerServer', () => {
     const unlisted = await budgetCells({ maxConnectionsPerServer: { 'db.example:5432': 2 } });
     await targetCell(cells[0]!, () => unlisted.getRepository(Widget).count());
     expect(unlisted.stats().servers).toEqual([]);
+  });
+
+  it('serves a later call promptly after a scatter-gather gave up on cells waiting for the budget', async () => {
+    // Attack: the gather's opens go on after its deadline, take the permits and leave their pools'
+    // first connections idle with nobody to use them; a later call must not wait acquireTimeoutMs.
+    const lib = await budgetCells({ maxConnectionsPerServer: 1, poolSize: 1, acquireTimeoutMs: 5_000 });
+    const widgets = lib.getRepository(Widget);
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let began = (): void => undefined;
+    const begun = new Promise<void>((resolve) => (began = resolve));
+    const holder = targetCell(cells[0]!, () =>
+      lib.transaction(async () => {
+        await widgets.count();
+        began();
+        await gate;
+      }),
+    );
+    await begun;
+    const gathered = await lib.scatterGather(cells.slice(1), () => widgets.count(), { timeoutMs: 300 });
+    expect([...gathered.values()].map((r) => r instanceof DidNotRespond)).toEqual([true, true, true]);
+    release();
+    await holder;
+    const started = performance.now();
+    await targetCell(cells[0]!, () => widgets.count());
+    expect(performance.now() - started).toBeLessThan(2_000);
+    await eventually(() => budgetOf(lib)?.waiting === 0, 10_000);
+    expect(budgetOf(lib)?.inUse).toBeLessThanOrEqual(1);
   });
 
   it("counts the default main database's pool in the budget of its server", async () => {
