@@ -68,11 +68,8 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
         if (error !== undefined || client === undefined) return reject(error);
-        if (budget === undefined) {
-          resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client))]);
-          return;
-        }
-        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? giveBack(pool, client, budget))]);
+        const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
+        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? budgetRelease?.())]);
       };
       pool.connect(onConnect);
       if (!mayQueue) return;

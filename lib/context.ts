@@ -306,9 +306,14 @@ export function tryGetContext(): RequestContext | undefined {
  */
 export function targetCell<T>(cell: CellRef | null, fn: () => T): T {
   functionArg(fn, 'targetCell(cell, fn): fn');
+  return runInCopy((next) => next.retarget(cell), fn);
+}
+
+/** Runs `fn` in a copy of the current context (a fresh one outside any) changed by `change`. */
+function runInCopy<T>(change: (next: RequestContext) => void, fn: () => T): T {
   const current = storage.getStore();
   const next = current === undefined ? new RequestContext() : current.clone();
-  next.retarget(cell);
+  change(next);
   return storage.run(next, fn);
 }
 
@@ -335,10 +340,7 @@ export function readFromPrimary<T>(fn: () => T): T {
 
 function withReadFrom<T>(mode: ReadFrom, fn: () => T, what: string): T {
   functionArg(fn, what);
-  const current = storage.getStore();
-  const next = current === undefined ? new RequestContext() : current.clone();
-  next.readFrom = mode;
-  return storage.run(next, fn);
+  return runInCopy((next) => (next.readFrom = mode), fn);
 }
 
 /**

@@ -86,10 +86,10 @@ const REFRESH_BATCH_SIZE = 100;
 
 /**
  * Loads the current values of many keys of one kind (keys without their prefix) in one query:
- * those found; a key left out is looked up again on its own, which reports why it is gone.
+ * those found; a key left out or null is looked up again on its own, which reports why.
  * @internal
  */
-export type BatchLoad = (keys: readonly string[]) => Promise<ReadonlyMap<string, CachedValue>>;
+export type BatchLoad = (keys: readonly string[]) => Promise<ReadonlyMap<string, CachedValue | null>>;
 
 /**
  * An LRU of mapping lookups with single-flight misses. Keys name their kind by prefix:
@@ -109,6 +109,8 @@ export class MappingCache {
   private readonly batchLoads = new Map<string, BatchLoad>();
   /** Reused: lru-cache reports through it whether a `get` found the value fresh or stale. */
   private readonly status: LRUCache.Status<string, CachedValue> = {};
+  /** The options of `get`'s lookups, made once: `get` runs on every cached lookup. */
+  private readonly staleGet: LRUCache.GetOptions<string, CachedValue, unknown> = { allowStale: true, status: this.status };
 
   private readonly ttl: number;
 
@@ -142,7 +144,7 @@ export class MappingCache {
     if (this.active) {
       const { status } = this;
       status.get = undefined;
-      const hit = this.lru.get(key, { allowStale: true, status });
+      const hit = this.lru.get(key, this.staleGet);
       if (hit !== undefined) {
         this.counters.hits++;
         if (status.get === 'stale') {
@@ -227,23 +229,21 @@ export class MappingCache {
   private nextRefreshBatch(): Array<[string, () => Promise<CachedValue>]> {
     const batch: Array<[string, () => Promise<CachedValue>]> = [];
     let prefix: string | undefined;
+    let size = 1;
     for (const [key, load] of this.refreshQueue) {
       if (prefix === undefined) {
         prefix = key.slice(0, 2);
-        if (!this.batchLoads.has(prefix)) {
-          this.refreshQueue.delete(key);
-          if (!this.flights.has(key) && this.active) batch.push([key, load]);
-          return batch;
-        }
+        if (this.batchLoads.has(prefix)) size = REFRESH_BATCH_SIZE;
       } else if (!key.startsWith(prefix)) {
         continue;
       }
       this.refreshQueue.delete(key);
       if (!this.flights.has(key) && this.active) batch.push([key, load]);
-      if (batch.length === REFRESH_BATCH_SIZE) break;
+      if (batch.length === size) break;
     }
     return batch;
   }
+
 
   /** The cached value of `key`, counted as a hit, or undefined (not counted: `get` follows). */
   peek(key: string): CachedValue | undefined {

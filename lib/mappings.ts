@@ -145,13 +145,7 @@ export class CellMappings {
       ['i:', InstanceMapping, 'instanceUuid'],
       ['h:', HostMapping, 'host'],
     ] as const) {
-      this.cache.batchRefreshes(prefix, (keys) =>
-        this.placedCellUuids(entity, property, keys).then((found) => {
-          const placed = new Map<string, string>();
-          for (const [key, cellUuid] of found) if (cellUuid !== null) placed.set(key, cellUuid);
-          return placed;
-        }),
-      );
+      this.cache.batchRefreshes(prefix, (keys) => this.placedCellUuids(entity, property, keys));
     }
   }
 
@@ -544,10 +538,7 @@ export class CellMappings {
     const mappings: Array<{ instanceUuid?: string; host?: string; cell: CellMapping | null }> = await this.manager
       .createQueryBuilder<InstanceMapping | HostMapping>(entity, 'mapping')
       .leftJoinAndSelect('mapping.cell', 'cell')
-      .where(keys.length === 1 ? `mapping.${property} = :key` : `mapping.${property} IN (:...keys)`, {
-        key: keys[0],
-        keys,
-      })
+      .where(`mapping.${property} IN (:...keys)`, { keys })
       .getMany();
     const found = new Map<string, string | null>();
     for (const mapping of mappings) {
