@@ -5,7 +5,7 @@ import { parseConnectionUrl } from './connection-url';
 import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, UnknownCellError } from './errors';
 import { connectionsOf, type CellMappings } from './mappings';
-import { DataSourceRegistry, type OpenedCell, type RegistryEvent } from './registry';
+import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
@@ -60,17 +60,9 @@ export class CellDataSources {
     });
   }
 
-  /** Reports a reader event to the `logger` option; what the logger throws is ignored. */
-  private replicaEvent(event: ReplicaEvent): void {
-    try {
-      const result = this.host.options.logger?.(event) as unknown;
-      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-        (result as PromiseLike<unknown>).then(undefined, () => undefined);
-      }
-    } catch {
-      // A broken logger never fails a read.
-    }
-  }
+  /** Reports a reader event to the `logger` option; what the logger throws or rejects is ignored. */
+  private readonly replicaEvent = containHook((event: ReplicaEvent) => this.host.options.logger?.(event));
+
 
   /**
    * Drops the connection URL kept for a cell once its DataSource left the registry, so the map

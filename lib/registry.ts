@@ -298,9 +298,9 @@ export class DataSourceRegistry {
 
 /**
  * `hook` wrapped so that a throw or a rejected promise from it is swallowed: a logger that fails
- * must not fail the call, leave an evicted DataSource open or end the process.
+ * must not fail the call, leave an evicted DataSource open or end the process. @internal
  */
-function containHook<A>(hook: (arg: A) => void): (arg: A) => void {
+export function containHook<A>(hook: (arg: A) => void): (arg: A) => void {
   return (arg) => {
     try {
       const result = hook(arg) as unknown;
