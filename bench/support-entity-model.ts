@@ -54,6 +54,11 @@ export function entityModel(count: number): EntityModel {
 
 /** Creates the tables of `model` in the database at `url` (TypeORM's synchronize). */
 export async function createModelTables(url: string, model: EntityModel): Promise<void> {
+  await withModelDataSource(url, model, (dataSource) => dataSource.synchronize());
+}
+
+/** Runs `use` on a one-connection DataSource of `model` at `url`, destroyed afterwards. */
+async function withModelDataSource<T>(url: string, model: EntityModel, use: (dataSource: DataSource) => Promise<T>): Promise<T> {
   const dataSource = new DataSource({
     type: 'postgres',
     url,
@@ -62,7 +67,7 @@ export async function createModelTables(url: string, model: EntityModel): Promis
   });
   await dataSource.initialize();
   try {
-    await dataSource.synchronize();
+    return await use(dataSource);
   } finally {
     await dataSource.destroy();
   }
@@ -77,22 +82,13 @@ export async function createModelTables(url: string, model: EntityModel): Promis
  *   generated model), or when `url`'s database is not empty of the model's tables.
  */
 export async function modelTablesSql(url: string, model: EntityModel): Promise<string> {
-  const dataSource = new DataSource({
-    type: 'postgres',
-    url,
-    entities: model.entities,
-    poolSize: 1,
-  });
-  await dataSource.initialize();
-  try {
+  return withModelDataSource(url, model, async (dataSource) => {
     const { upQueries } = await dataSource.driver.createSchemaBuilder().log();
     if (upQueries.some((q) => q.parameters !== undefined && q.parameters.length > 0)) {
       throw new Error('the model DDL has parameterised statements; use createModelTables instead');
     }
     return upQueries.map((q) => q.query).join(';\n');
-  } finally {
-    await dataSource.destroy();
-  }
+  });
 }
 
 /**

@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Cells } from '../lib';
 import { LIVE_PROGRESS_MAX_CELLS } from '../lib/cli/db';
 import {
@@ -12,6 +10,7 @@ import {
   runCli,
   runCliOnTerminal,
   writeJsConfig,
+  writeOneMigrationConfig,
   type CliResult,
   type CliWorld,
   type SentinelRole,
@@ -430,24 +429,15 @@ describe('db migrate', () => {
     world = await createCliWorld('cli_sess', role, 6);
     // Each cell's migration records whether its own session holds the migration lock and how many
     // client sessions its cell database has; the sleep keeps 3 cells migrating at once.
-    const config = join(world.project.dir, 'session.config.js');
-    await writeFile(
-      config,
-      `
-class ProbeSession1764072300000 {
-  name = 'ProbeSession1764072300000';
-  async up(q) {
-    await q.query('CREATE TABLE "session_probe" ("holds_lock" boolean NOT NULL, "client_backends" integer NOT NULL)');
+    const apiUrl = role.urlFor(world.api.name);
+    const config = await writeOneMigrationConfig(world.project.dir, apiUrl, 'ProbeSession1764072300000', {
+      up: `await q.query('CREATE TABLE "session_probe" ("holds_lock" boolean NOT NULL, "client_backends" integer NOT NULL)');
     await q.query(\`INSERT INTO "session_probe" SELECT
       EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted),
       (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend')\`);
-    await q.query('SELECT pg_sleep(0.2)');
-  }
-  async down(q) { await q.query('DROP TABLE "session_probe"'); }
-}
-module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities: [], migrations: [ProbeSession1764072300000] };
-`,
-    );
+    await q.query('SELECT pg_sleep(0.2)');`,
+      down: `await q.query('DROP TABLE "session_probe"');`,
+    });
     const report = json<{ cells: { name: string; result: string; applied: string[] }[] }>(
       await run('--config', config, 'db', 'migrate', '--all', '--concurrency', '3', '--json'),
     );
@@ -464,22 +454,13 @@ module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities
   it("reports a migration's own error when it ends its session, and migrates the other cells", async () => {
     world = await createCliWorld('cli_kill', role, 4);
     // The migration of cell 1 ends the session it runs on (the one holding the migration lock).
-    const config = join(world.project.dir, 'kill.config.js');
-    await writeFile(
-      config,
-      `
-class EndSession1764072400000 {
-  name = 'EndSession1764072400000';
-  async up(q) {
-    await q.query('CREATE TABLE "gadgets" ("id" serial PRIMARY KEY)');
+    const apiUrl = role.urlFor(world.api.name);
+    const config = await writeOneMigrationConfig(world.project.dir, apiUrl, 'EndSession1764072400000', {
+      up: `await q.query('CREATE TABLE "gadgets" ("id" serial PRIMARY KEY)');
     if (await q.getCurrentDatabase() === ${JSON.stringify(world.cells[1]!.db.name)})
-      await q.query('SELECT pg_terminate_backend(pg_backend_pid())');
-  }
-  async down(q) { await q.query('DROP TABLE "gadgets"'); }
-}
-module.exports = { api: ${JSON.stringify(role.urlFor(world.api.name))}, entities: [], migrations: [EndSession1764072400000] };
-`,
-    );
+      await q.query('SELECT pg_terminate_backend(pg_backend_pid())');`,
+      down: `await q.query('DROP TABLE "gadgets"');`,
+    });
     const result = await run(
       '--config',
       config,

@@ -1,30 +1,34 @@
-import { Cells, maskSecrets, targetCell, type CellMapping } from '../../lib';
+import { targetCell, type CellMapping } from '../../lib';
 import { seededRandom } from '../../dev/seeded-random';
 import { createCellWorld, createServerFleet } from '../../spec/support/cells';
 import { startSecondServer } from '../../spec/support/second-server';
 import { Widget } from '../../spec/support/widget';
 import { ConnectionSampler } from '../../spec/reliability/support-load';
+import { SERVER_BUDGET_LAYOUT, failedCallText, openBudgetCells } from '../../spec/reliability/support-server-budget';
 import { markdownTable, summarise } from '../harness';
 import type { Scenario, ScenarioResult } from '../scenario';
 import { seedWidgets } from '../support-cells';
 
 /**
  * Scenario 8: a connection budget per server (`maxConnectionsPerServer`, issue 13 item 2). The
- * layout of spec/reliability/server-budget.spec.ts: 200 cells on one server started with
- * max_connections = 60, poolSize 5, maxOpenCells 64 (up to 320 connections wanted), 256
- * concurrent workers over all cells; without a budget, then with a budget of 40, alternated.
+ * layout of spec/reliability/server-budget.spec.ts (SERVER_BUDGET_LAYOUT, shared with it): 200
+ * cells on one server started with max_connections = 60, poolSize 5, maxOpenCells 64 (up to 320
+ * connections wanted), 256 concurrent workers over all cells; without a budget, then with a
+ * budget of 40, alternated.
  */
 const SIZES = {
   full: { rounds: 2, phaseMs: 10_000 },
   quick: { rounds: 1, phaseMs: 2_000 },
 };
-const CELLS = 200;
-const DATABASES = 8;
-const WORKERS = 256;
-const POOL_SIZE = 5;
-const MAX_OPEN_CELLS = 64;
-const BUDGET = 40;
-const SERVER_MAX_CONNECTIONS = 60;
+const {
+  cells: CELLS,
+  databases: DATABASES,
+  tasks: WORKERS,
+  poolSize: POOL_SIZE,
+  maxOpenCells: MAX_OPEN_CELLS,
+  budget: BUDGET,
+  serverMaxConnections: SERVER_MAX_CONNECTIONS,
+} = SERVER_BUDGET_LAYOUT;
 const ROWS_PER_DATABASE = 20;
 
 interface VariantFigures {
@@ -98,13 +102,7 @@ async function runVariant(
   phaseMs: number,
   round: number,
 ): Promise<VariantFigures> {
-  const lib = await new Cells({
-    api: { url: apiUrl, poolSize: 3 },
-    entities: [Widget],
-    poolSize: POOL_SIZE,
-    maxOpenCells: MAX_OPEN_CELLS,
-    ...(budget === undefined ? {} : { maxConnectionsPerServer: budget }),
-  }).initialize();
+  const lib = await openBudgetCells(apiUrl, budget === undefined ? {} : { maxConnectionsPerServer: budget });
   const widgets = lib.getRepository(Widget);
   const random = seededRandom(round * 13);
   const sampler = await new ConnectionSampler(databases, serverUrl).start(10);
@@ -125,7 +123,7 @@ async function runVariant(
             latencies.push(Number(process.hrtime.bigint() - t));
           } catch (error) {
             errors++;
-            const text = maskSecrets(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+            const text = failedCallText(error);
             if (/too many clients/i.test(text)) tooManyClients++;
             firstError ??= text;
             // A refused connection fails at once: do not spin.

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import { Cells, maskSecrets, targetCell, type CellMapping, type CellsOptions } from '../../lib';
+import { targetCell, type CellMapping, type Cells, type CellsOptions } from '../../lib';
 import { createCellWorld, createServerFleet, type CellWorld } from '../support/cells';
 import { rowsIn } from '../support/databases';
 import { eventually } from '../support/peers';
@@ -8,19 +8,21 @@ import { startSecondServer, type SecondServer } from '../support/second-server';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
 import { ConnectionSampler, runConcurrently, seededRandom } from './support-load';
+import { SERVER_BUDGET_LAYOUT, failedCallText, openBudgetCells } from './support-server-budget';
 
 // Issue 13, item 2: 200 cells on one server started with max_connections = 60, poolSize 5,
 // maxOpenCells 64 (up to 320 connections), 256 concurrent tasks over all cells. Without a budget
 // the server refuses connections; with maxConnectionsPerServer 40, no call fails and the server
 // never sees more than 40 backends of the cell databases.
 const SCENARIO = 'server connection budget';
-const CELLS = 200;
-/** Real databases: mapping i points at database i mod DATABASES (the registry keys by uuid). */
-const DATABASES = 8;
-const TASKS = 256;
+const {
+  cells: CELLS,
+  databases: DATABASES,
+  tasks: TASKS,
+  budget: BUDGET,
+  serverMaxConnections: SERVER_MAX_CONNECTIONS,
+} = SERVER_BUDGET_LAYOUT;
 const CALLS_PER_TASK = 4;
-const BUDGET = 40;
-const SERVER_MAX_CONNECTIONS = 60;
 
 interface LoadResult {
   calls: number;
@@ -53,13 +55,7 @@ describe('server connection budget under fleet load', () => {
   }, 60_000);
 
   async function runLoad(options: Partial<CellsOptions>): Promise<{ lib: Cells; result: LoadResult }> {
-    const lib = await new Cells({
-      api: { url: world.api.url, poolSize: 3 },
-      entities: [Widget],
-      poolSize: 5,
-      maxOpenCells: 64,
-      ...options,
-    }).initialize();
+    const lib = await openBudgetCells(world.api.url, options);
     const widgets = lib.getRepository(Widget);
     const random = seededRandom(13);
     const sampler = await new ConnectionSampler(databases, second.url('postgres')).start(10);
@@ -83,7 +79,7 @@ describe('server connection budget under fleet load', () => {
               }
             });
           } catch (error) {
-            errors.push(maskSecrets(error instanceof Error ? `${error.name}: ${error.message}` : String(error)));
+            errors.push(failedCallText(error));
           }
         }
       });

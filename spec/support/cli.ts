@@ -171,6 +171,34 @@ export async function writeJsConfig(dir: string, apiUrl: string): Promise<string
   return file;
 }
 
+/**
+ * Writes `<className>.config.js` in `dir`: a config for the API database at `apiUrl` whose only
+ * migration is the class `className`, with `up` and `down` as the bodies of its methods
+ * (JavaScript; `q` is the QueryRunner). Returns the file's path.
+ */
+export async function writeOneMigrationConfig(
+  dir: string,
+  apiUrl: string,
+  className: string,
+  { up, down }: { up: string; down: string },
+): Promise<string> {
+  const file = join(dir, `${className}.config.js`);
+  await writeFile(
+    file,
+    `
+class ${className} {
+  name = '${className}';
+  async up(q) {
+    ${up}
+  }
+  async down(q) { ${down} }
+}
+module.exports = { api: ${JSON.stringify(apiUrl)}, entities: [], migrations: [${className}] };
+`,
+  );
+  return file;
+}
+
 /** A login role whose password is a sentinel that must never be printed. */
 export interface SentinelRole {
   name: string;
