@@ -1,8 +1,8 @@
 import type { DataSource } from 'typeorm';
 import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
-import { parseConnectionUrl } from './connection-url';
-import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, type PostgresOptions } from './data-source-options';
+import { parseConnectionUrl, type Engine } from './connection-url';
+import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, fromParts, type DatabaseOptions, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, UnknownCellError } from './errors';
 import { connectionsOf, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
@@ -26,7 +26,12 @@ export interface CellDataSourcesHost {
   /** True while Cells is ready (not initializing, not destroying). */
   ready(): boolean;
   /** A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option. */
-  guardedDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
+  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs?: number): DataSource;
+  /**
+   * Readies what cells of `engine` share before the first opens (the entity metadata of MySQL and
+   * MariaDB cells). @throws MissingDriverError when its driver package is not installed.
+   */
+  prepareEngine(engine: Engine): Promise<void>;
   /** The same, for a cell's reader: its own DataSource, with no entity metadata. */
   readerDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
 }
@@ -146,8 +151,10 @@ export class CellDataSources {
       const parts = parseConnectionUrl(cell.databaseConnection, label);
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
-      const dataSource = host.guardedDataSource({ ...shared, ...parts }, label, deadline);
-      if (cell.readConnections != null && cell.readConnections.length > 0) {
+      await host.prepareEngine(parts.type);
+      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline);
+      // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
+      if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
         new CellReaders(key, cell.readConnections, label, shared, {
           readerDataSource: (options, readerLabel) => host.readerDataSource(options, readerLabel, deadline),
           backoffMs: host.options.replicaBackoffMs ?? DEFAULTS.replicaBackoffMs,

@@ -1,5 +1,5 @@
 import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
-import { DEFAULTS, postgresTypeArg, type CellDataSourceOptions, type DatabaseConfig, type PostgresOptions } from './data-source-options';
+import { DEFAULTS, engineTypeArg, type CellDataSourceOptions, type DatabaseConfig, type PostgresOptions } from './data-source-options';
 import { InvalidArgumentError } from './errors';
 import type { ReplicaEvent } from './cell-readers';
 import type { MappingCacheOptions } from './mapping-cache';
@@ -177,7 +177,14 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   if (options.logger !== undefined && typeof options.logger !== 'function') {
     throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
   }
-  postgresTypeArg((options.cellDataSourceOptions as { type?: unknown } | undefined)?.type, `The 'cellDataSourceOptions' option`);
+  // Each cell's engine is its URL's scheme; options shared by every cell name none (or, as before, PostgreSQL's).
+  const sharedType = (options.cellDataSourceOptions as { type?: unknown } | undefined)?.type;
+  if (sharedType !== undefined && sharedType !== 'postgres') {
+    engineTypeArg(sharedType, `The 'cellDataSourceOptions' option`);
+    throw new InvalidArgumentError(
+      `The 'cellDataSourceOptions' option must not set 'type': each cell's engine is the scheme of its URL.`,
+    );
+  }
   for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
     const value: unknown = options[name];
     if (value !== undefined && (value === null || typeof value !== 'object' || Array.isArray(value))) {

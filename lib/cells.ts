@@ -19,8 +19,10 @@ import {
   closeDataSource,
   connect,
   guardedDataSource,
-  postgresOptions,
-  type PostgresOptions,
+  databaseOptions,
+  sharedOptionsFor,
+  type CreateDataSource,
+  type DatabaseOptions,
 } from './data-source-options';
 import { MetadataTemplate } from './metadata-template';
 import {
@@ -103,7 +105,7 @@ export class Cells {
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource({ ...cellDataSourceOptions(options), ...postgresOptions(options.main, MAIN_LABEL) }, MAIN_LABEL);
+        : this.guardedDataSource(mainOptions(cellDataSourceOptions(options), databaseOptions(options.main, MAIN_LABEL)), MAIN_LABEL);
     this.metadata = new MetadataTemplate(cellDataSourceOptions(options), (ctx) => this.route('main', ctx));
     this.cells = new CellDataSources({
       options: this.options,
@@ -114,6 +116,7 @@ export class Cells {
       guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
         this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
       readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
+      prepareEngine: (engine) => this.metadata.prepare(engine),
     });
     this.registry = this.cells.registry;
   }
@@ -397,10 +400,10 @@ export class Cells {
 
   /** A guarded DataSource (see `guardedDataSource`) with this Cells' bounds. */
   private guardedDataSource(
-    options: PostgresOptions,
+    options: DatabaseOptions,
     label: string,
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
-    create?: (options: PostgresOptions) => DataSource,
+    create?: CreateDataSource,
     budgeted = true,
   ): DataSource {
     return guardedDataSource(
@@ -422,6 +425,14 @@ export class Cells {
       if (ds?.isInitialized) await closeDataSource(ds);
     }
   }
+}
+
+/**
+ * Options of the default main database: the cells' shared options under its own; for a MySQL or
+ * MariaDB one, without the shared PostgreSQL-only options.
+ */
+function mainOptions(shared: object, main: DatabaseOptions): DatabaseOptions {
+  return { ...sharedOptionsFor(main.type, shared), ...main } as DatabaseOptions;
 }
 
 function sleep(ms: number): Promise<void> {

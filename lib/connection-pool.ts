@@ -4,6 +4,7 @@ import type { CellClient } from './cell-client';
 import { kLostError, translateConnectionError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
 import { CellBusyError } from './errors';
+import { forceCloseMysql } from './mysql-pool';
 import { kIdleSince, type BudgetPool, type ServerBudget } from './server-budget';
 
 /**
@@ -154,6 +155,7 @@ interface PoolClients {
  * acknowledges a graceful close). @internal
  */
 export function forceClose(dataSource: DataSource): void {
+  if (dataSource.options.type !== 'postgres') return forceCloseMysql(dataSource);
   const pool = (dataSource.driver as { master?: PoolClients } | undefined)?.master;
   for (const client of pool?._clients ?? []) client.connection?.stream?.destroy();
 }
@@ -180,7 +182,7 @@ export async function endClient(client: Client, ms: number): Promise<void> {
  * QueryTimeoutError, a lost connection as CellUnreachableError, never as TypeORM's untyped
  * QueryFailedError; other errors pass with their secrets masked.
  */
-function typeQueryRunnerErrors(dataSource: DataSource, label: () => string): void {
+export function typeQueryRunnerErrors(dataSource: DataSource, label: () => string): void {
   const driver = dataSource.driver as unknown as { createQueryRunner(mode: unknown): QueryRunner };
   const create = driver.createQueryRunner.bind(driver);
   driver.createQueryRunner = (mode) => {

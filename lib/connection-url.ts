@@ -1,22 +1,51 @@
 import { BadConnectionUrlError } from './errors';
 
-/** The parts of a PostgreSQL connection URL that a TypeORM DataSource needs. */
+/**
+ * The database engines a cell (or the API database) may run on, as TypeORM's `type` names them:
+ * `postgres://` and `postgresql://` URLs are `'postgres'`, `mysql://` is `'mysql'` and `mariadb://`
+ * is `'mariadb'` (both on TypeORM's MySQL driver with the `mysql2` package).
+ */
+export type Engine = 'postgres' | 'mysql' | 'mariadb';
+
+/** The engine of each URL scheme typeorm-cells reads. */
+const ENGINE_OF_SCHEME: Readonly<Record<string, Engine>> = {
+  'postgres:': 'postgres',
+  'postgresql:': 'postgres',
+  'mysql:': 'mysql',
+  'mariadb:': 'mariadb',
+};
+
+/** The port each engine's server listens on by default. */
+const DEFAULT_PORT: Readonly<Record<Engine, number>> = { postgres: 5432, mysql: 3306, mariadb: 3306 };
+/** The user a URL without one connects as (each engine's superuser, as its own clients default to). */
+const DEFAULT_USER: Readonly<Record<Engine, string>> = { postgres: 'postgres', mysql: 'root', mariadb: 'root' };
+
+/** The parts of a connection URL that a TypeORM DataSource needs. */
 export interface ConnectionParts {
+  /** TypeORM's `type`, from the URL's scheme. */
+  type: Engine;
   host: string;
   port: number;
   username: string;
   password: string | undefined;
   database: string;
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
-  /** From `?application_name=`: what the server shows in `pg_stat_activity.application_name`. */
+  /** PostgreSQL: from `?application_name=`: what the server shows in `pg_stat_activity.application_name`. */
   applicationName?: string;
+  /** MySQL/MariaDB: from `?charset=`: the connection's character set and collation (mysql2's `charset`). */
+  charset?: string;
 }
 
 /**
- * The query parameters a connection URL may carry (libpq's names). Any other is refused rather
- * than silently dropped: a URL that works with psql must not quietly mean something else here.
+ * The query parameters a connection URL may carry, per engine (libpq's names for PostgreSQL;
+ * `ssl-mode` is the MySQL client's). Any other is refused rather than silently dropped: a URL that
+ * works with psql or mysql must not quietly mean something else here.
  */
-const URL_PARAMETERS = new Set(['sslmode', 'ssl', 'application_name']);
+const URL_PARAMETERS: Readonly<Record<Engine, ReadonlySet<string>>> = {
+  postgres: new Set(['sslmode', 'ssl', 'application_name']),
+  mysql: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
+  mariadb: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
+};
 
 /** `scheme://user:`: where a URL's password would start. */
 const URL_PASSWORD_START = /\b[a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:/gi;
@@ -42,7 +71,7 @@ const AUTHORITY_END = /[/?#]/;
 const HOST_PORT_TOKEN = /^(?:\d{1,5}|[\w:.%-]*\](?::\d{0,5})?)$/;
 /** The database engines typeorm-cells supports, as its errors name them. */
 export const SUPPORTED_ENGINES =
-  "typeorm-cells supports PostgreSQL only: a postgres:// or postgresql:// URL, or TypeORM options of type 'postgres'";
+  "typeorm-cells supports PostgreSQL, MySQL and MariaDB: a postgres://, postgresql://, mysql:// or mariadb:// URL, or TypeORM options of type 'postgres', 'mysql' or 'mariadb'";
 
 /** Longest connection URL accepted; real ones, query parameters included, are far shorter. */
 const MAX_URL_LENGTH = 8192;
@@ -154,12 +183,15 @@ export function redactUrl(url: string): string {
 }
 
 /**
- * Parses a `postgres://` or `postgresql://` URL into DataSource connection options.
+ * Parses a `postgres://`, `postgresql://`, `mysql://` or `mariadb://` URL into DataSource
+ * connection options; `type` names the engine. Without a port: 5432 (PostgreSQL), 3306 (MySQL,
+ * MariaDB); without a user: `postgres` or `root`.
  * @param url the connection URL; it is never copied into an error message.
  * @param cellLabel how errors name the database (`cell 'name' (uuid)`, `the API database`).
  * @throws BadConnectionUrlError when the URL is empty, longer than 8192 characters, has control
- * characters, is unparsable, is not PostgreSQL, has no database, or carries a query parameter
- * other than `sslmode`, `ssl` and `application_name`.
+ * characters, is unparsable, has another scheme, has no database, or carries a query parameter
+ * its engine does not read (PostgreSQL: `sslmode`, `ssl`, `application_name`; MySQL and MariaDB:
+ * `sslmode`, `ssl-mode`, `ssl`, `charset`).
  */
 export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
   if (typeof url !== 'string' || url.trim() === '') {
@@ -179,7 +211,8 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   } catch {
     throw new BadConnectionUrlError(cellLabel, 'it cannot be parsed as a URL');
   }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+  const type = ENGINE_OF_SCHEME[parsed.protocol];
+  if (type === undefined) {
     throw new BadConnectionUrlError(
       cellLabel,
       `scheme '${parsed.protocol.replace(/:$/, '').slice(0, 20)}' is not supported; ${SUPPORTED_ENGINES}`,
@@ -190,32 +223,45 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   if (!database || database.includes('/')) {
     throw new BadConnectionUrlError(cellLabel, 'it names no single database in its path');
   }
-  const port = parsed.port === '' ? 5432 : Number(parsed.port);
+  const port = parsed.port === '' ? DEFAULT_PORT[type] : Number(parsed.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new BadConnectionUrlError(cellLabel, 'its port is out of range');
   }
+  const known = URL_PARAMETERS[type];
   for (const key of parsed.searchParams.keys()) {
-    if (!URL_PARAMETERS.has(key)) {
+    if (!known.has(key)) {
       throw new BadConnectionUrlError(
         cellLabel,
-        `query parameter '${key.slice(0, 40)}' is not supported; the ones read are ${[...URL_PARAMETERS].join(', ')}` +
+        `query parameter '${key.slice(0, 40)}' is not supported; the ones read are ${[...known].join(', ')}` +
           (key === 'password' || key === 'user' ? ', and the user and password go before the host' : ''),
       );
     }
   }
   const applicationName = parsed.searchParams.get('application_name') ?? undefined;
-  const sslmode = parsed.searchParams.get('sslmode') ?? parsed.searchParams.get('ssl');
+  const charset = parsed.searchParams.get('charset') ?? undefined;
+  const sslmode = (
+    parsed.searchParams.get('sslmode') ??
+    parsed.searchParams.get('ssl-mode') ??
+    parsed.searchParams.get('ssl')
+  )?.toLowerCase();
   let ssl: ConnectionParts['ssl'];
-  if (sslmode === 'verify-full' || sslmode === 'verify-ca') ssl = true;
-  else if (sslmode === 'require' || sslmode === 'true' || sslmode === 'prefer') ssl = { rejectUnauthorized: false };
+  // libpq's modes, and the MySQL client's (VERIFY_IDENTITY, VERIFY_CA, REQUIRED, PREFERRED).
+  if (sslmode === 'verify-full' || sslmode === 'verify-ca' || sslmode === 'verify_identity' || sslmode === 'verify_ca') {
+    // mysql2 takes an object (its default verifies the certificate); pg takes `true`.
+    ssl = type === 'postgres' ? true : { rejectUnauthorized: true };
+  } else if (sslmode === 'require' || sslmode === 'required' || sslmode === 'true' || sslmode === 'prefer' || sslmode === 'preferred') {
+    ssl = { rejectUnauthorized: false };
+  }
   return {
+    type,
     host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
     port,
-    username: safeDecode(parsed.username, cellLabel) || 'postgres',
+    username: safeDecode(parsed.username, cellLabel) || DEFAULT_USER[type],
     password: parsed.password === '' ? undefined : safeDecode(parsed.password, cellLabel),
     database,
     ssl,
     ...(applicationName === undefined ? {} : { applicationName }),
+    ...(charset === undefined ? {} : { charset }),
   };
 }
 

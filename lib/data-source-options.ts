@@ -4,7 +4,8 @@ import { API_MIGRATIONS } from '../migrations';
 import { messageOf } from './connection-errors';
 import { guardedPoolOptions, hidePassword } from './cell-client';
 import { guardPool } from './connection-pool';
-import { SUPPORTED_ENGINES, parseConnectionUrl } from './connection-url';
+import { SUPPORTED_ENGINES, parseConnectionUrl, type ConnectionParts } from './connection-url';
+import { guardedMysqlDataSource } from './mysql-pool';
 import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
 import { pgNativeDriver } from './pg-native';
@@ -22,8 +23,17 @@ import { API_LABEL } from './route';
 /** TypeORM options of a PostgreSQL DataSource. */
 export type PostgresOptions = Extract<DataSourceOptions, { type: 'postgres' }>;
 
-/** A database given as a `postgres://` URL or as TypeORM PostgreSQL options. */
-export type DatabaseConfig = string | Omit<PostgresOptions, 'type'>;
+/** TypeORM options of a MySQL or MariaDB DataSource (TypeORM's MySQL driver, with `mysql2`). */
+export type MysqlOptions = Extract<DataSourceOptions, { type: 'mysql' | 'mariadb' }>;
+
+/** TypeORM options of a DataSource of any engine typeorm-cells supports. */
+export type DatabaseOptions = PostgresOptions | MysqlOptions;
+
+/**
+ * A database given as a connection URL (`postgres://`, `postgresql://`, `mysql://`, `mariadb://`),
+ * as TypeORM PostgreSQL options (`type` may be left out) or as TypeORM MySQL/MariaDB options.
+ */
+export type DatabaseConfig = string | Omit<PostgresOptions, 'type'> | PostgresOptions | MysqlOptions;
 
 /** TypeORM options shared by every cell DataSource; connection fields come from each CellMapping. */
 export type CellDataSourceOptions = Omit<
@@ -88,30 +98,69 @@ export interface DataSourceSettings {
 }
 
 /**
- * TypeORM PostgreSQL options of a database given as a URL or as options (shared with the CLI).
+ * TypeORM options of a database given as a URL or as options (shared with the CLI); the engine is
+ * the URL's scheme or the options' `type` (default `'postgres'`).
  * @param label - how errors name the database: `the API database`, `the default main database`...
- * @throws InvalidArgumentError for anything else; BadConnectionUrlError for a bad URL.
+ * @throws InvalidArgumentError for anything else, or options whose `url` names another engine than
+ * their `type`; BadConnectionUrlError for a bad URL.
  */
-export function postgresOptions(config: DatabaseConfig, label: string): PostgresOptions {
-  if (typeof config === 'string') return { type: 'postgres', ...parseConnectionUrl(config, label) };
+export function databaseOptions(config: DatabaseConfig, label: string): DatabaseOptions {
+  if (typeof config === 'string') return fromParts({}, parseConnectionUrl(config, label));
   if (config === null || typeof config !== 'object') {
-    throw new InvalidArgumentError(`${sentenceStart(label)} must be a postgres:// URL or TypeORM options.`);
+    throw new InvalidArgumentError(`${sentenceStart(label)} must be a connection URL or TypeORM options.`);
   }
-  postgresTypeArg((config as { type?: unknown }).type, sentenceStart(label));
+  const given = (config as { type?: unknown }).type;
+  engineTypeArg(given, sentenceStart(label));
+  const type = (given ?? 'postgres') as DatabaseOptions['type'];
   if (config.url !== undefined) {
     const { url, ...rest } = config;
-    return { ...rest, type: 'postgres', ...parseConnectionUrl(url, label) };
+    const parts = parseConnectionUrl(url, label);
+    if (given !== undefined && parts.type !== type) {
+      throw new InvalidArgumentError(`${sentenceStart(label)} has type '${type}' but its url is a ${parts.type} URL.`);
+    }
+    return fromParts(rest, parts);
   }
-  return { ...config, type: 'postgres' };
+  return { ...config, type } as DatabaseOptions;
 }
 
 /**
- * Refuses a TypeORM `type` other than `'postgres'`: the options would otherwise be used as
- * PostgreSQL ones, against a server of another engine.
- * @throws InvalidArgumentError naming the one supported engine.
+ * TypeORM options of the database `parts` name (a parsed URL), over `base`: a MySQL or MariaDB
+ * database keeps none of `base`'s PostgreSQL-only options, and its connect timeout is TypeORM's
+ * `connectTimeout`. @internal
  */
-export function postgresTypeArg(type: unknown, what: string): void {
-  if (type === undefined || type === 'postgres') return;
+export function fromParts(base: object, parts: ConnectionParts): DatabaseOptions {
+  if (parts.type === 'postgres') return { ...base, ...parts } as PostgresOptions;
+  const { applicationName: _ignored, ...mysqlParts } = parts;
+  return { ...sharedOptionsFor(parts.type, base), ...mysqlParts } as MysqlOptions;
+}
+
+/** TypeORM options only its PostgreSQL driver reads (or which name pg/pg-pool settings). */
+const POSTGRES_ONLY = [
+  'schema', 'applicationName', 'uuidExtension', 'useUTC', 'parseInt8', 'nativeDriver', 'installExtensions',
+  'logNotifications', 'connectTimeoutMS', 'extra', 'replication', 'ssl', 'url', 'host', 'port',
+] as const;
+
+/**
+ * `base` (options shared by every cell, PostgreSQL-shaped) fit for a database of `type`: as is for
+ * PostgreSQL; for MySQL and MariaDB without PostgreSQL-only options, its connect timeout as
+ * TypeORM's `connectTimeout`. @internal
+ */
+export function sharedOptionsFor(type: DatabaseOptions['type'], base: object): object {
+  if (type === 'postgres') return base;
+  const copy: Record<string, unknown> = { ...base };
+  for (const key of POSTGRES_ONLY) delete copy[key];
+  const { connectTimeoutMS } = base as { connectTimeoutMS?: number };
+  if (connectTimeoutMS !== undefined) copy.connectTimeout = connectTimeoutMS;
+  return copy;
+}
+
+/**
+ * Refuses a TypeORM `type` other than `'postgres'`, `'mysql'` and `'mariadb'`: the options would
+ * otherwise be used as those of another engine.
+ * @throws InvalidArgumentError naming the supported engines.
+ */
+export function engineTypeArg(type: unknown, what: string): void {
+  if (type === undefined || type === 'postgres' || type === 'mysql' || type === 'mariadb') return;
   const shown = typeof type === 'string' ? `'${type.slice(0, 40)}'` : typeof type;
   throw new InvalidArgumentError(
     `${what} has type ${shown}, which is not supported; ${SUPPORTED_ENGINES}.`,
@@ -131,20 +180,23 @@ function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entiti
  * @throws as `postgresOptions`.
  * @internal
  */
-export function apiDataSourceOptions(settings: DataSourceSettings, label = API_LABEL, poolSize?: number): PostgresOptions {
-  const options = postgresOptions(settings.api, label);
-  return {
+export function apiDataSourceOptions(settings: DataSourceSettings, label = API_LABEL, poolSize?: number): DatabaseOptions {
+  const options = databaseOptions(settings.api, label);
+  const api = {
     ...options,
     entities: [...API_ENTITIES, ...entityList(settings.api)],
     migrations: [...API_MIGRATIONS],
     migrationsTableName: API_MIGRATIONS_TABLE,
-    ...(poolSize === undefined
-      ? {}
-      : {
-          poolSize,
-          extra: { ...(options.extra as object | undefined), max: poolSize },
-          connectTimeoutMS: options.connectTimeoutMS ?? settings.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-        }),
+  };
+  if (poolSize === undefined) return api as DatabaseOptions;
+  if (api.type !== 'postgres') {
+    return { ...api, poolSize, connectTimeout: api.connectTimeout ?? settings.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs };
+  }
+  return {
+    ...api,
+    poolSize,
+    extra: { ...(api.extra as object | undefined), max: poolSize },
+    connectTimeoutMS: api.connectTimeoutMS ?? settings.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
   };
 }
 
@@ -180,19 +232,24 @@ export interface PoolBounds {
   budget?: ServerBudget | undefined;
 }
 
+/** Makes a DataSource of the given options (a cell's takes its metadata from the MetadataTemplate). @internal */
+export type CreateDataSource = (options: DatabaseOptions) => DataSource;
+
 /**
- * A DataSource of `options` whose pool is guarded (connection-pool.ts): bounded waits for a
- * pooled connection, no client back in the pool inside a transaction, no unhandled client error.
- * @param create - makes the DataSource (a cell's takes its metadata from the MetadataTemplate);
- * default: `new DataSource(options)`.
+ * A DataSource of `options` whose pool is guarded (connection-pool.ts; mysql-pool.ts for MySQL and
+ * MariaDB): bounded waits for a pooled connection, no client back in the pool inside a
+ * transaction, no unhandled client error.
+ * @param create - makes the DataSource; default: `new DataSource(options)`.
+ * @throws MissingDriverError for a MySQL/MariaDB database when `mysql2` is not installed.
  * @internal
  */
 export function guardedDataSource(
-  options: PostgresOptions,
+  options: DatabaseOptions,
   label: string,
   bounds: PoolBounds,
-  create: (options: PostgresOptions) => DataSource = (given) => new DataSource(given),
+  create: CreateDataSource = (given) => new DataSource(given),
 ): DataSource {
+  if (options.type !== 'postgres') return guardedMysqlDataSource(options, label, bounds, create);
   // A new connection then costs the server's round trips, not the client's PBKDF2 (scram-keys.ts).
   rememberScramKeys();
   const extra = (options.extra ?? {}) as { max?: number };
@@ -203,7 +260,7 @@ export function guardedDataSource(
   // pg-native is looked up once per process, not by TypeORM in each DataSource (pg-native.ts).
   const nativeDriver: unknown = options.nativeDriver ?? pgNativeDriver();
   const dataSource = create(
-    hidePassword({
+    hidePassword<PostgresOptions>({
       ...options,
       nativeDriver,
       extra: guardedPoolOptions(

@@ -44,14 +44,34 @@ export class UnknownCellError extends CellsError {
   }
 }
 
-/** A cell's stored database connection is not a usable PostgreSQL URL. */
+/** A cell's stored database connection is not a usable PostgreSQL, MySQL or MariaDB URL. */
 export class BadConnectionUrlError extends CellsError {
   readonly code = 'CELLS_BAD_CONNECTION_URL';
   /** @param cell how the database is named: `cell 'name' (uuid)`, `the API database`... */
   constructor(readonly cell: string, reason: string) {
     super(
-      `The database connection of ${cell} is not a valid PostgreSQL URL (${reason}). Expected ` +
-        `postgres://user@host:port/database, with a password after the user name (user:password@).`,
+      `The database connection of ${cell} is not a valid connection URL (${reason}). Expected ` +
+        `postgres://user@host:port/database (or mysql://, mariadb://), with a password after the user ` +
+        `name (user:password@).`,
+    );
+  }
+}
+
+/**
+ * A database of an engine whose driver package is not installed: `mysql2` for a `mysql://` or
+ * `mariadb://` cell (an optional peer dependency, loaded only when such a database is used).
+ */
+export class MissingDriverError extends CellsError {
+  readonly code = 'CELLS_MISSING_DRIVER';
+  /**
+   * @param database how the database is named: `cell 'name' (uuid)`, `the API database`...
+   * @param driverPackage the npm package that is missing.
+   */
+  constructor(readonly database: string, readonly driverPackage: string, options?: { cause?: unknown }) {
+    super(
+      `${sentenceStart(database)} needs the '${driverPackage}' package, which is not installed. ` +
+        `Install it next to typeorm-cells: npm install ${driverPackage}`,
+      options,
     );
   }
 }

@@ -4,7 +4,8 @@ export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
 export type { ReplicaEvent } from './cell-readers';
 export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
-export type { CellDataSourceOptions, DatabaseConfig, PostgresOptions } from './data-source-options';
+export type { CellDataSourceOptions, DatabaseConfig, DatabaseOptions, MysqlOptions, PostgresOptions } from './data-source-options';
+export type { Engine } from './connection-url';
 export {
   RequestContext,
   bindContext,
@@ -27,6 +28,7 @@ export {
   CellsNotReadyError,
   DuplicateMappingError,
   InvalidArgumentError,
+  MissingDriverError,
   NoContextError,
   NoTargetCellError,
   QueryTimeoutError,

@@ -9,6 +9,7 @@ import { parseConnectionUrl } from './connection-url';
 import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
 import {
+  BadConnectionUrlError,
   CellInUseError,
   CellsNotReadyError,
   DuplicateMappingError,
@@ -114,9 +115,22 @@ export function readConnectionsArg(value: unknown, label: string): string[] | nu
     if (typeof url !== 'string') {
       throw new InvalidArgumentError(`${label} reader ${index + 1} must be a postgres:// URL string, got ${url === null ? 'null' : typeof url}.`);
     }
-    parseConnectionUrl(url, `${label} reader ${index + 1}`);
+    const reader = `${label} reader ${index + 1}`;
+    if (parseConnectionUrl(url, reader).type !== 'postgres') {
+      throw new BadConnectionUrlError(reader, 'read replicas are supported for PostgreSQL cells only: a postgres:// URL');
+    }
   });
   return value.length === 0 ? null : [...(value as string[])];
+}
+
+/**
+ * Refuses readers for a cell whose primary is not PostgreSQL (read replicas are PostgreSQL's).
+ * @throws BadConnectionUrlError naming `label`.
+ */
+function readersFit(primary: string, readers: readonly string[] | null, label: string): void {
+  if (readers !== null && readers.length > 0 && parseConnectionUrl(primary, label).type !== 'postgres') {
+    throw new BadConnectionUrlError(`${label} reader 1`, 'read replicas are supported for PostgreSQL cells only');
+  }
 }
 
 /**
@@ -302,6 +316,7 @@ export class CellMappings {
     const name = nameArg(init.name, 'cell name');
     parseConnectionUrl(init.databaseConnection, `cell '${name}'`);
     const readConnections = readConnectionsArg(init.readConnections, `cell '${name}'`) ?? null;
+    readersFit(init.databaseConnection, readConnections, `cell '${name}'`);
     const transportUrl = optionalNameArg(init.transportUrl, 'transport URL', MAX_TRANSPORT_URL) ?? null;
     const disabled = booleanArg(init.disabled, 'disabled', false);
     return this.unique(
@@ -360,6 +375,7 @@ export class CellMappings {
           }
           const readConnections = readConnectionsArg(patch.readConnections, `cell '${cell.name}' (${cell.uuid})`);
           if (readConnections !== undefined) cell.readConnections = readConnections;
+          readersFit(cell.databaseConnection, cell.readConnections, `cell '${cell.name}' (${cell.uuid})`);
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
           if (disabled !== undefined) cell.disabled = disabled;
           const saved = await tx.save(cell);

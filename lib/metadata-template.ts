@@ -2,7 +2,9 @@ import { BaseEntity, DataSource, InstanceChecker, type EntityManager } from 'typ
 import { ConnectionMetadataBuilder } from 'typeorm/connection/ConnectionMetadataBuilder';
 import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
 import { ObjectUtils } from 'typeorm/util/ObjectUtils';
-import type { PostgresOptions } from './data-source-options';
+import type { Engine } from './connection-url';
+import { sharedOptionsFor, type DatabaseOptions, type PostgresOptions } from './data-source-options';
+import { loadMysql2 } from './mysql-pool';
 import { RoutedRelationLoader, type MainRoute } from './lazy-relations';
 
 /**
@@ -26,9 +28,14 @@ import { RoutedRelationLoader, type MainRoute } from './lazy-relations';
  * `BaseEntity` statics point at the cell opened last, as TypeORM does. @internal
  */
 export class MetadataTemplate {
-  /** The DataSource the metadata is built on; never connected. */
+  /** The PostgreSQL template: built by `build()`, its manager serves metadata-only calls. */
   private readonly template: DataSource;
-  private built = false;
+  /**
+   * The built template of each engine: entity metadata depends on the driver (column types,
+   * defaults), so MySQL and MariaDB cells share a template of their own, built at their first open.
+   */
+  private readonly built = new Map<Engine, DataSource>();
+  private readonly building = new Map<Engine, Promise<void>>();
   /** What the PostgresDriver's afterConnect finds in the metadata: which extensions it uses. */
   private extensions: Promise<unknown> | undefined;
 
@@ -36,21 +43,52 @@ export class MetadataTemplate {
    * @param route - the route of a routed `'main'` call in a context (`Cells.route`), which lazy
    * relations of entities made without a cell load through.
    */
-  constructor(options: Omit<PostgresOptions, 'host'>, route: MainRoute) {
-    this.template = new DataSource({ ...options, type: 'postgres' });
-    // Before the build, which defines the prototypes' lazy accessors through it.
-    Object.assign(this.template, {
-      relationLoader: new RoutedRelationLoader(this.template, route),
-    });
+  constructor(
+    private readonly options: Omit<PostgresOptions, 'host'>,
+    private readonly route: MainRoute,
+  ) {
+    this.template = this.templateOf('postgres');
   }
 
-  /** Builds the template's metadata. @throws what TypeORM's build throws (a bad entity). */
+  private templateOf(type: Engine): DataSource {
+    const template = new DataSource({
+      ...sharedOptionsFor(type, this.options),
+      type,
+      // TypeORM's MySQL driver loads mysql2 in its constructor: the one typeorm-cells loaded, or MissingDriverError.
+      // Its validation wants a database named (no metadata depends on it: each cell names its own).
+      ...(type === 'postgres' ? {} : { driver: loadMysql2('a MySQL or MariaDB cell'), database: 'typeorm_cells_template' }),
+    } as DatabaseOptions);
+    // Before the build, which defines the prototypes' lazy accessors through it.
+    Object.assign(template, { relationLoader: new RoutedRelationLoader(template, this.route) });
+    return template;
+  }
+
+  /** Builds the PostgreSQL template's metadata. @throws what TypeORM's build throws (a bad entity). */
   async build(): Promise<void> {
     await (this.template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
     this.extensions = (
       this.template.driver as unknown as ExtensionsCheck
     ).checkMetadataForExtensions();
-    this.built = true;
+    this.built.set('postgres', this.template);
+  }
+
+  /**
+   * Builds the template of `type` unless built (once, for concurrent callers); a cell of that
+   * engine then shares its metadata.
+   * @throws MissingDriverError when `mysql2` is missing; what TypeORM's build throws.
+   */
+  async prepare(type: Engine): Promise<void> {
+    if (this.built.has(type) || type === 'postgres') return;
+    let flight = this.building.get(type);
+    if (flight === undefined) {
+      const template = this.templateOf(type);
+      flight = (template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas().then(() => {
+        this.built.set(type, template);
+      });
+      this.building.set(type, flight);
+      flight.catch(() => this.building.delete(type));
+    }
+    await flight;
   }
 
   /** A manager of the template DataSource: entity metadata for create(), merge() and query builders. */
@@ -59,18 +97,21 @@ export class MetadataTemplate {
   }
 
   /**
-   * A DataSource of `options` that uses the template's metadata instead of building its own; a
-   * plain DataSource when the options shape metadata differently from the template's, or before
-   * `build()`.
+   * A DataSource of `options` that uses its engine's template metadata instead of building its
+   * own; a plain DataSource when the options shape metadata differently from the template's, or
+   * before the template of its engine is built.
    */
-  dataSource(options: PostgresOptions): DataSource {
-    if (!this.built || !sameMetadataOptions(this.template.options as PostgresOptions, options)) {
+  dataSource(options: DatabaseOptions): DataSource {
+    const template = this.built.get(options.type as Engine);
+    if (template === undefined || !sameMetadataOptions(template.options as PostgresOptions, options as PostgresOptions)) {
       return new DataSource(options);
     }
-    const dataSource = new TemplatedDataSource(options, this.template);
-    // The same metadata uses the same extensions: afterConnect need not look through it again.
-    const extensions = this.extensions!;
-    (dataSource.driver as unknown as ExtensionsCheck).checkMetadataForExtensions = () => extensions;
+    const dataSource = new TemplatedDataSource(options, template);
+    if (options.type === 'postgres') {
+      // The same metadata uses the same extensions: afterConnect need not look through it again.
+      const extensions = this.extensions!;
+      (dataSource.driver as unknown as ExtensionsCheck).checkMetadataForExtensions = () => extensions;
+    }
     return dataSource;
   }
 }
@@ -87,7 +128,7 @@ function sameMetadataOptions(a: PostgresOptions, b: PostgresOptions): boolean {
     a.namingStrategy === b.namingStrategy &&
     a.entityPrefix === b.entityPrefix &&
     a.entitySkipConstructor === b.entitySkipConstructor &&
-    a.schema === b.schema &&
+    (a.type !== 'postgres' || a.schema === b.schema) &&
     a.typename === b.typename &&
     a.type === b.type
   );
@@ -96,7 +137,7 @@ function sameMetadataOptions(a: PostgresOptions, b: PostgresOptions): boolean {
 /** A DataSource whose `buildMetadatas` takes the template's metadata, as TypeORM would build it. */
 class TemplatedDataSource extends DataSource {
   constructor(
-    options: PostgresOptions,
+    options: DatabaseOptions,
     private readonly template: DataSource,
   ) {
     super(options);

@@ -48,7 +48,11 @@ type AnyFn = (...args: unknown[]) => unknown;
 interface Builder {
   dataSource: DataSource;
   queryRunner: QueryRunner | undefined;
-  expressionMap: { dataSource: DataSource; mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata } };
+  expressionMap: {
+    dataSource: DataSource;
+    mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata };
+    aliases?: Array<{ hasMetadata: boolean; metadata: EntityMetadata }>;
+  };
   [kRouting]?: Routing;
 }
 type BuilderClass = new (source: unknown, queryRunner?: QueryRunner) => Builder;
@@ -237,4 +241,11 @@ function typeStreamErrors(stream: Readable, label: string, queryRunner: QueryRun
 function bindTo(builder: Builder, dataSource: DataSource): void {
   (builder as { dataSource: DataSource }).dataSource = dataSource;
   builder.expressionMap.dataSource = dataSource;
+  // A builder is made on the PostgreSQL metadata; a MySQL or MariaDB cell's metadata (column types,
+  // defaults) is its engine's own (metadata-template.ts). The copy's aliases are its own objects.
+  for (const alias of builder.expressionMap.aliases ?? []) {
+    if (!alias.hasMetadata) continue;
+    const own = dataSource.entityMetadatasMap.get(alias.metadata.target);
+    if (own !== undefined && own !== alias.metadata) alias.metadata = own;
+  }
 }

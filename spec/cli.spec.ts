@@ -199,7 +199,7 @@ describe('cell commands', () => {
     expect(table.stdout).toMatch(/Read connections/);
     const listed = json<Array<CellRow & { readConnections: string[] | null }>>(await run('cell', 'list', '--verbose', '--json'));
     expect(listed.find((c) => c.name === 'with-readers')?.readConnections).toHaveLength(2);
-    const refused = await run('cell', 'update', 'with-readers', '--read-connection', 'mysql://x@h/db');
+    const refused = await run('cell', 'update', 'with-readers', '--read-connection', 'mssql://x@h/db');
     expectOneErrorLine(refused, 2, /reader 1/);
     const cleared = json<{ readConnections: unknown }>(await run('cell', 'update', 'with-readers', '--clear-read-connections', '--json'));
     expect(cleared.readConnections).toBeNull();
@@ -688,8 +688,8 @@ describe('config and usage errors', () => {
     ['a malformed instance uuid', ['instance', 'verify', 'not-a-uuid'], /must be a uuid/],
     [
       'a malformed connection URL',
-      ['cell', 'create', '--name', 'x', '--database-connection', 'mysql://u:p@h/db'],
-      /not a valid PostgreSQL URL/,
+      ['cell', 'create', '--name', 'x', '--database-connection', 'mssql://u:p@h/db'],
+      /not a valid connection URL/,
     ],
     ['db migrate without --cell or --all', ['db', 'migrate'], /--cell <name\|uuid> or --all/],
     [

@@ -138,7 +138,7 @@ describe('connection secrets', () => {
     capture(inspect(error), (error as Error).stack);
     expect(inspect(error)).not.toContain(SENTINEL);
     const notPostgres = await world.lib.mappings
-      .createCell({ name: 'secret-mysql', databaseConnection: `mysql://u:${SENTINEL}@h/db` })
+      .createCell({ name: 'secret-mssql', databaseConnection: `mssql://u:${SENTINEL}@h/db` })
       .catch((e: unknown) => e);
     expect(notPostgres).toMatchObject({ code: 'CELLS_BAD_CONNECTION_URL' });
   });

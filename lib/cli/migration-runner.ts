@@ -9,7 +9,7 @@ import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../connection-pool';
-import { DEFAULTS, cellDataSourceOptions, connect } from '../data-source-options';
+import { DEFAULTS, cellDataSourceOptions, connect, fromParts } from '../data-source-options';
 import { MigrationLockTimeoutError } from './errors';
 import { cellRouteLabel } from '../route';
 
@@ -47,11 +47,14 @@ const LOCK_NOT_AVAILABLE = '55P03';
  * @throws BadConnectionUrlError for a malformed stored URL.
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTimeoutMs?: number): DataSource {
-  const options = {
-    ...cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
-    ...parseConnectionUrl(cell.databaseConnection, cellRouteLabel(cell)),
-  };
-  const dataSource = new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs));
+  const options = fromParts(
+    cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
+    parseConnectionUrl(cell.databaseConnection, cellRouteLabel(cell)),
+  );
+  // TODO(issue 14): MySQL/MariaDB cells in the CLI (lock wait timeout, GET_LOCK).
+  const dataSource = new DataSource(
+    lockTimeoutMs === undefined || options.type !== 'postgres' ? options : withLockTimeout(options, lockTimeoutMs),
+  );
   // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
   // breaks --json, and unmasked. The CLI's report already shows each cell's failure. (`connect`
   // masks secrets in what this logger prints.)

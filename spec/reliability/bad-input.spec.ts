@@ -347,13 +347,13 @@ interface Case {
 
 const BAD_URL = { error: 'CELLS_BAD_CONNECTION_URL' };
 const INVALID = { error: 'CELLS_INVALID_ARGUMENT' };
-const ONLY_POSTGRES = /supports PostgreSQL only/;
-const MYSQL_URL = 'mysql://root@127.0.0.1:3306/mysql';
-const MYSQL_OPTIONS = { type: 'mysql', host: '127.0.0.1', port: 3306, username: 'root', database: 'mysql' };
+const ONLY_POSTGRES = /supports PostgreSQL, MySQL and MariaDB/;
+const MSSQL_URL = 'mssql://sa@127.0.0.1:1433/db';
+const MSSQL_OPTIONS = { type: 'mssql', host: '127.0.0.1', port: 1433, username: 'sa', database: 'db' };
 const hostileUrls: Array<[string, () => string]> = [
   ['an empty URL', () => ''],
   ['a URL that is not a URL', () => 'not a url at all'],
-  ['a mysql:// URL', () => 'mysql://u:p@127.0.0.1:3306/db'],
+  ['an mssql:// URL', () => 'mssql://u:p@127.0.0.1:1433/db'],
   ['a URL without a database', () => 'postgres://u:p@127.0.0.1:5432'],
   ['a 1 MB URL', () => `postgres://u:p@127.0.0.1:5432/${'d'.repeat(MB)}`],
   ['a URL with a newline', () => `${cellUrl()}\nhost=evil`],
@@ -380,11 +380,11 @@ const cases: Case[] = [
       ),
   })),
   {
-    name: 'api: updateCell refuses a mysql:// URL and keeps the old one',
+    name: 'api: updateCell refuses an mssql:// URL and keeps the old one',
     contract: BAD_URL,
     run: () =>
       api(() =>
-        lib().mappings.updateCell(cellA().uuid, { databaseConnection: 'mysql://u:p@h/db' }),
+        lib().mappings.updateCell(cellA().uuid, { databaseConnection: 'mssql://u:p@h/db' }),
       ),
   },
   // Arguments of transaction() and targetCell() (raw TypeErrors and TypeORM errors before).
@@ -413,43 +413,53 @@ const cases: Case[] = [
     contract: INVALID,
     run: () => api(() => targetCell(cellA(), 5 as never)),
   },
-  // Engines other than PostgreSQL: refused, naming the supported one (an api of type mysql used to
+  // Engines other than PostgreSQL, MySQL and MariaDB: refused, naming the supported ones (an api of type mysql used to
   // be treated as PostgreSQL).
   {
-    name: 'api: createCell refuses a mysql:// URL, naming PostgreSQL',
+    name: 'api: createCell refuses an mssql:// URL, naming the supported engines',
     contract: { ...BAD_URL, message: ONLY_POSTGRES },
     run: () =>
-      api(() => lib().mappings.createCell({ name: 'on-mysql', databaseConnection: MYSQL_URL })),
+      api(() => lib().mappings.createCell({ name: 'on-mysql', databaseConnection: MSSQL_URL })),
   },
   {
-    name: 'api: updateCell refuses a mysql:// URL, naming PostgreSQL',
+    name: 'api: updateCell refuses an mssql:// URL, naming the supported engines',
     contract: { ...BAD_URL, message: ONLY_POSTGRES },
-    run: () => api(() => lib().mappings.updateCell(cellA().uuid, { databaseConnection: MYSQL_URL })),
+    run: () => api(() => lib().mappings.updateCell(cellA().uuid, { databaseConnection: MSSQL_URL })),
   },
   {
-    name: 'api: new Cells refuses a mysql:// API URL, naming PostgreSQL',
+    name: 'api: new Cells refuses an mssql:// API URL, naming the supported engines',
     contract: { ...BAD_URL, message: ONLY_POSTGRES },
-    run: () => api(() => new Cells(cellsOptions({ api: MYSQL_URL }))),
+    run: () => api(() => new Cells(cellsOptions({ api: MSSQL_URL }))),
   },
   {
-    name: "api: new Cells refuses API options of type 'mysql', naming PostgreSQL",
+    name: "api: new Cells refuses API options of type 'mssql', naming the supported engines",
     contract: { ...INVALID, message: ONLY_POSTGRES },
-    run: () => api(() => new Cells(cellsOptions({ api: MYSQL_OPTIONS }))),
+    run: () => api(() => new Cells(cellsOptions({ api: MSSQL_OPTIONS }))),
   },
   {
-    name: "api: new Cells refuses main options of type 'mysql', naming PostgreSQL",
+    name: "api: new Cells refuses main options of type 'mssql', naming the supported engines",
     contract: { ...INVALID, message: ONLY_POSTGRES },
-    run: () => api(() => new Cells(cellsOptions({ main: MYSQL_OPTIONS }))),
+    run: () => api(() => new Cells(cellsOptions({ main: MSSQL_OPTIONS }))),
+  },
+  {
+    name: "api: new Cells refuses API options of type 'postgres' with an mssql:// url",
+    contract: { ...BAD_URL, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ api: { type: 'postgres', url: MSSQL_URL } }))),
+  },
+  {
+    name: "api: new Cells refuses cellDataSourceOptions of type 'mssql', naming the supported engines",
+    contract: { ...INVALID, message: ONLY_POSTGRES },
+    run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: { type: 'mssql' } as never }))),
+  },
+  {
+    name: "api: new Cells refuses cellDataSourceOptions of type 'mysql': each cell's URL names its engine",
+    contract: { ...INVALID, message: /must not set 'type'/ },
+    run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: { type: 'mysql' } as never }))),
   },
   {
     name: "api: new Cells refuses API options of type 'postgres' with a mysql:// url",
-    contract: { ...BAD_URL, message: ONLY_POSTGRES },
-    run: () => api(() => new Cells(cellsOptions({ api: { type: 'postgres', url: MYSQL_URL } }))),
-  },
-  {
-    name: "api: new Cells refuses cellDataSourceOptions of type 'mysql', naming PostgreSQL",
-    contract: { ...INVALID, message: ONLY_POSTGRES },
-    run: () => api(() => new Cells(cellsOptions({ cellDataSourceOptions: { type: 'mysql' } }))),
+    contract: { ...INVALID, message: /has type 'postgres' but its url is a mysql URL/ },
+    run: () => api(() => new Cells(cellsOptions({ api: { type: 'postgres', url: 'mysql://root@127.0.0.1:3306/mysql' } }))),
   },
   {
     name: 'api: new Cells refuses an SQL-looking API URL',
@@ -1185,12 +1195,12 @@ const cases: Case[] = [
     .filter(([what]) => !/NUL|1 MB/.test(what))
     .map(([what, url]): Case => ({
       name: `cli: cell create refuses ${what}`,
-      contract: { exit: 2, stderr: /not a valid PostgreSQL URL/ },
+      contract: { exit: 2, stderr: /not a valid connection URL/ },
       run: () => cli('cell', 'create', '--name', 'bad-url', '--database-connection', url()),
     })),
   {
     name: 'cli: cell create refuses a 100 kB URL',
-    contract: { exit: 2, stderr: /not a valid PostgreSQL URL/ },
+    contract: { exit: 2, stderr: /not a valid connection URL/ },
     run: () =>
       cli(
         'cell',
@@ -1253,23 +1263,23 @@ const cases: Case[] = [
     run: () => cli('cell', 'delete', SQL),
   },
   {
-    name: 'cli: cell update refuses a mysql:// URL',
-    contract: { exit: 2, stderr: /not a valid PostgreSQL URL/ },
-    run: () => cli('cell', 'update', cellA().name, '--database-connection', 'mysql://u:p@h/db'),
+    name: 'cli: cell update refuses an mssql:// URL',
+    contract: { exit: 2, stderr: /not a valid connection URL/ },
+    run: () => cli('cell', 'update', cellA().name, '--database-connection', 'mssql://u:p@h/db'),
   },
   {
     name: 'cli: cell create names the cell once in a bad-URL message, without a CellMapping to fix',
-    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid PostgreSQL URL \(query parameter 'password' is not supported[^)]*\)\. Expected postgres:\/\/user@host:port\/database, with a password after the user name \(user:password@\)\.$/m },
+    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(query parameter 'password' is not supported[^)]*\)\. Expected postgres:\/\/user@host:port\/database \(or mysql:\/\/, mariadb:\/\/\), with a password after the user name \(user:password@\)\.$/m },
     run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${cellUrl()}?password=x`),
   },
   {
     name: 'api: new Cells names the API database in a bad-URL message',
-    contract: { ...BAD_URL, message: /^The database connection of the API database is not a valid PostgreSQL URL \(query parameter 'foo'/ },
+    contract: { ...BAD_URL, message: /^The database connection of the API database is not a valid connection URL \(query parameter 'foo'/ },
     run: () => api(() => new Cells(cellsOptions({ api: `${cellUrl()}?foo=1` }))),
   },
   {
     name: 'api: new Cells names the default main database in a bad-URL message',
-    contract: { ...BAD_URL, message: /^The database connection of the default main database is not a valid PostgreSQL URL \(it names no single database/ },
+    contract: { ...BAD_URL, message: /^The database connection of the default main database is not a valid connection URL \(it names no single database/ },
     run: () => api(() => new Cells(cellsOptions({ main: 'postgres://u@127.0.0.1:5432' }))),
   },
   {
@@ -1287,16 +1297,16 @@ const cases: Case[] = [
     },
   },
   {
-    name: 'cli: cell create refuses a mysql:// URL, naming PostgreSQL',
+    name: 'cli: cell create refuses an mssql:// URL, naming the supported engines',
     contract: { exit: 2, stderr: ONLY_POSTGRES },
-    run: () => cli('cell', 'create', '--name', 'on-mysql', '--database-connection', MYSQL_URL),
+    run: () => cli('cell', 'create', '--name', 'on-mysql', '--database-connection', MSSQL_URL),
   },
   {
-    name: "cli: a config whose API database is of type 'mysql' is refused, naming PostgreSQL",
-    contract: { exit: 1, stderr: /cells\.config\.js: The API database has type 'mysql'.*supports PostgreSQL only/ },
+    name: "cli: a config whose API database is of type 'mssql' is refused, naming the supported engines",
+    contract: { exit: 1, stderr: /cells\.config\.js: The API database has type 'mssql'.*supports PostgreSQL, MySQL and MariaDB/ },
     run: async () => {
       const mysql = await createProject({
-        'cells.config.js': `module.exports = { api: ${JSON.stringify(MYSQL_OPTIONS)}, entities: [] };\n`,
+        'cells.config.js': `module.exports = { api: ${JSON.stringify(MSSQL_OPTIONS)}, entities: [] };\n`,
       });
       try {
         return { kind: 'cli', ...(await runCli(['cell', 'list'], mysql.dir)) };

@@ -1,0 +1,267 @@
+import { createRequire } from 'node:module';
+import type { DataSource, QueryRunner } from 'typeorm';
+import { QueryDeadlineExceeded } from './cell-client';
+import { kLostError } from './connection-errors';
+import { typeQueryRunnerErrors } from './connection-pool';
+import { currentContext, kCallSignal } from './context';
+import { DEFAULTS, type CreateDataSource, type MysqlOptions, type PoolBounds } from './data-source-options';
+import { CellBusyError, MissingDriverError } from './errors';
+import { hidePassword } from './cell-client';
+
+/**
+ * The mysql2 pool of every MySQL or MariaDB DataSource typeorm-cells opens, made safe for shared
+ * use, as connection-pool.ts and cell-client.ts make pg's:
+ * - `mysql2` is loaded only when such a database is used, once per process, and its absence is a
+ *   MissingDriverError naming the package (it is an optional peer dependency);
+ * - the wait for a free pooled connection is bounded by `acquireTimeoutMs` (CellBusyError; mysql2's
+ *   own queue waits for ever) and, inside a scatter-gather, by the gather's deadline; a caller that
+ *   gives up leaves mysql2's queue;
+ * - each query has a deadline (`queryTimeoutMs`, the context's or the cell's): one that passes it
+ *   fails with QueryTimeoutError and its connection is closed (mysql2 would hand the connection, its
+ *   statement still running on the server, to the next caller);
+ * - a connection is never handed back to the pool inside a transaction, nor after it was lost: it
+ *   is destroyed instead;
+ * - every connection has an `'error'` listener for its whole life (mysql2's pool listens once);
+ * - the password given to TypeORM is a function (so the DataSource's options print none), and
+ *   mysql2's copy of it is a non-enumerable getter on its pool's connection config, dropped from each
+ *   connection's config once it is authenticated.
+ * Not applied to MySQL/MariaDB databases: the `maxConnectionsPerServer` budget (server-budget.ts
+ * counts pg clients). @internal
+ */
+
+/** What is used of the mysql2 module. */
+type Mysql2 = object;
+
+let mysql2: Mysql2 | undefined;
+
+/**
+ * The `mysql2` module, loaded once per process from where typeorm-cells is installed (TypeORM
+ * loads it the same way, from its own location, which npm places beside it).
+ * @throws MissingDriverError naming `label` when it is not installed.
+ * @internal
+ */
+export function loadMysql2(label: string): Mysql2 {
+  if (mysql2 !== undefined) return mysql2;
+  try {
+    mysql2 = createRequire(__filename)('mysql2') as Mysql2;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'MODULE_NOT_FOUND') throw new MissingDriverError(label, 'mysql2', { cause: error });
+    throw error;
+  }
+  return mysql2;
+}
+
+/** What is used of a mysql2 PoolConnection. */
+interface PoolConnection {
+  threadId: number | null;
+  config: object;
+  stream?: { destroy(error?: Error): void };
+  query(...args: unknown[]): unknown;
+  release(): void;
+  destroy(): void;
+  on(event: 'error', listener: (error: unknown) => void): unknown;
+  [kLostError]?: unknown;
+  [kGuarded]?: true;
+}
+
+type GetConnectionCallback = (error: Error | null, connection?: PoolConnection) => void;
+
+/** What is used of a mysql2 Pool (TypeORM's `driver.pool`). */
+interface Pool {
+  config: { connectionLimit: number; connectionConfig: object };
+  _allConnections: { length: number; get(index: number): PoolConnection };
+  _freeConnections: { length: number };
+  _connectionQueue: { length: number; get(index: number): unknown; removeOne(index: number): unknown };
+  getConnection(callback: GetConnectionCallback): void;
+}
+
+/** What is used of TypeORM's MysqlDriver (1.1). */
+interface MysqlDriverInternals {
+  pool?: Pool;
+  createConnectionOptions(options: object, credentials: object): Record<string, unknown>;
+  createPool(connectionOptions: object): Promise<Pool>;
+  obtainMasterConnection(): Promise<PoolConnection>;
+  prepareDbConnection(connection: PoolConnection): PoolConnection;
+  createQueryRunner(mode: unknown): QueryRunner;
+}
+
+const kGuarded = Symbol('typeorm-cells.mysqlGuarded');
+
+/**
+ * A MySQL/MariaDB DataSource of `options` whose pool is guarded (see above).
+ * @throws MissingDriverError when `mysql2` is not installed.
+ * @internal
+ */
+export function guardedMysqlDataSource(
+  options: MysqlOptions,
+  label: string,
+  bounds: PoolBounds,
+  create: CreateDataSource,
+): DataSource {
+  const driverModule = loadMysql2(label);
+  const connectTimeout = options.connectTimeout ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
+  const dataSource = create(
+    hidePassword<MysqlOptions>({
+      ...options,
+      driver: options.driver ?? driverModule,
+      connectTimeout,
+      poolSize: options.poolSize ?? DEFAULTS.staticPoolSize,
+      // mysql2's queue has no bound of its own: the guard below bounds the wait.
+      extra: { ...(options.extra as object | undefined), waitForConnections: true, queueLimit: 0 },
+    }),
+  );
+  const driver = dataSource.driver as unknown as MysqlDriverInternals;
+  const buildOptions = driver.createConnectionOptions.bind(driver);
+  driver.createConnectionOptions = (driverOptions, credentials) => {
+    const built = buildOptions(driverOptions, credentials);
+    const password: unknown = built.password;
+    if (typeof password === 'function') built.password = (password as () => string)();
+    return built;
+  };
+  const createPool = driver.createPool.bind(driver);
+  driver.createPool = (connectionOptions) => {
+    // Hidden before the pool makes its first connection: each connection copies the config's descriptors.
+    const { password } = connectionOptions as { password?: unknown };
+    delete (connectionOptions as { password?: unknown }).password;
+    return createPool(withHiddenPassword(connectionOptions, password));
+  };
+  typeQueryRunnerErrors(dataSource, () => label);
+  guardRelease(dataSource);
+  guardCheckout(driver, label, bounds);
+  return dataSource;
+}
+
+/**
+ * `connectionOptions` with `password` as a non-enumerable getter: mysql2 copies its config's
+ * property descriptors into each connection's config, so neither prints it in `util.inspect`
+ * (without `showHidden`) or JSON.
+ */
+function withHiddenPassword(connectionOptions: object, password: unknown): object {
+  if (password !== undefined) {
+    Object.defineProperty(connectionOptions, 'password', { get: () => password, enumerable: false, configurable: true });
+  }
+  return connectionOptions;
+}
+
+/**
+ * Wraps the driver's checkout: bounded by `acquireTimeoutMs` and by a scatter-gather's deadline,
+ * and each connection guarded once (error listener, query deadlines, password dropped).
+ */
+function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: PoolBounds): void {
+  const original = driver.obtainMasterConnection.bind(driver);
+  driver.obtainMasterConnection = () => {
+    const pool = driver.pool;
+    if (pool === undefined) return original();
+    // mysql2 queues a checkout only when the pool is full and has no free connection; a new
+    // connection's wait is bounded by the connect timeout.
+    const mayQueue = pool._freeConnections.length === 0 && pool._allConnections.length >= pool.config.connectionLimit;
+    const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
+    return new Promise<PoolConnection>((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      let giveUp = (): void => undefined;
+      const onConnection: GetConnectionCallback = (error, connection) => {
+        if (settled) {
+          // The caller gave up waiting: hand the connection straight back.
+          if (error === null && connection !== undefined) connection.release();
+          return;
+        }
+        settled = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', giveUp);
+        if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
+        resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
+      };
+      pool.getConnection(onConnection);
+      if (!mayQueue) return;
+      const started = performance.now();
+      giveUp = (): void => {
+        if (settled) return;
+        settled = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', giveUp);
+        // Leave mysql2's queue, which would otherwise only grow while the pool stays saturated.
+        const queue = pool._connectionQueue;
+        for (let index = 0; index < queue.length; index++) {
+          if (queue.get(index) === onConnection) {
+            queue.removeOne(index);
+            break;
+          }
+        }
+        reject(new CellBusyError(label, pool.config.connectionLimit, Math.round(performance.now() - started)));
+      };
+      if (bounds.acquireTimeoutMs > 0) timer = setTimeout(giveUp, bounds.acquireTimeoutMs);
+      if (signal !== undefined) {
+        if (signal.aborted) giveUp();
+        else signal.addEventListener('abort', giveUp, { once: true });
+      }
+    });
+  };
+}
+
+/** Guards `connection` once: error listener, password dropped, query deadlines. */
+function guardConnection(connection: PoolConnection, queryTimeoutMs: number): PoolConnection {
+  if (connection[kGuarded] === true) return connection;
+  connection[kGuarded] = true;
+  connection.on('error', (error) => {
+    connection[kLostError] ??= error;
+  });
+  // Authenticated: mysql2 reads the password again only for changeUser, which TypeORM never sends.
+  Object.defineProperty(connection.config, 'password', { value: undefined, enumerable: false, writable: true, configurable: true });
+  const query = connection.query.bind(connection);
+  connection.query = (...args: unknown[]) => {
+    const timeoutMs = currentContext()?.queryTimeoutMs ?? queryTimeoutMs;
+    const last = args.length - 1;
+    const callback = args[last];
+    if (timeoutMs <= 0 || typeof callback !== 'function') return query(...args);
+    const [sql] = args;
+    const own = typeof sql === 'object' && sql !== null ? (sql as { timeout?: number }).timeout : undefined;
+    const limit = own !== undefined && own > 0 ? Math.min(own, timeoutMs) : timeoutMs;
+    args[0] = typeof sql === 'object' && sql !== null ? { ...sql, timeout: limit } : { sql, timeout: limit };
+    args[last] = (error: unknown, ...results: unknown[]) => {
+      if ((error as { code?: unknown } | null)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT') {
+        // The statement may still run on the server and answer later: this connection cannot be reused.
+        const deadline = new QueryDeadlineExceeded(limit);
+        connection[kLostError] ??= deadline;
+        connection.stream?.destroy();
+        return (callback as (...r: unknown[]) => unknown)(deadline);
+      }
+      return (callback as (...r: unknown[]) => unknown)(error, ...results);
+    };
+    return query(...args);
+  };
+  return connection;
+}
+
+/**
+ * Every query runner of `dataSource` destroys its connection, rather than handing it back to the
+ * pool, when released inside a transaction (TypeORM's `isTransactionActive`) or after it was lost.
+ */
+function guardRelease(dataSource: DataSource): void {
+  const driver = dataSource.driver as unknown as MysqlDriverInternals;
+  const create = driver.createQueryRunner.bind(driver);
+  driver.createQueryRunner = (mode) => {
+    const runner = create(mode);
+    const release = runner.release.bind(runner);
+    runner.release = () => {
+      const connection = (runner as unknown as { databaseConnection?: PoolConnection }).databaseConnection;
+      if (connection !== undefined && (runner.isTransactionActive || connection[kLostError] !== undefined)) {
+        connection.destroy();
+      }
+      return release();
+    };
+    return runner;
+  };
+}
+
+/**
+ * Destroys the socket of every connection of a MySQL DataSource's pool (forceClose's counterpart).
+ * @internal
+ */
+export function forceCloseMysql(dataSource: DataSource): void {
+  const pool = (dataSource.driver as unknown as { pool?: Pool }).pool;
+  if (pool === undefined) return;
+  for (let index = 0; index < pool._allConnections.length; index++) {
+    pool._allConnections.get(index).stream?.destroy();
+  }
+}
