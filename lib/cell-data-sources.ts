@@ -31,7 +31,7 @@ export interface CellDataSourcesHost {
    * Readies what cells of `engine` share before the first opens (the entity metadata of MySQL and
    * MariaDB cells). @throws MissingDriverError when its driver package is not installed.
    */
-  prepareEngine(engine: Engine): Promise<void>;
+  prepareEngine(engine: Engine, label: string): Promise<void>;
   /** The same, for a cell's reader: its own DataSource, with no entity metadata. */
   readerDataSource(options: PostgresOptions, label: string, queryTimeoutMs?: number): DataSource;
 }
@@ -151,7 +151,7 @@ export class CellDataSources {
       const parts = parseConnectionUrl(cell.databaseConnection, label);
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
-      await host.prepareEngine(parts.type);
+      await host.prepareEngine(parts.type, label);
       const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {

@@ -116,7 +116,7 @@ export class Cells {
       guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
         this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
       readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
-      prepareEngine: (engine) => this.metadata.prepare(engine),
+      prepareEngine: (engine, label) => this.metadata.prepare(engine, label),
     });
     this.registry = this.cells.registry;
   }

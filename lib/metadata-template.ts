@@ -50,13 +50,14 @@ export class MetadataTemplate {
     this.template = this.templateOf('postgres');
   }
 
-  private templateOf(type: Engine): DataSource {
+  /** @param label - how MissingDriverError names the database that needs the driver. */
+  private templateOf(type: Engine, label = 'a MySQL or MariaDB cell'): DataSource {
     const template = new DataSource({
       ...sharedOptionsFor(type, this.options),
       type,
       // TypeORM's MySQL driver loads mysql2 in its constructor: the one typeorm-cells loaded, or MissingDriverError.
       // Its validation wants a database named (no metadata depends on it: each cell names its own).
-      ...(type === 'postgres' ? {} : { driver: loadMysql2('a MySQL or MariaDB cell'), database: 'typeorm_cells_template' }),
+      ...(type === 'postgres' ? {} : { driver: loadMysql2(label), database: 'typeorm_cells_template' }),
     } as DatabaseOptions);
     // Before the build, which defines the prototypes' lazy accessors through it.
     Object.assign(template, { relationLoader: new RoutedRelationLoader(template, this.route) });
@@ -75,13 +76,14 @@ export class MetadataTemplate {
   /**
    * Builds the template of `type` unless built (once, for concurrent callers); a cell of that
    * engine then shares its metadata.
+   * @param label - the database the template is built for, as MissingDriverError names it.
    * @throws MissingDriverError when `mysql2` is missing; what TypeORM's build throws.
    */
-  async prepare(type: Engine): Promise<void> {
+  async prepare(type: Engine, label?: string): Promise<void> {
     if (this.built.has(type) || type === 'postgres') return;
     let flight = this.building.get(type);
     if (flight === undefined) {
-      const template = this.templateOf(type);
+      const template = this.templateOf(type, label);
       flight = (template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas().then(() => {
         this.built.set(type, template);
       });
