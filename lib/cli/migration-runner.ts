@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   DataSource,
   MigrationExecutor,
@@ -25,6 +26,20 @@ import { cellRouteLabel } from '../route';
  * database, so one key serializes the runners of each database without blocking other databases.
  */
 export const MIGRATION_LOCK_KEY = '426197191795';
+
+/** Longest MySQL/MariaDB user-level lock name (MySQL 5.7+). */
+const MYSQL_LOCK_NAME_MAX = 64;
+
+/**
+ * The MySQL/MariaDB `GET_LOCK` name held around the migrations of `database`. User-level locks are
+ * per server, not per database, so the name carries the database (hashed when the name would pass
+ * MySQL's 64 characters): runners of one database wait for each other, not for other databases.
+ */
+export function mysqlMigrationLockName(database: string): string {
+  const name = `typeorm-cells.migrate.${database}`;
+  if (name.length <= MYSQL_LOCK_NAME_MAX) return name;
+  return `typeorm-cells.migrate.${createHash('sha1').update(database).digest('hex')}`;
+}
 
 /**
  * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
