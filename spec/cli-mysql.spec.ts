@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createConnection, type Connection } from 'mysql2/promise';
-import { mysqlMigrationLockName } from '../lib/cli/migration-runner';
+import type { QueryRunner } from 'typeorm';
+import type { CellMapping, CellsOptions } from '../lib';
+import { cellDataSource, migrateLocked, mysqlMigrationLockName, withDataSource } from '../lib/cli/migration-runner';
 import { REPO_ROOT } from '../dev/repo-root';
 import {
   assertCliBuilt,
@@ -204,9 +206,13 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       run(['db', 'migrate', '--cell', 'race', '--json'], env),
       run(['db', 'migrate', '--cell', 'race', '--json'], env),
     ]);
-    const rows = runs.map((r) => report(r).cells[0]!);
+    const rows = runs.map((r) => report(r).cells[0]! as Report['cells'][0] & { ms: number });
     expect(rows.map((r) => r.result)).toEqual(['migrated', 'migrated']);
     expect(rows.flatMap((r) => r.applied).sort()).toEqual([...MIGRATIONS].sort());
+    // One applied both; the other waited for it (the 1 s migration included), then found nothing to apply.
+    const [waiter, applier] = [...rows].sort((a, b) => a.applied.length - b.applied.length);
+    expect([waiter!.applied.length, applier!.applied.length]).toEqual([0, 2]);
+    expect(waiter!.ms).toBeGreaterThanOrEqual(900);
     expect(await mysqlApplied(db.name)).toEqual(MIGRATIONS);
   });
 
@@ -241,6 +247,44 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     await mysqlQuery(`DROP TABLE \`${db.name}\`.lock_probe`);
     const again = report(await run(['db', 'migrate', '--cell', 'half', '--lock-timeout', '1000', '--json']));
     expect(again.cells[0]).toMatchObject({ result: 'migrated', applied: MIGRATIONS });
+  });
+
+  it('leaves the GET_LOCK released when a migration fails half-way, its DataSource still open', async () => {
+    const { db, url } = await mysqlCell('released', false);
+    class FailingHalfWay1764072700000 {
+      name = 'FailingHalfWay1764072700000';
+      async up(q: QueryRunner): Promise<void> {
+        await q.query('CREATE TABLE half (id int)');
+        throw new Error('failed half-way');
+      }
+      async down(): Promise<void> {}
+    }
+    const options: CellsOptions = { api: role.urlFor(world.api.name), entities: [], migrations: [FailingHalfWay1764072700000] };
+    const cell = { uuid: '00000000-0000-4000-8000-000000000014', name: 'released', databaseConnection: url } as CellMapping;
+    const label = "cell 'released'";
+    const name = mysqlMigrationLockName(db.name);
+    const freeNow = async () => Number((await mysqlQuery('SELECT IS_FREE_LOCK(?) AS free', [name]))[0]!.free);
+    await withDataSource(cellDataSource(options, cell, 5000), label, async (ds) => {
+      await expect(migrateLocked(ds, label, 5000)).rejects.toThrow('failed half-way');
+      expect(await freeNow()).toBe(1);
+      // The pool's connections are still open: the lock was given back, not dropped with its session.
+      expect(ds.isInitialized).toBe(true);
+    });
+  });
+
+  it('db migrate gives up on a table lock an application session holds on a MariaDB cell past --lock-timeout', async () => {
+    const { db } = await mysqlCell('table-locked');
+    expect((await run(['db', 'migrate', '--cell', 'table-locked'])).code).toBe(0);
+    holder = await createConnection({ uri: mysqlServerUrl()!.replace(/^mariadb:/, 'mysql:') });
+    await holder.query(`LOCK TABLES \`${db.name}\`.migrations WRITE`);
+    const started = performance.now();
+    const result = await runCli(['--config', config, 'db', 'migrate', '--cell', 'table-locked', '--lock-timeout', '1000', '--json'], world.project.dir, {
+      timeoutMs: 30_000,
+    });
+    const ms = performance.now() - started;
+    expect(result.code).toBe(1);
+    expect((JSON.parse(result.stdout) as Report).cells[0]).toMatchObject({ result: 'failed', error: expect.stringMatching(/Lock wait timeout exceeded/) });
+    expect(ms).toBeLessThan(20_000);
   });
 
   it('db status lists the applied and pending migrations of a MariaDB cell', async () => {
