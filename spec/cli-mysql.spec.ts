@@ -175,6 +175,12 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     ]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^error: Cell 'wrong-pw' is unreachable: .*Access denied.*--no-verify[^\n]*\n$/);
+    // With its stack trace and causes too (checked by the transcript test below).
+    const debug = await run([
+      'cell', 'create', '--debug', '--json', '--name', 'wrong-pw', '--database-connection', sentinel.urlFor(db.name, `${sentinel.password}-wrong`),
+    ]);
+    expect(debug.code).toBe(1);
+    expect(debug.stderr).toMatch(/CellVerificationError/);
   });
 
   it('cell create refuses a MariaDB cell on a closed port', async () => {
