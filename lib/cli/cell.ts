@@ -3,10 +3,10 @@ import { Client } from 'pg';
 import { CELL0_UUID, type CellMapping } from '../../entities/CellMapping';
 import { InstanceMapping } from '../../entities/InstanceMapping';
 import type { Cells } from '../cells';
-import { DEFAULTS, type DatabaseConfig } from '../data-source-options';
+import { DEFAULTS, connect, fromParts, guardedDataSource, type DatabaseConfig } from '../data-source-options';
 import { messageOf } from '../connection-errors';
-import { parseConnectionUrl, redactUrl } from '../connection-url';
-import { InvalidArgumentError } from '../errors';
+import { parseConnectionUrl, redactUrl, type ConnectionParts } from '../connection-url';
+import { CellUnreachableError, InvalidArgumentError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
 import { cellLabel } from '../route';
 import { CellVerificationError } from './errors';
@@ -45,7 +45,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .command('create')
     .description('map a new cell, after checking that its database answers (SELECT 1)')
     .requiredOption('--name <name>', 'unique cell name')
-    .requiredOption('--database-connection <url>', 'postgres:// URL of the cell database')
+    .requiredOption('--database-connection <url>', 'postgres://, mysql:// or mariadb:// URL of the cell database')
     .option('--read-connection <url>', 'postgres:// URL of a read replica of the cell database (repeatable)', collect)
     .option('--transport-url <url>', 'message transport URL of the cell, stored as is')
     .option('--uuid <uuid>', 'cell uuid (default: a random one)')
@@ -113,7 +113,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .description("change a cell's name, URLs or disabled flag")
     .argument('<cell>', 'cell name or uuid')
     .option('--name <name>', 'new name')
-    .option('--database-connection <url>', 'new postgres:// URL (not checked)')
+    .option('--database-connection <url>', 'new postgres://, mysql:// or mariadb:// URL (not checked)')
     .option('--read-connection <url>', 'postgres:// URL of a read replica (repeatable; replaces the list; not checked)', collect)
     .option('--clear-read-connections', 'remove every read replica of the cell')
     .option('--transport-url <url>', 'new transport URL')
@@ -245,8 +245,11 @@ function cell0Url(base: DatabaseConfig): string {
 }
 
 /**
- * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`.
- * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked.
+ * Connects to `url` and runs `SELECT 1`, giving up after `timeoutMs`: with a pg Client for a
+ * PostgreSQL URL, through the guarded mysql2 pool of routed cells (one connection) for a MySQL or
+ * MariaDB one.
+ * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked;
+ * MissingDriverError for a MySQL/MariaDB URL when `mysql2` is not installed.
  */
 async function verifyConnection(
   url: string,
@@ -254,6 +257,7 @@ async function verifyConnection(
   timeoutMs: number = DEFAULTS.connectTimeoutMs,
 ): Promise<void> {
   const parts = parseConnectionUrl(url, label);
+  if (parts.type !== 'postgres') return verifyMysqlConnection(parts, label, timeoutMs);
   const client = new Client({
     host: parts.host,
     port: parts.port,
@@ -273,5 +277,20 @@ async function verifyConnection(
     throw new CellVerificationError(label, messageOf(error), { cause: error });
   } finally {
     await client.end().catch(() => undefined);
+  }
+}
+
+async function verifyMysqlConnection(parts: ConnectionParts, label: string, timeoutMs: number): Promise<void> {
+  const bounds = { connectTimeoutMs: timeoutMs, queryTimeoutMs: timeoutMs, acquireTimeoutMs: timeoutMs };
+  const dataSource = guardedDataSource({ ...fromParts({}, parts), poolSize: 1 }, label, bounds);
+  try {
+    await connect(dataSource, label, '');
+    await dataSource.query('SELECT 1');
+  } catch (error) {
+    // connect's CellUnreachableError would say "unreachable" twice: keep the driver's reason.
+    const reason = error instanceof CellUnreachableError ? error.cause : error;
+    throw new CellVerificationError(label, messageOf(reason), { cause: error });
+  } finally {
+    if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
   }
 }

@@ -29,11 +29,19 @@ export class SomeCellsFailedError extends CellsError {
  */
 export class MigrationLockTimeoutError extends CellsError {
   readonly code = 'CELLS_MIGRATION_LOCK_TIMEOUT';
-  constructor(readonly cell: string, readonly lockTimeoutMs: number, options?: { cause?: unknown }) {
+  /**
+   * @param options.whoHolds - how to find the session holding the lock on the database's engine;
+   * default: PostgreSQL's (pg_stat_activity).
+   */
+  constructor(
+    readonly cell: string,
+    readonly lockTimeoutMs: number,
+    { whoHolds = 'pg_stat_activity shows it', ...options }: { cause?: unknown; whoHolds?: string } = {},
+  ) {
     super(
       `${sentenceStart(cell)}: another session held the migration lock for the ${lockTimeoutMs} ms this run could ` +
         `wait (--lock-timeout), so nothing was applied. Wait for the other runner and run it again, or end ` +
-        `that session (pg_stat_activity shows it).`,
+        `that session (${whoHolds}).`,
       options,
     );
   }

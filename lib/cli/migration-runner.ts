@@ -1,30 +1,20 @@
-import {
-  DataSource,
-  MigrationExecutor,
-  type Logger,
-  type Migration,
-  type QueryRunner,
-} from 'typeorm';
+import { DataSource, MigrationExecutor, type Logger, type Migration } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../connection-pool';
-import { DEFAULTS, cellDataSourceOptions, connect, fromParts } from '../data-source-options';
-import { MigrationLockTimeoutError } from './errors';
+import { DEFAULTS, cellDataSourceOptions, connect, fromParts, guardedDataSource } from '../data-source-options';
+import { migrationLockOf } from './migration-lock';
 import { cellRouteLabel } from '../route';
 
 /**
  * How the CLI migrates a database, a cell's or the API database's: a DataSource of its own with a
  * pool of two (`cellDataSource`; the API one is built in api-db.ts), opened and closed around one
- * command (`withDataSource`), migrations applied on the connection holding an advisory lock
- * (`migrateLocked`) and listed (`migrationStatus`).
+ * command (`withDataSource`), migrations applied on the connection holding the database's migration
+ * lock (`migrateLocked`, migration-lock.ts) and listed (`migrationStatus`).
  */
 
-/**
- * The `pg_advisory_lock` key held around migrations ("cells" in ASCII). Advisory locks are per
- * database, so one key serializes the runners of each database without blocking other databases.
- */
-export const MIGRATION_LOCK_KEY = '426197191795';
+export { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from './migration-lock';
 
 /**
  * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
@@ -36,9 +26,6 @@ export const DEFAULT_LOCK_TIMEOUT_MS = DEFAULTS.migrationLockTimeoutMs;
 /** How long closing a CLI DataSource waits for its connections to end before closing them by force. */
 const CLOSE_WAIT_MS = 10_000;
 
-/** SQLSTATE lock_not_available: a lock wait passed `lock_timeout`. */
-const LOCK_NOT_AVAILABLE = '55P03';
-
 /**
  * A new, uninitialized DataSource for one cell database, with the config's cell entities,
  * migrations and `cellDataSourceOptions`, and a pool of two (`db migrate` uses one, which holds
@@ -47,14 +34,20 @@ const LOCK_NOT_AVAILABLE = '55P03';
  * @throws BadConnectionUrlError for a malformed stored URL.
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTimeoutMs?: number): DataSource {
-  const options = fromParts(
-    cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
-    parseConnectionUrl(cell.databaseConnection, cellRouteLabel(cell)),
-  );
-  // TODO(issue 14): MySQL/MariaDB cells in the CLI (lock wait timeout, GET_LOCK).
-  const dataSource = new DataSource(
-    lockTimeoutMs === undefined || options.type !== 'postgres' ? options : withLockTimeout(options, lockTimeoutMs),
-  );
+  const label = cellRouteLabel(cell);
+  const options = fromParts(cellDataSourceOptions(config, DEFAULTS.cliPoolSize), parseConnectionUrl(cell.databaseConnection, label));
+  // A MySQL/MariaDB cell goes through the guarded mysql2 pool of routed cells: its password kept
+  // out of every printed form, the wait for a pooled connection bounded. No query deadline, as
+  // for PostgreSQL here: a migration takes as long as it takes. Its lock waits are bounded on the
+  // lock's connection instead (migration-lock.ts): MySQL has no lock_timeout startup parameter.
+  const dataSource =
+    options.type === 'postgres'
+      ? new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs))
+      : guardedDataSource(options, label, {
+          connectTimeoutMs: config.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+          queryTimeoutMs: 0,
+          acquireTimeoutMs: DEFAULTS.acquireTimeoutMs,
+        });
   // TypeORM prints a failed migration with console.log even with logging off: on stdout, where it
   // breaks --json, and unmasked. The CLI's report already shows each cell's failure. (`connect`
   // masks secrets in what this logger prints.)
@@ -110,7 +103,7 @@ async function close(dataSource: DataSource): Promise<void> {
 
 /**
  * Applies the pending migrations of `dataSource` on one connection that holds the migration
- * advisory lock meanwhile, so a concurrent runner waits and then finds nothing left to apply.
+ * lock meanwhile (PostgreSQL's advisory lock, MySQL's and MariaDB's GET_LOCK), so a concurrent runner waits and then finds nothing left to apply.
  * @param label - names the cell in errors.
  * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
  * @returns the names of the migrations this call applied.
@@ -123,16 +116,9 @@ export async function migrateLocked(
 ): Promise<string[]> {
   const lock = dataSource.createQueryRunner();
   await lock.connect();
+  const migrationLock = migrationLockOf(lock);
   try {
-    try {
-      // lock_timeout bounds advisory-lock waits too (and the migrations' table locks after it).
-      await lock.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
-      await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
-    } catch (error) {
-      const code = (error as { driverError?: { code?: unknown } }).driverError?.code;
-      if (code === LOCK_NOT_AVAILABLE) throw new MigrationLockTimeoutError(label, lockTimeoutMs, { cause: error });
-      throw error;
-    }
+    await migrationLock.acquire(lock, label, lockTimeoutMs);
     // On the session holding the lock: one connection per database, not a second one opened
     // (a server round trip and a backend started) for each database migrated.
     const executor = new MigrationExecutor(dataSource, lock);
@@ -143,18 +129,14 @@ export async function migrateLocked(
     } catch (error) {
       // The failure is what counts: a session that broke took its lock with it, and the
       // caller's DataSource closes this one anyway.
-      await unlock(lock).catch(() => undefined);
+      await migrationLock.release(lock).catch(() => undefined);
       throw error;
     }
-    await unlock(lock);
+    await migrationLock.release(lock);
     return applied.map((m) => m.name);
   } finally {
     await lock.release();
   }
-}
-
-function unlock(lock: QueryRunner): Promise<unknown> {
-  return lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
 }
 
 /** Applied (oldest first) and pending migration names of an initialized `dataSource`; creates nothing. */
