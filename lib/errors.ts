@@ -58,6 +58,27 @@ export class BadConnectionUrlError extends CellsError {
 }
 
 /**
+ * The cell entities cannot run on a cell's engine: TypeORM refused their metadata for it (a column
+ * type such as `timestamptz` or `jsonb` that MySQL and MariaDB do not have). Entities shared by cells
+ * of several engines must use column types every one of them has.
+ */
+export class IncompatibleEntityError extends CellsError {
+  readonly code = 'CELLS_INCOMPATIBLE_ENTITY';
+  /**
+   * @param database how the database is named: `cell 'name' (uuid)`...
+   * @param engine TypeORM's type of its engine (`mysql`, `mariadb`).
+   * @param reason TypeORM's refusal, masked.
+   */
+  constructor(readonly database: string, readonly engine: string, reason: string, options?: { cause?: unknown }) {
+    super(
+      `${sentenceStart(database)} is a ${engine} database, but the cell entities cannot run on it: ${reason} ` +
+        `Entities shared by cells of several engines must use column types every one of them has.`,
+      options,
+    );
+  }
+}
+
+/**
  * A database of an engine whose driver package is not installed: `mysql2` for a `mysql://` or
  * `mariadb://` cell (an optional peer dependency, loaded only when such a database is used).
  */

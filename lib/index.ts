@@ -27,6 +27,7 @@ export {
   CellsError,
   CellsNotReadyError,
   DuplicateMappingError,
+  IncompatibleEntityError,
   InvalidArgumentError,
   MissingDriverError,
   NoContextError,

@@ -4,6 +4,8 @@ import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
 import { ObjectUtils } from 'typeorm/util/ObjectUtils';
 import type { Engine } from './connection-url';
 import { sharedOptionsFor, type DatabaseOptions, type PostgresOptions } from './data-source-options';
+import { messageOf } from './connection-errors';
+import { IncompatibleEntityError } from './errors';
 import { loadMysql2 } from './mysql-pool';
 import { RoutedRelationLoader, type MainRoute } from './lazy-relations';
 
@@ -77,16 +79,22 @@ export class MetadataTemplate {
    * Builds the template of `type` unless built (once, for concurrent callers); a cell of that
    * engine then shares its metadata.
    * @param label - the database the template is built for, as MissingDriverError names it.
-   * @throws MissingDriverError when `mysql2` is missing; what TypeORM's build throws.
+   * @throws MissingDriverError when `mysql2` is missing; IncompatibleEntityError when TypeORM
+   * refuses the entities for the engine (the next open tries again).
    */
   async prepare(type: Engine, label?: string): Promise<void> {
     if (this.built.has(type) || type === 'postgres') return;
     let flight = this.building.get(type);
     if (flight === undefined) {
       const template = this.templateOf(type, label);
-      flight = (template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas().then(() => {
-        this.built.set(type, template);
-      });
+      flight = (template as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas().then(
+        () => {
+          this.built.set(type, template);
+        },
+        (error: unknown) => {
+          throw new IncompatibleEntityError(label ?? `a ${type} cell`, type, messageOf(error), { cause: error });
+        },
+      );
       this.building.set(type, flight);
       flight.catch(() => this.building.delete(type));
     }

@@ -225,6 +225,9 @@ describe('connection secrets', () => {
         'postgres://h:5432/db then x@y.com:8080/z',
         JSON.stringify({ url: 'postgres://u@h:5432/db', mail: 'a b@example.com', note: 'say "hi"' }),
         'password authentication failed for user "bob"',
+        // MySQL's and MariaDB's refusal says whether a password was sent, not which.
+        "Access denied for user 'bob'@'10.0.0.7' (using password: YES)",
+        "Access denied for user 'bob'@'localhost' (using password: NO)",
         'cell "c1" at postgres://h:5432/db: 3 rows, owner carol@example.com',
       ]) {
         expect(maskSecrets(text)).toBe(text);

@@ -248,7 +248,7 @@ describe('the library', () => {
       expect(await caught(() => targetCell(dead, () => widgets.count()))).toMatchObject({
         code: 'CELLS_CELL_UNREACHABLE',
       });
-      for (const url of [`mysql://u:${password}@h/db`, `postgres://u:${password}@h`]) {
+      for (const url of [`mssql://u:${password}@h/db`, `postgres://u:${password}@h`]) {
         expect(
           await caught(() => lib!.mappings.createCell({ name: `sec-raw-bad-${i}`, databaseConnection: url })),
         ).toMatchObject({ code: 'CELLS_BAD_CONNECTION_URL' });
@@ -273,6 +273,15 @@ describe('the library', () => {
     expect(
       await caught(() => targetCell(dead, () => lib!.transaction(() => widgets.count()))),
     ).toMatchObject({ code: 'CELLS_CELL_UNREACHABLE' });
+    // A MariaDB cell whose entities (Widget's timestamptz) cannot run there: a typed refusal, no password.
+    const deadMaria = await lib!.mappings.createCell({
+      name: 'sec-dead-maria',
+      databaseConnection: `mariadb://${role.name}:${role.password}@127.0.0.1:${port}/nowhere`,
+    });
+    expect(await caught(() => targetCell(deadMaria, () => widgets.count()))).toMatchObject({
+      code: 'CELLS_INCOMPATIBLE_ENTITY',
+      message: expect.stringMatching(/cell 'sec-dead-maria'.*mariadb database.*timestamptz/i),
+    });
     const missing = await lib!.mappings.createCell({
       name: 'sec-missing',
       databaseConnection: role.urlFor(`cells_sec_missing_${randomUUID().slice(0, 8)}`),
@@ -283,7 +292,7 @@ describe('the library', () => {
     const gathered = await lib!.scatterGatherAll(() => widgets.count(), { timeoutMs: 3000 });
     capture(inspect(gathered, { depth: 8 }));
     for (const url of [
-      `mysql://u:${role.password}@h/db`,
+      `mssql://u:${role.password}@h/db`,
       `postgres://u:${role.password}@[bad/db`,
       `postgres://u:${role.password}@h`,
       `postgres://u:${role.password}@h/db\n`,
