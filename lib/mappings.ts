@@ -94,6 +94,9 @@ export interface CellMappingsOptions {
   onWrite?: () => () => void;
 }
 
+/** A unique index refused a row: PostgreSQL's SQLSTATE, MySQL's and MariaDB's error code. */
+const UNIQUE_VIOLATIONS: ReadonlySet<string> = new Set(['23505', 'ER_DUP_ENTRY']);
+
 /** Longest transport URL accepted, as for database connection URLs. */
 const MAX_TRANSPORT_URL = 8192;
 /** Most reader connections a cell may list. */
@@ -616,10 +619,7 @@ export class CellMappings {
     try {
       return await write();
     } catch (error) {
-      if (
-        error instanceof QueryFailedError &&
-        (error.driverError as { code?: string } | undefined)?.code === '23505'
-      ) {
+      if (error instanceof QueryFailedError && UNIQUE_VIOLATIONS.has((error.driverError as { code?: string } | undefined)?.code ?? '')) {
         throw new DuplicateMappingError(typeof message === 'string' ? message : await message(), {
           cause: maskErrorSecrets(error),
         });
