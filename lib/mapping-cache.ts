@@ -30,6 +30,14 @@ export interface MappingCacheOptions {
    * From 1 to 2147483647. Default: 60000 (1 min).
    */
   ttlMs?: number;
+  /**
+   * On a MySQL or MariaDB API database (no LISTEN/NOTIFY), how often each process reads the change
+   * log (`cell_mapping_changes`) that every write through typeorm-cells adds to in its own
+   * transaction, in ms: a change is seen by every process within this plus one round trip. Each
+   * poll is one indexed query on a connection of the API pool. Ignored on PostgreSQL.
+   * From 1 to 2147483647. Default: 1000.
+   */
+  pollIntervalMs?: number;
 }
 
 /** Counters returned by `cells.mappings.cacheStats()`. */
