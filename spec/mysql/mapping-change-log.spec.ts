@@ -104,8 +104,8 @@ describeMysql('mapping changes across processes sharing a MariaDB API database',
       ]);
       await a.mappings.moveInstance(early, two.uuid);
       await msUntil(async () => (await b.mappings.instanceCell(early)).uuid === two.uuid);
-      const [{ maxId }] = await mysqlQuery(`SELECT MAX(id) AS maxId FROM \`${api.name}\`.cell_mapping_changes`);
-      expect(Number(maxId)).toBeGreaterThan(Number((inserted as { insertId: number }).insertId));
+      const [newest] = await mysqlQuery(`SELECT MAX(id) AS maxId FROM \`${api.name}\`.cell_mapping_changes`);
+      expect(Number(newest?.maxId)).toBeGreaterThan(Number((inserted as { insertId: number }).insertId));
       await sleep(3 * POLL_MS); // b has read past the held id
       expect((await b.mappings.instanceCell(late)).uuid).toBe(one.uuid);
       await held.commit();
