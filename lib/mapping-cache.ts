@@ -7,7 +7,8 @@ import { DEFAULTS } from './data-source-options';
  * the library invalidate the cache at once in every process sharing the API database (PostgreSQL
  * LISTEN/NOTIFY, one extra API connection per process; see mapping-listener.ts), so `ttlMs` only
  * bounds staleness after changes made with plain SQL. LISTEN needs a session connection: not
- * through a transaction-mode pooler.
+ * through a transaction-mode pooler. On a MySQL or MariaDB API database each process polls a
+ * change log instead, every `pollIntervalMs` (see mapping-change-log.ts).
  *
  * A lookup older than its time to live is served while it is refreshed in the background
  * (stale-while-revalidate, as HTTP caches do, RFC 5861): no request waits for a refresh. Refreshes
