@@ -23,7 +23,7 @@ export const CHANGE_LOG_TABLE = 'cell_mapping_changes';
 const SETTLE_S = 120;
 /** Rows older than this are pruned; a poller silent for half of it resyncs, as it may have lost rows. */
 const RETENTION_S = 3_600;
-/** How often each process prunes, in ms (spread at random over +-50%). */
+/** How often each process prunes after its first poll, in ms (spread at random over +-50%). */
 const PRUNE_EVERY_MS = 60_000;
 /** Most rows one poll lists; a full batch is followed by another poll at once. */
 const BATCH = 1_000;
@@ -80,7 +80,8 @@ export class MappingChangeLog {
 
   /** Polls once (never throws) and keeps polling in the background. */
   async start(): Promise<void> {
-    this.nextPrune = performance.now() + jitter(PRUNE_EVERY_MS);
+    // The first poll that answers prunes, then one every PRUNE_EVERY_MS or so.
+    this.nextPrune = 0;
     await this.tick();
   }
 
@@ -118,7 +119,8 @@ export class MappingChangeLog {
       const full = await this.readNewRows();
       this.lastAnswer = performance.now();
       if (!this.up) this.reachable();
-      if (performance.now() >= this.nextPrune) await this.prune();
+      // A failed prune is no outage: the next one deletes what this one did not.
+      if (performance.now() >= this.nextPrune) await this.prune().catch(() => undefined);
       return full;
     } catch {
       if (this.up) this.lost();

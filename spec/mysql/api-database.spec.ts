@@ -4,6 +4,13 @@ import { Cells, CellMapping, DuplicateMappingError, targetCell } from '../../lib
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
 import { Gadget, createGadgets } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
+import { sleep } from '../../dev/wait';
+
+/** Server connections open to the MySQL database `name`. */
+async function connectionsTo(name: string): Promise<number> {
+  const [row] = await mysqlQuery('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ?', [name]);
+  return Number(row?.n);
+}
 
 describeMysql('an API database on MariaDB', () => {
   let api: MysqlTestDatabase;
@@ -18,7 +25,7 @@ describeMysql('an API database on MariaDB', () => {
     pgCell = await createTestDatabase('apidb_pg');
     myCell = await createMysqlTestDatabase('apidb_my', 'mariadb');
     for (const url of [pgCell.url, myCell.url]) await createGadgets(url);
-    lib = new Cells({ api: api.url, entities: [Gadget], migrateApi: true, poolSize: 2 });
+    lib = new Cells({ api: api.url, entities: [Gadget], migrateApi: true, poolSize: 2, mappingCache: { pollIntervalMs: 50 } });
     await lib.initialize();
     pg = await lib.mappings.createCell({ name: 'pg', databaseConnection: pgCell.url });
     my = await lib.mappings.createCell({ name: 'my', databaseConnection: myCell.url });
@@ -76,5 +83,25 @@ describeMysql('an API database on MariaDB', () => {
       expect(payload).not.toContain('://');
       expect(payload).not.toContain(pgCell.url);
     }
+  });
+
+  it('prunes change-log rows older than an hour when a process starts polling', async () => {
+    const table = `\`${api.name}\`.cell_mapping_changes`;
+    await mysqlQuery(`INSERT INTO ${table} (payload, created_at) VALUES ('{}', NOW(6) - INTERVAL 2 HOUR), ('{}', NOW(6) - INTERVAL 50 MINUTE)`);
+    const other = await new Cells({ api: api.url, entities: [Gadget] }).initialize();
+    try {
+      const rows = await mysqlQuery(`SELECT created_at < NOW(6) - INTERVAL 1 HOUR AS old FROM ${table} WHERE payload = '{}'`);
+      expect(rows.map((r) => Number(r.old))).toEqual([0]);
+    } finally {
+      await other.destroy();
+    }
+  });
+
+  it('stops polling and closes every API connection on destroy', async () => {
+    expect(lib.mappings.cacheStats().listening).toBe(true);
+    await lib.destroy();
+    expect(await connectionsTo(api.name)).toBe(0);
+    await sleep(200); // four poll intervals: no poll opens a connection again
+    expect(await connectionsTo(api.name)).toBe(0);
   });
 });
