@@ -3,14 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { Cells, CellMapping, DuplicateMappingError, targetCell } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
 import { Gadget, createGadgets } from '../support/gadget';
-import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
+import { createMysqlTestDatabase, describeMysql, mysqlConnectionsTo, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { sleep } from '../../dev/wait';
-
-/** Server connections open to the MySQL database `name`. */
-async function connectionsTo(name: string): Promise<number> {
-  const [row] = await mysqlQuery('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ?', [name]);
-  return Number(row?.n);
-}
 
 describeMysql('an API database on MariaDB', () => {
   let api: MysqlTestDatabase;
@@ -100,8 +94,8 @@ describeMysql('an API database on MariaDB', () => {
   it('stops polling and closes every API connection on destroy', async () => {
     expect(lib.mappings.cacheStats().listening).toBe(true);
     await lib.destroy();
-    expect(await connectionsTo(api.name)).toBe(0);
+    expect(await mysqlConnectionsTo(api.name)).toBe(0);
     await sleep(200); // four poll intervals: no poll opens a connection again
-    expect(await connectionsTo(api.name)).toBe(0);
+    expect(await mysqlConnectionsTo(api.name)).toBe(0);
   });
 });

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Cells, CellMapping, UnknownCellError, targetCell } from '../../lib';
 import { startForwarder, type Forwarder } from '../support/forwarder';
 import { Gadget, createGadgets } from '../support/gadget';
-import { createMysqlTestDatabase, describeMysql, mysqlAdmin, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
+import { createMysqlTestDatabase, describeMysql, mysqlConnectionsTo, mysqlAdmin, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { sleep } from '../../dev/wait';
 
 const POLL_MS = 200;
@@ -18,12 +18,6 @@ async function msUntil(check: () => Promise<boolean>): Promise<number> {
     await sleep(5);
   }
   return performance.now() - started;
-}
-
-/** Server connections open to the MySQL database `name`. */
-async function connectionsTo(name: string): Promise<number> {
-  const [row] = await mysqlQuery('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ?', [name]);
-  return Number(row?.n);
 }
 
 describeMysql('mapping changes across processes sharing a MariaDB API database', () => {
@@ -120,7 +114,7 @@ describeMysql('mapping changes across processes sharing a MariaDB API database',
     const cell = await a.mappings.createCell({ name: 'repointed', databaseConnection: cellDbs[0]!.url });
     await msUntil(async () => (await b.mappings.allCells()).some((c) => c.uuid === cell.uuid));
     await targetCell(cell, () => repo.save({ uuid: randomUUID(), name: 'before', intendedCell: 'c1' }));
-    expect(await connectionsTo(cellDbs[0]!.name)).toBeGreaterThan(0);
+    expect(await mysqlConnectionsTo(cellDbs[0]!.name)).toBeGreaterThan(0);
     const reconnects = b.mappings.cacheStats().reconnects;
     await forwarder.cut();
     await msUntil(async () => !b.mappings.cacheStats().listening);
@@ -130,7 +124,7 @@ describeMysql('mapping changes across processes sharing a MariaDB API database',
     await msUntil(async () => b.mappings.cacheStats().listening);
     expect(b.mappings.cacheStats().reconnects).toBe(reconnects + 1);
     // No change row tells b of the re-pointing: its resync closes the old DataSource, unasked.
-    expect(await msUntil(async () => (await connectionsTo(cellDbs[0]!.name)) === 0)).toBeLessThan(BOUND_MS);
+    expect(await msUntil(async () => (await mysqlConnectionsTo(cellDbs[0]!.name)) === 0)).toBeLessThan(BOUND_MS);
     const uuid = randomUUID();
     await targetCell(cell, () => repo.save({ uuid, name: 'after', intendedCell: 'c2' }));
     const rows = await mysqlQuery(`SELECT uuid FROM \`${cellDbs[1]!.name}\`.gadgets WHERE uuid = ?`, [uuid]);
