@@ -35,7 +35,8 @@ export interface MappingCacheOptions {
    * On a MySQL or MariaDB API database (no LISTEN/NOTIFY), how often each process reads the change
    * log (`cell_mapping_changes`) that every write through typeorm-cells adds to in its own
    * transaction, in ms: a change is seen by every process within this plus one round trip. Each
-   * poll is one indexed query on a connection of the API pool. Ignored on PostgreSQL.
+   * poll lists, on a connection of the API pool, the ids of the last 2 minutes of changes (1000 a
+   * query; payloads only of the rows it has not read). Ignored on PostgreSQL.
    * From 1 to 2147483647. Default: 1000.
    */
   pollIntervalMs?: number;

@@ -25,7 +25,7 @@ const SETTLE_S = 120;
 const RETENTION_S = 3_600;
 /** How often each process prunes after its first poll, in ms (spread at random over +-50%). */
 const PRUNE_EVERY_MS = 60_000;
-/** Most rows one poll lists; a full batch is followed by another poll at once. */
+/** Most rows one query lists; a poll reads page after page until one is not full. */
 const BATCH = 1_000;
 /** Most rows one prune deletes, so it never holds long locks. */
 const PRUNE_BATCH = 1_000;
@@ -60,7 +60,7 @@ interface ListedRow {
  */
 export class MappingChangeLog {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
+  private running: Promise<void> | undefined;
   private stopped = false;
   private up = false;
   private everUp = false;
@@ -98,17 +98,17 @@ export class MappingChangeLog {
     if (this.stopped) return;
     const run = this.poll();
     this.running = run;
-    const again = await run;
+    await run;
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.tick();
-    }, again ? 0 : this.options.pollIntervalMs);
+    }, this.options.pollIntervalMs);
     this.timer.unref();
   }
 
-  /** One poll; true when another should follow at once (a full batch). */
-  private async poll(): Promise<boolean> {
+  /** One poll: every page of rows above the floor, then a prune when one is due. Never throws. */
+  private async poll(): Promise<void> {
     try {
       const silentMs = performance.now() - this.lastAnswer;
       if (this.up && silentMs > (RETENTION_S * 1_000) / 2) {
@@ -116,15 +116,13 @@ export class MappingChangeLog {
         this.lost();
       }
       if (this.floor === undefined) await this.startFloor();
-      const full = await this.readNewRows();
+      await this.readNewRows();
       this.lastAnswer = performance.now();
       if (!this.up) this.reachable();
       // A failed prune is no outage: the next one deletes what this one did not.
       if (performance.now() >= this.nextPrune) await this.prune().catch(() => undefined);
-      return full;
     } catch {
       if (this.up) this.lost();
-      return false;
     }
   }
 
@@ -137,19 +135,45 @@ export class MappingChangeLog {
     this.delivered.clear();
   }
 
-  /** Lists rows above the floor, delivers those not delivered yet, and moves the floor up. */
-  private async readNewRows(): Promise<boolean> {
+  /**
+   * Lists the rows above the floor, page by page, delivers those not delivered yet, and moves the
+   * floor up past the rows settled without a gap of unsettled ones below them.
+   */
+  private async readNewRows(): Promise<void> {
     const floor = this.floor ?? 0;
     let maxDelivered = floor;
     for (const id of this.delivered) if (id > maxDelivered) maxDelivered = id;
+    let next = floor;
+    let settledSoFar = true;
+    for (let from = floor; ; ) {
+      const rows = await this.listPage(from, maxDelivered);
+      for (const row of rows) {
+        if (row.payload !== null && !this.delivered.has(row.id)) {
+          this.delivered.add(row.id);
+          this.deliver(row.payload);
+        }
+        settledSoFar &&= row.settled;
+        if (settledSoFar) next = row.id;
+      }
+      if (rows.length < BATCH) break;
+      from = rows[rows.length - 1]!.id;
+    }
+    this.floor = next;
+    for (const id of this.delivered) if (id <= next) this.delivered.delete(id);
+  }
+
+  /**
+   * Up to BATCH rows above `from`, in id order: payloads of rows above `maxDelivered`, and of rows
+   * below it not delivered yet (committed late, fetched by a second query); null for the others.
+   */
+  private async listPage(from: number, maxDelivered: number): Promise<Array<{ id: number; payload: string | null; settled: boolean }>> {
     const listed: ListedRow[] = await this.options.api.query(
       `SELECT \`id\`, IF(\`id\` > ?, \`payload\`, NULL) AS \`payload\`,
               \`created_at\` < NOW(6) - INTERVAL ${SETTLE_S} SECOND AS \`settled\`
          FROM \`${CHANGE_LOG_TABLE}\` WHERE \`id\` > ? ORDER BY \`id\` LIMIT ${BATCH}`,
-      [maxDelivered, floor],
+      [maxDelivered, from],
     );
     const rows = listed.map((row) => ({ id: Number(row.id), payload: row.payload, settled: Number(row.settled) === 1 }));
-    // Rows that committed late, below ids already delivered: their payloads, in a second query.
     const late = rows.filter((row) => row.payload === null && !this.delivered.has(row.id)).map((row) => row.id);
     if (late.length > 0) {
       const fetched: Array<{ id: number | string; payload: string }> = await this.options.api.query(
@@ -159,25 +183,7 @@ export class MappingChangeLog {
       const byId = new Map(fetched.map((row) => [Number(row.id), row.payload]));
       for (const row of rows) if (row.payload === null) row.payload = byId.get(row.id) ?? null;
     }
-    for (const row of rows) {
-      if (this.delivered.has(row.id) || row.payload === null) continue;
-      this.delivered.add(row.id);
-      this.deliver(row.payload);
-    }
-    let next = floor;
-    for (const row of rows) {
-      if (!row.settled) break;
-      next = row.id;
-    }
-    if (rows.length === BATCH && next === floor) {
-      // A full batch of unsettled rows: more changes within SETTLE_S than one poll lists. Skip
-      // ahead and start over, as after an outage.
-      next = rows[rows.length - 1]!.id;
-      this.lost();
-    }
-    this.floor = next;
-    for (const id of this.delivered) if (id <= next) this.delivered.delete(id);
-    return rows.length === BATCH;
+    return rows;
   }
 
   /** Deletes rows older than RETENTION_S (any process may; each deletes at most PRUNE_BATCH). */

@@ -109,6 +109,19 @@ describeMysql('mapping changes across processes sharing a MariaDB API database',
     expect(await msUntil(async () => (await b.mappings.instanceCell(late)).uuid === two.uuid)).toBeLessThan(BOUND_MS);
   });
 
+  it('reads more unsettled changes than one page lists, with no resync', async () => {
+    const instanceUuid = randomUUID();
+    await a.mappings.mapInstance({ instanceUuid, cell: one.uuid, projectId: 'p' });
+    expect((await b.mappings.instanceCell(instanceUuid)).uuid).toBe(one.uuid);
+    const reconnects = b.mappings.cacheStats().reconnects;
+    const noise = Array.from({ length: 2_500 }, () => JSON.stringify({ origin: 'another-process', change: { kind: 'instance', uuid: randomUUID() } }));
+    await mysqlQuery(`INSERT INTO \`${api.name}\`.cell_mapping_changes (payload) VALUES ${noise.map(() => '(?)').join(', ')}`, noise);
+    await a.mappings.moveInstance(instanceUuid, two.uuid);
+    expect(await msUntil(async () => (await b.mappings.instanceCell(instanceUuid)).uuid === two.uuid)).toBeLessThan(BOUND_MS);
+    await sleep(2 * POLL_MS);
+    expect(b.mappings.cacheStats()).toMatchObject({ listening: true, reconnects });
+  });
+
   it('resyncs after losing the API database, its unread changes pruned meanwhile', async () => {
     const repo = b.getRepository(Gadget);
     const cell = await a.mappings.createCell({ name: 'repointed', databaseConnection: cellDbs[0]!.url });
