@@ -22,7 +22,7 @@ export class CellMapping {
   id!: number;
 
   @Index({ unique: true })
-  @Column({ type: 'uuid' })
+  @Column({ type: 'varchar', length: 36 })
   uuid!: string;
 
   @Index({ unique: true })
@@ -49,10 +49,10 @@ export class CellMapping {
   @Column({ type: 'boolean', default: false })
   disabled!: boolean;
 
-  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  @CreateDateColumn({ name: 'created_at' })
   createdAt!: Date;
 
-  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
+  @UpdateDateColumn({ name: 'updated_at' })
   updatedAt!: Date;
 
   /** True for cell0 (uuid `00000000-0000-0000-0000-000000000000`). */

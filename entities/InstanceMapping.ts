@@ -17,7 +17,7 @@ export class InstanceMapping {
   id!: number;
 
   @Index({ unique: true })
-  @Column({ name: 'instance_uuid', type: 'uuid' })
+  @Column({ name: 'instance_uuid', type: 'varchar', length: 36 })
   instanceUuid!: string;
 
   /** Null while the instance is not yet placed in a cell. */
@@ -39,9 +39,9 @@ export class InstanceMapping {
   @Column({ name: 'queued_for_delete', type: 'boolean', default: false })
   queuedForDelete!: boolean;
 
-  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  @CreateDateColumn({ name: 'created_at' })
   createdAt!: Date;
 
-  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' })
+  @UpdateDateColumn({ name: 'updated_at' })
   updatedAt!: Date;
 }

@@ -6,5 +6,10 @@ export { CELL0_UUID, CellMapping } from './CellMapping';
 export { HostMapping } from './HostMapping';
 export { InstanceMapping } from './InstanceMapping';
 
-/** The entities of the API database, in the order their tables are created. */
+/**
+ * The entities of the API database, in the order their tables are created. Their column types are
+ * ones TypeORM accepts on PostgreSQL, MySQL and MariaDB alike: uuids are `varchar(36)` in the
+ * metadata (the migrations store them as `uuid` on PostgreSQL, `CHAR(36)` on MySQL), dates are
+ * untyped (`timestamptz` on PostgreSQL, `DATETIME(6)` on MySQL, as the migrations create them).
+ */
 export const API_ENTITIES = [CellMapping, InstanceMapping, HostMapping];

@@ -171,6 +171,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   if (options.maxConnectionsPerServer !== undefined) serverBudgetLimits(options.maxConnectionsPerServer);
   integerArg(options.mappingCache?.max, 'mappingCache.max', 1, MAX_MAPPING_CACHE);
   integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
+  integerArg(options.mappingCache?.pollIntervalMs, 'mappingCache.pollIntervalMs', 1, MAX_TIMER_MS);
   booleanArg(options.migrateApi, 'migrateApi');
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.

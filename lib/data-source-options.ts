@@ -68,6 +68,8 @@ export const DEFAULTS = {
   mappingCacheMax: 10_000,
   /** `MappingCacheOptions.ttlMs`: 1 min. */
   mappingCacheTtlMs: 60_000,
+  /** `MappingCacheOptions.pollIntervalMs`: how often a MySQL/MariaDB API database's change log is read. */
+  mappingPollIntervalMs: 1_000,
   /** `timeoutMs` of `scatterGather`. */
   scatterGatherTimeoutMs: 30_000,
   /** Pool of the API and default main databases when their options set none (pg-pool's default). */

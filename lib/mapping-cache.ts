@@ -7,7 +7,8 @@ import { DEFAULTS } from './data-source-options';
  * the library invalidate the cache at once in every process sharing the API database (PostgreSQL
  * LISTEN/NOTIFY, one extra API connection per process; see mapping-listener.ts), so `ttlMs` only
  * bounds staleness after changes made with plain SQL. LISTEN needs a session connection: not
- * through a transaction-mode pooler.
+ * through a transaction-mode pooler. On a MySQL or MariaDB API database each process polls a
+ * change log instead, every `pollIntervalMs` (see mapping-change-log.ts).
  *
  * A lookup older than its time to live is served while it is refreshed in the background
  * (stale-while-revalidate, as HTTP caches do, RFC 5861): no request waits for a refresh. Refreshes
@@ -30,6 +31,15 @@ export interface MappingCacheOptions {
    * From 1 to 2147483647. Default: 60000 (1 min).
    */
   ttlMs?: number;
+  /**
+   * On a MySQL or MariaDB API database (no LISTEN/NOTIFY), how often each process reads the change
+   * log (`cell_mapping_changes`) that every write through typeorm-cells adds to in its own
+   * transaction, in ms: a change is seen by every process within this plus one round trip. Each
+   * poll lists, on a connection of the API pool, the ids of the last 2 minutes of changes (1000 a
+   * query; payloads only of the rows it has not read). Ignored on PostgreSQL.
+   * From 1 to 2147483647. Default: 1000.
+   */
+  pollIntervalMs?: number;
 }
 
 /** Counters returned by `cells.mappings.cacheStats()`. */

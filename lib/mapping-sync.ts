@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import type { CellMapping } from '../entities/CellMapping';
+import { MappingChangeLog, recordChange } from './mapping-change-log';
+import { DEFAULTS } from './data-source-options';
 import { ALL_CELLS_KEY, MappingCache, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
 import {
   MAPPINGS_CHANNEL,
@@ -22,33 +24,42 @@ export interface MappingSyncOptions {
  * This process's mapping cache kept coherent with the API database: a write notifies every
  * process in its own transaction (`notify`), and each drops the keys the change touched when the
  * notification arrives (`apply`, run at once in the writing process). The cache is kept only while
- * the listener listens. @internal
+ * the listener listens. On PostgreSQL the notification is a NOTIFY (mapping-listener.ts); on MySQL
+ * and MariaDB a row of the change log, polled (mapping-change-log.ts). @internal
  */
 export class MappingSync {
   readonly cache: MappingCache;
   /** Tags this process's notifications, so that it does not apply its own changes twice. */
   private readonly origin = randomUUID();
-  private listener: MappingListener | undefined;
+  private listener: MappingListener | MappingChangeLog | undefined;
+  /** MySQL and MariaDB have no NOTIFY: changes go through the change log. */
+  private readonly polled: boolean;
 
   constructor(
     private readonly api: DataSource,
     private readonly options: MappingSyncOptions = {},
   ) {
     this.cache = new MappingCache(options.cache);
+    this.polled = api.options.type === 'mysql' || api.options.type === 'mariadb';
   }
 
-  /** Opens the LISTEN connection and starts caching once it listens; never throws (see MappingListener). */
+  /**
+   * Opens the LISTEN connection (PostgreSQL) or starts polling the change log (MySQL, MariaDB),
+   * and starts caching once it listens; never throws (see MappingListener, MappingChangeLog).
+   */
   async listen(): Promise<void> {
     if (this.listener !== undefined) return;
-    this.listener = new MappingListener({
-      connection: listenerConfig(this.api),
-      onPayload: (payload) => this.onPayload(payload),
-      onUp: (afterOutage) => {
+    const feed = {
+      onPayload: (payload: string) => this.onPayload(payload),
+      onUp: (afterOutage: boolean) => {
         this.cache.setActive(true);
         if (afterOutage) this.options.onResync?.();
       },
       onDown: () => this.cache.setActive(false),
-    });
+    };
+    this.listener = this.polled
+      ? new MappingChangeLog({ ...feed, api: this.api, pollIntervalMs: this.options.cache?.pollIntervalMs ?? DEFAULTS.mappingPollIntervalMs })
+      : new MappingListener({ ...feed, connection: listenerConfig(this.api) });
     await this.listener.start();
   }
 
@@ -67,9 +78,11 @@ export class MappingSync {
     };
   }
 
-  /** Notifies every process of `change` from inside the write's transaction `tx` (sent on commit). */
+  /** Notifies every process of `change` from inside the write's transaction `tx` (seen once it commits). */
   async notify(tx: EntityManager, change: MappingChange): Promise<void> {
-    await tx.query('SELECT pg_notify($1, $2)', [MAPPINGS_CHANNEL, encodeChange(this.origin, change)]);
+    const payload = encodeChange(this.origin, change);
+    if (this.polled) await recordChange(tx, payload);
+    else await tx.query('SELECT pg_notify($1, $2)', [MAPPINGS_CHANNEL, payload]);
   }
 
   private onPayload(payload: string): void {

@@ -28,7 +28,7 @@ import { API_LABEL } from './route';
  * written (validated, notified). Longer than ~300 lines because it is one public class whose every
  * method carries its TSDoc; its parts of other concepts live beside it: the cache in
  * mapping-cache.ts, its coherence across processes in mapping-sync.ts, the LISTEN client in
- * mapping-listener.ts.
+ * mapping-listener.ts (PostgreSQL), the change-log poller in mapping-change-log.ts (MySQL, MariaDB).
  */
 
 /** Fields of a new cell; `uuid` defaults to a random one. */
@@ -94,6 +94,9 @@ export interface CellMappingsOptions {
   onWrite?: () => () => void;
 }
 
+/** A unique index refused a row: PostgreSQL's SQLSTATE, MySQL's and MariaDB's error code. */
+const UNIQUE_VIOLATIONS: ReadonlySet<string> = new Set(['23505', 'ER_DUP_ENTRY']);
+
 /** Longest transport URL accepted, as for database connection URLs. */
 const MAX_TRANSPORT_URL = 8192;
 /** Most reader connections a cell may list. */
@@ -135,7 +138,8 @@ function readersFit(primary: string, readers: readonly string[] | null, label: s
 
 /**
  * Cell, instance and host lookups and writes in the API database, reached as `cells.mappings`.
- * Lookups are cached while `listen()` keeps a LISTEN connection open: every write made through this
+ * Lookups are cached while `listen()` keeps a LISTEN connection open (on MySQL and MariaDB: while
+ * polls of the change log answer): every write made through this
  * class notifies all processes in its own transaction, and each drops the affected keys at once.
  * Returned CellMappings are copies: changing one changes nothing until passed to `updateCell`.
  */
@@ -170,14 +174,15 @@ export class CellMappings {
   }
 
   /**
-   * Opens the LISTEN connection that keeps the cache coherent, and starts caching once it listens.
+   * Opens the LISTEN connection (on MySQL and MariaDB: starts polling the change log) that keeps
+   * the cache coherent, and starts caching once it listens.
    * Never throws: when the connection fails, lookups go to the database and it retries with backoff.
    */
   async listen(): Promise<void> {
     await this.sync.listen();
   }
 
-  /** Closes the LISTEN connection and stops caching. Safe to call twice. */
+  /** Closes the LISTEN connection (or stops polling) and stops caching. Safe to call twice. */
   async close(): Promise<void> {
     this.closed = true;
     await this.sync.stop();
@@ -616,10 +621,7 @@ export class CellMappings {
     try {
       return await write();
     } catch (error) {
-      if (
-        error instanceof QueryFailedError &&
-        (error.driverError as { code?: string } | undefined)?.code === '23505'
-      ) {
+      if (error instanceof QueryFailedError && UNIQUE_VIOLATIONS.has((error.driverError as { code?: string } | undefined)?.code ?? '')) {
         throw new DuplicateMappingError(typeof message === 'string' ? message : await message(), {
           cause: maskErrorSecrets(error),
         });

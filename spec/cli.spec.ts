@@ -601,10 +601,10 @@ describe('api-db', () => {
     try {
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
         applied: [],
-        pending: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
+        pending: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
       });
       expect(json(await run('api-db', 'migrate', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
+        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
       });
       const again = await run('api-db', 'migrate');
       expect(again).toMatchObject({
@@ -612,7 +612,7 @@ describe('api-db', () => {
         stdout: 'API database is up to date (0 migrations applied).\n',
       });
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000'],
+        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
         pending: [],
       });
       // Had the CLI used another history table, this would re-create the tables and fail.

@@ -1,34 +1,9 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { Column, CreateDateColumn, DataSource, DeleteDateColumn, Entity, PrimaryColumn } from 'typeorm';
 import { Cells, CellMapping, targetCell, type CellsOptions } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
+import { Gadget, createGadgets } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
-
-/** An entity whose column types every engine has. */
-@Entity({ name: 'gadgets' })
-class Gadget {
-  @PrimaryColumn({ type: 'varchar', length: 36 })
-  uuid!: string;
-
-  @Column({ type: 'varchar', length: 255 })
-  name!: string;
-
-  @Column({ name: 'intended_cell', type: 'varchar', length: 64 })
-  intendedCell!: string;
-
-  @CreateDateColumn({ name: 'created_at' })
-  createdAt!: Date;
-
-  @DeleteDateColumn({ name: 'deleted_at', nullable: true })
-  deletedAt!: Date | null;
-}
-
-async function createGadgets(url: string): Promise<void> {
-  const ds = new DataSource({ url, type: url.startsWith('postgres') ? 'postgres' : 'mysql', entities: [Gadget], synchronize: true } as never);
-  await ds.initialize();
-  await ds.destroy();
-}
 
 describeMysql('cells of PostgreSQL and MariaDB under one API database', () => {
   let api: TestDatabase;

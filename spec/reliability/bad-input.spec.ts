@@ -738,6 +738,11 @@ const cases: Case[] = [
     run: () => api(() => new Cells(cellsOptions({ mappingCache: { ttlMs: 2 ** 31 } }))),
   },
   {
+    name: 'api: new Cells with mappingCache.pollIntervalMs 0',
+    contract: INVALID,
+    run: () => api(() => new Cells(cellsOptions({ mappingCache: { pollIntervalMs: 0 } }))),
+  },
+  {
     name: "api: new Cells with migrateApi 'false'",
     contract: INVALID,
     run: () => api(() => new Cells(cellsOptions({ migrateApi: 'false' }))),

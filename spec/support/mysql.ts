@@ -55,6 +55,12 @@ export async function mysqlQuery<Row extends RowDataPacket = RowDataPacket>(sql:
   }
 }
 
+/** Server connections open to the database `name` of the MySQL test server. */
+export async function mysqlConnectionsTo(name: string): Promise<number> {
+  const [row] = await mysqlQuery('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ?', [name]);
+  return Number(row?.n);
+}
+
 /** Creates a uniquely named database on the MySQL test server. */
 export async function createMysqlTestDatabase(label: string, scheme: 'mysql' | 'mariadb' = 'mariadb'): Promise<MysqlTestDatabase> {
   const name = `cells_${label.replace(/[^a-z0-9_]/gi, '_').toLowerCase().slice(0, 40)}_${randomBytes(4).toString('hex')}`;
