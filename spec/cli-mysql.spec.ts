@@ -6,10 +6,12 @@ import type { QueryRunner } from 'typeorm';
 import type { CellMapping, CellsOptions } from '../lib';
 import { cellDataSource, migrateLocked, mysqlMigrationLockName, withDataSource } from '../lib/cli/migration-runner';
 import { REPO_ROOT } from '../dev/repo-root';
+import { API_MIGRATIONS } from '../migrations';
 import {
   assertCliBuilt,
   cliTranscript,
   createCliWorld,
+  createProject,
   createSentinelRole,
   runCli,
   type CliResult,
@@ -313,6 +315,28 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       const rows = Object.fromEntries((JSON.parse(result.stdout) as Report).cells.map((c) => [c.name, c]));
       expect(rows['bad-pw']?.error).toMatch(/^unreachable: .*Access denied/);
       expect(rows['bad-port']?.error).toMatch(/^unreachable: .*ECONNREFUSED/);
+    }
+  });
+
+  it('api-db migrate and api-db status run on a MariaDB API database, and cells are mapped in it', async () => {
+    const { db, url } = await mysqlCell('api', false);
+    const project = await createProject({ 'cells.config.js': `module.exports = { api: ${JSON.stringify(url)}, entities: [] };\n` });
+    try {
+      const runApi = (args: string[]) => runCli(args, project.dir);
+      const migrated = await runApi(['api-db', 'migrate', '--lock-timeout', '5000', '--json']);
+      expect({ code: migrated.code, stderr: migrated.stderr }).toEqual({ code: 0, stderr: '' });
+      expect((JSON.parse(migrated.stdout) as { applied: string[] }).applied).toEqual(API_MIGRATIONS.map((m) => m.name));
+      const status = await runApi(['api-db', 'status', '--json']);
+      expect(JSON.parse(status.stdout)).toMatchObject({ pending: [] });
+      const created = await runApi(['cell', 'create', '--name', 'pg-on-maria-api', '--database-connection', role.urlFor(world.api.name), '--json']);
+      expect(created.code).toBe(0);
+      const stored = await mysqlQuery(`SELECT name, database_connection FROM \`${db.name}\`.cell_mappings`);
+      expect(stored.map((row) => row.name)).toEqual(['pg-on-maria-api']);
+      const listed = await runApi(['cell', 'list', '--json']);
+      expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(listed.stdout).toContain('pg-on-maria-api');
+    } finally {
+      await project.remove();
     }
   });
 

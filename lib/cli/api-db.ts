@@ -63,8 +63,9 @@ function withApiDataSource<T>(
   lockTimeoutMs?: number,
 ): Promise<T> {
   const options = apiDataSourceOptions(config, API_LABEL, DEFAULTS.cliPoolSize);
+  // PostgreSQL's lock_timeout is a connection option; MySQL's lock waits are set by the migration lock.
   return withDataSource(
-    new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs)),
+    new DataSource(lockTimeoutMs === undefined || options.type !== 'postgres' ? options : withLockTimeout(options, lockTimeoutMs)),
     API_LABEL,
     fn,
   );

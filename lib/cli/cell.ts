@@ -225,10 +225,11 @@ async function instanceCounts(lib: Cells): Promise<Map<number, number>> {
     .getRepository(InstanceMapping, 'api')
     .createQueryBuilder('i')
     .select('i.cellId', 'cellId')
-    .addSelect('COUNT(*)::int', 'count')
+    .addSelect('COUNT(*)', 'count')
     .where('i.cellId IS NOT NULL')
     .groupBy('i.cellId')
-    .getRawMany<{ cellId: number; count: number }>();
+    // PostgreSQL returns COUNT as a bigint string, MySQL as a number: read either.
+    .getRawMany<{ cellId: number; count: number | string }>();
   return new Map(rows.map((r) => [Number(r.cellId), Number(r.count)]));
 }
 
