@@ -1,34 +1,9 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { Column, CreateDateColumn, DataSource, DeleteDateColumn, Entity, PrimaryColumn } from 'typeorm';
 import { Cells, CellMapping, targetCell, type CellsOptions } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
+import { createGadgetTable, Gadget } from '../support/mixed-fleet';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
-
-/** An entity whose column types every engine has. */
-@Entity({ name: 'gadgets' })
-class Gadget {
-  @PrimaryColumn({ type: 'varchar', length: 36 })
-  uuid!: string;
-
-  @Column({ type: 'varchar', length: 255 })
-  name!: string;
-
-  @Column({ name: 'intended_cell', type: 'varchar', length: 64 })
-  intendedCell!: string;
-
-  @CreateDateColumn({ name: 'created_at' })
-  createdAt!: Date;
-
-  @DeleteDateColumn({ name: 'deleted_at', nullable: true })
-  deletedAt!: Date | null;
-}
-
-async function createGadgets(url: string): Promise<void> {
-  const ds = new DataSource({ url, type: url.startsWith('postgres') ? 'postgres' : 'mysql', entities: [Gadget], synchronize: true } as never);
-  await ds.initialize();
-  await ds.destroy();
-}
 
 describeMysql('cells of PostgreSQL and MariaDB under one API database', () => {
   let api: TestDatabase;
@@ -41,7 +16,7 @@ describeMysql('cells of PostgreSQL and MariaDB under one API database', () => {
     api = await createTestDatabase('mixed_api');
     pgCell = await createTestDatabase('mixed_pg');
     myCells = [await createMysqlTestDatabase('mixed_my1', 'mariadb'), await createMysqlTestDatabase('mixed_my2', 'mysql')];
-    for (const url of [pgCell.url, ...myCells.map((c) => c.url)]) await createGadgets(url);
+    for (const url of [pgCell.url, ...myCells.map((c) => c.url)]) await createGadgetTable(url);
     const options: CellsOptions = { api: api.url, entities: [Gadget], migrateApi: true, poolSize: 3 };
     lib = new Cells(options);
     await lib.initialize();

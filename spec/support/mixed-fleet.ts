@@ -1,0 +1,141 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { Column, CreateDateColumn, DataSource, DeleteDateColumn, Entity, PrimaryColumn } from 'typeorm';
+import { Cells, type CellMapping, type CellsOptions } from '../../lib';
+import { createTestDatabase, rowsIn, type TestDatabase } from './databases';
+import { createMysqlTestDatabase, mysqlQuery, type MysqlTestDatabase } from './mysql';
+
+/** An entity whose column types both engines have (`timestamptz`, say, is refused by TypeORM on MySQL). */
+@Entity({ name: 'gadgets' })
+export class Gadget {
+  @PrimaryColumn({ type: 'varchar', length: 36 })
+  uuid!: string;
+
+  @Column({ type: 'varchar', length: 255 })
+  name!: string;
+
+  @Column({ name: 'intended_cell', type: 'varchar', length: 64 })
+  intendedCell!: string;
+
+  @Column({ type: 'int', default: 0 })
+  size!: number;
+
+  @CreateDateColumn({ name: 'created_at' })
+  createdAt!: Date;
+
+  @DeleteDateColumn({ name: 'deleted_at', nullable: true })
+  deletedAt!: Date | null;
+}
+
+/** A gadget row meant for `cellUuid`. */
+export function gadgetFor(cellUuid: string, name = `g-${randomUUID().slice(0, 8)}`): Pick<Gadget, 'uuid' | 'name' | 'intendedCell'> {
+  return { uuid: randomUUID(), name, intendedCell: cellUuid };
+}
+
+/** Creates the gadgets table in the database at `url` (PostgreSQL, MySQL or MariaDB). */
+export async function createGadgetTable(url: string): Promise<void> {
+  const ds = new DataSource({ url, type: url.startsWith('postgres') ? 'postgres' : 'mysql', entities: [Gadget], synchronize: true } as never);
+  await ds.initialize();
+  await ds.destroy();
+}
+
+/** One cell of a mixed fleet: its database, engine and mapping. */
+export interface FleetCell {
+  engine: 'postgres' | 'mariadb';
+  db: TestDatabase | MysqlTestDatabase;
+  mapping: CellMapping;
+  /** Every gadget row of its database, read directly (a plain pg or mysql2 connection). */
+  gadgets(): Promise<Array<{ uuid: string; intended_cell: string; deleted_at: Date | null }>>;
+}
+
+/** An API database (PostgreSQL) with PostgreSQL and MariaDB cells mapped in it, and `Cells` over them. */
+export interface MixedFleet {
+  lib: Cells;
+  cells: FleetCell[];
+  /** The PostgreSQL cells, then the MariaDB ones. */
+  pg: FleetCell[];
+  mariadb: FleetCell[];
+  /** Destroys `lib` and drops every database. */
+  destroy(): Promise<void>;
+}
+
+/** Options of `createMixedFleet`. */
+export interface MixedFleetOptions {
+  /** PostgreSQL cells. Default: 1. */
+  pgCells?: number;
+  /** MariaDB cells. Default: 1. */
+  mariadbCells?: number;
+  /** Extra options for `new Cells()`. */
+  cells?: Partial<CellsOptions>;
+  /** Rewrites a MariaDB cell's URL before it is mapped (a user with a password, a closed port). */
+  mariadbUrl?: (url: string, index: number) => string;
+}
+
+/**
+ * Creates an API database, `pgCells` PostgreSQL and `mariadbCells` MariaDB cell databases with the
+ * gadgets table, maps them, and initializes `Cells` over them (poolSize 3, Gadget as the entity).
+ */
+export async function createMixedFleet(label: string, options: MixedFleetOptions = {}): Promise<MixedFleet> {
+  const api = await createTestDatabase(`${label}_api`);
+  const databases: Array<TestDatabase | MysqlTestDatabase> = [api];
+  let lib: Cells | undefined;
+  try {
+    const pgDbs = await Promise.all(Array.from({ length: options.pgCells ?? 1 }, (_, i) => createTestDatabase(`${label}_pg${i}`)));
+    databases.push(...pgDbs);
+    const myDbs: MysqlTestDatabase[] = [];
+    for (let i = 0; i < (options.mariadbCells ?? 1); i++) myDbs.push(await createMysqlTestDatabase(`${label}_my${i}`, 'mariadb'));
+    databases.push(...myDbs);
+    for (const db of [...pgDbs, ...myDbs]) await createGadgetTable(db.url);
+    lib = new Cells({ api: { url: api.url, poolSize: 3 }, entities: [Gadget], migrateApi: true, poolSize: 3, ...options.cells });
+    await lib.initialize();
+    const pg: FleetCell[] = [];
+    for (const [i, db] of pgDbs.entries()) {
+      const mapping = await lib.mappings.createCell({ name: `${label}-pg${i}`, databaseConnection: db.url });
+      pg.push({ engine: 'postgres', db, mapping, gadgets: () => rowsIn(db.url, 'SELECT uuid, intended_cell, deleted_at FROM gadgets') });
+    }
+    const mariadb: FleetCell[] = [];
+    for (const [i, db] of myDbs.entries()) {
+      const url = options.mariadbUrl ? options.mariadbUrl(db.url, i) : db.url;
+      const mapping = await lib.mappings.createCell({ name: `${label}-my${i}`, databaseConnection: url });
+      mariadb.push({
+        engine: 'mariadb',
+        db,
+        mapping,
+        gadgets: async () =>
+          (await mysqlQuery(`SELECT uuid, intended_cell, deleted_at FROM \`${db.name}\`.gadgets`)) as Array<{
+            uuid: string;
+            intended_cell: string;
+            deleted_at: Date | null;
+          }>,
+      });
+    }
+    const ready = lib;
+    return {
+      lib: ready,
+      cells: [...pg, ...mariadb],
+      pg,
+      mariadb,
+      async destroy() {
+        await ready.destroy();
+        await Promise.all(databases.map((db) => db.drop()));
+      },
+    };
+  } catch (error) {
+    await lib?.destroy();
+    await Promise.all(databases.map((db) => db.drop()));
+    throw error;
+  }
+}
+
+/** The server thread ids of the connections to MariaDB database `dbName` (but the caller's). */
+export async function mysqlThreadsOf(dbName: string): Promise<number[]> {
+  const rows = await mysqlQuery('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [dbName]);
+  return rows.map((r) => Number(r.id));
+}
+
+/** Kills every connection to MariaDB database `dbName`; returns how many. */
+export async function killMysqlConnections(dbName: string): Promise<number> {
+  const ids = await mysqlThreadsOf(dbName);
+  for (const id of ids) await mysqlQuery(`KILL ${id}`).catch(() => undefined);
+  return ids.length;
+}
