@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Column, CreateDateColumn, DataSource, DeleteDateColumn, Entity, PrimaryColumn } from 'typeorm';
-import { Cells, type CellMapping, type CellsOptions } from '../../lib';
+import { Cells, RequestContext, runWithContext, type CellMapping, type CellsOptions } from '../../lib';
+import type { RegistryEntry } from '../../lib/registry';
 import { createTestDatabase, rowsIn, type TestDatabase } from './databases';
 import { createMysqlTestDatabase, mysqlQuery, type MysqlTestDatabase } from './mysql';
 
@@ -138,4 +139,13 @@ export async function killMysqlConnections(dbName: string): Promise<number> {
   const ids = await mysqlThreadsOf(dbName);
   for (const id of ids) await mysqlQuery(`KILL ${id}`).catch(() => undefined);
   return ids.length;
+}
+
+/** The DataSource the registry holds for `cell` in `lib`, opened now if needed. */
+export async function cellDataSource(lib: Cells, cell: CellMapping): Promise<DataSource> {
+  return runWithContext(new RequestContext({ cell }), async () => {
+    const entry = (await lib.route('main')) as RegistryEntry;
+    entry.release();
+    return entry.dataSource;
+  });
 }
