@@ -52,6 +52,8 @@ export interface FleetCell {
 /** An API database (PostgreSQL) with PostgreSQL and MariaDB cells mapped in it, and `Cells` over them. */
 export interface MixedFleet {
   lib: Cells;
+  /** The API database's URL. */
+  apiUrl: string;
   cells: FleetCell[];
   /** The PostgreSQL cells, then the MariaDB ones. */
   pg: FleetCell[];
@@ -113,6 +115,7 @@ export async function createMixedFleet(label: string, options: MixedFleetOptions
     const ready = lib;
     return {
       lib: ready,
+      apiUrl: api.url,
       cells: [...pg, ...mariadb],
       pg,
       mariadb,
