@@ -123,7 +123,7 @@ describeMysql('the guarded mysql2 pool of a MariaDB cell', () => {
       const runner = ds.createQueryRunner();
       await runner.connect();
       await runner.startTransaction();
-      const [{ id }] = (await runner.query('SELECT CONNECTION_ID() AS id')) as Array<{ id: number }>;
+      const id = ((await runner.query('SELECT CONNECTION_ID() AS id')) as Array<{ id: number }>)[0]!.id;
       const open = gadgetFor(cell().uuid, 'open-tx');
       await runner.query('INSERT INTO gadgets (uuid, name, intended_cell) VALUES (?, ?, ?)', [open.uuid, open.name, open.intendedCell]);
       await runner.release();

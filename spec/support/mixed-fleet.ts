@@ -152,3 +152,13 @@ export async function cellDataSource(lib: Cells, cell: CellMapping): Promise<Dat
     return entry.dataSource;
   });
 }
+
+/** Connections to MariaDB database `dbName` with an open InnoDB transaction. */
+export async function mysqlConnectionsInTransaction(dbName: string): Promise<number> {
+  const rows = await mysqlQuery(
+    `SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX t
+       JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = ?`,
+    [dbName],
+  );
+  return Number(rows[0]?.n ?? 0);
+}
