@@ -26,9 +26,29 @@ const SERVER_GONE_STATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P0
 // 55000 object_not_in_prerequisite_state covers many things; at connect it is the database that
 // does not take connections (`ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template database).
 const REFUSING_DATABASE = /is not currently accepting connections/;
+// mysql2 (MySQL, MariaDB): codes that mean the connection is gone whenever they arrive. The server
+// closed it (PROTOCOL_CONNECTION_LOST), killed it (MariaDB's ER_CONNECTION_KILLED, 1927), is shutting
+// down (ER_SERVER_SHUTDOWN, 1053), refused a new one (ER_CON_COUNT_ERROR, 1040; ER_USER_LIMIT_REACHED,
+// 1226) or dropped it idle (MySQL 8's ER_CLIENT_INTERACTION_TIMEOUT, 4031).
+const MYSQL_GONE_CODES: ReadonlySet<string> = new Set([
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_CONNECTION_KILLED',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CON_COUNT_ERROR',
+  'ER_USER_LIMIT_REACHED',
+  'ER_CLIENT_INTERACTION_TIMEOUT',
+]);
+// mysql2 marks `fatal` every error after which the connection is unusable: handshake failures (a wrong
+// password, ER_ACCESS_DENIED_ERROR; a dropped database, ER_BAD_DB_ERROR; ER_HOST_NOT_PRIVILEGED...) and
+// protocol or socket failures. The same codes without `fatal` come from a statement on a live
+// connection (`SELECT * FROM missing_db.t` is ER_BAD_DB_ERROR too) and are the caller's error.
+function isFatalMysqlError(candidate: { code?: unknown; fatal?: unknown }): boolean {
+  return candidate.fatal === true && typeof candidate.code === 'string';
+}
 // 'timeout expired': pg's own connect timeout (the Client's connectionTimeoutMillis).
+// mysql2: "Can't add new command when connection is in closed state" (a query on a lost connection).
 const CLIENT_GONE_MESSAGES =
-  /Connection terminated|connection timeout|timeout expired|timeout exceeded when trying to connect|Client has encountered a connection error/i;
+  /closed state|Connection terminated|connection timeout|timeout expired|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 
 /** True when `error` says the database could not be reached or dropped the connection. */
 export function isConnectionError(error: unknown): boolean {
@@ -41,6 +61,8 @@ export function isConnectionError(error: unknown): boolean {
     if (typeof code === 'string' && (NETWORK_CODES.has(code) || SERVER_GONE_STATES.has(code) || code.startsWith('08'))) {
       return true;
     }
+    if (typeof code === 'string' && MYSQL_GONE_CODES.has(code)) return true;
+    if (isFatalMysqlError(candidate)) return true;
     if (typeof message === 'string' && CLIENT_GONE_MESSAGES.test(message)) return true;
     if (code === '55000' && typeof message === 'string' && REFUSING_DATABASE.test(message)) return true;
   }

@@ -75,9 +75,15 @@ interface Pool {
   getConnection(callback: GetConnectionCallback): void;
 }
 
+/** What is used of the mysql2 module TypeORM's MysqlDriver holds. */
+interface Mysql2Module {
+  createPool(config: object): Pool;
+}
+
 /** What is used of TypeORM's MysqlDriver (1.1). */
 interface MysqlDriverInternals {
   pool?: Pool;
+  mysql: Mysql2Module;
   createConnectionOptions(options: object, credentials: object): Record<string, unknown>;
   createPool(connectionOptions: object): Promise<Pool>;
   obtainMasterConnection(): Promise<PoolConnection>;
@@ -118,6 +124,12 @@ export function guardedMysqlDataSource(
     if (typeof password === 'function') built.password = (password as () => string)();
     return built;
   };
+  const mysqlModule = driver.mysql;
+  // mysql2's PoolConfig copies the password into an enumerable field of its ConnectionConfig, which
+  // every pooled connection then copies: it is hidden there before the pool makes a connection.
+  driver.mysql = Object.create(mysqlModule, {
+    createPool: { value: (config: object): Pool => hidePoolPassword(mysqlModule.createPool(config)), enumerable: false },
+  }) as Mysql2Module;
   const createPool = driver.createPool.bind(driver);
   driver.createPool = (connectionOptions) => {
     // Hidden before the pool makes its first connection: each connection copies the config's descriptors.
@@ -141,6 +153,15 @@ function withHiddenPassword(connectionOptions: object, password: unknown): objec
     Object.defineProperty(connectionOptions, 'password', { get: () => password, enumerable: false, configurable: true });
   }
   return connectionOptions;
+}
+
+/** `pool` with the password of its connection config made a non-enumerable getter (see withHiddenPassword). */
+function hidePoolPassword(pool: Pool): Pool {
+  const config = pool.config.connectionConfig as { password?: unknown };
+  const { password } = config;
+  delete config.password;
+  withHiddenPassword(config, password);
+  return pool;
 }
 
 /**

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Cells, CellMapping, DuplicateMappingError, targetCell } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
-import { Gadget, createGadgets } from '../support/gadget';
+import { Gadget, createGadgetTable } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlConnectionsTo, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { sleep } from '../../dev/wait';
 
@@ -18,7 +18,7 @@ describeMysql('an API database on MariaDB', () => {
     api = await createMysqlTestDatabase('apidb_api', 'mariadb');
     pgCell = await createTestDatabase('apidb_pg');
     myCell = await createMysqlTestDatabase('apidb_my', 'mariadb');
-    for (const url of [pgCell.url, myCell.url]) await createGadgets(url);
+    for (const url of [pgCell.url, myCell.url]) await createGadgetTable(url);
     lib = new Cells({ api: api.url, entities: [Gadget], migrateApi: true, poolSize: 2, mappingCache: { pollIntervalMs: 50 } });
     await lib.initialize();
     pg = await lib.mappings.createCell({ name: 'pg', databaseConnection: pgCell.url });

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Cells, CellMapping, UnknownCellError, targetCell } from '../../lib';
 import { startForwarder, type Forwarder } from '../support/forwarder';
-import { Gadget, createGadgets } from '../support/gadget';
+import { Gadget, createGadgetTable } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlConnectionsTo, mysqlAdmin, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { sleep } from '../../dev/wait';
 
@@ -33,7 +33,7 @@ describeMysql('mapping changes across processes sharing a MariaDB API database',
   beforeAll(async () => {
     api = await createMysqlTestDatabase('changelog_api', 'mariadb');
     cellDbs = [await createMysqlTestDatabase('changelog_c1'), await createMysqlTestDatabase('changelog_c2'), await createMysqlTestDatabase('changelog_c3')];
-    for (const db of cellDbs) await createGadgets(db.url);
+    for (const db of cellDbs) await createGadgetTable(db.url);
     forwarder = await startForwarder(api.url);
     const options = { entities: [Gadget], poolSize: 2, mappingCache: { pollIntervalMs: POLL_MS, ttlMs: 600_000 } };
     a = await new Cells({ ...options, api: api.url, migrateApi: true }).initialize();

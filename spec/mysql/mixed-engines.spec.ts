@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Cells, CellMapping, targetCell, type CellsOptions } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
-import { Gadget, createGadgets } from '../support/gadget';
+import { createGadgetTable, Gadget } from '../support/mixed-fleet';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 
 describeMysql('cells of PostgreSQL and MariaDB under one API database', () => {
@@ -16,7 +16,7 @@ describeMysql('cells of PostgreSQL and MariaDB under one API database', () => {
     api = await createTestDatabase('mixed_api');
     pgCell = await createTestDatabase('mixed_pg');
     myCells = [await createMysqlTestDatabase('mixed_my1', 'mariadb'), await createMysqlTestDatabase('mixed_my2', 'mysql')];
-    for (const url of [pgCell.url, ...myCells.map((c) => c.url)]) await createGadgets(url);
+    for (const url of [pgCell.url, ...myCells.map((c) => c.url)]) await createGadgetTable(url);
     const options: CellsOptions = { api: api.url, entities: [Gadget], migrateApi: true, poolSize: 3 };
     lib = new Cells(options);
     await lib.initialize();

@@ -1,6 +1,8 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
 import { Column, CreateDateColumn, DataSource, DeleteDateColumn, Entity, PrimaryColumn } from 'typeorm';
 
-/** An entity whose column types every engine has: the cell entity of the MySQL specs. */
+/** An entity whose column types both engines have (`timestamptz`, say, is refused by TypeORM on MySQL). */
 @Entity({ name: 'gadgets' })
 export class Gadget {
   @PrimaryColumn({ type: 'varchar', length: 36 })
@@ -12,6 +14,9 @@ export class Gadget {
   @Column({ name: 'intended_cell', type: 'varchar', length: 64 })
   intendedCell!: string;
 
+  @Column({ type: 'int', default: 0 })
+  size!: number;
+
   @CreateDateColumn({ name: 'created_at' })
   createdAt!: Date;
 
@@ -19,9 +24,15 @@ export class Gadget {
   deletedAt!: Date | null;
 }
 
-/** Creates the `gadgets` table in the PostgreSQL, MySQL or MariaDB database `url` names. */
-export async function createGadgets(url: string): Promise<void> {
+/** A gadget row meant for `cellUuid`. */
+export function gadgetFor(cellUuid: string, name = `g-${randomUUID().slice(0, 8)}`): Pick<Gadget, 'uuid' | 'name' | 'intendedCell'> {
+  return { uuid: randomUUID(), name, intendedCell: cellUuid };
+}
+
+/** Creates the gadgets table in the database at `url` (PostgreSQL, MySQL or MariaDB). */
+export async function createGadgetTable(url: string): Promise<void> {
   const ds = new DataSource({ url, type: url.startsWith('postgres') ? 'postgres' : 'mysql', entities: [Gadget], synchronize: true } as never);
   await ds.initialize();
   await ds.destroy();
 }
+
