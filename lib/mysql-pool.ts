@@ -64,6 +64,11 @@ interface PoolConnection {
   [kGuarded]?: true;
 }
 
+/** What is used of a mysql2 Query command: its deadline timer. */
+interface QueryCommand {
+  queryTimeout?: NodeJS.Timeout | null;
+}
+
 type GetConnectionCallback = (error: Error | null, connection?: PoolConnection) => void;
 
 /** What is used of a mysql2 Pool (TypeORM's `driver.pool`). */
@@ -239,7 +244,19 @@ function guardConnection(connection: PoolConnection, queryTimeoutMs: number): Po
     const own = typeof sql === 'object' && sql !== null ? (sql as { timeout?: number }).timeout : undefined;
     const limit = own !== undefined && own > 0 ? Math.min(own, timeoutMs) : timeoutMs;
     args[0] = typeof sql === 'object' && sql !== null ? { ...sql, timeout: limit } : { sql, timeout: limit };
+    // Filled once query() returns (mysql2 may answer within the call, on a closed connection).
+    const sent: { command?: QueryCommand } = {};
+    let answered = false;
     args[last] = (error: unknown, ...results: unknown[]) => {
+      // mysql2 answers a query whose connection is lost without clearing its deadline timer: the
+      // timer would hold the process until it fires, then answer the query a second time.
+      if (answered) return;
+      answered = true;
+      const timer = sent.command?.queryTimeout;
+      if (timer != null) {
+        clearTimeout(timer);
+        sent.command!.queryTimeout = null;
+      }
       if ((error as { code?: unknown } | null)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT') {
         // The statement may still run on the server and answer later: this connection cannot be reused.
         const deadline = new QueryDeadlineExceeded(limit);
@@ -249,7 +266,8 @@ function guardConnection(connection: PoolConnection, queryTimeoutMs: number): Po
       }
       return (callback as (...r: unknown[]) => unknown)(error, ...results);
     };
-    return query(...args);
+    sent.command = query(...args) as QueryCommand;
+    return sent.command;
   };
   return connection;
 }

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { CellUnreachableError, CellsError, targetCell, type CellMapping } from '../../lib';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { CellUnreachableError, CellsError, RequestContext, runWithContext, targetCell, type CellMapping } from '../../lib';
 import { isConnectionError } from '../../lib/connection-errors';
 import { sleep } from '../../dev/wait';
 import { createMixedFleet, gadgetFor, Gadget, killMysqlConnections, type MixedFleet } from '../support/mixed-fleet';
@@ -46,6 +48,29 @@ describeMysql('MariaDB cell connections lost', () => {
     expect(await killMysqlConnections(fleet.mariadb[0]!.db.name)).toBeGreaterThan(0);
     await expect(running).rejects.toBeInstanceOf(CellUnreachableError);
     await expect(targetCell(cell(), () => gadgets().count())).resolves.toBeGreaterThanOrEqual(0);
+  });
+
+  it('disarms the query deadline of a statement whose connection is killed while it runs', async () => {
+    // The module the library's mysql2 loaded (by file: mysql2's exports hide it).
+    const Query = createRequire(__filename)(join(dirname(require.resolve('mysql2')), 'lib', 'commands', 'query.js')) as { prototype: { _handleTimeoutError(): void } };
+    const fire = Query.prototype._handleTimeoutError;
+    let fired = 0;
+    Query.prototype._handleTimeoutError = function (this: unknown) {
+      fired++;
+      return fire.call(this);
+    };
+    try {
+      const running = runWithContext(new RequestContext({ cell: cell(), queryTimeoutMs: 800 }), () => gadgets().query('SELECT SLEEP(3)'));
+      await sleep(200);
+      await killMysqlConnections(fleet.mariadb[0]!.db.name);
+      await expect(running).rejects.toBeInstanceOf(CellUnreachableError);
+      // mysql2 answers a lost query without clearing its deadline timer, which then holds the
+      // process (the default deadline is 60 s) and calls the query back a second time.
+      await sleep(900);
+      expect(fired).toBe(0);
+    } finally {
+      Query.prototype._handleTimeoutError = fire;
+    }
   });
 
   it('replaces idle pooled connections killed between calls: a call that gets one fails with CellUnreachableError, and the next works', async () => {
