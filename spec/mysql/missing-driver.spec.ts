@@ -74,8 +74,8 @@ describeMysql('a MariaDB cell where mysql2 is not installed', () => {
     };
     expect(result.mariadb).toMatchObject({ name: 'MissingDriverError', code: 'CELLS_MISSING_DRIVER', driverPackage: 'mysql2' });
     expect(result.mariadb.message).toContain("'mysql2'");
-    // Not checked: the message names no cell ("A MySQL or MariaDB cell needs..."), as the engine's shared
-    // metadata, built before the cell's DataSource, loads mysql2 first (lib/cell-data-sources.ts).
+    // It names the cell that needs the driver (its route label: name and uuid).
+    expect(result.mariadb.message).toContain(fleet.mariadb[0]!.mapping.uuid);
     expect(result.pg).toEqual({ count: 0 });
     expect(result.mysql2Loaded).toBe(false);
   }, 60_000);
