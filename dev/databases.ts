@@ -24,3 +24,23 @@ export async function ensureDatabase(serverUrl: string, name: string): Promise<s
   url.pathname = `/${encodeURIComponent(name)}`;
   return url.toString();
 }
+
+/**
+ * Creates database `name` on the MySQL or MariaDB server at `serverUrl` (`mysql://` or `mariadb://`)
+ * unless it exists, and returns its URL, with the scheme of `serverUrl`. Needs the `mysql2` package.
+ * @throws the mysql2 error when the server refuses (no CREATE right, unreachable).
+ */
+export async function ensureMysqlDatabase(serverUrl: string, name: string): Promise<string> {
+  const { createConnection } = await import('mysql2/promise');
+  const admin = new URL(serverUrl);
+  admin.pathname = '/';
+  const connection = await createConnection({ uri: admin.toString().replace(/^mariadb:/, 'mysql:'), connectTimeout: 10_000 });
+  try {
+    await connection.query(`CREATE DATABASE IF NOT EXISTS \`${name.replace(/`/g, '``')}\``);
+  } finally {
+    await connection.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${encodeURIComponent(name)}`;
+  return url.toString();
+}

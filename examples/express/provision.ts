@@ -10,12 +10,17 @@ export interface CellSpec {
   uuid?: string;
 }
 
-/** Applies the example's cell migrations (the servers table) to the database at `url`; idempotent. */
+/**
+ * Applies the example's cell migrations (the servers table) to the database at `url` (`postgres://`,
+ * `mysql://` or `mariadb://`); idempotent.
+ */
 export async function migrateCell(url: string): Promise<void> {
-  const ds = new DataSource({ type: 'postgres', url, migrations: CELL_MIGRATIONS, entities: [] });
+  const type = url.startsWith('postgres') ? 'postgres' : url.startsWith('mariadb') ? 'mariadb' : 'mysql';
+  const ds = new DataSource({ type, url, migrations: CELL_MIGRATIONS, entities: [] });
   await ds.initialize();
   try {
-    await ds.runMigrations({ transaction: 'all' });
+    // MySQL runs DDL outside transactions: one transaction per migration is all it can give.
+    await ds.runMigrations({ transaction: type === 'postgres' ? 'all' : 'each' });
   } finally {
     await ds.destroy();
   }

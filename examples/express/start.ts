@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Cells, InstanceMapping, maskSecrets, redactUrl, type CellMapping } from '../../lib';
 import { createApp } from './app';
-import { ensureDatabase } from '../../dev/databases';
+import { ensureDatabase, ensureMysqlDatabase } from '../../dev/databases';
 import { EmbeddedServer } from '../../dev/embedded-server';
 import { freePort } from '../../dev/free-port';
 import { Server } from './entities/Server';
@@ -12,10 +12,12 @@ import { migrateCell, registerCell, seedServers } from './provision';
 /**
  * `npm start`: the example app on an embedded PostgreSQL (or on the server of `DATABASE_URL`) with an
  * API database, cell0 and two cells, migrated and seeded. `PORT` (default 3000) picks the HTTP port.
+ * With `CELLS_EXAMPLE_MYSQL_URL` (a MySQL or MariaDB server, `mysql://user:password@host:3306/`), one
+ * more cell, `cell3`, lives there (database `cells_example_cell3`), and servers are placed in it too.
  */
 
 const HOST = '127.0.0.1';
-const DATABASES = { api: 'cells_example_api', cells: ['cell0', 'cell1', 'cell2'] } as const;
+const DATABASES = { api: 'cells_example_api', cells: ['cell0', 'cell1', 'cell2'], mysqlCell: 'cell3' } as const;
 const SEED_NAMES = ['web-1', 'web-2', 'db-1', 'db-2', 'cache-1', 'batch-1'];
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -66,6 +68,12 @@ async function main(): Promise<void> {
       await migrateCell(url);
       cellUrls.set(name, url);
     }
+    const mysqlServerUrl = process.env['CELLS_EXAMPLE_MYSQL_URL'];
+    if (mysqlServerUrl) {
+      const url = await ensureMysqlDatabase(mysqlServerUrl, `cells_example_${DATABASES.mysqlCell}`);
+      await migrateCell(url);
+      cellUrls.set(DATABASES.mysqlCell, url);
+    }
     cells = await new Cells({
       api: apiUrl,
       entities: [Server],
@@ -82,7 +90,7 @@ async function main(): Promise<void> {
     const sample = await cells.getRepository(InstanceMapping, 'api').findOne({ where: {}, order: { id: 'ASC' } });
     handler = createApp(cells);
     if (stopping) return;
-    printBanner(port, embedded, serverUrl, mapped, sample?.instanceUuid);
+    printBanner(port, embedded, serverUrl, mapped, sample?.instanceUuid, mysqlServerUrl);
   } catch (error) {
     await shutdown('startup failed');
     throw error;
@@ -119,6 +127,7 @@ function printBanner(
   serverUrl: string,
   cells: CellMapping[],
   sampleUuid: string | undefined,
+  mysqlServerUrl: string | undefined,
 ): void {
   const base = `http://${HOST}:${port}`;
   const uuid = sampleUuid ?? '<uuid>';
@@ -130,6 +139,7 @@ function printBanner(
       ``,
       `typeorm-cells example app listening on ${base}`,
       `  database: ${pg}`,
+      ...(mysqlServerUrl ? [`            and MySQL/MariaDB from CELLS_EXAMPLE_MYSQL_URL (${redactUrl(mysqlServerUrl)}) for cell3`] : []),
       `  cells:    ${cells.map((c) => `${c.name} (${c.uuid})`).join(', ')}`,
       ``,
       `Try:`,

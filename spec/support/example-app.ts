@@ -9,6 +9,7 @@ import { Server } from '../../examples/express/entities/Server';
 import { CELL_MIGRATIONS } from '../../examples/express/migrations';
 import { migrateCell, registerCell } from '../../examples/express/provision';
 import { createTestDatabase, rowsIn, type TestDatabase } from './databases';
+import { createMysqlTestDatabase } from './mysql';
 import { startSecondServer, type SecondServer } from './second-server';
 
 /** A cell of the example app: its mapping and the URL its mapping holds. */
@@ -27,6 +28,8 @@ export interface ExampleCellSpec {
   disabled?: boolean;
   /** Its database is on a second PostgreSQL server (started for the fixture), not the test server. Default: false. */
   onSecondServer?: boolean;
+  /** Its database is a MariaDB one on the MySQL test server (CELLS_TEST_MYSQL_URL). Default: false. */
+  onMysql?: boolean;
 }
 
 /** Options of `createExampleApp`. */
@@ -122,6 +125,10 @@ export async function createExampleApp(
       let url: string;
       if (spec.onSecondServer) {
         url = await second!.createDatabase(database);
+      } else if (spec.onMysql) {
+        const db = await createMysqlTestDatabase(database, 'mariadb');
+        dbs.push(db);
+        url = db.url;
       } else {
         const db = await createTestDatabase(database);
         dbs.push(db);

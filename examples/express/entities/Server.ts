@@ -19,10 +19,14 @@ export class Server {
   @Column({ type: 'varchar', length: 16, default: 'ACTIVE' })
   status!: string;
 
-  /** Millisecond precision, so a JavaScript Date round-trips exactly and can serve as a paging marker. */
-  @CreateDateColumn({ name: 'created_at', type: 'timestamptz', precision: 3 })
+  /**
+   * Millisecond precision, so a JavaScript Date round-trips exactly and can serve as a paging marker.
+   * No column type: the same entity runs on PostgreSQL cells (the column is `timestamptz(3)`) and
+   * MariaDB cells (`DATETIME(3)`), and TypeORM has no `timestamptz` on MySQL.
+   */
+  @CreateDateColumn({ name: 'created_at', precision: 3 })
   createdAt!: Date;
 
-  @DeleteDateColumn({ name: 'deleted_at', type: 'timestamptz', precision: 3 })
+  @DeleteDateColumn({ name: 'deleted_at', precision: 3 })
   deletedAt!: Date | null;
 }
