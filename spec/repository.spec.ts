@@ -16,7 +16,9 @@ import { sleep } from '../dev/wait';
 let world: CellWorld;
 
 beforeAll(async () => {
-  world = await createCellWorld('repo', { cellCount: 3, withMain: true });
+  // The 2,000-task spec queues ~445 statements per pooled connection: on a loaded 2-core CI machine
+  // the last waits longer than the default 10 s acquireTimeoutMs. It checks routing, not busy pools.
+  world = await createCellWorld('repo', { cellCount: 3, withMain: true, cells: { acquireTimeoutMs: 60_000 } });
 });
 afterAll(async () => {
   await world?.destroy();
