@@ -234,6 +234,8 @@ const MAX_MAPPING_CACHE = 1_000_000;
 const CELL_FIELDS_REFUSED = [
   'url', 'host', 'port', 'username', 'password', 'database', 'replication', 'ssl', 'type', 'name',
   'entities', 'migrations', 'poolSize', 'connectTimeoutMS',
+  // TypeORM's MySQL options that connect elsewhere, replace the driver, or are set by other options.
+  'socketPath', 'connectTimeout', 'driver', 'localAddress', 'acquireTimeout', 'user',
 ];
 /** pg Pool options in `extra`, which TypeORM lets override the connection. */
 const EXTRA_FIELDS_REFUSED = [

@@ -153,7 +153,8 @@ export function messageOf(error: unknown, fallback = 'connection failed'): strin
 }
 
 /** Fields of errors (TypeORM's QueryFailedError, the pg error it wraps) that may quote a URL. */
-const TEXT_FIELDS = ['message', 'stack', 'query', 'detail', 'hint', 'where', 'internalQuery'] as const;
+// mysql2 puts the statement, its parameters filled in, on `sql` (and TypeORM copies it to its error).
+const TEXT_FIELDS = ['message', 'stack', 'query', 'detail', 'hint', 'where', 'internalQuery', 'sql', 'sqlMessage'] as const;
 const MAX_CAUSE_DEPTH = 8;
 
 /**

@@ -15,6 +15,33 @@ const ENGINE_OF_SCHEME: Readonly<Record<string, Engine>> = {
   'mariadb:': 'mariadb',
 };
 
+/**
+ * The TLS modes of `sslmode` / `ssl-mode` / `ssl` (libpq's, the MySQL client's, and booleans; any
+ * case): `off` connects in plain text, `encrypt` with TLS without verifying the certificate,
+ * `verify` with a verified one. As node-postgres does, `allow` and `prefer` (`PREFERRED`) encrypt
+ * and never fall back to plain text.
+ */
+const SSL_MODES: Readonly<Record<string, 'off' | 'encrypt' | 'verify'>> = {
+  disable: 'off',
+  disabled: 'off',
+  false: 'off',
+  '0': 'off',
+  allow: 'encrypt',
+  prefer: 'encrypt',
+  preferred: 'encrypt',
+  require: 'encrypt',
+  required: 'encrypt',
+  true: 'encrypt',
+  '1': 'encrypt',
+  'verify-ca': 'verify',
+  'verify-full': 'verify',
+  verify_ca: 'verify',
+  verify_identity: 'verify',
+};
+
+/** The query parameters that set the TLS mode: one of them at most. */
+const TLS_PARAMETERS: ReadonlySet<string> = new Set(['sslmode', 'ssl-mode', 'ssl']);
+
 /** The port each engine's server listens on by default. */
 const DEFAULT_PORT: Readonly<Record<Engine, number>> = { postgres: 5432, mysql: 3306, mariadb: 3306 };
 /** The user a URL without one connects as (each engine's superuser, as its own clients default to). */
@@ -229,7 +256,16 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
     throw new BadConnectionUrlError(cellLabel, 'its port is out of range');
   }
   const known = URL_PARAMETERS[type];
-  for (const key of parsed.searchParams.keys()) {
+  const given = [...parsed.searchParams.keys()];
+  // A second value (`?sslmode=require&sslmode=disable`, or `ssl` beside `sslmode`) would be ignored.
+  const repeated = given.find((key, index) => given.indexOf(key) !== index);
+  if (repeated !== undefined) {
+    throw new BadConnectionUrlError(cellLabel, `query parameter '${repeated.slice(0, 40)}' is given more than once`);
+  }
+  if (given.filter((key) => TLS_PARAMETERS.has(key)).length > 1) {
+    throw new BadConnectionUrlError(cellLabel, `it gives its TLS mode more than once (${[...TLS_PARAMETERS].join(', ')})`);
+  }
+  for (const key of given) {
     if (!known.has(key)) {
       throw new BadConnectionUrlError(
         cellLabel,
@@ -246,13 +282,17 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
     parsed.searchParams.get('ssl')
   )?.toLowerCase();
   let ssl: ConnectionParts['ssl'];
-  // libpq's modes, and the MySQL client's (VERIFY_IDENTITY, VERIFY_CA, REQUIRED, PREFERRED).
-  if (sslmode === 'verify-full' || sslmode === 'verify-ca' || sslmode === 'verify_identity' || sslmode === 'verify_ca') {
-    // mysql2 takes an object (its default verifies the certificate); pg takes `true`.
-    ssl = type === 'postgres' ? true : { rejectUnauthorized: true };
-  } else if (sslmode === 'require' || sslmode === 'required' || sslmode === 'true' || sslmode === 'prefer' || sslmode === 'preferred') {
-    ssl = { rejectUnauthorized: false };
+  // A value read as something else (a typo: `requird`, `verify_full`) would connect in plain text.
+  if (sslmode !== undefined && !Object.hasOwn(SSL_MODES, sslmode)) {
+    throw new BadConnectionUrlError(
+      cellLabel,
+      `its TLS mode '${sslmode.slice(0, 40)}' is not one of ${Object.keys(SSL_MODES).join(', ')}`,
+    );
   }
+  const tls = sslmode === undefined ? 'off' : SSL_MODES[sslmode];
+  // mysql2 takes an object (its default verifies the certificate); pg takes `true`.
+  if (tls === 'verify') ssl = type === 'postgres' ? true : { rejectUnauthorized: true };
+  else if (tls === 'encrypt') ssl = { rejectUnauthorized: false };
   return {
     type,
     host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),

@@ -5,8 +5,8 @@ import { messageOf } from './connection-errors';
 import { guardedPoolOptions, hidePassword } from './cell-client';
 import { guardPool } from './connection-pool';
 import { SUPPORTED_ENGINES, parseConnectionUrl, type ConnectionParts } from './connection-url';
-import { guardedMysqlDataSource } from './mysql-pool';
-import { CellUnreachableError, CellsError, InvalidArgumentError, sentenceStart } from './errors';
+import { guardedMysqlDataSource, loadMysql2 } from './mysql-pool';
+import { CellUnreachableError, CellsError, IncompatibleEntityError, InvalidArgumentError, sentenceStart } from './errors';
 import { maskDataSourceLogger } from './masked-logger';
 import { pgNativeDriver } from './pg-native';
 import { rememberScramKeys } from './scram-keys';
@@ -186,6 +186,8 @@ export function apiDataSourceOptions(settings: DataSourceSettings, label = API_L
   const options = databaseOptions(settings.api, label);
   const api = {
     ...options,
+    // Loaded here (MissingDriverError naming the API database), not by TypeORM with an untyped error.
+    ...(options.type === 'postgres' ? {} : { driver: options.driver ?? loadMysql2(label) }),
     entities: [...API_ENTITIES, ...entityList(settings.api)],
     migrations: [...API_MIGRATIONS],
     migrationsTableName: API_MIGRATIONS_TABLE,
@@ -291,8 +293,26 @@ export async function connect(dataSource: DataSource, label: string, hint?: stri
     await dataSource.initialize();
   } catch (error) {
     if (error instanceof CellsError) throw error;
-    throw new CellUnreachableError(label, messageOf(error), { cause: error, ...(hint === undefined ? {} : { hint }) });
+    // TypeORM's metadata validation (a DataSource building its own, as the CLI's do): not a connection failure.
+    if ((error as { name?: unknown } | null)?.name === 'DataTypeNotSupportedError') {
+      throw new IncompatibleEntityError(label, dataSource.options.type, messageOf(error), { cause: error });
+    }
+    const given = hint ?? (isAuthenticationFailure(error) ? AUTHENTICATION_HINT : undefined);
+    throw new CellUnreachableError(label, messageOf(error), { cause: error, ...(given === undefined ? {} : { hint: given }) });
   }
+}
+
+/** What CellUnreachableError says after a refused login, instead of "a later call connects anew". */
+const AUTHENTICATION_HINT =
+  "Check the user name and password of its URL (cells.mappings.updateCell, or the CLI's 'cell update').";
+
+/**
+ * True for a refused login: PostgreSQL's class 28 (28P01 wrong password, 28000 no such role or no
+ * pg_hba entry) and MySQL's ER_ACCESS_DENIED_ERROR (1045).
+ */
+function isAuthenticationFailure(error: unknown): boolean {
+  const { code } = (error ?? {}) as { code?: unknown };
+  return code === '28P01' || code === '28000' || code === 'ER_ACCESS_DENIED_ERROR';
 }
 
 /** What `closeDataSource` uses of a pg-pool Pool (TypeORM's `driver.master`). */

@@ -50,9 +50,9 @@ export class BadConnectionUrlError extends CellsError {
   /** @param cell how the database is named: `cell 'name' (uuid)`, `the API database`... */
   constructor(readonly cell: string, reason: string) {
     super(
-      `The database connection of ${cell} is not a valid connection URL (${reason}). Expected ` +
-        `postgres://user@host:port/database (or mysql://, mariadb://), with a password after the user ` +
-        `name (user:password@).`,
+      `The database connection of ${cell} is not a valid connection URL (${reason}). Expected a URL ` +
+        `such as postgres://user@host:5432/database (or mysql://, mariadb://); a password, if any, ` +
+        `follows the user name after a colon.`,
     );
   }
 }
@@ -110,7 +110,8 @@ export class CellUnreachableError extends CellsError {
     options?: { cause?: unknown; hint?: string },
   ) {
     const hint = options?.hint ?? 'A later call connects anew.';
-    super(`${sentenceStart(cell)} is unreachable: ${reason}.${hint === '' ? '' : ` ${hint}`}`, options);
+    // Drivers' messages may end with their own full stop ('...closed the connection.').
+    super(`${sentenceStart(cell)} is unreachable: ${reason.replace(/\.+$/, '')}.${hint === '' ? '' : ` ${hint}`}`, options);
   }
 }
 

@@ -340,6 +340,28 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     }
   });
 
+  it('db status reports entities a MariaDB cell cannot hold as such, not as an unreachable cell', async () => {
+    const { url } = await mysqlCell('tz-entity', false);
+    const project = await createProject({
+      'cells.config.js': `const { EntitySchema } = require(${JSON.stringify(require.resolve('typeorm'))});
+module.exports = {
+  api: ${JSON.stringify(role.urlFor(world.api.name))},
+  entities: [new EntitySchema({ name: 'Event', tableName: 'events', columns: { id: { type: 'integer', primary: true }, at: { type: 'timestamptz' } } })],
+};
+`,
+    });
+    try {
+      await world.mapCell('tz-entity', url);
+      const result = await runCli(['db', 'status', '--cell', 'tz-entity', '--json'], project.dir);
+      expect(result.code).toBe(1);
+      const row = (JSON.parse(result.stdout) as Report).cells[0];
+      expect(row?.error).toMatch(/is a mariadb database, but the cell entities cannot run on it: .*timestamptz/);
+      expect(row?.error).not.toMatch(/unreachable/);
+    } finally {
+      await project.remove();
+    }
+  });
+
   it('never printed a sentinel password, in any output of this file', () => {
     const transcript = cliTranscript();
     expect(transcript).toContain(`${sentinel.user}:***@`);

@@ -1,6 +1,6 @@
 import { Cells } from '../cells';
 import type { CellsOptions } from '../cells-options';
-import { CellsError } from '../errors';
+import { CellsError, MissingDriverError } from '../errors';
 import { ConfigFileError } from './errors';
 import { messageOf } from '../connection-errors';
 import { findConfigFile, loadConfig } from './config';
@@ -52,6 +52,8 @@ export class CliSession {
       cells = new Cells({ ...config, entities: config.entities ?? [], migrateApi: false });
     } catch (error) {
       // Anything else thrown here came from the config's own code (a getter of a nested option).
+      // A driver package missing is not the config file's fault.
+      if (error instanceof MissingDriverError) throw error;
       const message =
         error instanceof CellsError
           ? error.message.replace(/\.$/, '')

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { inspect } from 'node:util';
 import { Cells, CellMapping, DuplicateMappingError, targetCell } from '../../lib';
 import { createTestDatabase, rowsIn, type TestDatabase } from '../support/databases';
 import { Gadget, createGadgetTable } from '../support/gadget';
@@ -68,6 +69,17 @@ describeMysql('an API database on MariaDB', () => {
 
   it('refuses a second cell of the same name with DuplicateMappingError', async () => {
     await expect(lib.mappings.createCell({ name: 'pg', databaseConnection: pgCell.url })).rejects.toBeInstanceOf(DuplicateMappingError);
+  });
+
+  it('shows no password in a failed mapping write on MariaDB (mysql2 puts the filled-in statement on `sql`)', async () => {
+    const sentinel = `Sntl-${randomUUID().slice(0, 8)}`;
+    const url = `mariadb://u:${sentinel}@127.0.0.1:3306/nowhere`;
+    await lib.mappings.createCell({ name: 'secret-dup', databaseConnection: url });
+    const error = await lib.mappings.createCell({ name: 'secret-dup', databaseConnection: url }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DuplicateMappingError);
+    for (const shown of [inspect(error, { depth: Infinity }), inspect(error, { depth: Infinity, showHidden: true }), String(error), JSON.stringify(error)]) {
+      expect(shown).not.toContain(sentinel);
+    }
   });
 
   it('writes change-log rows with uuids and names only, never a connection string', async () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../dev/repo-root';
 import { BUILD_ERROR_VARIABLE } from '../support/build';
+import { runCli } from '../support/cli';
 import { createMixedFleet, type MixedFleet } from '../support/mixed-fleet';
 import { describeMysql } from '../support/mysql';
 
@@ -78,5 +79,17 @@ describeMysql('a MariaDB cell where mysql2 is not installed', () => {
     expect(result.mariadb.message).toContain(fleet.mariadb[0]!.mapping.uuid);
     expect(result.pg).toEqual({ count: 0 });
     expect(result.mysql2Loaded).toBe(false);
+  }, 60_000);
+
+  it('the CLI on a MariaDB API database names the missing package, not its config file or TypeORM', async () => {
+    // A MariaDB database (the cell's; nothing is written: the CLI fails before it connects).
+    const apiUrl = fleet.mariadb[0]!.db.url;
+    await writeFile(join(dir, 'cells.config.js'), `module.exports = { api: ${JSON.stringify(apiUrl)}, entities: [] };\n`);
+    const env = { NODE_OPTIONS: `--require ${join(dir, 'no-mysql2.js')}` };
+    for (const args of [['api-db', 'status'], ['cell', 'list']]) {
+      const result = await runCli(args, dir, { env });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^error: The API database needs the 'mysql2' package, which is not installed\. Install it next to typeorm-cells: npm install mysql2\n$/);
+    }
   }, 60_000);
 });

@@ -364,6 +364,11 @@ const hostileUrls: Array<[string, () => string]> = [
   // ?password= URL connected without its password.
   ['a URL with ?password=', () => `${cellUrl()}?password=hunter2`],
   ['a URL with a query parameter it does not read', () => `${cellUrl()}?target_session_attrs=read-write`],
+  // A TLS mode it did not know connected in plain text.
+  ['a URL with a misspelled sslmode', () => `${cellUrl()}?sslmode=requird`],
+  ["a URL with MySQL's verify_identity misspelled as verify_full", () => `${cellUrl()}?sslmode=verify_full`],
+  ['a mariadb:// URL with a misspelled ssl-mode', () => 'mariadb://u:p@127.0.0.1:3306/db?ssl-mode=REQUIRD'],
+  ['a mysql:// URL with ssl=yes', () => 'mysql://u:p@127.0.0.1:3306/db?ssl=yes'],
 ];
 
 const cases: Case[] = [
@@ -790,6 +795,12 @@ const cases: Case[] = [
       ['database', () => 'postgres'],
       ['replication', () => ({ master: { url: cellUrl() }, slaves: [] })],
       ['ssl', () => true],
+      // MySQL's: a socket path sent every MariaDB cell to one local server; the others replace a
+      // connection setting or the driver.
+      ['socketPath', () => '/run/mysqld/mysqld.sock'],
+      ['connectTimeout', () => 60_000],
+      ['driver', () => ({})],
+      ['localAddress', () => '127.0.0.1'],
     ] as Array<[string, () => unknown]>
   ).map(
     ([field, value]): Case => ({
@@ -1274,7 +1285,7 @@ const cases: Case[] = [
   },
   {
     name: 'cli: cell create names the cell once in a bad-URL message, without a CellMapping to fix',
-    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(query parameter 'password' is not supported[^)]*\)\. Expected postgres:\/\/user@host:port\/database \(or mysql:\/\/, mariadb:\/\/\), with a password after the user name \(user:password@\)\.$/m },
+    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(query parameter 'password' is not supported[^)]*\)\. Expected a URL such as postgres:\/\/user@host:5432\/database \(or mysql:\/\/, mariadb:\/\/\); a password, if any, follows the user name after a colon\.$/m },
     run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${cellUrl()}?password=x`),
   },
   {
