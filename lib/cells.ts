@@ -11,7 +11,7 @@ import type { CellMapping } from '../entities';
 import { functionArg, objectArg } from './arguments';
 import { CellDataSources } from './cell-data-sources';
 import { cellQueryTimeouts, shutdownTimeout, validateOptions, type CellsOptions, type CellsStats } from './cells-options';
-import { forceClose } from './connection-pool';
+import { forceClose } from './forced-close';
 import {
   DEFAULTS,
   apiDataSourceOptions,
@@ -58,8 +58,11 @@ import { TransactionRoute, runTransaction } from './transaction';
  * Cells in cells-options.ts, transactions in transaction.ts, mappings in mappings.ts.
  */
 
-/** After a forced close, how long destroy() still waits for the close to complete. */
-const FORCED_CLOSE_WAIT_MS = 2_000;
+/**
+ * After a forced close, the most destroy() waits for the sockets to close and the pools, the
+ * mapping listener and the static DataSources to end; it resolves as soon as they have.
+ */
+const FORCED_CLOSE_WAIT_MS = 1_000;
 
 // No `implements RepositoryRouter`: the published declarations leave internal interfaces out
 // (stripInternal), so they must not name it; createRoutedRepository(this, ...) checks the shape.
@@ -85,6 +88,8 @@ export class Cells {
   ]);
   private state: 'new' | 'initializing' | 'ready' | 'destroying' | 'destroyed' = 'new';
   private destroyed: Promise<void> | undefined;
+  /** The close of the API and main DataSources, shared by the graceful and the forced path. */
+  private staticClosed: Promise<void> | undefined;
   private apiRoute!: StaticRoute;
   private mainRoute: StaticRoute | undefined;
   /** The cell DataSources, kept in step with their CellMappings. */
@@ -147,6 +152,7 @@ export class Cells {
       await this.metadata.build();
     } catch (error) {
       await this.closeStatic();
+      this.staticClosed = undefined;
       this.state = 'new';
       throw error;
     }
@@ -201,19 +207,30 @@ export class Cells {
     try {
       const first = await Promise.race([graceful.then(() => 'closed' as const), deadline]);
       if (first === 'deadline') {
-        // Calls still running (on a server that stopped answering, say): close their connections
-        // by force, so they fail at once and the close completes.
-        const cellDataSources = this.registry.dataSources();
-        const readers = cellDataSources.flatMap((dataSource) => CellReaders.dataSourcesOf(dataSource));
-        for (const dataSource of [...cellDataSources, ...readers, this.apiDataSource, this.mainDataSource]) {
-          if (dataSource !== undefined) forceClose(dataSource);
-        }
-        await Promise.race([graceful, sleep(FORCED_CLOSE_WAIT_MS)]);
+        // Calls still running (on a server that stopped answering, say) or waiting for a pooled
+        // connection: close every pool by force, so they fail at once and the close completes.
+        const forced = this.closeByForce();
+        await Promise.race([Promise.allSettled([graceful, forced]), sleep(FORCED_CLOSE_WAIT_MS)]);
       }
     } finally {
       clearTimeout(timer);
       this.state = 'destroyed';
     }
+  }
+
+  /**
+   * The forced path: ends every pool (cells and their readers, API, main) and destroys its sockets,
+   * then stops the mapping listener (or poller) and closes the API and main DataSources without
+   * waiting for the cells' drain, which may be stuck. Never rejects.
+   */
+  private async closeByForce(): Promise<void> {
+    this.registry.forceClose((dataSource) => {
+      forceClose(dataSource);
+      for (const reader of CellReaders.dataSourcesOf(dataSource)) forceClose(reader);
+    });
+    forceClose(this.apiDataSource);
+    if (this.mainDataSource !== undefined) forceClose(this.mainDataSource);
+    await Promise.allSettled([this.mappings?.close(), this.closeStatic()]);
   }
 
   private async closeGracefully(wasReady: boolean): Promise<void> {
@@ -419,7 +436,13 @@ export class Cells {
     );
   }
 
-  private async closeStatic(): Promise<void> {
+  /** Closes the API and main DataSources; concurrent and repeated calls share one close. */
+  private closeStatic(): Promise<void> {
+    this.staticClosed ??= this.closeStaticOnce();
+    return this.staticClosed;
+  }
+
+  private async closeStaticOnce(): Promise<void> {
     this.cells.stopRevalidation();
     for (const ds of [this.mainDataSource, this.apiDataSource]) {
       if (ds?.isInitialized) await closeDataSource(ds);

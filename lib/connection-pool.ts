@@ -3,8 +3,8 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import type { CellClient } from './cell-client';
 import { kLostError, translateConnectionError } from './connection-errors';
 import { currentContext, kCallSignal } from './context';
-import { CellBusyError } from './errors';
-import { forceCloseMysql } from './mysql-pool';
+import { CellBusyError, CellsNotReadyError } from './errors';
+import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { kIdleSince, type BudgetPool, type ServerBudget } from './server-budget';
 
 /**
@@ -48,6 +48,8 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
     const pool = driver.master;
+    // Closed by force (destroy() past its deadline): no caller gets a new connection.
+    if (refusesCheckouts(driver)) return Promise.reject(new CellsNotReadyError('destroyed'));
     if (pool === undefined) return original();
     // Read before connect(), which may add the connection it opens to totalCount. pg-pool queues
     // a checkout when the pool is full or has an idle connection (which another caller may take
@@ -59,6 +61,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let giveUp = (): void => undefined;
+      let unlist = (): void => undefined;
       const onConnect: ConnectCallback = (error, client, release) => {
         if (settled) {
           // The caller gave up waiting: hand the connection straight back.
@@ -68,6 +71,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
+        unlist();
         if (error !== undefined || client === undefined) return reject(error);
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
         resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? budgetRelease?.())]);
@@ -75,22 +79,27 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
       pool.connect(onConnect);
       if (!mayQueue) return;
       const started = performance.now();
-      giveUp = (): void => {
+      const abandon = (reason?: Error): void => {
         if (settled) return;
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
+        unlist();
         // Leave pg-pool's queue too: an abandoned waiter would be handed each freed connection and
         // hand it back at once, recursively for thousands of them (a stack overflow), and the
         // queue would only grow while the pool stays saturated.
         const queue = pool._pendingQueue;
         const index = queue?.findIndex((item) => item.callback === onConnect) ?? -1;
         if (index >= 0) queue!.splice(index, 1);
+        if (reason !== undefined) return reject(reason);
         const waitedMs = Math.round(performance.now() - started);
         // Its pool waits for the server's budget, not for its own connections: say so.
         if (budget?.isWaitedOnBy(pool.options) === true) reject(budget.busyError(label(), waitedMs));
         else reject(new CellBusyError(label(), pool.options.max, waitedMs));
       };
+      giveUp = () => abandon();
+      // A forced close rejects it at once (CellsNotReadyError), rather than leaving it queued.
+      unlist = addCheckoutWaiter(driver, abandon);
       if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
       if (signal !== undefined) {
         if (signal.aborted) giveUp();
@@ -142,22 +151,6 @@ function dirtyState(client: PoolClient): Error | undefined {
   // null: no ReadyForQuery yet (cannot happen after a query); 'I': idle; 'T'/'E': in a transaction.
   if (status === 'T' || status === 'E') return new Error(`connection released inside a transaction (${status})`);
   return undefined;
-}
-
-/** What forceClose uses of pg-pool's Pool: its clients (a private field of pg-pool). */
-interface PoolClients {
-  readonly _clients?: ReadonlyArray<{ connection?: { stream?: { destroy(): void } } }>;
-}
-
-/**
- * Destroys the socket of every connection of `dataSource`'s pool: their queries fail at once and the
- * pool drops them. For a shutdown whose deadline passed (a server that stopped answering never
- * acknowledges a graceful close). @internal
- */
-export function forceClose(dataSource: DataSource): void {
-  if (dataSource.options.type !== 'postgres') return forceCloseMysql(dataSource);
-  const pool = (dataSource.driver as { master?: PoolClients } | undefined)?.master;
-  for (const client of pool?._clients ?? []) client.connection?.stream?.destroy();
 }
 
 /**

@@ -5,7 +5,8 @@ import { kLostError } from './connection-errors';
 import { typeQueryRunnerErrors } from './connection-pool';
 import { currentContext, kCallSignal } from './context';
 import { DEFAULTS, type CreateDataSource, type MysqlOptions, type PoolBounds } from './data-source-options';
-import { CellBusyError, MissingDriverError } from './errors';
+import { CellBusyError, CellsNotReadyError, MissingDriverError } from './errors';
+import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { hidePassword } from './cell-client';
 
 /**
@@ -177,6 +178,8 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
     const pool = driver.pool;
+    // Closed by force (destroy() past its deadline): no caller gets a new connection.
+    if (refusesCheckouts(driver)) return Promise.reject(new CellsNotReadyError('destroyed'));
     if (pool === undefined) return original();
     // mysql2 queues a checkout only when the pool is full and has no free connection; a new
     // connection's wait is bounded by the connect timeout.
@@ -186,6 +189,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let giveUp = (): void => undefined;
+      let unlist = (): void => undefined;
       const onConnection: GetConnectionCallback = (error, connection) => {
         if (settled) {
           // The caller gave up waiting: hand the connection straight back.
@@ -195,17 +199,19 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
+        unlist();
         if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
         resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
       pool.getConnection(onConnection);
       if (!mayQueue) return;
       const started = performance.now();
-      giveUp = (): void => {
+      const abandon = (reason?: Error): void => {
         if (settled) return;
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', giveUp);
+        unlist();
         // Leave mysql2's queue, which would otherwise only grow while the pool stays saturated.
         const queue = pool._connectionQueue;
         for (let index = 0; index < queue.length; index++) {
@@ -214,8 +220,11 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
             break;
           }
         }
-        reject(new CellBusyError(label, pool.config.connectionLimit, Math.round(performance.now() - started)));
+        reject(reason ?? new CellBusyError(label, pool.config.connectionLimit, Math.round(performance.now() - started)));
       };
+      giveUp = () => abandon();
+      // A forced close rejects it at once (CellsNotReadyError), rather than leaving it queued.
+      unlist = addCheckoutWaiter(driver, abandon);
       if (bounds.acquireTimeoutMs > 0) timer = setTimeout(giveUp, bounds.acquireTimeoutMs);
       if (signal !== undefined) {
         if (signal.aborted) giveUp();
@@ -291,16 +300,4 @@ function guardRelease(dataSource: DataSource): void {
     };
     return runner;
   };
-}
-
-/**
- * Destroys the socket of every connection of a MySQL DataSource's pool (forceClose's counterpart).
- * @internal
- */
-export function forceCloseMysql(dataSource: DataSource): void {
-  const pool = (dataSource.driver as unknown as { pool?: Pool }).pool;
-  if (pool === undefined) return;
-  for (let index = 0; index < pool._allConnections.length; index++) {
-    pool._allConnections.get(index).stream?.destroy();
-  }
 }

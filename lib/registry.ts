@@ -97,6 +97,8 @@ export class DataSourceRegistry {
   private idleTicks = 0;
   private retireReason: string | undefined;
   private destroyed = false;
+  /** Set by `forceClose()`: applied to every DataSource held, and to each one that opens later. */
+  private forced: ((dataSource: DataSource) => void) | undefined;
   private readonly counters = { hits: 0, misses: 0, evictions: 0, opened: 0, closed: 0, failedOpens: 0 };
 
   constructor(private readonly options: RegistryOptions) {
@@ -195,6 +197,8 @@ export class DataSourceRegistry {
     }
     const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
     this.counters.opened++;
+    // Opened after a forced close began: its callers fail at once too.
+    this.forced?.(opened.dataSource);
     if (this.destroyed) {
       // Opened after destroy() began: the calls that waited for this open were running when it
       // began, so they lease it (in the microtasks that follow) and it closes after them.
@@ -277,6 +281,15 @@ export class DataSourceRegistry {
       waiting: this.slotWaiters.length,
       ...this.counters,
     };
+  }
+
+  /**
+   * Applies `close` (a forced close, see `forceClose` in forced-close.ts) to every DataSource held
+   * now and to each one whose open completes later, so that a `destroy()` past its deadline ends.
+   */
+  forceClose(close: (dataSource: DataSource) => void): void {
+    this.forced = close;
+    for (const dataSource of this.dataSources()) close(dataSource);
   }
 
   /**

@@ -2,7 +2,7 @@ import { DataSource, MigrationExecutor, type Logger, type Migration } from 'type
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
-import { forceClose } from '../connection-pool';
+import { forceClose } from '../forced-close';
 import { DEFAULTS, cellDataSourceOptions, connect, fromParts, guardedDataSource } from '../data-source-options';
 import { migrationLockOf } from './migration-lock';
 import { cellRouteLabel } from '../route';
