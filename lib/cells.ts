@@ -180,10 +180,12 @@ export class Cells {
   /**
    * Closes every DataSource: cell DataSources once their running calls finish (a running
    * transaction may still run statements; new calls throw CellsNotReadyError), then the API and
-   * main databases. Resolves once no handle and no server connection is left. Calls still running
-   * when `timeoutMs` (default: the `shutdownTimeoutMs` option) has passed have their connections
-   * closed by force and fail; it then resolves. Concurrent and repeated calls return the same
-   * promise.
+   * main databases. Resolves once no handle and no server connection is left. When `timeoutMs`
+   * (default: the `shutdownTimeoutMs` option) has passed, every pool is closed by force: calls
+   * waiting for a pooled connection fail with CellsNotReadyError, running statements are cancelled
+   * on the server and their calls fail, the mapping listener stops without waiting for the cells;
+   * it resolves once the sockets are closed, at most 1 s later. Concurrent and repeated calls
+   * return the same promise.
    * @throws InvalidArgumentError for a `timeoutMs` that is not an integer from 0 to 2147483647.
    */
   destroy(options: { timeoutMs?: number } = {}): Promise<void> {

@@ -87,13 +87,12 @@ function cancelPg(client: PgClient): Promise<void> {
       cancel(processID: number, secretKey: number): void;
       on(event: string, listener: () => void): void;
     };
-    let timer: NodeJS.Timeout | undefined;
     const done = (): void => {
       clearTimeout(timer);
       connection.stream.destroy();
       resolve();
     };
-    timer = setTimeout(done, SERVER_RELEASE_WAIT_MS);
+    const timer = setTimeout(done, SERVER_RELEASE_WAIT_MS);
     connection.on('connect', () => connection.cancel(client.processID!, client.secretKey!));
     connection.on('end', done);
     connection.on('error', done);
@@ -165,13 +164,12 @@ function killMysql(pool: MysqlPool, threads: readonly number[]): Promise<void> {
     } catch {
       return resolve();
     }
-    let timer: NodeJS.Timeout | undefined;
     const done = (): void => {
       clearTimeout(timer);
       killer.destroy();
       resolve();
     };
-    timer = setTimeout(done, SERVER_RELEASE_WAIT_MS);
+    const timer = setTimeout(done, SERVER_RELEASE_WAIT_MS);
     killer.on('error', done);
     let left = threads.length;
     for (const thread of threads) {
