@@ -74,7 +74,14 @@ export class MappingListener {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    const client = new Client(this.options.connection);
+    let client: Client;
+    try {
+      client = new Client(this.options.connection);
+    } catch {
+      // Run from a timer: a throw here would be an unhandled rejection that ends the process.
+      this.retry();
+      return;
+    }
     this.client = client;
     client.on('error', () => this.lost(client));
     client.on('end', () => this.lost(client));
@@ -89,7 +96,8 @@ export class MappingListener {
       this.lost(client);
       return;
     }
-    if (this.client !== client) return;
+    // Stopped while connecting: stop() has ended it.
+    if (this.client !== client || this.stopped) return;
     this.failures = 0;
     this.listening = true;
     this.options.onUp(this.everUp);
@@ -103,6 +111,11 @@ export class MappingListener {
     this.listening = false;
     this.options.onDown();
     client.end().catch(() => undefined);
+    this.retry();
+  }
+
+  /** Connects again after a backoff, unless stopped. */
+  private retry(): void {
     if (this.stopped) return;
     const backoff = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** this.failures++);
     this.timer = setTimeout(
