@@ -19,7 +19,9 @@ import { hidePassword } from './cell-client';
  *   gives up leaves mysql2's queue;
  * - each query has a deadline (`queryTimeoutMs`, the context's or the cell's): one that passes it
  *   fails with QueryTimeoutError and its connection is closed (mysql2 would hand the connection, its
- *   statement still running on the server, to the next caller);
+ *   statement still running on the server, to the next caller); a stream's deadline bounds each of
+ *   its waits on the server, not the time its consumer holds it paused (see StreamWait);
+ * - a stream whose connection is lost fails (mysql2 tells only the connection, not the stream);
  * - a connection is never handed back to the pool inside a transaction, nor after it was lost: it
  *   is destroyed instead;
  * - every connection has an `'error'` listener for its whole life (mysql2's pool listens once);
@@ -58,16 +60,22 @@ interface PoolConnection {
   config: object;
   stream?: { destroy(error?: Error): void };
   query(...args: unknown[]): unknown;
+  pause(): void;
+  resume(): void;
   release(): void;
   destroy(): void;
   on(event: 'error', listener: (error: unknown) => void): unknown;
   [kLostError]?: unknown;
   [kGuarded]?: true;
+  /** The stream running on this connection, if any. */
+  [kStreamWait]?: StreamWait;
 }
 
-/** What is used of a mysql2 Query command: its deadline timer. */
+/** What is used of a mysql2 Query command: its deadline timer, and its events when it has no callback. */
 interface QueryCommand {
   queryTimeout?: NodeJS.Timeout | null;
+  on(event: 'fields' | 'result' | 'end' | 'error', listener: () => void): unknown;
+  emit(event: 'error', error: unknown): boolean;
 }
 
 type GetConnectionCallback = (error: Error | null, connection?: PoolConnection) => void;
@@ -98,6 +106,7 @@ interface MysqlDriverInternals {
 }
 
 const kGuarded = Symbol('typeorm-cells.mysqlGuarded');
+const kStreamWait = Symbol('typeorm-cells.mysqlStreamWait');
 
 /**
  * A MySQL/MariaDB DataSource of `options` whose pool is guarded (see above).
@@ -240,7 +249,19 @@ function guardConnection(connection: PoolConnection, queryTimeoutMs: number): Po
   connection[kGuarded] = true;
   connection.on('error', (error) => {
     connection[kLostError] ??= error;
+    connection[kStreamWait]?.fail(error);
   });
+  // mysql2's stream pauses the connection while its consumer does not read: that time is not a wait on the server.
+  const pause = connection.pause.bind(connection);
+  connection.pause = () => {
+    connection[kStreamWait]?.pause();
+    pause();
+  };
+  const resume = connection.resume.bind(connection);
+  connection.resume = () => {
+    connection[kStreamWait]?.resume();
+    resume();
+  };
   // Authenticated: mysql2 reads the password again only for changeUser, which TypeORM never sends.
   Object.defineProperty(connection.config, 'password', { value: undefined, enumerable: false, writable: true, configurable: true });
   const query = connection.query.bind(connection);
@@ -248,7 +269,8 @@ function guardConnection(connection: PoolConnection, queryTimeoutMs: number): Po
     const timeoutMs = currentContext()?.queryTimeoutMs ?? queryTimeoutMs;
     const last = args.length - 1;
     const callback = args[last];
-    if (timeoutMs <= 0 || typeof callback !== 'function') return query(...args);
+    if (typeof callback !== 'function') return StreamWait.start(connection, query(...args) as QueryCommand, timeoutMs);
+    if (timeoutMs <= 0) return query(...args);
     const [sql] = args;
     const own = typeof sql === 'object' && sql !== null ? (sql as { timeout?: number }).timeout : undefined;
     const limit = own !== undefined && own > 0 ? Math.min(own, timeoutMs) : timeoutMs;
@@ -279,6 +301,90 @@ function guardConnection(connection: PoolConnection, queryTimeoutMs: number): Po
     return sent.command;
   };
   return connection;
+}
+
+/**
+ * The waits on the server of a query sent without a callback (TypeORM's `stream()`), which mysql2
+ * answers only with events ('fields', 'result' per row, 'end', 'error'):
+ * - each wait (until its first row, each next row, its end) has the deadline `timeoutMs`, as
+ *   cell-client.ts bounds each batch of a PostgreSQL cursor; the time its connection is paused (its
+ *   stream's consumer does not read) is not counted. A wait that passes the deadline records the
+ *   loss (QueryDeadlineExceeded), destroys the connection's socket and fails the query with it;
+ * - a connection lost while it runs fails it: mysql2 gives the error of a query without a callback
+ *   to its connection only, and the query's stream would wait for ever.
+ * The stream then fails (typed by query-builder.ts) and its release destroys the connection.
+ */
+class StreamWait {
+  private timer: NodeJS.Timeout | undefined;
+  private paused = false;
+  private done = false;
+
+  private constructor(
+    private readonly connection: PoolConnection,
+    private readonly command: QueryCommand,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Bounds the waits of `command`, just sent on `connection`; returns `command`. */
+  static start(connection: PoolConnection, command: QueryCommand, timeoutMs: number): QueryCommand {
+    const wait = new StreamWait(connection, command, timeoutMs);
+    // Each row or column list ends a wait and starts the next.
+    command.on('fields', () => wait.arm());
+    command.on('result', () => wait.arm());
+    // Also an 'error' listener for the query's whole life: emitted after its stream was destroyed,
+    // an error without one would be thrown.
+    command.on('end', () => wait.finish());
+    command.on('error', () => wait.finish());
+    connection[kStreamWait] = wait;
+    wait.arm();
+    const lost = connection[kLostError];
+    // A closed connection answers within query(): failed once TypeORM has made the query's stream.
+    if (lost !== undefined) process.nextTick(() => wait.fail(lost));
+    return command;
+  }
+
+  /** The consumer stopped reading: no wait on the server until it reads again. */
+  pause(): void {
+    this.paused = true;
+    this.clear();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.arm();
+  }
+
+  /** Fails the query with `error` (once; not after it ended). */
+  fail(error: unknown): void {
+    if (this.done) return;
+    this.finish();
+    this.command.emit('error', error);
+  }
+
+  private arm(): void {
+    this.clear();
+    if (this.done || this.paused || this.timeoutMs <= 0) return;
+    this.timer = setTimeout(() => this.expire(), this.timeoutMs);
+  }
+
+  private expire(): void {
+    // The statement may still run on the server and answer later: this connection cannot be reused.
+    const deadline = new QueryDeadlineExceeded(this.timeoutMs);
+    this.connection[kLostError] ??= deadline;
+    this.connection.stream?.destroy();
+    this.fail(deadline);
+  }
+
+  private finish(): void {
+    this.done = true;
+    this.clear();
+    if (this.connection[kStreamWait] === this) this.connection[kStreamWait] = undefined;
+  }
+
+  private clear(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
-/** A TCP forwarder in front of a PostgreSQL server, to take a database away without touching it. */
+/** A TCP forwarder in front of a database server, to take a database away without touching it. */
 export interface Forwarder {
   /** `url` with its host and port replaced by the forwarder's. */
   url(url: string): string;
@@ -11,6 +11,13 @@ export interface Forwarder {
   cut(): Promise<void>;
   /** Listens again on the same port. */
   restore(): Promise<void>;
+  /**
+   * A hung network: stops forwarding data either way on every connection, which stay open (a
+   * server that stops answering, without SIGSTOP) until `flow()`.
+   */
+  stall(): void;
+  /** Forwards again what `stall()` held, and everything after it. */
+  flow(): void;
   /** Cuts and leaves it cut. */
   close(): Promise<void>;
 }
@@ -45,13 +52,27 @@ export function viaLoopbackPort(url: string, port: number): string {
 /** Starts forwarding a free loopback port to `target`'s host and port. */
 export async function startForwarder(target: string): Promise<Forwarder> {
   const sockets = new Set<Socket>();
+  const pairs = new Set<[Socket, Socket]>();
+  let stalled = false;
   let server: Server | undefined;
   let listenPort = 0;
+  const forward = ([client, upstream]: [Socket, Socket]): void => {
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  const hold = ([client, upstream]: [Socket, Socket]): void => {
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    client.pause();
+    upstream.pause();
+  };
   const listen = async (): Promise<void> => {
     const next = createServer((client) => {
-      const upstream = connectUpstream(client, target, sockets);
-      client.pipe(upstream);
-      upstream.pipe(client);
+      const pair: [Socket, Socket] = [client, connectUpstream(client, target, sockets)];
+      pairs.add(pair);
+      client.once('close', () => pairs.delete(pair));
+      if (stalled) hold(pair);
+      else forward(pair);
     });
     await new Promise<void>((resolve, reject) => {
       next.once('error', reject);
@@ -72,5 +93,13 @@ export async function startForwarder(target: string): Promise<Forwarder> {
     cut,
     restore: listen,
     close: cut,
+    stall() {
+      stalled = true;
+      for (const pair of pairs) hold(pair);
+    },
+    flow() {
+      stalled = false;
+      for (const pair of pairs) forward(pair);
+    },
   };
 }
