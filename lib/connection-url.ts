@@ -1,4 +1,5 @@
 import { BadConnectionUrlError } from './errors';
+import { parseSecretReference, type SecretReference } from './secret-reference';
 
 /**
  * The database engines a cell (or the API database) may run on, as TypeORM's `type` names them:
@@ -55,6 +56,11 @@ export interface ConnectionParts {
   port: number;
   username: string;
   password: string | undefined;
+  /**
+   * From `?password=<kind>:<reference>`: where the password is kept, resolved when the DataSource
+   * opens (secret-reference.ts). Never given with `password`.
+   */
+  passwordRef?: SecretReference;
   database: string;
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
   /** PostgreSQL: from `?application_name=`: what the server shows in `pg_stat_activity.application_name`. */
@@ -69,9 +75,9 @@ export interface ConnectionParts {
  * works with psql or mysql must not quietly mean something else here.
  */
 const URL_PARAMETERS: Readonly<Record<Engine, ReadonlySet<string>>> = {
-  postgres: new Set(['sslmode', 'ssl', 'application_name']),
-  mysql: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
-  mariadb: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
+  postgres: new Set(['sslmode', 'ssl', 'application_name', 'password']),
+  mysql: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset', 'password']),
+  mariadb: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset', 'password']),
 };
 
 /** `scheme://user:`: where a URL's password would start. */
@@ -218,8 +224,10 @@ export function redactUrl(url: string): string {
  * @param cellLabel how errors name the database (`cell 'name' (uuid)`, `the API database`).
  * @throws BadConnectionUrlError when the URL is empty, longer than 8192 characters, has control
  * characters, is unparsable, has another scheme, has no database, or carries a query parameter
- * its engine does not read (PostgreSQL: `sslmode`, `ssl`, `application_name`; MySQL and MariaDB:
- * `sslmode`, `ssl-mode`, `ssl`, `charset`).
+ * its engine does not read (PostgreSQL: `sslmode`, `ssl`, `application_name`, `password`; MySQL and
+ * MariaDB: `sslmode`, `ssl-mode`, `ssl`, `charset`, `password`), or a `?password=` that is not a
+ * secret reference (`env:NAME`, `file:/absolute/path`, `<kind>:<reference>`) or comes with a
+ * password after the user name.
  */
 export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
   if (typeof url !== 'string' || url.trim() === '') {
@@ -270,10 +278,15 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
       throw new BadConnectionUrlError(
         cellLabel,
         `query parameter '${key.slice(0, 40)}' is not supported; the ones read are ${[...known].join(', ')}` +
-          (key === 'password' || key === 'user' ? ', and the user and password go before the host' : ''),
+          (key === 'user' ? ', and the user goes before the host' : ''),
       );
     }
   }
+  const reference = parsed.searchParams.get('password');
+  if (reference !== null && parsed.password !== '') {
+    throw new BadConnectionUrlError(cellLabel, 'it gives a password after the user name and a ?password= reference: keep one');
+  }
+  const passwordRef = reference === null ? undefined : parseSecretReference(reference, cellLabel);
   const applicationName = parsed.searchParams.get('application_name') ?? undefined;
   const charset = parsed.searchParams.get('charset') ?? undefined;
   const sslmode = (
@@ -299,6 +312,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
     port,
     username: safeDecode(parsed.username, cellLabel) || DEFAULT_USER[type],
     password: parsed.password === '' ? undefined : safeDecode(parsed.password, cellLabel),
+    ...(passwordRef === undefined ? {} : { passwordRef }),
     database,
     ssl,
     ...(applicationName === undefined ? {} : { applicationName }),

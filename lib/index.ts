@@ -34,6 +34,7 @@ export {
   NoTargetCellError,
   QueryTimeoutError,
   ScatterGatherAbortedError,
+  SecretResolutionError,
   ServerBusyError,
   UnknownCellError,
   UnknownHostError,
@@ -41,6 +42,7 @@ export {
 } from './errors';
 export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
+export type { ResolveSecret, SecretOwner, SecretReference } from './secret-reference';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
 export type {

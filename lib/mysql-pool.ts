@@ -8,6 +8,7 @@ import { DEFAULTS, type CreateDataSource, type MysqlOptions, type PoolBounds } f
 import { CellBusyError, CellsNotReadyError, MissingDriverError } from './errors';
 import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { hidePassword } from './cell-client';
+import { connectWithFreshSecret, secretSourceOf, type SecretSource } from './secret-reference';
 
 /**
  * The mysql2 pool of every MySQL or MariaDB DataSource typeorm-cells opens, made safe for shared
@@ -132,6 +133,9 @@ export function guardedMysqlDataSource(
     }),
   );
   const driver = dataSource.driver as unknown as MysqlDriverInternals;
+  // A password from a secret reference: read from its source by each new connection (a refreshed
+  // one then applies), and resolved again once when the server refuses it.
+  const secret = secretSourceOf((options as { password?: unknown }).password);
   const buildOptions = driver.createConnectionOptions.bind(driver);
   driver.createConnectionOptions = (driverOptions, credentials) => {
     const built = buildOptions(driverOptions, credentials);
@@ -143,18 +147,18 @@ export function guardedMysqlDataSource(
   // mysql2's PoolConfig copies the password into an enumerable field of its ConnectionConfig, which
   // every pooled connection then copies: it is hidden there before the pool makes a connection.
   driver.mysql = Object.create(mysqlModule, {
-    createPool: { value: (config: object): Pool => hidePoolPassword(mysqlModule.createPool(config)), enumerable: false },
+    createPool: { value: (config: object): Pool => hidePoolPassword(mysqlModule.createPool(config), secret), enumerable: false },
   }) as Mysql2Module;
   const createPool = driver.createPool.bind(driver);
   driver.createPool = (connectionOptions) => {
     // Hidden before the pool makes its first connection: each connection copies the config's descriptors.
     const { password } = connectionOptions as { password?: unknown };
     delete (connectionOptions as { password?: unknown }).password;
-    return createPool(withHiddenPassword(connectionOptions, password));
+    return createPool(withHiddenPassword(connectionOptions, password, secret));
   };
   typeQueryRunnerErrors(dataSource, () => label);
   guardRelease(dataSource);
-  guardCheckout(driver, label, bounds);
+  guardCheckout(driver, label, bounds, secret);
   return dataSource;
 }
 
@@ -163,19 +167,21 @@ export function guardedMysqlDataSource(
  * property descriptors into each connection's config, so neither prints it in `util.inspect`
  * (without `showHidden`) or JSON.
  */
-function withHiddenPassword(connectionOptions: object, password: unknown): object {
-  if (password !== undefined) {
+function withHiddenPassword(connectionOptions: object, password: unknown, secret: SecretSource | undefined): object {
+  if (secret !== undefined) {
+    Object.defineProperty(connectionOptions, 'password', { get: () => secret.current(), enumerable: false, configurable: true });
+  } else if (password !== undefined) {
     Object.defineProperty(connectionOptions, 'password', { get: () => password, enumerable: false, configurable: true });
   }
   return connectionOptions;
 }
 
 /** `pool` with the password of its connection config made a non-enumerable getter (see withHiddenPassword). */
-function hidePoolPassword(pool: Pool): Pool {
+function hidePoolPassword(pool: Pool, secret: SecretSource | undefined): Pool {
   const config = pool.config.connectionConfig as { password?: unknown };
   const { password } = config;
   delete config.password;
-  withHiddenPassword(config, password);
+  withHiddenPassword(config, password, secret);
   return pool;
 }
 
@@ -183,7 +189,7 @@ function hidePoolPassword(pool: Pool): Pool {
  * Wraps the driver's checkout: bounded by `acquireTimeoutMs` and by a scatter-gather's deadline,
  * and each connection guarded once (error listener, query deadlines, password dropped).
  */
-function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: PoolBounds): void {
+function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: PoolBounds, secret: SecretSource | undefined): void {
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
     const pool = driver.pool;
@@ -212,7 +218,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
         resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
-      pool.getConnection(onConnection);
+      const queued = connectWithFreshSecret(secret, (callback: GetConnectionCallback) => pool.getConnection(callback), onConnection);
       if (!mayQueue) return;
       const started = performance.now();
       const abandon = (reason?: Error): void => {
@@ -224,7 +230,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         // Leave mysql2's queue, which would otherwise only grow while the pool stays saturated.
         const queue = pool._connectionQueue;
         for (let index = 0; index < queue.length; index++) {
-          if (queue.get(index) === onConnection) {
+          if (queue.get(index) === queued || queue.get(index) === onConnection) {
             queue.removeOne(index);
             break;
           }
