@@ -237,7 +237,8 @@ export function isPasswordRefused(error: unknown): boolean {
 
 /**
  * Opens a connection with `connect` (callback style: pg-pool's and mysql2's); when the server
- * refuses the password of `source`, resolves it again once and, if it changed, opens once more.
+ * refuses the password of `source`, resolves it again once (unless another connection already
+ * did) and, if it changed, opens once more.
  * What `callback` gets is the outcome of the last attempt (or the SecretResolutionError).
  * @returns the callback handed to `connect` first, so a caller can find it in the pool's queue.
  * @internal
@@ -251,8 +252,12 @@ export function connectWithFreshSecret<E, A extends unknown[]>(
     connect(callback);
     return callback;
   }
+  // A connection that started before another's refusal was answered may fail with the old
+  // password after the new one arrived: it tries again with that one, resolving nothing.
+  const used = source.current();
   const first = (error: E, ...results: A): void => {
     if (error == null || !isPasswordRefused(error)) return callback(error, ...results);
+    if (source.current() !== used) return connect(callback);
     source.refresh().then(
       (changed) => (changed ? connect(callback) : callback(error, ...results)),
       (resolutionError: unknown) => callback(resolutionError as E, ...results),
