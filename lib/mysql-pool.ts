@@ -86,6 +86,8 @@ interface Pool {
   config: { connectionLimit: number; connectionConfig: object };
   _allConnections: { length: number; get(index: number): PoolConnection };
   _freeConnections: { length: number };
+  /** mysql2 3.x: the copy of `config.connectionConfig` each new connection gets. */
+  _createConnectionConfig?: () => object;
   _connectionQueue: { length: number; get(index: number): unknown; removeOne(index: number): unknown };
   getConnection(callback: GetConnectionCallback): void;
 }
@@ -163,25 +165,44 @@ export function guardedMysqlDataSource(
 }
 
 /**
- * `connectionOptions` with `password` as a non-enumerable getter: mysql2 copies its config's
- * property descriptors into each connection's config, so neither prints it in `util.inspect`
- * (without `showHidden`) or JSON.
+ * `connectionOptions` with `password` as a getter on a prototype of its own: mysql2 copies its
+ * config's own property descriptors (and keeps its prototype) into each connection's config, so
+ * every connection reads it, and no `util.inspect` (not even with `showHidden` and `getters`) or
+ * JSON prints it. With a secret reference, it reads the source's current password, so a password
+ * resolved again reaches the next new connection.
  */
 function withHiddenPassword(connectionOptions: object, password: unknown, secret: SecretSource | undefined): object {
-  if (secret !== undefined) {
-    Object.defineProperty(connectionOptions, 'password', { get: () => secret.current(), enumerable: false, configurable: true });
-  } else if (password !== undefined) {
-    Object.defineProperty(connectionOptions, 'password', { get: () => password, enumerable: false, configurable: true });
-  }
+  if (secret === undefined && password === undefined) return connectionOptions;
+  const read = secret === undefined ? () => password : () => secret.current();
+  const holder = Object.create(Object.getPrototypeOf(connectionOptions) as object | null, {
+    password: { get: read, enumerable: false, configurable: true },
+  }) as object;
+  Object.setPrototypeOf(connectionOptions, holder);
   return connectionOptions;
 }
 
-/** `pool` with the password of its connection config made a non-enumerable getter (see withHiddenPassword). */
+/**
+ * `pool` with no password in its connection config: each new connection's copy of the config
+ * (mysql2's `_createConnectionConfig`, 3.x) gets it as a plain non-enumerable value, read then
+ * (from the secret source, with a reference), and drops it once authenticated (guardConnection),
+ * so no `util.inspect` option shows it on the pool or an open connection. A mysql2 without that
+ * method shares the config: it keeps the password as a hidden getter (withHiddenPassword).
+ */
 function hidePoolPassword(pool: Pool, secret: SecretSource | undefined): Pool {
   const config = pool.config.connectionConfig as { password?: unknown };
   const { password } = config;
   delete config.password;
-  withHiddenPassword(config, password, secret);
+  const copyConfig = pool._createConnectionConfig?.bind(pool);
+  if (copyConfig === undefined) {
+    withHiddenPassword(config, password, secret);
+    return pool;
+  }
+  const read = secret === undefined ? () => password : () => secret.current();
+  pool._createConnectionConfig = () => {
+    const copy = copyConfig();
+    Object.defineProperty(copy, 'password', { value: read(), enumerable: false, writable: true, configurable: true });
+    return copy;
+  };
   return pool;
 }
 
