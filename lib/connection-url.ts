@@ -122,7 +122,8 @@ const MAX_SPACED_PASSWORD = 2 * MAX_URL_LENGTH;
  * with `***`. Applied to every message, log line and CLI output that could carry a connection
  * string. Passwords may hold `@`, `:`, `/`, `\`, brackets, percent-escapes, any unicode, and a raw
  * space or double quote (a URL in free text then runs on to the last `@` of its line that
- * `host:port` or `host/path` follows). When unsure where a password ends, it masks more, never
+ * `host:port` or `host/path` follows). A URL's built-in secret reference (`?password=env:NAME`,
+ * `&password=file:/path`) is no password and is kept. When unsure where a password ends, it masks more, never
  * less; text holding no URL user-info and no password keyword is returned unchanged. Linear in the
  * length of `text`.
  */
@@ -141,9 +142,22 @@ export function maskSecrets(text: string): string {
     URL_PASSWORD_START.lastIndex = Math.max(at, scanned);
   }
   masked += text.slice(from);
-  return masked.replace(KEYWORD_PASSWORD, (_match, key: string, value: string) =>
-    value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`,
-  );
+  return masked.replace(KEYWORD_PASSWORD, (match: string, key: string, value: string, offset: number, whole: string) => {
+    if (isQueryReference(key, value, whole[offset - 1])) return match;
+    return value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`;
+  });
+}
+
+/** A built-in secret reference as a URL's query gives it: `env:NAME` or `file:/path`, to `&`, `#` or the end. */
+const QUERY_REFERENCE = /^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:\/[^\s&#"'\\]*)(?:[&#]|$)/;
+
+/**
+ * True for `?password=env:NAME` or `&password=file:/path` (secret-reference.ts): a URL's query
+ * names where its password is kept, which is no secret and which operators need to see. Other
+ * kinds (`resolveSecret`'s) stay masked: their references are the user's to judge.
+ */
+function isQueryReference(key: string, value: string, before: string | undefined): boolean {
+  return key === 'password=' && (before === '?' || before === '&') && QUERY_REFERENCE.test(value);
 }
 
 /**
