@@ -35,7 +35,7 @@ export interface SecretOwner {
  */
 export type ResolveSecret = (ref: SecretReference, cell: SecretOwner) => string | undefined | Promise<string | undefined>;
 
-/** How a DataSource's secret is resolved. @internal */
+/** How a DataSource's secret is resolved; not exported from the package. */
 export interface SecretSettings {
   resolveSecret?: ResolveSecret | undefined;
   /** Bound of each resolution, in ms (the connect timeout). */
@@ -123,7 +123,7 @@ export type SecretPassword = (() => string) & { readonly [kSecretSource]: Secret
 /**
  * The password of one DataSource: resolved before it opens (`resolve`), then answered from memory
  * to every new connection (`password`); resolved again by `refresh` when the server refused it.
- * `util.inspect` and JSON show its reference's kind only. @internal
+ * `util.inspect` and JSON show its reference's kind only. (Not exported from the package.)
  */
 export class SecretSource {
   /** What TypeORM's `password` option gets: the resolved password, read per new connection. */
