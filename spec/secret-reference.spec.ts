@@ -9,6 +9,7 @@ import {
   CellMapping,
   Cells,
   SecretResolutionError,
+  readFromReplica,
   targetCell,
   type CellsLogEvent,
   type CellsOptions,
@@ -155,6 +156,26 @@ describe('resolving references when a cell opens', () => {
     const cells = await openCells();
     try {
       expect(await countWidgets(cells, cell)).toBeGreaterThanOrEqual(0);
+    } finally {
+      await cells.destroy();
+    }
+  });
+
+  it("resolves a reader's reference too: a replica read opens the reader with its password", async () => {
+    const file = join(dir, 'reader-file');
+    await writeFile(file, password);
+    process.env[ENV] = password;
+    const cell = await world.lib.mappings.createCell({
+      name: `with-reader-${suffix}`,
+      databaseConnection: cellUrl(`password=env:${ENV}`),
+      readConnections: [cellUrl(`password=file:${encodeURIComponent(file)}`)],
+    });
+    const events: CellsLogEvent[] = [];
+    const cells = await openCells({ logger: (event) => void events.push(event) });
+    try {
+      await targetCell(cell, () => readFromReplica(() => cells.getRepository(Widget).count()));
+      expect(events.map((e) => e.type)).toContain('replica-open');
+      expect(events.map((e) => e.type)).not.toContain('replica-unavailable');
     } finally {
       await cells.destroy();
     }
