@@ -355,7 +355,10 @@ export class CellMappings {
 
   /**
    * Changes a cell's name, connection, transport URL or disabled flag. A new connection closes the
-   * cell's open DataSource in every process; the next call opens the new database.
+   * cell's open DataSource in every process (once its running calls finish); the next call opens
+   * the new database. Giving `databaseConnection` or `readConnections` does so even when they are
+   * unchanged: after rotating the secret a URL references (`?password=file:...`), that reopens the
+   * cell with the new password everywhere, as `cells.reloadCell` does in one process.
    * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
@@ -384,7 +387,12 @@ export class CellMappings {
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
           if (disabled !== undefined) cell.disabled = disabled;
           const saved = await tx.save(cell);
-          const reconnect = connectionsOf(saved) !== before.connections;
+          // Restating a connection, even unchanged, reopens the cell: its secret reference
+          // (`?password=env:...`) may now resolve to a rotated password.
+          const reconnect =
+            connectionsOf(saved) !== before.connections ||
+            patch.databaseConnection !== undefined ||
+            patch.readConnections !== undefined;
           return [
             saved,
             {

@@ -17,7 +17,7 @@ import {
 } from '../lib';
 import { parseConnectionUrl } from '../lib/connection-url';
 import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from './support/cells';
-import { capturingLogger } from './support/peers';
+import { capturingLogger, eventually } from './support/peers';
 import { startSecondServer, type SecondServer } from './support/second-server';
 import { Widget } from './support/widget';
 
@@ -386,6 +386,31 @@ describe('rotation', () => {
       await cells.destroy();
     }
   }, 30_000);
+});
+
+describe('rotation through a mapping write', () => {
+  it('reopens the cell in another process when its unchanged URL is written again', async () => {
+    const file = join(dir, 'written');
+    await writeFile(file, password);
+    const cell = await mapCell('written', `password=file:${encodeURIComponent(file)}`);
+    const events: CellsLogEvent[] = [];
+    const other = await openCells({ logger: (event) => void events.push(event) });
+    const opens = (): number => events.filter((e) => e.type === 'open' && 'key' in e && e.key === cell.uuid).length;
+    try {
+      await countWidgets(other, cell);
+      expect(opens()).toBe(1);
+      const next = `${SENTINEL}-four`;
+      await writeFile(file, next);
+      await alterRole(next);
+      password = next;
+      await world.lib.mappings.updateCell(cell.uuid, { databaseConnection: cell.databaseConnection });
+      await eventually(() => events.some((e) => e.type === 'evict' && 'key' in e && e.key === cell.uuid), 5_000);
+      await countWidgets(other, cell);
+      expect(opens()).toBe(2);
+    } finally {
+      await other.destroy();
+    }
+  });
 });
 
 describe('the resolved password is shown nowhere', () => {
