@@ -9,6 +9,7 @@ import {
   CellMapping,
   Cells,
   SecretResolutionError,
+  getContext,
   readFromReplica,
   targetCell,
   type CellsLogEvent,
@@ -414,12 +415,16 @@ describe('rotation through a mapping write', () => {
 });
 
 describe('the resolved password is shown nowhere', () => {
-  it('not in the API database, stats, inspect or JSON of Cells, its DataSources, mappings and contexts', async () => {
+  it('not in the API database, stats, inspect or JSON of Cells, its DataSources, mappings and the context', async () => {
     process.env[ENV] = password;
     const cell = await mapCell('shown', `password=env:${ENV}`);
     const cells = await openCells();
     try {
-      await countWidgets(cells, cell);
+      await targetCell(cell, async () => {
+        await cells.getRepository(Widget).count();
+        const context = getContext();
+        capture(inspect(context, { depth: 8, showHidden: true }), JSON.stringify(context), String(context));
+      });
       const { registry } = cells as unknown as { registry: { dataSources(): object[] } };
       expect(registry.dataSources()).toHaveLength(1);
       for (const dataSource of registry.dataSources()) {
