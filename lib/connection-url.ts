@@ -298,7 +298,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
   }
   const reference = parsed.searchParams.get('password');
   if (reference !== null && parsed.password !== '') {
-    throw new BadConnectionUrlError(cellLabel, 'it gives a password after the user name and a ?password= reference: keep one');
+    throw new BadConnectionUrlError(cellLabel, 'it gives both a password after the user name and a secret reference in its query: keep one');
   }
   const passwordRef = reference === null ? undefined : parseSecretReference(reference, cellLabel);
   const applicationName = parsed.searchParams.get('application_name') ?? undefined;

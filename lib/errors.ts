@@ -270,7 +270,7 @@ export class SecretResolutionError extends CellsError {
   constructor(readonly cell: string, readonly kind: string, reason: string) {
     super(
       `The password of ${cell} could not be resolved from its '${kind}' secret reference: ${reason}. ` +
-        `Check the reference in its URL (?password=${kind}:...) and that the secret exists where it points.`,
+        `Check the secret reference in its URL's query and that the secret exists where it points.`,
     );
   }
 }

@@ -63,14 +63,14 @@ export function parseSecretReference(value: string, label: string): SecretRefere
   if (!KIND.test(kind) || reference === '') {
     throw new BadConnectionUrlError(
       label,
-      `its ?password= is not a secret reference such as env:NAME or file:/path; a literal password goes after the user name`,
+      'its password query parameter is not a secret reference (env:NAME, file:/path or kind:reference); a literal password goes after the user name',
     );
   }
   if (kind === 'env' && !ENV_NAME.test(reference)) {
-    throw new BadConnectionUrlError(label, `its ?password=env: reference is not an environment variable name (letters, digits, _)`);
+    throw new BadConnectionUrlError(label, 'its env secret reference is not an environment variable name (letters, digits, _)');
   }
   if (kind === 'file' && !isAbsolute(reference)) {
-    throw new BadConnectionUrlError(label, `its ?password=file: reference is not an absolute path`);
+    throw new BadConnectionUrlError(label, 'its file secret reference is not an absolute path');
   }
   return { kind, reference };
 }

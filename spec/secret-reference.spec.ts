@@ -10,6 +10,7 @@ import {
   Cells,
   SecretResolutionError,
   getContext,
+  maskSecrets,
   readFromReplica,
   targetCell,
   type CellsLogEvent,
@@ -121,12 +122,14 @@ describe('parsing ?password= references', () => {
   it.each([
     ['a literal password', `?password=${SENTINEL}`, /not a secret reference/],
     ['an empty reference', '?password=env:', /not a secret reference/],
-    ['a bad variable name', `?password=env:${SENTINEL}-x`, /not an environment variable name/],
-    ['a relative file', `?password=file:${SENTINEL}.txt`, /not an absolute path/],
+    ['a bad variable name', `?password=env:${SENTINEL}-x`, /env secret reference is not an environment variable name/],
+    ['a relative file', `?password=file:${SENTINEL}.txt`, /file secret reference is not an absolute path/],
   ])('refuses %s without echoing it', (_what, query, reason) => {
     const error = captureError(() => parseConnectionUrl(`postgres://app@db1/cell1${query}`, "cell 'c1'"));
     expect(error).toBeInstanceOf(BadConnectionUrlError);
     expect((error as Error).message).toMatch(reason);
+    // Nothing for masking to hide: the message reads the same once masked.
+    expect(maskSecrets((error as Error).message)).toBe((error as Error).message);
     expect(inspect(error)).not.toContain(SENTINEL);
   });
 
@@ -217,6 +220,7 @@ describe('resolving references when a cell opens', () => {
       expect((errors[0] as Error).message).toMatch(new RegExp(`missing-file.*ENOENT`));
       expect((errors[1] as Error).message).toMatch(/unset-env.*not set/);
       expect((errors[2] as Error).message).toMatch(/resolveSecret option/);
+      for (const error of errors) expect(maskSecrets((error as Error).message)).toBe((error as Error).message);
     } finally {
       await cells.destroy();
     }
