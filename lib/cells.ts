@@ -41,7 +41,7 @@ import {
   NoContextError,
   NoTargetCellError,
 } from './errors';
-import { CellMappings, connectionsOf } from './mappings';
+import { CellMappings, openedFrom } from './mappings';
 import { CellReaders } from './cell-readers';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import type { DataSourceRegistry } from './registry';
@@ -118,8 +118,8 @@ export class Cells {
       cellConnections: this.cellConnections,
       mappings: () => this.mappings,
       ready: () => this.state === 'ready',
-      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
-        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
+      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs, readOnly) =>
+        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given), true, readOnly),
       readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
       prepareEngine: (engine, label) => this.metadata.prepare(engine, label),
     });
@@ -162,7 +162,7 @@ export class Cells {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
-      onCellLoaded: (cell) => this.cells.check(cell.uuid, connectionsOf(cell)),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, openedFrom(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.
       onWrite: () => {
@@ -364,14 +364,16 @@ export class Cells {
   }
 
   /**
-   * `scatterGather` over every mapped cell (cached list). Like `mappings.allCells()`, it includes
-   * cell0 and disabled cells unless `includeCell0: false` / `includeDisabled: false`.
+   * `scatterGather` over every mapped cell (cached list): cell0 included unless `includeCell0:
+   * false`; disabled cells (state `'disabled'`) left out unless `includeDisabled: true`, and then
+   * their routed calls fail with CellDisabledError (reported as RaisedError). Cells of every other
+   * state are gathered; writes to a read-only cell fail with CellReadOnlyError.
    * @throws as `scatterGather`.
    */
   async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
     if (this.state !== 'ready') throw this.notReady();
     const { includeCell0, includeDisabled, ...gather } = objectArg(options, 'scatterGatherAll options');
-    const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
+    const cells = await this.mappings.allCells({ includeCell0, includeDisabled: includeDisabled ?? false });
     return this.scatterGather(cells, fn, gather);
   }
 
@@ -424,6 +426,7 @@ export class Cells {
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
     create?: CreateDataSource,
     budgeted = true,
+    readOnly = false,
   ): DataSource {
     return guardedDataSource(
       options,
@@ -433,6 +436,7 @@ export class Cells {
         queryTimeoutMs,
         acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
         budget: budgeted ? this.budgets?.of(options.host, options.port) : undefined,
+        readOnly,
       },
       create,
     );

@@ -21,7 +21,9 @@ export type { CellRef, ReadDeleted, ReadFrom, RequestContextInit } from './conte
 export {
   BadConnectionUrlError,
   CellBusyError,
+  CellDisabledError,
   CellInUseError,
+  CellReadOnlyError,
   CellSwitchInTransactionError,
   CellUnreachableError,
   CellsError,
@@ -59,5 +61,6 @@ export type {
   ScatterGatherOptions,
   ScatterGatherResult,
 } from './scatter';
-export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export { CELL0_UUID, CELL_STATES, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export type { CellState } from '../entities';
 export { API_MIGRATIONS } from '../migrations';

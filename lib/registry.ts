@@ -8,6 +8,8 @@ import type { Route } from './route';
 export interface OpenedCell {
   dataSource: DataSource;
   label: string;
+  /** The cell was read-only when opened: routed writes are refused (see Route.readOnly). */
+  readOnly?: boolean;
 }
 
 /** One open cell DataSource in the registry. @internal */
@@ -25,6 +27,7 @@ export class RegistryEntry implements Route {
     readonly dataSource: DataSource,
     readonly label: string,
     private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
+    readonly readOnly = false,
   ) {
     this.manager = dataSource.manager;
   }
@@ -64,6 +67,11 @@ export interface RegistryOptions {
   maxOpen: number;
   /** Close a DataSource unused for this long; 0 keeps it until the LRU bound evicts it. */
   idleTimeoutMs: number;
+  /**
+   * Checks that `key` may be opened before it takes a slot; throws a typed error when not (the
+   * callers of that open get it; no 'open-failed' event). Default: every key may.
+   */
+  admit?(key: string): Promise<void>;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
   open(key: string): Promise<OpenedCell>;
   /** Receives lifecycle events for logging; what it throws (or rejects with) is ignored. */
@@ -180,6 +188,7 @@ export class DataSourceRegistry {
   }
 
   private async open(key: string): Promise<RegistryEntry> {
+    await this.options.admit?.(key);
     await this.takeSlot();
     const started = performance.now();
     let opened: OpenedCell;
@@ -195,7 +204,7 @@ export class DataSourceRegistry {
     } finally {
       this.initializing--;
     }
-    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
+    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.readOnly === true);
     this.counters.opened++;
     // Opened after a forced close began: its callers fail at once too.
     this.forced?.(opened.dataSource);

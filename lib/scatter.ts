@@ -21,7 +21,11 @@ export interface ScatterGatherOptions {
   signal?: AbortSignal;
 }
 
-/** Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include. */
+/**
+ * Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include:
+ * cell0 unless `includeCell0: false`; disabled cells only with `includeDisabled: true` (their
+ * routed calls still fail with CellDisabledError, which reports them as RaisedError).
+ */
 export interface ScatterGatherAllOptions extends ScatterGatherOptions, AllCellsOptions {}
 
 /** The work done in each cell: runs inside `targetCell(cell)`, so routed repositories reach that cell. */

@@ -31,6 +31,8 @@ export class TransactionRoute implements Route, ActiveTransaction {
     readonly label: string,
     readonly queryRunner: QueryRunner,
     private readonly parent?: TransactionRoute,
+    /** Opened on a read-only cell: its routed writes are refused (see Route.readOnly). */
+    readonly readOnly = false,
   ) {
     this.manager = queryRunner.manager;
   }
@@ -79,7 +81,7 @@ export class TransactionRoute implements Route, ActiveTransaction {
       await previous;
       await this.queryRunner.startTransaction();
       // A rolled-back savepoint leaves the enclosing transaction going on (it may commit).
-      return await new TransactionRoute(this.owner, this.key, this.label, this.queryRunner, this).run(ctx, slot, fn);
+      return await new TransactionRoute(this.owner, this.key, this.label, this.queryRunner, this, this.readOnly).run(ctx, slot, fn);
     } catch (error) {
       throw translateConnectionError(error, this.label, this.queryRunner);
     } finally {
@@ -134,7 +136,7 @@ export async function runTransaction<T>(
     await runner.startTransaction(isolation);
     // A lost connection makes TypeORM release the runner; its pg client recorded the loss
     // (connection-pool.ts), so later statements fail typed.
-    return await new TransactionRoute(owner, key, route.label, runner).run(ctx, slot, fn);
+    return await new TransactionRoute(owner, key, route.label, runner, undefined, route.readOnly === true).run(ctx, slot, fn);
   } catch (error) {
     throw translateConnectionError(error, route.label, runner);
   } finally {
