@@ -261,10 +261,15 @@ describe('state changes', () => {
     expect([...written].filter((u) => !stored.has(u))).toEqual([]);
     const refusedButStored = outcomes.filter((o) => o.error !== undefined && o.kind !== 'read' && stored.has(o.uuid!));
     expect(refusedButStored).toEqual([]);
-    expect(outcomes.filter((o) => o.kind === 'transaction' && o.running === true && applied.some((a) => a.at.writer > o.started && a.at.writer < o.ended)).length).toBeGreaterThan(0);
+    const spanning = outcomes.filter((o) => o.kind === 'transaction' && o.running === true && applied.some((a) => a.at.writer > o.started && a.at.writer < o.ended));
+    expect(spanning.length).toBeGreaterThan(0);
     const max = Math.max(...delays);
-    reportFigure('cell states (PostgreSQL API, LISTEN/NOTIFY)', 'ms until a second Cells applies a state change, max of 8', Math.round(max), '< 1000');
-    reportFigure('cell states (PostgreSQL API, LISTEN/NOTIFY)', 'calls under load', outcomes.length, 'informational');
+    const scenario = 'cell states (PostgreSQL API, LISTEN/NOTIFY)';
+    reportFigure(scenario, 'ms until a second Cells applies a state change, max of 8', Math.round(max), '< 1000');
+    reportFigure(scenario, 'calls under load (2 Cells)', outcomes.length, 'informational');
+    reportFigure(scenario, 'writes and transactions refused typed', outcomes.filter((o) => o.kind !== 'read' && o.error !== undefined).length, 'informational');
+    reportFigure(scenario, 'transactions running across a change, failed', runningFailed.length, `must be 0 (of ${spanning.length})`);
+    reportFigure(scenario, 'refused writes found in the cell', refusedButStored.length, 'must be 0');
     expect(max).toBeLessThan(1000);
   }, 60_000);
 });

@@ -274,6 +274,24 @@ describe('DELETE /servers/:uuid and read_deleted', () => {
     expect(mapping).toEqual([{ queued_for_delete: true }]);
   });
 
+  it('answers 503 CELLS_CELL_READ_ONLY to a delete in a read-only cell, and still reads the server; 503 CELLS_CELL_DISABLED once disabled', async () => {
+    const p = project();
+    const created = await post('kept', p, `?cell=${near[0].mapping.name}`);
+    await world.lib.mappings.setCellState(near[0].mapping.uuid, 'read-only');
+    try {
+      const refused = await api().delete(`/servers/${created.uuid}`).set('x-project-id', p).expect(503);
+      expect(refused.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_READ_ONLY' } });
+      await api().get(`/servers/${created.uuid}`).set('x-project-id', p).expect(200);
+      const mapping = await rowsIn(world.api.url, 'SELECT queued_for_delete FROM instance_mappings WHERE instance_uuid = $1', [created.uuid]);
+      expect(mapping).toEqual([{ queued_for_delete: false }]);
+      await world.lib.mappings.setCellState(near[0].mapping.uuid, 'disabled');
+      const disabledRead = await api().get(`/servers/${created.uuid}`).set('x-project-id', p).expect(503);
+      expect(disabledRead.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_DISABLED' } });
+    } finally {
+      await world.lib.mappings.setCellState(near[0].mapping.uuid, 'active');
+    }
+  });
+
   it('shows a deleted server to admins with read_deleted=yes or only', async () => {
     const p = project();
     const created = await post('gone', p);
