@@ -79,7 +79,11 @@ function everyWrite(repo: Repository<Widget>, lib: Cells, existing: string): Arr
     ['restore', () => repo.restore({ uuid: existing })],
     ['increment', () => repo.increment({ uuid: existing }, 'size', 1)],
     ['decrement', () => repo.decrement({ uuid: existing }, 'size', 1)],
-    ['remove', async () => repo.remove((await repo.findOneByOrFail({ uuid: existing })))],
+    ['remove', async () => repo.remove(await repo.findOneByOrFail({ uuid: existing }))],
+    ['softRemove', async () => repo.softRemove(await repo.findOneByOrFail({ uuid: existing }))],
+    ['recover', async () => repo.recover(await repo.findOneByOrFail({ uuid: existing }))],
+    ['updateAll', () => repo.updateAll({ name: 'changed' })],
+    ['deleteAll', () => repo.deleteAll()],
     ['clear', () => repo.clear()],
     ['insert builder', () => qb().insert().values(widgetFor(cell.uuid)).execute()],
     ['update builder', () => qb().update().set({ name: 'changed' }).where('uuid = :u', { u: existing }).execute()],
@@ -118,7 +122,7 @@ describe('a read-only cell', () => {
     );
     const outcomes = results.flat();
     const writes = outcomes.filter((o) => !o.what.startsWith('read'));
-    expect(writes).toHaveLength(2 * 4 * 17);
+    expect(writes).toHaveLength(2 * 4 * 21);
     for (const { what, error } of writes) {
       expect({ what, error }).toEqual({ what, error: expect.any(CellReadOnlyError) });
       expect((error as CellReadOnlyError).code).toBe('CELLS_CELL_READ_ONLY');
