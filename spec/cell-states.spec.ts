@@ -21,6 +21,7 @@ import {
   type CallOutcome,
 } from './support/cell-states';
 import { createTestDatabase, rowsIn } from './support/databases';
+import { startStateWatcher, wallClockMs } from './support/state-watcher';
 import { Widget } from './support/widget';
 import { reportFigure } from './reliability/figures';
 import { sleep } from '../dev/wait';
@@ -276,6 +277,26 @@ describe('state changes', () => {
     reportFigure(scenario, 'refused writes found in the cell', refusedButStored.length, 'must be 0');
     expect(max).toBeLessThan(1000);
   }, 60_000);
+});
+
+describe('a second OS process', () => {
+  it('applies each state change in under 1 s (the built library, its own API connections and listener)', async () => {
+    const watcher = await startStateWatcher(world.api.url, cell.uuid);
+    try {
+      const delays: number[] = [];
+      for (const state of ['read-only', 'active', 'disabled', 'active', 'read-only', 'active'] as CellState[]) {
+        const started = wallClockMs();
+        const seen = watcher.seen(state);
+        await world.lib.mappings.setCellState(cell.uuid, state);
+        delays.push((await seen) - started);
+      }
+      const max = Math.max(...delays);
+      reportFigure('cell states (PostgreSQL API, LISTEN/NOTIFY)', 'ms from setCellState to a call of a second process behaving so, max of 6', Math.round(max), '< 1000');
+      expect(max).toBeLessThan(1000);
+    } finally {
+      await watcher.stop();
+    }
+  }, 30_000);
 });
 
 /** The error a call started while `state` applied must end with. */

@@ -6,6 +6,7 @@ import { apiMigrationSource, behavesAs, migrateApiBeforeCellStates, msUntilSeen,
 import { Gadget, createGadgetTable, gadgetFor } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { reportFigure } from '../reliability/figures';
+import { startStateWatcher, wallClockMs } from '../support/state-watcher';
 import { sleep } from '../../dev/wait';
 
 // Cell states with the API database on MariaDB (changes reach other processes through the change
@@ -113,6 +114,24 @@ describeMysql('cell states on MariaDB', () => {
       await other.destroy();
     }
   }, 60_000);
+
+  it('reaches a second OS process through the change log at the default poll interval', async () => {
+    const watcher = await startStateWatcher(api.url, cell.uuid, 'gadgets');
+    try {
+      const delays: number[] = [];
+      for (const state of ['read-only', 'active', 'disabled', 'active'] as CellState[]) {
+        const started = wallClockMs();
+        const seen = watcher.seen(state);
+        await writer.mappings.setCellState(cell.uuid, state);
+        delays.push((await seen) - started);
+      }
+      const max = Math.max(...delays);
+      reportFigure('cell states (MariaDB API, change log, the default poll interval (1000 ms))', 'ms from setCellState to a call of a second process behaving so, max of 4', Math.round(max), '< 1500');
+      expect(max).toBeLessThan(1500);
+    } finally {
+      await watcher.stop();
+    }
+  }, 30_000);
 
   it('converts disabled flags of existing rows in the CellStates migration, and back', async () => {
     const db = await createMysqlTestDatabase('cstates_mig', 'mariadb');
