@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import type * as OtelApi from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Meter, Span, Tracer } from '@opentelemetry/api';
 import { RouteTelemetry, dbStatusCode, errorType, safeErrorMessage } from './telemetry-attributes';
@@ -37,7 +36,10 @@ let api: typeof OtelApi | null | undefined;
 export function otelApi(): typeof OtelApi | undefined {
   if (api === undefined) {
     try {
-      api = createRequire(__filename)('@opentelemetry/api') as typeof OtelApi;
+      // A plain require, not createRequire: a test runner's module registry (Jest's) then gives
+      // the library the same API instance, and so the same context manager, as the application.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      api = require('@opentelemetry/api') as typeof OtelApi;
     } catch {
       api = null;
     }
@@ -51,7 +53,8 @@ function scopeVersion(): string | undefined {
     // Compiled to dist/lib/, run from source in lib/.
     for (const path of ['../../package.json', '../package.json']) {
       try {
-        const pkg = createRequire(__filename)(path) as { name?: string; version?: string };
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const pkg = require(path) as { name?: string; version?: string };
         if (pkg.name === 'typeorm-cells') {
           version = pkg.version ?? '';
           break;
