@@ -7,6 +7,8 @@ import { CellUnreachableError, UnknownCellError } from './errors';
 import { connectionsOf, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
+import type { Telemetry } from './telemetry';
+import { RouteTelemetry } from './telemetry-attributes';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -25,8 +27,13 @@ export interface CellDataSourcesHost {
   mappings(): CellMappings;
   /** True while Cells is ready (not initializing, not destroying). */
   ready(): boolean;
-  /** A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option. */
-  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs?: number): DataSource;
+  /** The telemetry of the Cells: open spans, open and eviction metrics. */
+  readonly telemetry: Telemetry;
+  /**
+   * A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option;
+   * `poolName` (the cell's uuid) names its pool in metrics.
+   */
+  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs: number | undefined, poolName: string): DataSource;
   /**
    * Readies what cells of `engine` share before the first opens (the entity metadata of MySQL and
    * MariaDB cells). @throws MissingDriverError when its driver package is not installed.
@@ -57,6 +64,7 @@ export class CellDataSources {
       maxOpen: options.maxOpenCells ?? DEFAULTS.maxOpenCells,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
       open: (key) => this.open(key),
+      telemetry: host.telemetry,
       onEvent: (event) => {
         this.forgetClosed(event);
         // Returned, so that the registry also contains the rejection of an async logger.
@@ -152,7 +160,7 @@ export class CellDataSources {
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
       await host.prepareEngine(parts.type, label);
-      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline);
+      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
         new CellReaders(key, cell.readConnections, label, shared, {
@@ -167,7 +175,7 @@ export class CellDataSources {
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
       if (now !== undefined && connectionsOf(now) === connectionsOf(cell) && (this.epochs.get(key) ?? 0) === epoch) {
         this.connections.set(key, connectionsOf(cell));
-        return { dataSource, label };
+        return { dataSource, label, telemetry: new RouteTelemetry(parts, cell) };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

@@ -11,6 +11,7 @@ import { maskDataSourceLogger } from './masked-logger';
 import { pgNativeDriver } from './pg-native';
 import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
+import type { PoolObserver } from './telemetry';
 import { learnServerVersion } from './server-version';
 import { API_LABEL } from './route';
 
@@ -234,6 +235,8 @@ export interface PoolBounds {
   acquireTimeoutMs: number;
   /** The budget of the database's server its connections open under; none: unbounded. */
   budget?: ServerBudget | undefined;
+  /** Receives the pool's connection waits and busy errors (metrics); none: not reported. */
+  observer?: PoolObserver | undefined;
 }
 
 /** Makes a DataSource of the given options (a cell's takes its metadata from the MetadataTemplate). @internal */
@@ -276,7 +279,7 @@ export function guardedDataSource(
       ),
     }),
   );
-  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget);
+  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget, bounds.observer);
   learnServerVersion(dataSource);
   return dataSource;
 }
