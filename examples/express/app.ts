@@ -1,4 +1,3 @@
-import { context } from '@opentelemetry/api';
 import express, { type Express } from 'express';
 import { bindContext, type Cells } from '../../lib';
 import { requestContext } from './context';
@@ -41,17 +40,9 @@ export function createApp(cells: Cells, options: AppOptions = {}): Express {
   }
   app.use(requestContext());
   // The body parser calls back from socket events, which run outside the request's async context:
-  // bind its callback so the handlers after it still see the context, and the request's span
-  // (OpenTelemetry's context.bind is a no-op when no SDK is registered).
+  // bind its callback so the handlers after it still see the context.
   app.use((req, res, next) =>
-    parseJson(
-      req,
-      res,
-      context.bind(
-        context.active(),
-        bindContext((error?: unknown) => next(error === undefined ? undefined : bodyError(error))),
-      ),
-    ),
+    parseJson(req, res, bindContext((error?: unknown) => next(error === undefined ? undefined : bodyError(error)))),
   );
   app.use('/servers', serverRoutes(cells, { listTimeoutMs: options.listTimeoutMs ?? 3000, log }));
   app.use(cellRoutes(cells, { healthTimeoutMs: options.healthTimeoutMs ?? 1000 }));

@@ -1,6 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import request from 'supertest';
@@ -8,13 +7,10 @@ import { DEFAULT_PROJECT } from '../../examples/express/context';
 import { startTelemetry, type Telemetry } from '../../examples/express/telemetry';
 import { createRole } from '../support/databases';
 import { createExampleApp, type ExampleApp } from '../support/example-app';
-import { freePort } from '../../dev/free-port';
-import { withTimeout } from '../../dev/wait';
-import { assertCliBuilt } from '../support/cli';
-import { startOtlpCollector } from '../support/otlp-collector';
+import { sleep } from '../../dev/wait';
+import { prometheusSeries } from '../support/prometheus-text';
 import { closedPort, eventually } from '../support/peers';
 
-const START = join(__dirname, '..', '..', 'dist', 'examples', 'express', 'start.js');
 const SENTINEL = `S3ntinel-${randomBytes(6).toString('hex')}`;
 
 let spans: InMemorySpanExporter;
@@ -38,6 +34,7 @@ beforeAll(async () => {
       return u.toString();
     },
     app: { telemetry },
+    listen: true,
   });
   uuid = (await world.seed(2))[0]!;
   const down = await world.lib.mappings.createCell({
@@ -71,6 +68,45 @@ async function serverSpanOf(traceId: string): Promise<ReadableSpan> {
       .find((s) => s.spanContext().traceId === traceId && s.kind === SpanKind.SERVER);
   await eventually(() => find() !== undefined);
   return find()!;
+}
+
+/** POSTs `body` (JSON) to the app, sending it `delayMs` after the headers; resolves to the status. */
+async function postWithLateBody(
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+  delayMs = 50,
+): Promise<number> {
+  const req = httpRequest({
+    host: '127.0.0.1',
+    port: world.http!.port,
+    method: 'POST',
+    path,
+    headers: {
+      ...headers,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+    },
+  });
+  const response = new Promise<number>((resolve, reject) => {
+    req.once('response', (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+  });
+  req.flushHeaders();
+  await sleep(delayMs);
+  req.end(body);
+  return response;
+}
+
+/** The ended spans whose parent is `span`. */
+function childrenOf(span: ReadableSpan): ReadableSpan[] {
+  const { traceId, spanId } = span.spanContext();
+  return spans
+    .getFinishedSpans()
+    .filter((s) => s.spanContext().traceId === traceId && s.parentSpanContext?.spanId === spanId);
 }
 
 /** Everything a span exports that could carry text: name, attributes, status, events, links. */
@@ -181,6 +217,26 @@ describe('GET /metrics', () => {
     text = res.text;
   });
 
+  // Needs the library's instrumentation (branch otel).
+  it("serves the library's metric families beside the app's", () => {
+    for (const family of [
+      'typeorm_cells_data_source_opens_total counter',
+      'typeorm_cells_data_source_open_duration histogram',
+      'typeorm_cells_data_source_count gauge',
+      'typeorm_cells_mapping_cache_hits_total counter',
+      'db_client_operation_duration histogram',
+    ]) {
+      expect(text).toContain(`# TYPE ${family}`);
+    }
+    expect(text).toContain('# UNIT db_client_operation_duration s');
+    const reads = prometheusSeries(text, 'db_client_operation_duration_count').filter(
+      (c) => c.labels['db_operation_name'] === 'findOneBy',
+    );
+    expect(reads.map((c) => c.labels['typeorm_cells_cell_uuid'])).toContain(
+      world.cells[0]!.mapping.uuid,
+    );
+  });
+
   it('serves the request duration histogram in Prometheus text format, by route and status', () => {
     // @opentelemetry/exporter-prometheus appends no unit suffix: the unit is in the `# UNIT` line.
     expect(text).toContain('# TYPE http_server_request_duration histogram');
@@ -216,6 +272,64 @@ describe('GET /metrics', () => {
   });
 });
 
+// These need the library's instrumentation (branch otel): its spans and metrics come from the SDK
+// that startTelemetry() registered globally.
+describe("the library's spans under the SERVER span", () => {
+  it("has the library's CLIENT span of the read as its child, in the server's cell", async () => {
+    const parent = traceparent();
+    await request(world.app).get(`/servers/${uuid}`).set('traceparent', parent.header).expect(200);
+    const server = await serverSpanOf(parent.traceId);
+    const read = childrenOf(server).find((s) => s.name === 'findOneBy servers');
+    expect(read?.kind).toBe(SpanKind.CLIENT);
+    expect(read?.instrumentationScope.name).toBe('typeorm-cells');
+    expect(read?.attributes).toMatchObject({
+      'db.system.name': 'postgresql',
+      'db.operation.name': 'findOneBy',
+      'db.collection.name': 'servers',
+      'typeorm_cells.cell.uuid': world.cells[0]!.mapping.uuid,
+    });
+  });
+
+  // The body arrives 50 ms after the headers, so the body parser's callback comes from a socket
+  // event; raw-body (under express.json) runs it in the request's async scope, which holds the span.
+  it("keeps the request's span through the body parser: a POST's save is its child", async () => {
+    const parent = traceparent();
+    const status = await postWithLateBody('/servers', JSON.stringify({ name: 'traced-1' }), {
+      traceparent: parent.header,
+    });
+    expect(status).toBe(201);
+    const server = await serverSpanOf(parent.traceId);
+    expect(server.name).toBe('POST /servers');
+    expect(childrenOf(server).map((s) => s.name)).toContain('save servers');
+  });
+
+  it('has the scatter-gather of a listing as its child, with one child per cell', async () => {
+    const parent = traceparent();
+    await request(world.app).get('/servers?limit=5').set('traceparent', parent.header).expect(200);
+    const server = await serverSpanOf(parent.traceId);
+    const scatter = childrenOf(server).find((s) => s.name === 'typeorm_cells.scatter_gather');
+    expect(scatter).toBeDefined();
+    const perCell = childrenOf(scatter!).filter(
+      (s) => s.name === 'typeorm_cells.scatter_gather.cell',
+    );
+    expect(perCell.map((s) => s.attributes['typeorm_cells.cell.uuid']).sort()).toEqual(
+      expect.arrayContaining(world.cells.map((c) => c.mapping.uuid)),
+    );
+  });
+
+  it('has the failed library span of a 503 as its child, with the error code', async () => {
+    const parent = traceparent();
+    await request(world.app)
+      .get(`/servers/${unreachableUuid}`)
+      .set('traceparent', parent.header)
+      .expect(503);
+    const server = await serverSpanOf(parent.traceId);
+    const failed = childrenOf(server).find((s) => s.status.code === SpanStatusCode.ERROR);
+    expect(failed?.instrumentationScope.name).toBe('typeorm-cells');
+    expect(failed?.attributes['error.type']).toBe('CELLS_CELL_UNREACHABLE');
+  });
+});
+
 describe('the sentinel password', () => {
   it('is in no exported span and not in /metrics', async () => {
     await request(world.app).get(`/servers/${unreachableUuid}`).expect(503);
@@ -226,106 +340,3 @@ describe('the sentinel password', () => {
     expect(metricsText).not.toContain(SENTINEL);
   });
 });
-
-// The OTLP/HTTP exporter loads node:http with a dynamic import(), which Jest's module loader refuses
-// (without --experimental-vm-modules), so the export is checked on the built app in plain Node.
-describe('npm start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
-  beforeAll(() => assertCliBuilt());
-
-  it('posts the spans of its requests to the collector as OTLP JSON when it stops', async () => {
-    const collector = await startOtlpCollector();
-    const port = await freePort();
-    const child = spawn(process.execPath, [START], {
-      env: {
-        ...process.env,
-        PORT: String(port),
-        DATABASE_URL: '', // its own embedded PostgreSQL, so no fixed database names on the test server
-        CELLS_EXAMPLE_MYSQL_URL: '',
-        OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
-        OTEL_SERVICE_NAME: 'otlp-check',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) =>
-      child.once('exit', (code) => resolve(code)),
-    );
-    try {
-      await eventually(
-        () => output.includes('Press Ctrl-C to stop.') || child.exitCode !== null,
-        60_000,
-      );
-      expect(output).toContain(`traces:   OTLP/HTTP to ${collector.endpoint}/v1/traces`);
-      const sample = /\/servers\/([0-9a-f-]{36})/.exec(output)![1]!;
-      const base = `http://127.0.0.1:${port}`;
-      await request(base).get(`/servers/${sample}`).expect(200);
-      await request(base).get(`/servers/${randomUUID()}`).expect(404);
-      const metrics = (await request(base).get('/metrics').expect(200)).text;
-      const byStatus = prometheusSeries(metrics, 'http_server_request_duration_count')
-        .filter((c) => c.labels['http_route'] === '/servers/:uuid')
-        .map((c) => [c.labels['http_response_status_code'], c.value]);
-      expect(byStatus.sort()).toEqual([
-        ['200', 1],
-        ['404', 1],
-      ]);
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
-      expect(collector.received.length).toBeGreaterThan(0);
-      for (const post of collector.received) {
-        expect(post).toMatchObject({
-          method: 'POST',
-          url: '/v1/traces',
-          headers: { 'content-type': 'application/json' },
-        });
-      }
-      const spansSent = collector.received.flatMap((post) => otlpSpans(post.body));
-      const server = spansSent.filter(
-        (span) => span.kind === OTLP_SPAN_KIND_SERVER && span.name === 'GET /servers/:uuid',
-      );
-      expect(server).toHaveLength(2);
-      expect(collector.received.map((post) => post.body).join('\n')).toContain('"otlp-check"');
-    } finally {
-      // SIGTERM first: the app then removes its embedded PostgreSQL's data directory.
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await withTimeout(exited, 30_000, 'the example app after SIGTERM').catch(() =>
-        child.kill('SIGKILL'),
-      );
-      await collector.close();
-    }
-  }, 90_000);
-});
-
-/** OTLP's enum value of SpanKind SERVER (the API's SpanKind.SERVER is 1, OTLP's is 2). */
-const OTLP_SPAN_KIND_SERVER = 2;
-
-interface OtlpSpan {
-  name: string;
-  kind: number;
-}
-
-/** The spans of an OTLP/JSON ExportTraceServiceRequest. */
-function otlpSpans(body: string): OtlpSpan[] {
-  const parsed = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
-  return parsed.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans));
-}
-
-/** The samples of metric `name` in a Prometheus text exposition. */
-function prometheusSeries(
-  text: string,
-  name: string,
-): { labels: Record<string, string>; value: number }[] {
-  const samples: { labels: Record<string, string>; value: number }[] = [];
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const labels: Record<string, string> = {};
-    for (const [, key, value] of (match[2] ?? '').matchAll(
-      /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g,
-    ))
-      labels[key!] = value!;
-    samples.push({ labels, value: Number(match[3]) });
-  }
-  return samples;
-}
