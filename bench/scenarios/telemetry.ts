@@ -7,6 +7,7 @@ import { createCellWorld } from '../../spec/support/cells';
 import { rowsIn } from '../../spec/support/databases';
 import { Widget } from '../../spec/support/widget';
 import { compare, markdownTable, type RunOptions } from '../harness';
+import { seedWidgets } from '../support-cells';
 import type { Scenario, ScenarioResult } from '../scenario';
 
 const ROWS = 10_000;
@@ -44,13 +45,7 @@ async function telemetryOverhead(quick: boolean): Promise<ScenarioResult> {
     'SDK, no-op exporter': new Cells({ ...base, telemetry: { tracerProvider, meterProvider } }),
   };
   try {
-    await rowsIn(
-      cell.db.url,
-      `INSERT INTO widgets (uuid, name, intended_cell, size)
-       SELECT gen_random_uuid(), 'row-' || g, $1, g FROM generate_series(1, ${ROWS}) g`,
-      [cell.mapping.uuid],
-    );
-    await rowsIn(cell.db.url, 'ANALYZE widgets');
+    await seedWidgets(cell.db.url, cell.mapping.uuid, ROWS);
     const uuids = (await rowsIn<{ uuid: string }>(cell.db.url, 'SELECT uuid FROM widgets')).map((r) => r.uuid);
     let i = 0;
     const nextUuid = () => uuids[(i = (i + 7919) % uuids.length)]!;
