@@ -3,12 +3,35 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import request from 'supertest';
 import { freePort } from '../../dev/free-port';
+import { otlpTracesUrlOf } from '../../examples/express/telemetry';
 import { eventually, withTimeout } from '../../dev/wait';
 import { assertCliBuilt } from '../support/cli';
 import { startOtlpCollector } from '../support/otlp-collector';
 import { prometheusSeries } from '../support/prometheus-text';
 
 const START = join(__dirname, '..', '..', 'dist', 'examples', 'express', 'start.js');
+
+describe('otlpTracesUrlOf', () => {
+  it('is undefined without an endpoint, so no trace leaves the process', () => {
+    expect(otlpTracesUrlOf({})).toBeUndefined();
+    expect(otlpTracesUrlOf({ OTEL_EXPORTER_OTLP_ENDPOINT: ' ' })).toBeUndefined();
+  });
+
+  it('appends /v1/traces to OTEL_EXPORTER_OTLP_ENDPOINT, once', () => {
+    expect(otlpTracesUrlOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318/' })).toBe(
+      'http://c:4318/v1/traces',
+    );
+  });
+
+  it('takes OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, before the general one', () => {
+    expect(
+      otlpTracesUrlOf({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/custom',
+      }),
+    ).toBe('http://t:4318/custom');
+  });
+});
 
 // The OTLP/HTTP exporter loads node:http with a dynamic import(), which Jest's module loader refuses
 // (without --experimental-vm-modules), so the export is checked on the built app in plain Node.
