@@ -5,7 +5,7 @@ import { bodyError, errorHandler, notFound } from './errors';
 import { cellRoutes } from './routes/cells';
 import { requestTelemetry } from './request-telemetry';
 import { serverRoutes } from './routes/servers';
-import type { Telemetry } from './telemetry';
+import type { AppTelemetry } from './telemetry';
 
 /** Options of `createApp`. */
 export interface AppOptions {
@@ -20,7 +20,7 @@ export interface AppOptions {
    * `GET /metrics` serves every metric, the library's included, in Prometheus text format.
    * Default: none (no span, no `/metrics`).
    */
-  telemetry?: Telemetry;
+  telemetry?: AppTelemetry;
 }
 
 /**

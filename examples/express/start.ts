@@ -8,7 +8,7 @@ import { freePort } from '../../dev/free-port';
 import { Server } from './entities/Server';
 import { CELL_MIGRATIONS } from './migrations';
 import { migrateCell, registerCell, seedServers } from './provision';
-import { startTelemetry, type Telemetry } from './telemetry';
+import { startTelemetry, type AppTelemetry } from './telemetry';
 
 /**
  * `npm start`: the example app on an embedded PostgreSQL (or on the server of `DATABASE_URL`) with an
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   await listen(http, port);
 
   // Before `new Cells()`, so that the library's meters come from the registered provider.
-  const telemetry: Telemetry | undefined = process.env['OTEL_SDK_DISABLED']?.trim().toLowerCase() === 'true' ? undefined : startTelemetry();
+  const telemetry: AppTelemetry | undefined = process.env['OTEL_SDK_DISABLED']?.trim().toLowerCase() === 'true' ? undefined : startTelemetry();
   let embedded: EmbeddedServer | undefined;
   let cells: Cells | undefined;
   let stopping = false;
@@ -136,7 +136,7 @@ function printBanner(
   cells: CellMapping[],
   sampleUuid: string | undefined,
   mysqlServerUrl: string | undefined,
-  telemetry: Telemetry | undefined,
+  telemetry: AppTelemetry | undefined,
 ): void {
   const base = `http://${HOST}:${port}`;
   const traces = !telemetry

@@ -17,7 +17,7 @@ import {
 export const EXAMPLE_SCOPE = 'typeorm-cells-example';
 
 /** Options of `startTelemetry`. */
-export interface TelemetryOptions {
+export interface AppTelemetryOptions {
   /** Environment read for `OTEL_SERVICE_NAME` and the OTLP endpoint. Default: `process.env`. */
   env?: Readonly<Record<string, string | undefined>>;
   /** More span exporters, each behind a SimpleSpanProcessor (tests pass an InMemorySpanExporter). Default: none. */
@@ -30,7 +30,7 @@ export interface TelemetryOptions {
  * The OpenTelemetry SDK of the example app, registered as the global providers so that the library
  * (which reads the globals of `@opentelemetry/api` by default) reports through it too.
  */
-export interface Telemetry {
+export interface AppTelemetry {
   tracerProvider: BasicTracerProvider;
   meterProvider: MeterProvider;
   /** The app's own tracer and meter (scope `typeorm-cells-example`). */
@@ -55,7 +55,7 @@ export interface Telemetry {
  * Call it once, before `new Cells()`: a meter taken from the global provider before it is registered
  * stays a no-op. Call `shutdown()` on exit.
  */
-export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
+export function startTelemetry(options: AppTelemetryOptions = {}): AppTelemetry {
   const env = options.env ?? process.env;
   const resource = resourceFromAttributes({
     'service.name': env['OTEL_SERVICE_NAME'] || EXAMPLE_SCOPE,

@@ -4,7 +4,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import request from 'supertest';
 import { DEFAULT_PROJECT } from '../../examples/express/context';
-import { startTelemetry, type Telemetry } from '../../examples/express/telemetry';
+import { startTelemetry, type AppTelemetry } from '../../examples/express/telemetry';
 import { createRole } from '../support/databases';
 import { createExampleApp, type ExampleApp } from '../support/example-app';
 import { sleep } from '../../dev/wait';
@@ -14,7 +14,7 @@ import { closedPort, eventually } from '../support/peers';
 const SENTINEL = `S3ntinel-${randomBytes(6).toString('hex')}`;
 
 let spans: InMemorySpanExporter;
-let telemetry: Telemetry;
+let telemetry: AppTelemetry;
 let world: ExampleApp;
 /** A server in the first cell, and one mapped to a cell whose port is closed. */
 let uuid: string;
