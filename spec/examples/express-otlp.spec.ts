@@ -40,35 +40,15 @@ describe('npm start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
 
   it('posts the spans of its requests to the collector as OTLP JSON when it stops', async () => {
     const collector = await startOtlpCollector();
-    const port = await freePort();
-    const child = spawn(process.execPath, [START], {
-      env: {
-        ...process.env,
-        PORT: String(port),
-        DATABASE_URL: '', // its own embedded PostgreSQL, so no fixed database names on the test server
-        CELLS_EXAMPLE_MYSQL_URL: '',
-        OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
-        OTEL_SERVICE_NAME: 'otlp-check',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const app = await startExample({
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
+      OTEL_SERVICE_NAME: 'otlp-check',
     });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) =>
-      child.once('exit', (code) => resolve(code)),
-    );
     try {
-      await eventually(
-        () => output.includes('Press Ctrl-C to stop.') || child.exitCode !== null,
-        60_000,
-      );
-      expect(output).toContain(`traces:   OTLP/HTTP to ${collector.endpoint}/v1/traces`);
-      const sample = /\/servers\/([0-9a-f-]{36})/.exec(output)![1]!;
-      const base = `http://127.0.0.1:${port}`;
-      await request(base).get(`/servers/${sample}`).expect(200);
-      await request(base).get(`/servers/${randomUUID()}`).expect(404);
-      const metrics = (await request(base).get('/metrics').expect(200)).text;
+      expect(app.output()).toContain(`traces:   OTLP/HTTP to ${collector.endpoint}/v1/traces`);
+      await request(app.base).get(`/servers/${app.sample}`).expect(200);
+      await request(app.base).get(`/servers/${randomUUID()}`).expect(404);
+      const metrics = (await request(app.base).get('/metrics').expect(200)).text;
       const byStatus = prometheusSeries(metrics, 'http_server_request_duration_count')
         .filter((c) => c.labels['http_route'] === '/servers/:uuid')
         .map((c) => [c.labels['http_response_status_code'], c.value]);
@@ -77,8 +57,7 @@ describe('npm start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
         ['404', 1],
       ]);
       expect(metrics).toContain('# TYPE db_client_operation_duration histogram'); // the library's (branch otel)
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      expect(await app.stop()).toBe(0);
       expect(collector.received.length).toBeGreaterThan(0);
       for (const post of collector.received) {
         expect(post).toMatchObject({
@@ -99,15 +78,81 @@ describe('npm start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
       expect(server.map((span) => span.traceId)).toContain(read?.traceId);
       expect(collector.received.map((post) => post.body).join('\n')).toContain('"otlp-check"');
     } finally {
-      // SIGTERM first: the app then removes its embedded PostgreSQL's data directory.
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await withTimeout(exited, 30_000, 'the example app after SIGTERM').catch(() =>
-        child.kill('SIGKILL'),
-      );
+      await app.stop();
       await collector.close();
     }
   }, 90_000);
 });
+
+describe('npm start with OTEL_SDK_DISABLED=true', () => {
+  beforeAll(() => assertCliBuilt());
+
+  it('has no /metrics route and says traces are off', async () => {
+    const app = await startExample({ OTEL_SDK_DISABLED: 'true' });
+    try {
+      expect(app.output()).toContain('traces:   off (OTEL_SDK_DISABLED)');
+      expect(app.output()).not.toContain('/metrics');
+      await request(app.base).get(`/servers/${app.sample}`).expect(200);
+      const res = await request(app.base).get('/metrics').expect(404);
+      expect(res.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
+      expect(await app.stop()).toBe(0);
+    } finally {
+      await app.stop();
+    }
+  }, 90_000);
+});
+
+/** The built example app (`npm start`) in a child process, once it printed its banner. */
+interface RunningExample {
+  /** `http://127.0.0.1:<port>`. */
+  base: string;
+  /** The uuid of a seeded server, from the banner. */
+  sample: string;
+  /** What it printed so far (stdout and stderr). */
+  output(): string;
+  /** SIGTERM (so it removes its embedded PostgreSQL's data directory), then its exit code; SIGKILL after 30 s. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts the built example on its own embedded PostgreSQL (no fixed database names on the test server). */
+async function startExample(env: NodeJS.ProcessEnv): Promise<RunningExample> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [START], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      DATABASE_URL: '',
+      CELLS_EXAMPLE_MYSQL_URL: '',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => resolve(code)),
+  );
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    return withTimeout(exited, 30_000, 'the example app after SIGTERM').catch((error: unknown) => {
+      child.kill('SIGKILL');
+      throw error;
+    });
+  };
+  try {
+    await eventually(
+      () => output.includes('Press Ctrl-C to stop.') || child.exitCode !== null,
+      60_000,
+    );
+    const sample = /\/servers\/([0-9a-f-]{36})/.exec(output)?.[1];
+    if (sample === undefined) throw new Error(`the example app did not start:\n${output}`);
+    return { base: `http://127.0.0.1:${port}`, sample, output: () => output, stop };
+  } catch (error) {
+    await stop().catch(() => undefined);
+    throw error;
+  }
+}
 
 /** OTLP's SpanKind values (one more than the API's SpanKind: OTLP has UNSPECIFIED = 0). */
 const OTLP_SPAN_KIND_SERVER = 2;
