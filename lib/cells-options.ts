@@ -5,7 +5,7 @@ import type { ReplicaEvent } from './cell-readers';
 import type { MappingCacheOptions } from './mapping-cache';
 import type { RegistryEvent, RegistryStats } from './registry';
 import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
-import type { TelemetryOptions } from './telemetry';
+import type { TelemetryOptions } from './telemetry-options';
 
 /**
  * The options of `new Cells()`, each documented once here with its unit, range and default, and

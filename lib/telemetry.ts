@@ -1,6 +1,7 @@
 import type * as OtelApi from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Meter, Span, Tracer } from '@opentelemetry/api';
 import { RouteTelemetry, dbStatusCode, errorType, safeErrorMessage } from './telemetry-attributes';
+import type { TelemetryOptions } from './telemetry-options';
 
 /**
  * OpenTelemetry for typeorm-cells, through `@opentelemetry/api` only: the tracer and meter of a
@@ -12,23 +13,6 @@ import { RouteTelemetry, dbStatusCode, errorType, safeErrorMessage } from './tel
 
 /** Instrumentation scope name of every tracer and meter. */
 export const SCOPE_NAME = 'typeorm-cells';
-
-/** Structural, so that the published types do not need `@opentelemetry/api` installed. */
-export interface TelemetryTracerProvider {
-  getTracer(name: string, version?: string, options?: { schemaUrl?: string }): unknown;
-}
-/** Structural, so that the published types do not need `@opentelemetry/api` installed. */
-export interface TelemetryMeterProvider {
-  getMeter(name: string, version?: string, options?: { schemaUrl?: string }): unknown;
-}
-
-/** The `telemetry` option of Cells: the providers to use instead of the global ones. */
-export interface TelemetryOptions {
-  /** Default: the global tracer provider of `@opentelemetry/api`. */
-  tracerProvider?: TelemetryTracerProvider;
-  /** Default: the global meter provider of `@opentelemetry/api`. */
-  meterProvider?: TelemetryMeterProvider;
-}
 
 let api: typeof OtelApi | null | undefined;
 
