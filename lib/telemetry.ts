@@ -157,7 +157,7 @@ export class Telemetry {
     const hits = cache('hits');
     const misses = cache('misses');
     const loads = cache('loads');
-    const up = meter.createObservableGauge('typeorm_cells.mapping_listener.up', { unit: '1', description: '1 while the mapping listener (or change-log poller) is up, else 0.' });
+    const up = meter.createObservableGauge('typeorm_cells.mapping_listener.up', { description: '1 while the mapping listener (or change-log poller) is up, else 0.' });
     const callback = (result: OtelApi.BatchObservableResult): void => {
       const sources = state.dataSources();
       for (const key of ['open', 'opening', 'draining'] as const) {
