@@ -1,4 +1,4 @@
-import type { Attributes } from '@opentelemetry/api';
+import type { Attributes, Span } from '@opentelemetry/api';
 import { maskSecrets } from './connection-url';
 import { CellsError } from './errors';
 
@@ -99,4 +99,20 @@ export function safeErrorMessage(error: unknown): string {
   } catch {
     return 'unprintable error';
   }
+}
+
+/**
+ * Marks `span` failed by `error`: `error.type`, `db.response.status_code` for a server's SQLSTATE
+ * or `ER_` code, status ERROR and an `exception` event whose message passed `maskSecrets` (no
+ * stack: it repeats the message unmasked). @internal
+ */
+export function recordError(span: Span, error: unknown): void {
+  const type = errorType(error);
+  const message = safeErrorMessage(error);
+  span.setAttribute('error.type', type);
+  const status = dbStatusCode(error);
+  if (status !== undefined) span.setAttribute('db.response.status_code', status);
+  span.addEvent('exception', { 'exception.type': type, 'exception.message': message });
+  // SpanStatusCode.ERROR, a value of the API's enum (only its types are imported here).
+  span.setStatus({ code: 2, message });
 }

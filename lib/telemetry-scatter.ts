@@ -1,5 +1,6 @@
 import type { Context, Span } from '@opentelemetry/api';
-import { recordError, type Telemetry } from './telemetry';
+import type { Telemetry } from './telemetry';
+import { recordError } from './telemetry-attributes';
 
 /** The outcome of one cell of a scatter-gather, as `typeorm_cells.outcome` names it. */
 export type CellOutcome = 'ok' | 'raised' | 'did-not-respond';

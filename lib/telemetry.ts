@@ -1,6 +1,6 @@
 import type * as OtelApi from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Meter, Span, Tracer } from '@opentelemetry/api';
-import { RouteTelemetry, dbStatusCode, errorType, safeErrorMessage } from './telemetry-attributes';
+import { RouteTelemetry, errorType, recordError } from './telemetry-attributes';
 import type { TelemetryOptions } from './telemetry-options';
 
 /**
@@ -113,6 +113,7 @@ export class Telemetry {
   instruments: Instruments | undefined;
   private readonly evictionAttributes = new Map<string, Attributes>();
   private unobserve: (() => void) | undefined;
+  private started = false;
 
   constructor(private readonly option: TelemetryOptions | false | undefined) {}
 
@@ -121,14 +122,17 @@ export class Telemetry {
    * a tracer that creates only invalid spans and a no-op meter count as absent.
    */
   start(observed?: ObservedState): this {
-    if (this.option === false) return this;
+    // Once: an initialize() that failed and is called again must not observe twice.
+    if (this.started || this.option === false) return this;
+    this.started = true;
     const otel = otelApi();
     if (otel === undefined) return this;
     this.api = otel;
     const tracerProvider = (this.option?.tracerProvider ?? otel.trace.getTracerProvider()) as OtelApi.TracerProvider;
     const meterProvider = (this.option?.meterProvider ?? otel.metrics.getMeterProvider()) as OtelApi.MeterProvider;
     const tracer = tracerProvider.getTracer(SCOPE_NAME, scopeVersion());
-    // A probe span (never ended, so never exported): a no-op tracer returns an invalid context.
+    // A probe span (never ended, so never exported): a no-op tracer returns an invalid context,
+    // an SDK a valid one, sampled or not.
     const probe = tracer.startSpan('typeorm_cells.probe', { root: true }, otel.ROOT_CONTEXT);
     if (otel.isSpanContextValid(probe.spanContext())) this.tracer = tracer;
     const meter = meterProvider.getMeter(SCOPE_NAME, scopeVersion());
@@ -153,7 +157,7 @@ export class Telemetry {
     const hits = cache('hits');
     const misses = cache('misses');
     const loads = cache('loads');
-    const up = meter.createObservableGauge('typeorm_cells.mapping_listener.up', { unit: '1', description: '1 while the mapping listener (or change-log poller) is up, else 0.' });
+    const up = meter.createObservableGauge('typeorm_cells.mapping_listener.up', { description: '1 while the mapping listener (or change-log poller) is up, else 0.' });
     const callback = (result: OtelApi.BatchObservableResult): void => {
       const sources = state.dataSources();
       for (const key of ['open', 'opening', 'draining'] as const) {
@@ -294,19 +298,3 @@ export class Telemetry {
 
 /** A Telemetry that never records. @internal */
 export const TELEMETRY_OFF = new Telemetry(false);
-
-/**
- * Marks `span` failed by `error`: `error.type`, `db.response.status_code` for a server's SQLSTATE
- * or `ER_` code, status ERROR and an `exception` event whose message passed `maskSecrets` (no
- * stack: it repeats the message unmasked). @internal
- */
-export function recordError(span: Span, error: unknown): void {
-  const type = errorType(error);
-  const message = safeErrorMessage(error);
-  span.setAttribute('error.type', type);
-  const status = dbStatusCode(error);
-  if (status !== undefined) span.setAttribute('db.response.status_code', status);
-  span.addEvent('exception', { 'exception.type': type, 'exception.message': message });
-  // SpanStatusCode.ERROR, a value of the API's enum (only its types are imported here).
-  span.setStatus({ code: 2, message });
-}
