@@ -5,9 +5,10 @@ import { contextOfRequest } from './request-contexts';
 import { rawRequest } from './request-headers';
 
 /**
- * Runs each HTTP handler in the RequestContext `CellsContextMiddleware` opened for its request.
- * Needed under Fastify, which parses a body from socket events outside the middleware's async
- * context; harmless under Express. `CellsModule.forRoot` registers it as a global interceptor.
+ * Runs each HTTP handler in the RequestContext `CellsContextMiddleware` opened for its request, also
+ * when something between them called back from another async context (a middleware that answers
+ * through a shared client, as session stores and rate limiters do), which would leave the handler
+ * outside any context. `CellsModule.forRoot` registers it as a global interceptor.
  */
 @Injectable()
 export class CellsContextInterceptor implements NestInterceptor {

@@ -36,7 +36,10 @@ export interface CellsErrorBody {
   requestId: string | null;
 }
 
-/** The adapter's response: an Express response (a ServerResponse) or a Fastify reply (`raw`). */
+/**
+ * The adapter's response: an Express response (a ServerResponse), a Fastify reply (`raw`), or, for a
+ * middleware under Fastify, the bare ServerResponse.
+ */
 interface AdapterResponse {
   raw?: ServerResponse;
   status(code: number): AdapterResponse;
@@ -75,6 +78,13 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
       message: status === 500 ? 'Internal server error.' : maskSecrets(error.message),
       requestId,
     };
+    if (typeof response.status !== 'function') {
+      // A middleware's error under Fastify: middie hands it the Node response, not the reply.
+      raw.statusCode = status;
+      raw.setHeader('content-type', 'application/json; charset=utf-8');
+      raw.end(JSON.stringify(body));
+      return;
+    }
     const answer = response.status(status);
     if (typeof answer.json === 'function') answer.json(body);
     else answer.send(body);
