@@ -17,7 +17,7 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
 import { CellUnreachableError, Cells, getContext } from '../../lib';
-import { CellsContextMiddleware } from '../../lib/nestjs';
+import { CellsContextMiddleware, TargetCell } from '../../lib/nestjs';
 import { AppModule } from '../../examples/nestjs/app.module';
 import { Server } from '../../examples/express/entities/Server';
 import { migrateCell, registerCell } from '../../examples/express/provision';
@@ -101,7 +101,16 @@ class ProbeController {
   }
 }
 
-@Module({ controllers: [BrokenStreamController, ProbeController] })
+@Controller('probe-cell')
+class ProbeCellController {
+  @Get(':cell')
+  @TargetCell('cell')
+  probe(): { cellUuid: string | null } {
+    return { cellUuid: getContext().cellUuid };
+  }
+}
+
+@Module({ controllers: [BrokenStreamController, ProbeController, ProbeCellController] })
 class TestRoutesModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
     consumer.apply(CellsContextMiddleware, SharedClientMiddleware).forRoutes(ProbeController);
@@ -211,6 +220,16 @@ describe.each(['express', 'fastify'] as const)('the NestJS example app under the
   it('runs the handler in the request context when a later middleware calls next from elsewhere', async () => {
     const res = await api().get('/probe').set('x-request-id', 'probe-1').expect(200);
     expect(res.body).toEqual({ requestId: 'probe-1' });
+  });
+
+  it('targets the cell named by a route parameter with @TargetCell', async () => {
+    const res = await api().get('/probe-cell/nest-b').expect(200);
+    expect(res.body).toEqual({ cellUuid: cells[2]!.uuid });
+  });
+
+  it('answers 404 CELLS_UNKNOWN_CELL for a cell no mapping names', async () => {
+    const res = await api().get('/probe-cell/no-such-cell').expect(404);
+    expect(res.body).toMatchObject({ code: 'CELLS_UNKNOWN_CELL' });
   });
 
   it('places a server in the cell named by ?cell=', async () => {
