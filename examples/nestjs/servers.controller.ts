@@ -33,6 +33,8 @@ export class ServersController {
     @Res({ passthrough: true }) response: { header(name: string, value: string): unknown },
   ): Promise<{ server: ServerView }> {
     const name = serverNameOf(body);
+    // The Express example defaults the project; CellsContextMiddleware leaves it null when not sent.
+    if (getContext().projectId === null) throw new HttpError('BAD_PROJECT_ID', 'Send the project of the new server in x-project-id.');
     const target = await this.placement.choose(cellParam(cell));
     const server = await createServer(this.cells, target, name, (line) => this.logger.error(line));
     response.header('location', `/servers/${server.uuid}`);

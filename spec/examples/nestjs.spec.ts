@@ -232,6 +232,11 @@ describe.each(['express', 'fastify'] as const)('the NestJS example app under the
     expect(res.body).toMatchObject({ code: 'CELLS_UNKNOWN_CELL' });
   });
 
+  it('answers 400 BAD_PROJECT_ID for a new server without x-project-id', async () => {
+    const res = await api().post('/servers').send({ name: 'nobody' }).expect(400);
+    expect(res.body).toMatchObject({ statusCode: 400, code: 'BAD_PROJECT_ID' });
+  });
+
   it('places a server in the cell named by ?cell=', async () => {
     const server = await post('named', project(), '?cell=nest-b');
     expect(server.cell.name).toBe('nest-b');
