@@ -7,6 +7,8 @@ import { CellDisabledError, CellUnreachableError, UnknownCellError } from './err
 import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
+import type { Telemetry } from './telemetry';
+import { RouteTelemetry } from './telemetry-attributes';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -26,11 +28,14 @@ export interface CellDataSourcesHost {
   mappings(): CellMappings;
   /** True while Cells is ready (not initializing, not destroying). */
   ready(): boolean;
+  /** The telemetry of the Cells: open spans, open and eviction metrics. */
+  readonly telemetry: Telemetry;
   /**
    * A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option;
-   * `readOnly` makes its connections run read-only transactions.
+   * `poolName` (the cell's uuid) names its pool in metrics; `readOnly` makes its connections run
+   * read-only transactions.
    */
-  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs: number | undefined, readOnly: boolean): DataSource;
+  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs: number | undefined, poolName: string, readOnly: boolean): DataSource;
   /**
    * Readies what cells of `engine` share before the first opens (the entity metadata of MySQL and
    * MariaDB cells). @throws MissingDriverError when its driver package is not installed.
@@ -62,6 +67,7 @@ export class CellDataSources {
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
       admit: (key) => this.admit(key),
       open: (key) => this.open(key),
+      telemetry: host.telemetry,
       onEvent: (event) => {
         this.forgetClosed(event);
         // Returned, so that the registry also contains the rejection of an async logger.
@@ -170,7 +176,7 @@ export class CellDataSources {
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
       await host.prepareEngine(parts.type, label);
-      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, readOnly);
+      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key, readOnly);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
         new CellReaders(key, cell.readConnections, label, shared, {
@@ -185,7 +191,7 @@ export class CellDataSources {
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
       if (now !== undefined && openedFrom(now) === openedFrom(cell) && (this.epochs.get(key) ?? 0) === epoch) {
         this.connections.set(key, openedFrom(cell));
-        return { dataSource, label, readOnly };
+        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell) };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

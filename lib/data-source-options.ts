@@ -11,6 +11,7 @@ import { maskDataSourceLogger } from './masked-logger';
 import { pgNativeDriver } from './pg-native';
 import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
+import type { PoolObserver } from './telemetry';
 import { learnServerVersion } from './server-version';
 import { API_LABEL } from './route';
 
@@ -240,6 +241,8 @@ export interface PoolBounds {
    * TRANSACTION READ ONLY` run first on each new connection. Default: false.
    */
   readOnly?: boolean;
+  /** Receives the pool's connection waits and busy errors (metrics); none: not reported. */
+  observer?: PoolObserver | undefined;
 }
 
 /** The PostgreSQL startup option of a read-only connection (libpq's `options`). */
@@ -286,7 +289,7 @@ export function guardedDataSource(
       ),
     }),
   );
-  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget);
+  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget, bounds.observer);
   learnServerVersion(dataSource);
   return dataSource;
 }

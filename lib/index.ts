@@ -2,6 +2,7 @@ import 'reflect-metadata';
 
 export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { TelemetryMeterProvider, TelemetryOptions, TelemetryTracerProvider } from './telemetry-options';
 export type { ReplicaEvent } from './cell-readers';
 export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
 export type { CellDataSourceOptions, DatabaseConfig, DatabaseOptions, MysqlOptions, PostgresOptions } from './data-source-options';

@@ -18,7 +18,7 @@ import {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-import { ALL_CELLS_KEY, type CachedValue, type MappingCache, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
+import { ALL_CELLS_KEY, type CachedValue, type LookupCounts, type MappingKind, type MappingCache, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
 import type { MappingChange } from './mapping-listener';
 import { MappingSync } from './mapping-sync';
 import { API_LABEL } from './route';
@@ -209,6 +209,11 @@ export class CellMappings {
   /** Cache counters: hits, misses, queries run, size, invalidations and whether the listener is up. */
   cacheStats(): MappingCacheStats {
     return this.sync.stats();
+  }
+
+  /** Cache hits, misses and loads by mapping kind, for the telemetry. @internal */
+  cacheCountsByKind(): Readonly<Record<MappingKind, Readonly<LookupCounts>>> {
+    return this.cache.countsByKind();
   }
 
   /**

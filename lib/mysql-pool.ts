@@ -214,6 +214,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
     // connection's wait is bounded by the connect timeout.
     const mayQueue = pool._freeConnections.length === 0 && pool._allConnections.length >= pool.config.connectionLimit;
     const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
+    const observed = bounds.observer?.active === true ? performance.now() : undefined;
     return new Promise<PoolConnection>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -230,6 +231,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         signal?.removeEventListener('abort', giveUp);
         unlist();
         if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
+        if (observed !== undefined) bounds.observer!.waited((performance.now() - observed) / 1000);
         resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
       pool.getConnection(onConnection);
@@ -249,6 +251,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
             break;
           }
         }
+        if (reason === undefined) bounds.observer?.busy();
         reject(reason ?? new CellBusyError(label, pool.config.connectionLimit, Math.round(performance.now() - started)));
       };
       giveUp = () => abandon();

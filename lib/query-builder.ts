@@ -16,6 +16,7 @@ import { currentContext } from './context';
 import { CellReadOnlyError } from './errors';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
 import type { DatabaseSelector, Route } from './route';
+import type { OnRoute, Telemetry } from './telemetry';
 
 /**
  * Routed query builders. A builder made by a routed repository holds no connection: each execution
@@ -34,6 +35,8 @@ export type { DatabaseSelector } from './route';
 export interface Router {
   /** The route of the current context (or `ctx`) for `db`, with a lease taken. */
   route(db: DatabaseSelector, ctx?: ReturnType<typeof currentContext>): Route | Promise<Route>;
+  /** Spans and metrics of routed calls; `on` false when nothing records. */
+  readonly telemetry: Telemetry;
 }
 
 /** Where a routed builder sends its executions. @internal */
@@ -51,6 +54,7 @@ interface Builder {
   queryRunner: QueryRunner | undefined;
   expressionMap: {
     dataSource: DataSource;
+    queryType?: string;
     mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata };
     aliases?: Array<{ hasMetadata: boolean; metadata: EntityMetadata }>;
   };
@@ -158,13 +162,29 @@ function copyBuilderState(from: Builder, to: Builder): void {
   }
 }
 
-/** Runs `original` on a private copy of `shared`, bound to the route of the current context. */
-async function executeRouted(
+/**
+ * Runs `original` on a private copy of `shared`, bound to the route of the current context; in a
+ * span named after the statement kind (`getMany`, or `select`/`insert`/... for `execute`) and the
+ * main table when telemetry is on.
+ */
+function executeRouted(shared: Builder, Base: BuilderClass, original: AnyFn, name: string, args: unknown[]): Promise<unknown> {
+  const routing = shared[kRouting];
+  const telemetry = routing?.router.telemetry;
+  if (telemetry === undefined || !telemetry.on) return executeCopy(shared, Base, original, name, args);
+  const map = shared.expressionMap;
+  const operation = name === 'execute' ? (map.queryType ?? name) : name;
+  const main = map.mainAlias;
+  const collection = main?.hasMetadata ? main.metadata.tableName : undefined;
+  return telemetry.operation(operation, collection, (onRoute) => executeCopy(shared, Base, original, name, args, onRoute));
+}
+
+async function executeCopy(
   shared: Builder,
   Base: BuilderClass,
   original: AnyFn,
   name: string,
   args: unknown[],
+  onRoute?: OnRoute,
 ): Promise<unknown> {
   const routing = shared[kRouting];
   if (routing === undefined) return original.apply(shared, args);
@@ -176,6 +196,7 @@ async function executeRouted(
   copyBuilderState(shared, copy);
   const ownRunnerGiven = shared.queryRunner !== undefined;
   const route = await routing.router.route(routing.db, ctx);
+  onRoute?.(route.telemetry);
   let keepLease = false;
   try {
     if (route.readOnly === true) refuseWrite(route.label, Base, name);

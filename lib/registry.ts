@@ -3,6 +3,8 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { closeDataSource } from './data-source-options';
 import { CellsNotReadyError } from './errors';
 import type { Route } from './route';
+import { TELEMETRY_OFF, type Telemetry } from './telemetry';
+import type { RouteTelemetry } from './telemetry-attributes';
 
 /** What `RegistryOptions.open` returns: the initialized DataSource and how errors name it. @internal */
 export interface OpenedCell {
@@ -10,6 +12,8 @@ export interface OpenedCell {
   label: string;
   /** The cell was read-only when opened: routed writes are refused (see Route.readOnly). */
   readOnly?: boolean;
+  /** Its span and metric attributes. */
+  telemetry?: RouteTelemetry;
 }
 
 /** One open cell DataSource in the registry. @internal */
@@ -27,6 +31,7 @@ export class RegistryEntry implements Route {
     readonly dataSource: DataSource,
     readonly label: string,
     private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
+    readonly telemetry?: RouteTelemetry,
     readonly readOnly = false,
   ) {
     this.manager = dataSource.manager;
@@ -74,6 +79,8 @@ export interface RegistryOptions {
   admit?(key: string): Promise<void>;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
   open(key: string): Promise<OpenedCell>;
+  /** Spans of opens (`typeorm_cells.open`) and the open and eviction metrics. Default: off. */
+  telemetry?: Telemetry;
   /** Receives lifecycle events for logging; what it throws (or rejects with) is ignored. */
   onEvent?(event: RegistryEvent): void;
 }
@@ -195,7 +202,7 @@ export class DataSourceRegistry {
     this.initializing++;
     try {
       // An open asked for before destroy() began goes on: its callers were already running.
-      opened = await this.options.open(key);
+      opened = await (this.options.telemetry ?? TELEMETRY_OFF).open(key, () => this.options.open(key));
     } catch (error) {
       this.counters.failedOpens++;
       this.giveSlot();
@@ -204,7 +211,7 @@ export class DataSourceRegistry {
     } finally {
       this.initializing--;
     }
-    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.readOnly === true);
+    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.telemetry, opened.readOnly === true);
     this.counters.opened++;
     // Opened after a forced close began: its callers fail at once too.
     this.forced?.(opened.dataSource);
@@ -248,6 +255,7 @@ export class DataSourceRegistry {
     entry.state = 'draining';
     this.draining.add(entry);
     this.counters.evictions++;
+    this.options.telemetry?.evicted(this.retireReason ?? reason);
     this.options.onEvent?.({ type: 'evict', key: entry.key, reason: this.retireReason ?? reason });
     if (entry.leases === 0) this.close(entry);
   }

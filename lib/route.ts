@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { CellMapping } from '../entities/CellMapping';
+import type { RouteTelemetry } from './telemetry-attributes';
 
 /**
  * The route of a call: which database a routed call (or a transaction) runs on, and how errors
@@ -21,6 +22,8 @@ export interface Route {
    * writes fail with CellReadOnlyError before reaching it. Absent: false.
    */
   readonly readOnly?: boolean;
+  /** Its span and metric attributes (telemetry-attributes.ts); none when unknown. */
+  readonly telemetry?: RouteTelemetry | undefined;
   release(): void;
 }
 
@@ -85,6 +88,7 @@ export class StaticRoute implements Route {
   constructor(
     readonly manager: EntityManager,
     readonly label: string,
+    readonly telemetry?: RouteTelemetry,
   ) {}
 
   acquire(): this {

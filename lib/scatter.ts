@@ -6,6 +6,8 @@ import { cellUuidOf, currentContext, kCallSignal, targetCell, type CellRef } fro
 import { DEFAULTS } from './data-source-options';
 import { InvalidArgumentError, ScatterGatherAbortedError } from './errors';
 import type { AllCellsOptions } from './mappings';
+import { TELEMETRY_OFF, type Telemetry } from './telemetry';
+import { GatherTelemetry } from './telemetry-scatter';
 
 /** Options of `cells.scatterGather()`. */
 export interface ScatterGatherOptions {
@@ -110,6 +112,7 @@ export function scatterGather<T>(
   fn: CellTask<T>,
   options: ScatterGatherOptions,
   resolve: (uuid: string) => Promise<CellMapping>,
+  telemetry: Telemetry = TELEMETRY_OFF,
 ): Promise<ScatterGatherResult<T>> {
   if (!Array.isArray(refs))
     throw new InvalidArgumentError('scatterGather needs an array of cells or cell uuids.');
@@ -136,6 +139,7 @@ export function scatterGather<T>(
     const results = new Map<string, CellResult<T>>();
     const running = new Map<string, AbortController>();
     let settled = false;
+    const traced = telemetry.on ? new GatherTelemetry(telemetry, cells.size) : undefined;
 
     for (const [uuid, ref] of queue)
       names.set(uuid, typeof ref === 'string' ? null : (ref.name ?? null));
@@ -161,12 +165,15 @@ export function scatterGather<T>(
             : new DidNotRespond(uuid, names.get(uuid) ?? null),
         );
       }
+      traced?.end(cells.keys(), names);
       done(gathered);
     };
     const onAbort = (): void => {
       settle();
       for (const controller of running.values()) controller.abort(signal?.reason);
-      fail(new ScatterGatherAbortedError(signal?.reason));
+      const error = new ScatterGatherAbortedError(signal?.reason);
+      traced?.end(cells.keys(), names, error);
+      fail(error);
     };
 
     const runOne = async (uuid: string, ref: CellRef, cellSignal: AbortSignal): Promise<T> => {
@@ -184,7 +191,8 @@ export function scatterGather<T>(
         const [uuid, ref] = queue.shift()!;
         const controller = new AbortController();
         running.set(uuid, controller);
-        runOne(uuid, ref, controller.signal)
+        const work = () => runOne(uuid, ref, controller.signal);
+        (traced === undefined ? work() : traced.run(uuid, work))
           .then(
             (value): CellResult<T> => value,
             (error: unknown) => new RaisedError(uuid, names.get(uuid) ?? null, error),
@@ -192,6 +200,8 @@ export function scatterGather<T>(
           .then((result) => {
             running.delete(uuid);
             if (settled) return;
+            if (result instanceof RaisedError) traced?.cellDone(uuid, result.cellName, 'raised', result.error);
+            else traced?.cellDone(uuid, names.get(uuid) ?? null, 'ok');
             results.set(uuid, result);
             launch();
           });
