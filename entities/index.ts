@@ -2,7 +2,7 @@ import { CellMapping } from './CellMapping';
 import { HostMapping } from './HostMapping';
 import { InstanceMapping } from './InstanceMapping';
 
-export { CELL0_UUID, CellMapping } from './CellMapping';
+export { CELL0_UUID, CELL_STATES, CellMapping, type CellState } from './CellMapping';
 export { HostMapping } from './HostMapping';
 export { InstanceMapping } from './InstanceMapping';
 

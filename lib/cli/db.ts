@@ -18,6 +18,7 @@ import { cellLabel } from '../route';
 import { formatDuration } from './output';
 import type { CliSession } from './session';
 import { mapLimit } from './map-limit';
+import { Telemetry } from '../telemetry';
 
 /** What `db migrate` did to one cell. */
 export interface CellMigrationResult {
@@ -209,9 +210,14 @@ async function migrateCell(
   const base = { uuid: cell.uuid, name: cell.name };
   const label = `cell ${cellLabel(cell)}`;
   try {
-    const applied = await withDataSource(cellDataSource(config, cell, lockTimeoutMs), label, (ds) =>
-      migrateLocked(ds, label, lockTimeoutMs),
-    );
+    const attributes = { 'typeorm_cells.cell.uuid': cell.uuid, 'typeorm_cells.cell.name': cell.name };
+    const applied = await cliTelemetry(config).span('typeorm_cells.migrate', attributes, async (span) => {
+      const names = await withDataSource(cellDataSource(config, cell, lockTimeoutMs), label, (ds) =>
+        migrateLocked(ds, label, lockTimeoutMs),
+      );
+      span?.setAttributes({ 'typeorm_cells.migrations.applied': names.length, 'typeorm_cells.migrations': names });
+      return names;
+    });
     return { ...base, result: 'migrated', applied, ms: elapsed(started) };
   } catch (error) {
     return {
@@ -222,6 +228,18 @@ async function migrateCell(
       error: errorText(error),
     };
   }
+}
+
+const telemetries = new WeakMap<CellsOptions, Telemetry>();
+
+/** The telemetry of CLI runs with `config` (its `telemetry` option, else the global providers). */
+function cliTelemetry(config: CellsOptions): Telemetry {
+  let telemetry = telemetries.get(config);
+  if (telemetry === undefined) {
+    telemetry = new Telemetry(config.telemetry).start();
+    telemetries.set(config, telemetry);
+  }
+  return telemetry;
 }
 
 async function cellStatus(config: CellsOptions, cell: CellMapping): Promise<CellStatusResult> {
