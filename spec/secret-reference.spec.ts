@@ -20,8 +20,13 @@ import {
 import { parseConnectionUrl } from '../lib/connection-url';
 import { createCellWorld, migrateCellDatabase, widgetFor, type CellWorld } from './support/cells';
 import { capturingLogger, eventually } from './support/peers';
+import { createTestSdk, exportedText, pointsOf } from './support/telemetry';
+import { reportFigure } from './reliability/figures';
 import { startSecondServer, type SecondServer } from './support/second-server';
 import { Widget } from './support/widget';
+
+const ROTATION = 'secret rotation (PostgreSQL, file reference, reloadCell under load)';
+const STALE = 'stale secret (PostgreSQL, server refuses the resolved password)';
 
 /**
  * Secret references (`?password=env:NAME`, `file:/path`, `<kind>:<ref>` with `resolveSecret`) of
@@ -294,6 +299,7 @@ describe('rotation', () => {
       );
       expect(counts).toHaveLength(3);
       // Concurrent refusals share one new resolution.
+      reportFigure(STALE, 'resolutions (1 at open, then 3 calls refused at once)', calls(), 'must be 2');
       expect(calls()).toBe(2);
     } finally {
       await cells.destroy();
@@ -373,6 +379,8 @@ describe('rotation', () => {
       running = false;
       await Promise.all(workers);
       capture(...failures);
+      reportFigure(ROTATION, 'calls completed by 12 workers', calls, '> 100');
+      reportFigure(ROTATION, 'failed calls', failures.length, 'must be 0');
       expect({ failures: failures.length, some: calls > 100 }).toEqual({ failures: 0, some: true });
       // Each reload drained the open DataSource and the next call opened a new one.
       const opens = events.filter((e) => e.type === 'open' && 'key' in e && e.key === cell.uuid);
@@ -442,6 +450,34 @@ describe('the resolved password is shown nowhere', () => {
       expect(rows.map((r: { row: string }) => r.row).join('\n')).toContain(`password=env:${ENV}`);
     } finally {
       await cells.destroy();
+    }
+  });
+});
+
+describe('the resolved password is in no span or metric', () => {
+  it('spans and metrics of a cell whose reference resolves, and of one whose resolved password is refused', async () => {
+    const sdk = createTestSdk();
+    process.env[ENV] = password;
+    const good = await mapCell('traced', `password=env:${ENV}`);
+    const refusedCell = await mapCell('traced-refused', 'password=vault:traced');
+    const cells = await openCells({
+      telemetry: { tracerProvider: sdk.tracerProvider, meterProvider: sdk.meterProvider },
+      resolveSecret: (ref) => (ref.kind === 'vault' ? `${SENTINEL}-refused` : undefined),
+    });
+    try {
+      await countWidgets(cells, good);
+      const refused = await countWidgets(cells, refusedCell).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: 'CELLS_CELL_UNREACHABLE' });
+      const spans = sdk.spans();
+      expect(spans.filter((span) => span.attributes['typeorm_cells.cell.uuid'] === good.uuid).length).toBeGreaterThan(0);
+      expect(spans.filter((span) => span.attributes['typeorm_cells.cell.uuid'] === refusedCell.uuid).length).toBeGreaterThan(0);
+      capture(...spans.map(exportedText));
+      const metrics = await sdk.metrics();
+      expect(metrics.size).toBeGreaterThan(0);
+      capture(JSON.stringify([...metrics.values()].map((metric) => ({ name: metric.descriptor.name, points: pointsOf(metric) }))));
+    } finally {
+      await cells.destroy();
+      await sdk.shutdown();
     }
   });
 });

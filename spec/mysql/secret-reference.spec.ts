@@ -6,6 +6,10 @@ import { inspect } from 'node:util';
 import { targetCell, type CellMapping, type CellsLogEvent, type ResolveSecret } from '../../lib';
 import { cellDataSource, createMixedFleet, Gadget, gadgetFor, type MixedFleet } from '../support/mixed-fleet';
 import { describeMysql, mysqlQuery } from '../support/mysql';
+import { reportFigure } from '../reliability/figures';
+
+const ROTATION = 'secret rotation (MariaDB, file reference, reloadCell under load)';
+const STALE = 'stale secret (MariaDB, ER_ACCESS_DENIED_ERROR)';
 
 /**
  * Secret references of a MariaDB cell (`mariadb://user@host/db?password=file:...`, and a kind of
@@ -86,6 +90,7 @@ describeMysql('secret references of a MariaDB cell', () => {
     // Three at once on a pool of three: two new connections, opened with the password resolved first.
     const results = await Promise.all([1, 2, 3].map(() => sleepyCount(countedCell)));
     expect(results).toHaveLength(3);
+    reportFigure(STALE, 'resolutions (1 at open, then 3 calls refused at once)', resolutions, 'must be 2');
     expect(resolutions).toBe(2);
   });
 
@@ -118,6 +123,8 @@ describeMysql('secret references of a MariaDB cell', () => {
     running = false;
     await Promise.all(workers);
     for (const failure of failures) shown.push(inspect(failure, { depth: 10 }));
+    reportFigure(ROTATION, 'calls completed by 6 workers', calls, '> 50');
+    reportFigure(ROTATION, 'failed calls', failures.length, 'must be 0');
     expect({ failures: failures.length, some: calls > 50 }).toEqual({ failures: 0, some: true });
   }, 30_000);
 
