@@ -39,7 +39,7 @@ export {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
+export { CellVerificationError, ConfigFileError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
@@ -59,5 +59,6 @@ export type {
   ScatterGatherOptions,
   ScatterGatherResult,
 } from './scatter';
-export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping, MigrationRun, MigrationRunCell } from '../entities';
+export type { MigrationRunCellState, MigrationRunOptions, MigrationRunState } from '../entities';
 export { API_MIGRATIONS } from '../migrations';

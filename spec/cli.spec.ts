@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Cells } from '../lib';
 import { LIVE_PROGRESS_MAX_CELLS } from '../lib/cli/db';
+import { API_MIGRATIONS } from '../migrations';
 import {
   assertCliBuilt,
   cliTranscript,
@@ -18,6 +19,7 @@ import {
 import { createTestDatabase, rowsIn } from './support/databases';
 
 const CELL_MIGRATIONS = ['CreateWidgets1764072100000', 'AddWidgetColor1764072200000'];
+const API_MIGRATION_NAMES = API_MIGRATIONS.map((m) => m.name);
 
 let role: SentinelRole;
 
@@ -601,10 +603,10 @@ describe('api-db', () => {
     try {
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
         applied: [],
-        pending: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        pending: API_MIGRATION_NAMES,
       });
       expect(json(await run('api-db', 'migrate', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        applied: API_MIGRATION_NAMES,
       });
       const again = await run('api-db', 'migrate');
       expect(again).toMatchObject({
@@ -612,7 +614,7 @@ describe('api-db', () => {
         stdout: 'API database is up to date (0 migrations applied).\n',
       });
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        applied: API_MIGRATION_NAMES,
         pending: [],
       });
       // Had the CLI used another history table, this would re-create the tables and fail.

@@ -58,3 +58,17 @@ export class CellVerificationError extends CellsError {
     );
   }
 }
+
+/**
+ * `typeorm-cells db migrate --all` (or `--resume`) was interrupted (Ctrl-C, SIGINT): it started no
+ * more cells, let the running ones finish and recorded the run as `interrupted`. The CLI exits 130.
+ */
+export class MigrationInterruptedError extends CellsError {
+  readonly code = 'CELLS_MIGRATION_INTERRUPTED';
+  constructor(readonly runId: number, readonly notDone: number) {
+    super(
+      `Interrupted: migration run #${runId} stopped with ${notDone} cell(s) not done; ` +
+        `run 'typeorm-cells db migrate --resume' to continue it.`,
+    );
+  }
+}
