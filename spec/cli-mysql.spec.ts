@@ -205,6 +205,12 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     }
     const second = report(await run(['db', 'migrate', '--all', '--json']));
     expect(second.cells.every((c) => c.result === 'migrated' && c.applied.length === 0)).toBe(true);
+    const status = await run(['db', 'fleet-status', '--json']);
+    expect({ code: status.code, stderr: status.stderr }).toEqual({ code: 0, stderr: '' });
+    const fleet = JSON.parse(status.stdout) as { newest: string; cells: { name: string; version: string | null; pending: number; lastRun: { state: string } | null }[] };
+    expect(fleet.newest).toBe(MIGRATIONS.at(-1));
+    for (const name of ['fleet-my0', 'fleet-my1', world.cells[0]!.name])
+      expect(fleet.cells.find((c) => c.name === name)).toMatchObject({ version: MIGRATIONS.at(-1), pending: 0, lastRun: { state: 'succeeded' } });
   });
 
   it('two concurrent db migrate runs on one MariaDB cell serialize on GET_LOCK: both succeed, each migration applied once', async () => {
@@ -335,6 +341,18 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       const listed = await runApi(['cell', 'list', '--json']);
       expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
       expect(listed.stdout).toContain('pg-on-maria-api');
+      // The fleet migration journal lives in the MariaDB API database too.
+      const fleet = await runApi(['db', 'migrate', '--all', '--canary', '1', '--json']);
+      expect({ code: fleet.code, stderr: fleet.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(JSON.parse(fleet.stdout)).toMatchObject({ run: { state: 'succeeded' } });
+      expect(await mysqlQuery(`SELECT state, ended_at IS NOT NULL AS ended FROM \`${db.name}\`.cell_migration_runs`)).toEqual([{ state: 'succeeded', ended: 1 }]);
+      expect(await mysqlQuery(`SELECT cell_name, wave, state, attempts, applied, error FROM \`${db.name}\`.cell_migration_run_cells`)).toEqual([
+        { cell_name: 'pg-on-maria-api', wave: 0, state: 'succeeded', attempts: 1, applied: '[]', error: null },
+      ]);
+      const fleetStatus = await runApi(['db', 'fleet-status', '--json']);
+      expect({ code: fleetStatus.code, stderr: fleetStatus.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(JSON.parse(fleetStatus.stdout)).toMatchObject({ newest: null, cells: [{ name: 'pg-on-maria-api', version: null, pending: 0, lastRun: { state: 'succeeded', attempts: 1 } }] });
+      expect(JSON.parse((await runApi(['db', 'migrate', '--resume', '--json'])).stdout)).toEqual({ run: null, cells: [] });
     } finally {
       await project.remove();
     }
