@@ -1,4 +1,5 @@
 import { Column, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { JSON_TEXT } from './json-text';
 
 /**
  * What a fleet migration run is doing: `running` while a `db migrate --all` (or `--resume`) works
@@ -37,7 +38,7 @@ export class MigrationRun {
   state!: MigrationRunState;
 
   /** The run's options, JSON in a `text` column (MigrationRunOptions). */
-  @Column({ type: 'text', transformer: { to: (v: unknown) => (v === undefined ? v : JSON.stringify(v)), from: (v: string) => JSON.parse(v) as unknown } })
+  @Column({ type: 'text', transformer: JSON_TEXT })
   options!: MigrationRunOptions;
 
   @Column({ name: 'started_at' })

@@ -1,4 +1,5 @@
 import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { JSON_TEXT } from './json-text';
 
 /**
  * Where one cell stands in a fleet migration run: `pending` until it starts, `running` from just
@@ -43,7 +44,7 @@ export class MigrationRunCell {
   attempts!: number;
 
   /** Names of the migrations the run applied to the cell, over all its attempts; JSON in a `text` column. */
-  @Column({ type: 'text', transformer: { to: (v: unknown) => (v === undefined ? v : JSON.stringify(v)), from: (v: string) => JSON.parse(v) as unknown } })
+  @Column({ type: 'text', transformer: JSON_TEXT })
   applied!: string[];
 
   /** Why its last attempt failed, passwords masked; `null` otherwise. */

@@ -45,7 +45,10 @@ function apiUrlOf(w: CliWorld): string {
 }
 
 /** Starts the built CLI in the background, as a deploy job would; `exited` resolves with its result. */
-function startCli(args: readonly string[], cwd: string): { pid: number; kill(signal: NodeJS.Signals): void; exited: Promise<CliResult> } {
+function startCli(
+  args: readonly string[],
+  cwd: string,
+): { kill(signal: NodeJS.Signals): void; stderr(): string; exited: Promise<CliResult> } {
   const child = spawn(process.execPath, [CLI_PATH, ...args], { cwd, env: { ...process.env, NO_COLOR: '1' } });
   let stdout = '';
   let stderr = '';
@@ -54,7 +57,7 @@ function startCli(args: readonly string[], cwd: string): { pid: number; kill(sig
   const exited = new Promise<CliResult>((resolve) =>
     child.on('close', (code, signal) => resolve({ code: code ?? (signal === 'SIGKILL' ? 137 : -1), stdout, stderr })),
   );
-  return { pid: child.pid ?? -1, kill: (signal) => child.kill(signal), exited };
+  return { kill: (signal) => child.kill(signal), stderr: () => stderr, exited };
 }
 
 /** Waits until the journal of the newest run has at least `succeeded` cells done and one running. */
@@ -143,6 +146,30 @@ describe('db migrate --all, journaled', () => {
     for (const cell of world.cells) expect((await cellRecord(cell.db.url)).migrations).toEqual(FLEET_MIGRATIONS);
     const again = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
     expect(again).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
+  }, 120_000);
+
+  it('exits at once on a second Ctrl-C, leaving its running cells to --resume', async () => {
+    world = await createCliWorld('fleet_int2', role, 4);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 2000 });
+    const cli = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '2'], world.project.dir);
+    await untilMidRun(apiUrlOf(world), 0);
+    cli.kill('SIGINT');
+    await eventually(() => cli.stderr().includes('Interrupted: starting no more cells'), 10_000);
+    const second = performance.now();
+    cli.kill('SIGINT');
+    expect((await cli.exited).code).toBe(130);
+    // Well before the running migrations' 2 s sleep ends.
+    expect(performance.now() - second).toBeLessThan(1500);
+    const journal = await readJournal(apiUrlOf(world));
+    expect(journal.runs.map((r) => r.state)).toEqual(['running']);
+    const running = journal.cells.filter((c) => c.state === 'running').map((c) => c.cell_uuid);
+    expect(running).toHaveLength(2);
+    expect((await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir)).code).toBe(0);
+    for (const cell of world.cells) expect((await cellRecord(cell.db.url)).migrations).toEqual(FLEET_MIGRATIONS);
+    const after = await readJournal(apiUrlOf(world));
+    expect(after.cells.map((c) => [c.state, c.attempts])).toEqual(
+      after.cells.map((c) => ['succeeded', running.includes(c.cell_uuid) ? 2 : 1]),
+    );
   }, 120_000);
 
   it('stops the run when the canary fails: no other cell is touched', async () => {
