@@ -39,7 +39,7 @@ export {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-export { CellVerificationError, ConfigFileError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
+export { CellVerificationError, ConfigFileError, FleetRunBusyError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';

@@ -72,3 +72,18 @@ export class MigrationInterruptedError extends CellsError {
     );
   }
 }
+
+/**
+ * `typeorm-cells db migrate --resume` found the newest unfinished run held by another process (its
+ * lock on the API database, fleet-run-lock.ts): that process is still migrating it. Nothing was
+ * started.
+ */
+export class FleetRunBusyError extends CellsError {
+  readonly code = 'CELLS_FLEET_RUN_BUSY';
+  constructor(readonly runId: number) {
+    super(
+      `Migration run #${runId} is being migrated by another process (it holds the run's lock on the API database), ` +
+        `so nothing was started. Wait for it to end, or stop it (Ctrl-C), then run 'typeorm-cells db migrate --resume' again.`,
+    );
+  }
+}

@@ -5,6 +5,8 @@ import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
 import { migrateCells, type CellMigrationResult } from './cell-migration';
 import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan';
+import { FleetRunBusyError } from './errors';
+import { tryLockRun } from './fleet-run-lock';
 import type { MigrationJournal } from './migration-journal';
 
 /**
@@ -42,13 +44,20 @@ export async function startFleetMigration(
 ): Promise<FleetMigrationOutcome> {
   const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
   const { run, cells: rows } = await journal.startRun(options, plan);
-  return runWaves(config, journal, run, rows, cells, stop, quiet);
+  const lock = await tryLockRun(journal.dataSource, run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  try {
+    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
 }
 
 /**
  * Continues `run`: its cells not `succeeded`, with its options, wave by wave. A cell left
  * `running` by a process that died is run again: its migrations are transactional and its
  * migrations table says what is applied, so nothing is applied twice.
+ * @throws FleetRunBusyError when another process is working on `run`.
  */
 export async function resumeFleetMigration(
   config: CellsOptions,
@@ -58,10 +67,16 @@ export async function resumeFleetMigration(
   stop: StopSignal,
   quiet: boolean,
 ): Promise<FleetMigrationOutcome> {
-  const rows = await journal.cellsOf(run.id);
-  await journal.resumeRun(run.id);
-  run.state = 'running';
-  return runWaves(config, journal, run, rows, cells, stop, quiet);
+  const lock = await tryLockRun(journal.dataSource, run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  try {
+    const rows = await journal.cellsOf(run.id);
+    await journal.resumeRun(run.id);
+    run.state = 'running';
+    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
 }
 
 async function runWaves(

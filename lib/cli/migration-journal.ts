@@ -1,4 +1,4 @@
-import { In, Not, type EntityManager } from 'typeorm';
+import { In, Not, type DataSource, type EntityManager } from 'typeorm';
 import { MigrationRun, type MigrationRunOptions, type MigrationRunState } from '../../entities/MigrationRun';
 import { MigrationRunCell, type MigrationRunCellState } from '../../entities/MigrationRunCell';
 import { maskSecrets } from '../connection-url';
@@ -12,6 +12,11 @@ import { maskSecrets } from '../connection-url';
  */
 export class MigrationJournal {
   constructor(private readonly manager: EntityManager) {}
+
+  /** The API database's DataSource the journal is written to. */
+  get dataSource(): DataSource {
+    return this.manager.connection;
+  }
 
   /**
    * Records a new run in state `running` with its cells `pending`, in `plan` order.

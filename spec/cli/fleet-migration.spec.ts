@@ -172,6 +172,23 @@ describe('db migrate --all, journaled', () => {
     );
   }, 120_000);
 
+  it('refuses --resume while another process is migrating the run, and touches nothing', async () => {
+    world = await createCliWorld('fleet_busy', role, 2);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 1500 });
+    const first = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '1'], world.project.dir);
+    await untilMidRun(apiUrlOf(world), 0);
+    const resume = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
+    expect(resume).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^error: Migration run #\d+ is being migrated by another process .* so nothing was started/),
+    });
+    expect((await readJournal(apiUrlOf(world))).cells.map((c) => c.attempts)).toEqual([1, 0]);
+    expect((await first.exited).code).toBe(0);
+    const after = await readJournal(apiUrlOf(world));
+    expect(after.runs.map((r) => r.state)).toEqual(['succeeded']);
+    expect(after.cells.map((c) => [c.state, c.attempts])).toEqual([['succeeded', 1], ['succeeded', 1]]);
+  }, 60_000);
+
   it('stops the run when the canary fails: no other cell is touched', async () => {
     world = await createCliWorld('fleet_can', role, 5);
     const canary = world.cells[2]!;
