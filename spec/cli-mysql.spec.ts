@@ -329,6 +329,8 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     const project = await createProject({ 'cells.config.js': `module.exports = { api: ${JSON.stringify(url)}, entities: [] };\n` });
     try {
       const runApi = (args: string[]) => runCli(args, project.dir);
+      const unmigrated = await runApi(['db', 'fleet-status']);
+      expect(unmigrated).toMatchObject({ code: 1, stderr: expect.stringMatching(/^error: .* Is the API database migrated\? Run 'typeorm-cells api-db migrate'\.\n$/) });
       const migrated = await runApi(['api-db', 'migrate', '--lock-timeout', '5000', '--json']);
       expect({ code: migrated.code, stderr: migrated.stderr }).toEqual({ code: 0, stderr: '' });
       expect((JSON.parse(migrated.stdout) as { applied: string[] }).applied).toEqual(API_MIGRATIONS.map((m) => m.name));

@@ -136,8 +136,9 @@ function isUsageError(error: unknown): boolean {
 function describeError(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { driverError?: { code?: unknown } } | null)?.driverError?.code;
-  // 42P01 undefined_table: the API database has no mapping tables yet.
-  if (code === '42P01')
+  // 42P01 undefined_table (MySQL/MariaDB: ER_NO_SUCH_TABLE): the API database has no mapping
+  // tables yet, or not those of this version (the fleet migration journal).
+  if (code === '42P01' || code === 'ER_NO_SUCH_TABLE')
     return `${message}. Is the API database migrated? Run 'typeorm-cells api-db migrate'.`;
   // The library's hints name its API calls; on the command line, name the commands instead.
   if (error instanceof CellInUseError)

@@ -249,6 +249,16 @@ describe('db migrate --all, journaled', () => {
     }
   }, 60_000);
 
+  it('points at api-db migrate when the API database has no journal yet (an upgrade), and migrates nothing', async () => {
+    world = await createCliWorld('fleet_old', role, 1);
+    await rowsIn(apiUrlOf(world), 'DROP TABLE cell_migration_run_cells, cell_migration_runs');
+    for (const args of [['db', 'migrate', '--all'], ['db', 'migrate', '--resume'], ['db', 'fleet-status']]) {
+      const result = await runCli(args, world.project.dir);
+      expect(result).toMatchObject({ code: 1, stderr: expect.stringMatching(/^error: .*cell_migration_run.* Is the API database migrated\? Run 'typeorm-cells api-db migrate'\.\n$/) });
+    }
+    expect((await cellRecord(world.cells[0]!.db.url)).migrations).toEqual([]);
+  });
+
   it('refuses --resume with plan options, and --canary with --cell (exit 2)', async () => {
     world = await createCliWorld('fleet_use', role, 1);
     const resume = await runCli(['db', 'migrate', '--resume', '--canary', '1'], world.project.dir);
