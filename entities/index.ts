@@ -4,7 +4,7 @@ import { InstanceMapping } from './InstanceMapping';
 import { MigrationRun } from './MigrationRun';
 import { MigrationRunCell } from './MigrationRunCell';
 
-export { CELL0_UUID, CellMapping } from './CellMapping';
+export { CELL0_UUID, CELL_STATES, CellMapping, type CellState } from './CellMapping';
 export { HostMapping } from './HostMapping';
 export { InstanceMapping } from './InstanceMapping';
 export { MigrationRun, type MigrationRunOptions, type MigrationRunState } from './MigrationRun';

@@ -5,6 +5,7 @@ import type { ReplicaEvent } from './cell-readers';
 import type { MappingCacheOptions } from './mapping-cache';
 import type { RegistryEvent, RegistryStats } from './registry';
 import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
+import type { TelemetryOptions } from './telemetry-options';
 
 /**
  * The options of `new Cells()`, each documented once here with its unit, range and default, and
@@ -145,6 +146,19 @@ export interface CellsOptions {
    * MappingCacheOptions for each bound, its range and its default, and for how changes reach it.
    */
   mappingCache?: MappingCacheOptions;
+  /**
+   * OpenTelemetry traces and metrics, through `@opentelemetry/api` (an optional peer dependency,
+   * ^1.9.0): a CLIENT span per routed repository call and query-builder execution, a child span
+   * when a call opens its cell, scatter-gather spans, and the metrics listed in the README
+   * ("Observability"). Never a connection string, password or query parameter. `false` turns it
+   * off; `{ tracerProvider, meterProvider }` uses those instead of the global providers. The
+   * providers are checked once, in `initialize()`: register the SDK before it. When
+   * `@opentelemetry/api` is not installed, or no SDK is registered (its no-op providers), or with
+   * `false`, a routed call pays one boolean check and nothing else. With an SDK, each routed call
+   * starts and ends a span and records one histogram value.
+   * Default: the global providers of `@opentelemetry/api`.
+   */
+  telemetry?: TelemetryOptions | false;
 }
 
 /** Counters of `cells.stats()`: the DataSource registry's (RegistryStats) and the server budgets'. */
@@ -185,6 +199,18 @@ export function validateOptions(options: CellsOptions): CellsOptions {
     throw new InvalidArgumentError(
       `The 'cellDataSourceOptions' option must not set 'type': each cell's engine is the scheme of its URL.`,
     );
+  }
+  const { telemetry } = options;
+  if (telemetry !== undefined && telemetry !== false) {
+    if (telemetry === null || typeof telemetry !== 'object' || Array.isArray(telemetry)) {
+      throw new InvalidArgumentError(`The 'telemetry' option must be false or an object, got ${telemetry === null ? 'null' : typeof telemetry}.`);
+    }
+    for (const [field, method] of [['tracerProvider', 'getTracer'], ['meterProvider', 'getMeter']] as const) {
+      const provider = (telemetry as Record<string, unknown>)[field];
+      if (provider !== undefined && typeof (provider as Record<string, unknown> | null)?.[method] !== 'function') {
+        throw new InvalidArgumentError(`The 'telemetry.${field}' option must have a ${method}() method.`);
+      }
+    }
   }
   for (const name of ['cellDataSourceOptions', 'mappingCache'] as const) {
     const value: unknown = options[name];

@@ -41,7 +41,7 @@ import {
   NoContextError,
   NoTargetCellError,
 } from './errors';
-import { CellMappings, connectionsOf } from './mappings';
+import { CellMappings, openedFrom } from './mappings';
 import { CellReaders } from './cell-readers';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import type { DataSourceRegistry } from './registry';
@@ -49,6 +49,8 @@ import { API_KEY, API_LABEL, MAIN_KEY, MAIN_LABEL, StaticRoute, routeKey, type R
 import { createRoutedRepository, type DatabaseSelector } from './repository';
 import { ServerBudgets } from './server-budget';
 import { TransactionRoute, runTransaction } from './transaction';
+import { Telemetry } from './telemetry';
+import { RouteTelemetry } from './telemetry-attributes';
 
 /**
  * The `Cells` facade: its lifecycle (initialize, destroy) and its public entry points, each a few
@@ -98,19 +100,22 @@ export class Cells {
   private readonly cellConnections = new Map<string, string>();
   /** The connection budget of each cell server (`maxConnectionsPerServer`); none when unset. */
   private readonly budgets: ServerBudgets | undefined;
+  /** Spans and metrics (the `telemetry` option); started in `initialize()`. @internal */
+  readonly telemetry: Telemetry;
 
   /** @throws InvalidArgumentError for invalid options; BadConnectionUrlError for a bad URL. */
   constructor(options: CellsOptions) {
     this.options = validateOptions(options);
+    this.telemetry = new Telemetry(options.telemetry);
     const queryTimeouts = cellQueryTimeouts(options.cellQueryTimeoutMs);
     const budget = options.maxConnectionsPerServer ?? DEFAULTS.maxConnectionsPerServer;
     this.budgets = budget === undefined ? undefined : new ServerBudgets(budget);
     // The API database's pool (and the mapping listener) draw from no budget: see maxConnectionsPerServer.
-    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL, undefined, undefined, false);
+    this.apiDataSource = this.guardedDataSource(apiDataSourceOptions(options), API_LABEL, 'api', undefined, undefined, false);
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource(mainOptions(cellDataSourceOptions(options), databaseOptions(options.main, MAIN_LABEL)), MAIN_LABEL);
+        : this.guardedDataSource(mainOptions(cellDataSourceOptions(options), databaseOptions(options.main, MAIN_LABEL)), MAIN_LABEL, 'main');
     this.metadata = new MetadataTemplate(cellDataSourceOptions(options), (ctx) => this.route('main', ctx));
     this.cells = new CellDataSources({
       options: this.options,
@@ -118,9 +123,10 @@ export class Cells {
       cellConnections: this.cellConnections,
       mappings: () => this.mappings,
       ready: () => this.state === 'ready',
-      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs) =>
-        this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
-      readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, queryTimeoutMs),
+      telemetry: this.telemetry,
+      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs, poolName, readOnly) =>
+        this.guardedDataSource(dataSourceOptions, label, poolName, queryTimeoutMs, (given) => this.metadata.dataSource(given), true, readOnly),
+      readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, label, queryTimeoutMs),
       prepareEngine: (engine, label) => this.metadata.prepare(engine, label),
     });
     this.registry = this.cells.registry;
@@ -144,6 +150,11 @@ export class Cells {
   async initialize(): Promise<this> {
     if (this.state !== 'new') throw new InvalidArgumentError(`initialize() was already called (state: ${this.state}).`);
     this.state = 'initializing';
+    this.telemetry.start({
+      dataSources: () => this.registry.stats(),
+      mappingCache: () => this.mappings?.cacheCountsByKind() ?? NO_LOOKUPS,
+      listening: () => this.mappings?.cacheStats().listening ?? false,
+    });
     try {
       await connect(this.apiDataSource, API_LABEL);
       if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
@@ -156,13 +167,15 @@ export class Cells {
       this.state = 'new';
       throw error;
     }
-    this.apiRoute = new StaticRoute(this.apiDataSource.manager, API_LABEL);
-    this.mainRoute = this.mainDataSource ? new StaticRoute(this.mainDataSource.manager, MAIN_LABEL) : undefined;
+    this.apiRoute = new StaticRoute(this.apiDataSource.manager, API_LABEL, routeTelemetryOf(this.apiDataSource));
+    this.mainRoute = this.mainDataSource
+      ? new StaticRoute(this.mainDataSource.manager, MAIN_LABEL, routeTelemetryOf(this.mainDataSource))
+      : undefined;
     this.mappings = new CellMappings(this.apiDataSource, {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
-      onCellLoaded: (cell) => this.cells.check(cell.uuid, connectionsOf(cell)),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, openedFrom(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.
       onWrite: () => {
@@ -216,6 +229,7 @@ export class Cells {
       }
     } finally {
       clearTimeout(timer);
+      this.telemetry.stop();
       this.state = 'destroyed';
     }
   }
@@ -360,18 +374,20 @@ export class Cells {
     options: ScatterGatherOptions = {},
   ): Promise<ScatterGatherResult<T>> {
     if (this.state !== 'ready') throw this.notReady();
-    return scatterGather(cells, fn, options, (uuid) => this.mappings.cellByUuid(uuid));
+    return scatterGather(cells, fn, options, (uuid) => this.mappings.cellByUuid(uuid), this.telemetry);
   }
 
   /**
-   * `scatterGather` over every mapped cell (cached list). Like `mappings.allCells()`, it includes
-   * cell0 and disabled cells unless `includeCell0: false` / `includeDisabled: false`.
+   * `scatterGather` over every mapped cell (cached list): cell0 included unless `includeCell0:
+   * false`; disabled cells (state `'disabled'`) left out unless `includeDisabled: true`, and then
+   * their routed calls fail with CellDisabledError (reported as RaisedError). Cells of every other
+   * state are gathered; writes to a read-only cell fail with CellReadOnlyError.
    * @throws as `scatterGather`.
    */
   async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
     if (this.state !== 'ready') throw this.notReady();
     const { includeCell0, includeDisabled, ...gather } = objectArg(options, 'scatterGatherAll options');
-    const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
+    const cells = await this.mappings.allCells({ includeCell0, includeDisabled: includeDisabled ?? false });
     return this.scatterGather(cells, fn, gather);
   }
 
@@ -421,9 +437,11 @@ export class Cells {
   private guardedDataSource(
     options: DatabaseOptions,
     label: string,
+    poolName: string,
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
     create?: CreateDataSource,
     budgeted = true,
+    readOnly = false,
   ): DataSource {
     return guardedDataSource(
       options,
@@ -433,6 +451,8 @@ export class Cells {
         queryTimeoutMs,
         acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
         budget: budgeted ? this.budgets?.of(options.host, options.port) : undefined,
+        readOnly,
+        observer: this.telemetry.poolObserver(poolName),
       },
       create,
     );
@@ -458,6 +478,19 @@ export class Cells {
  */
 function mainOptions(shared: object, main: DatabaseOptions): DatabaseOptions {
   return { ...sharedOptionsFor(main.type, shared), ...main } as DatabaseOptions;
+}
+
+/** Mapping-cache counters before the mappings exist. */
+const NO_LOOKUPS = Object.freeze({
+  cell: { hits: 0, misses: 0, loads: 0 },
+  instance: { hits: 0, misses: 0, loads: 0 },
+  host: { hits: 0, misses: 0, loads: 0 },
+});
+
+/** The span attributes of the API or main database, from its options (never its password). */
+function routeTelemetryOf(dataSource: DataSource): RouteTelemetry {
+  const { type, host, port, database } = dataSource.options as { type: string; host?: string; port?: number; database?: string };
+  return new RouteTelemetry({ type, host, port, database });
 }
 
 function sleep(ms: number): Promise<void> {

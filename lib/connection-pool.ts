@@ -6,6 +6,7 @@ import { currentContext, kCallSignal } from './context';
 import { CellBusyError, CellsNotReadyError } from './errors';
 import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { kIdleSince, type BudgetPool, type ServerBudget } from './server-budget';
+import type { PoolObserver } from './telemetry';
 
 /**
  * The pg pool of every DataSource typeorm-cells opens (cells, the API and the default main
@@ -41,7 +42,13 @@ type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
  * client released inside a transaction.
  * @internal
  */
-export function guardPool(dataSource: DataSource, label: () => string, acquireTimeoutMs: number, budget?: ServerBudget): void {
+export function guardPool(
+  dataSource: DataSource,
+  label: () => string,
+  acquireTimeoutMs: number,
+  budget?: ServerBudget,
+  observer?: PoolObserver,
+): void {
   typeQueryRunnerErrors(dataSource, label);
   if (budget !== undefined) trackPool(dataSource, budget);
   const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
@@ -57,6 +64,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
     const mayQueue = pool.idleCount > 0 || pool.totalCount >= pool.options.max;
     // Inside a scatter-gather, the wait also ends at the gather's deadline.
     const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
+    const observed = observer?.active === true ? performance.now() : undefined;
     return new Promise((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -73,6 +81,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         signal?.removeEventListener('abort', giveUp);
         unlist();
         if (error !== undefined || client === undefined) return reject(error);
+        if (observed !== undefined) observer!.waited((performance.now() - observed) / 1000);
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
         resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? budgetRelease?.())]);
       };
@@ -93,6 +102,7 @@ export function guardPool(dataSource: DataSource, label: () => string, acquireTi
         if (index >= 0) queue!.splice(index, 1);
         if (reason !== undefined) return reject(reason);
         const waitedMs = Math.round(performance.now() - started);
+        observer?.busy();
         // Its pool waits for the server's budget, not for its own connections: say so.
         if (budget?.isWaitedOnBy(pool.options) === true) reject(budget.busyError(label(), waitedMs));
         else reject(new CellBusyError(label(), pool.options.max, waitedMs));

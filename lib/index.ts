@@ -2,6 +2,7 @@ import 'reflect-metadata';
 
 export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { TelemetryMeterProvider, TelemetryOptions, TelemetryTracerProvider } from './telemetry-options';
 export type { ReplicaEvent } from './cell-readers';
 export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
 export type { CellDataSourceOptions, DatabaseConfig, DatabaseOptions, MysqlOptions, PostgresOptions } from './data-source-options';
@@ -21,7 +22,9 @@ export type { CellRef, ReadDeleted, ReadFrom, RequestContextInit } from './conte
 export {
   BadConnectionUrlError,
   CellBusyError,
+  CellDisabledError,
   CellInUseError,
+  CellReadOnlyError,
   CellSwitchInTransactionError,
   CellUnreachableError,
   CellsError,
@@ -59,6 +62,6 @@ export type {
   ScatterGatherOptions,
   ScatterGatherResult,
 } from './scatter';
-export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping, MigrationRun, MigrationRunCell } from '../entities';
-export type { MigrationRunCellState, MigrationRunOptions, MigrationRunState } from '../entities';
+export { CELL0_UUID, CELL_STATES, CellMapping, HostMapping, InstanceMapping, MigrationRun, MigrationRunCell } from '../entities';
+export type { CellState, MigrationRunCellState, MigrationRunOptions, MigrationRunState } from '../entities';
 export { API_MIGRATIONS } from '../migrations';

@@ -112,6 +112,12 @@ export class MappingCache {
   private epoch = 0;
   private active = false;
   private readonly counters = { hits: 0, misses: 0, staleHits: 0, loads: 0, refreshes: 0, invalidations: 0 };
+  /** Hits, misses and loads by mapping kind, read by the telemetry's observable counters. */
+  private readonly kinds: Record<MappingKind, LookupCounts> = {
+    cell: { hits: 0, misses: 0, loads: 0 },
+    instance: { hits: 0, misses: 0, loads: 0 },
+    host: { hits: 0, misses: 0, loads: 0 },
+  };
   /** Keys past their time to live waiting for a refresh slot, in order, with their loads. */
   private readonly refreshQueue = new Map<string, () => Promise<CachedValue>>();
   private refreshing = 0;
@@ -157,6 +163,7 @@ export class MappingCache {
       const hit = this.lru.get(key, this.staleGet);
       if (hit !== undefined) {
         this.counters.hits++;
+        this.kinds[kindOf(key)].hits++;
         if (status.get === 'stale') {
           this.counters.staleHits++;
           this.scheduleRefresh(key, load);
@@ -165,9 +172,12 @@ export class MappingCache {
       }
     }
     this.counters.misses++;
+    const kind = this.kinds[kindOf(key)];
+    kind.misses++;
     const running = this.flights.get(key);
     if (running !== undefined) return running.promise as Promise<T>;
     this.counters.loads++;
+    kind.loads++;
     return this.fly(key, load);
   }
 
@@ -259,7 +269,10 @@ export class MappingCache {
   peek(key: string): CachedValue | undefined {
     if (!this.active) return undefined;
     const hit = this.lru.get(key);
-    if (hit !== undefined) this.counters.hits++;
+    if (hit !== undefined) {
+      this.counters.hits++;
+      this.kinds[kindOf(key)].hits++;
+    }
     return hit;
   }
 
@@ -306,4 +319,26 @@ export class MappingCache {
   stats(): Omit<MappingCacheStats, 'listening' | 'reconnects'> {
     return { ...this.counters, size: this.lru.size };
   }
+
+  /** Hits, misses and loads by mapping kind (the live counters: read, do not write). */
+  countsByKind(): Readonly<Record<MappingKind, Readonly<LookupCounts>>> {
+    return this.kinds;
+  }
+}
+
+/** What a cached lookup finds: a cell (by uuid or name, or the list), an instance's or a host's cell. */
+export type MappingKind = 'cell' | 'instance' | 'host';
+
+/** Lookups of one kind: served from the cache, not, and queries run for them. */
+export interface LookupCounts {
+  hits: number;
+  misses: number;
+  loads: number;
+}
+
+/** The kind of a cache key, from its prefix (`i:` instance, `h:` host, others a cell). */
+function kindOf(key: string): MappingKind {
+  const first = key.charCodeAt(0);
+  if (first === 105 /* i */) return 'instance';
+  return first === 104 /* h */ ? 'host' : 'cell';
 }

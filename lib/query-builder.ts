@@ -13,8 +13,10 @@ import {
 import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBuilder';
 import { isConnectionError, lossOf, markLost, translateConnectionError } from './connection-errors';
 import { currentContext } from './context';
+import { CellReadOnlyError } from './errors';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
 import type { DatabaseSelector, Route } from './route';
+import type { OnRoute, Telemetry } from './telemetry';
 
 /**
  * Routed query builders. A builder made by a routed repository holds no connection: each execution
@@ -33,6 +35,8 @@ export type { DatabaseSelector } from './route';
 export interface Router {
   /** The route of the current context (or `ctx`) for `db`, with a lease taken. */
   route(db: DatabaseSelector, ctx?: ReturnType<typeof currentContext>): Route | Promise<Route>;
+  /** Spans and metrics of routed calls; `on` false when nothing records. */
+  readonly telemetry: Telemetry;
 }
 
 /** Where a routed builder sends its executions. @internal */
@@ -50,6 +54,7 @@ interface Builder {
   queryRunner: QueryRunner | undefined;
   expressionMap: {
     dataSource: DataSource;
+    queryType?: string;
     mainAlias?: { hasMetadata: boolean; metadata: EntityMetadata };
     aliases?: Array<{ hasMetadata: boolean; metadata: EntityMetadata }>;
   };
@@ -73,6 +78,17 @@ const EXECUTIONS = new Map<BuilderClass, readonly string[]>([
 
 /** Methods that may return a builder of another class (TypeORM builds it from the receiver). */
 const DERIVATIONS = ['select', 'insert', 'update', 'delete', 'softDelete', 'restore', 'relation'] as const;
+
+/** Builder classes whose executions write; refused on a read-only cell (see CellReadOnlyError). */
+const WRITE_BUILDERS: ReadonlyMap<BuilderClass, string> = new Map([
+  [InsertQueryBuilder as unknown as BuilderClass, 'an insert query builder'],
+  [UpdateQueryBuilder as unknown as BuilderClass, 'an update query builder'],
+  [DeleteQueryBuilder as unknown as BuilderClass, 'a delete query builder'],
+  [SoftDeleteQueryBuilder as unknown as BuilderClass, 'a soft-delete query builder'],
+]);
+
+/** Relation builder methods that write (the others load). */
+const RELATION_WRITES: ReadonlySet<string> = new Set(['set', 'add', 'remove', 'addAndRemove']);
 
 /** Select-query reads, to which the context's readDeleted mode applies. */
 const READS: ReadonlySet<string> = new Set([
@@ -146,13 +162,29 @@ function copyBuilderState(from: Builder, to: Builder): void {
   }
 }
 
-/** Runs `original` on a private copy of `shared`, bound to the route of the current context. */
-async function executeRouted(
+/**
+ * Runs `original` on a private copy of `shared`, bound to the route of the current context; in a
+ * span named after the statement kind (`getMany`, or `select`/`insert`/... for `execute`) and the
+ * main table when telemetry is on.
+ */
+function executeRouted(shared: Builder, Base: BuilderClass, original: AnyFn, name: string, args: unknown[]): Promise<unknown> {
+  const routing = shared[kRouting];
+  const telemetry = routing?.router.telemetry;
+  if (telemetry === undefined || !telemetry.on) return executeCopy(shared, Base, original, name, args);
+  const map = shared.expressionMap;
+  const operation = name === 'execute' ? (map.queryType ?? name) : name;
+  const main = map.mainAlias;
+  const collection = main?.hasMetadata ? main.metadata.tableName : undefined;
+  return telemetry.operation(operation, collection, (onRoute) => executeCopy(shared, Base, original, name, args, onRoute));
+}
+
+async function executeCopy(
   shared: Builder,
   Base: BuilderClass,
   original: AnyFn,
   name: string,
   args: unknown[],
+  onRoute?: OnRoute,
 ): Promise<unknown> {
   const routing = shared[kRouting];
   if (routing === undefined) return original.apply(shared, args);
@@ -164,8 +196,10 @@ async function executeRouted(
   copyBuilderState(shared, copy);
   const ownRunnerGiven = shared.queryRunner !== undefined;
   const route = await routing.router.route(routing.db, ctx);
+  onRoute?.(route.telemetry);
   let keepLease = false;
   try {
+    if (route.readOnly === true) refuseWrite(route.label, Base, name);
     const manager = route.manager;
     bindTo(copy, manager.dataSource);
     // A query runner given by the caller (createQueryBuilder(alias, runner), setQueryRunner) wins.
@@ -206,6 +240,15 @@ async function executeRouted(
     throw translateConnectionError(error, route.label, route.manager.queryRunner);
   } finally {
     if (!keepLease) route.release();
+  }
+}
+
+/** @throws CellReadOnlyError naming `label` when `name` of a `Base` builder writes. */
+function refuseWrite(label: string, Base: BuilderClass, name: string): void {
+  const kind = WRITE_BUILDERS.get(Base);
+  if (kind !== undefined) throw new CellReadOnlyError(label, kind);
+  if (Base === (RelationQueryBuilder as unknown as BuilderClass) && RELATION_WRITES.has(name)) {
+    throw new CellReadOnlyError(label, `a relation query builder's ${name}()`);
   }
 }
 

@@ -3,11 +3,17 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { closeDataSource } from './data-source-options';
 import { CellsNotReadyError } from './errors';
 import type { Route } from './route';
+import { TELEMETRY_OFF, type Telemetry } from './telemetry';
+import type { RouteTelemetry } from './telemetry-attributes';
 
 /** What `RegistryOptions.open` returns: the initialized DataSource and how errors name it. @internal */
 export interface OpenedCell {
   dataSource: DataSource;
   label: string;
+  /** The cell was read-only when opened: routed writes are refused (see Route.readOnly). */
+  readOnly?: boolean;
+  /** Its span and metric attributes. */
+  telemetry?: RouteTelemetry;
 }
 
 /** One open cell DataSource in the registry. @internal */
@@ -25,6 +31,8 @@ export class RegistryEntry implements Route {
     readonly dataSource: DataSource,
     readonly label: string,
     private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
+    readonly telemetry?: RouteTelemetry,
+    readonly readOnly = false,
   ) {
     this.manager = dataSource.manager;
   }
@@ -64,8 +72,15 @@ export interface RegistryOptions {
   maxOpen: number;
   /** Close a DataSource unused for this long; 0 keeps it until the LRU bound evicts it. */
   idleTimeoutMs: number;
+  /**
+   * Checks that `key` may be opened before it takes a slot; throws a typed error when not (the
+   * callers of that open get it; no 'open-failed' event). Default: every key may.
+   */
+  admit?(key: string): Promise<void>;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
   open(key: string): Promise<OpenedCell>;
+  /** Spans of opens (`typeorm_cells.open`) and the open and eviction metrics. Default: off. */
+  telemetry?: Telemetry;
   /** Receives lifecycle events for logging; what it throws (or rejects with) is ignored. */
   onEvent?(event: RegistryEvent): void;
 }
@@ -180,13 +195,14 @@ export class DataSourceRegistry {
   }
 
   private async open(key: string): Promise<RegistryEntry> {
+    await this.options.admit?.(key);
     await this.takeSlot();
     const started = performance.now();
     let opened: OpenedCell;
     this.initializing++;
     try {
       // An open asked for before destroy() began goes on: its callers were already running.
-      opened = await this.options.open(key);
+      opened = await (this.options.telemetry ?? TELEMETRY_OFF).open(key, () => this.options.open(key));
     } catch (error) {
       this.counters.failedOpens++;
       this.giveSlot();
@@ -195,7 +211,7 @@ export class DataSourceRegistry {
     } finally {
       this.initializing--;
     }
-    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e));
+    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.telemetry, opened.readOnly === true);
     this.counters.opened++;
     // Opened after a forced close began: its callers fail at once too.
     this.forced?.(opened.dataSource);
@@ -239,6 +255,7 @@ export class DataSourceRegistry {
     entry.state = 'draining';
     this.draining.add(entry);
     this.counters.evictions++;
+    this.options.telemetry?.evicted(this.retireReason ?? reason);
     this.options.onEvent?.({ type: 'evict', key: entry.key, reason: this.retireReason ?? reason });
     if (entry.leases === 0) this.close(entry);
   }

@@ -9,9 +9,11 @@ import {
 } from 'typeorm';
 import { translateConnectionError } from './connection-errors';
 import { currentContext, type ReadDeleted } from './context';
+import { CellReadOnlyError } from './errors';
 import { routeBuilder, type DatabaseSelector, type Router } from './query-builder';
 import { deleteDatePath, readWithDeleted } from './read-deleted';
 import type { Route } from './route';
+import type { OnRoute } from './telemetry';
 
 export type { DatabaseSelector } from './query-builder';
 
@@ -36,6 +38,16 @@ export const ROUTED_METHODS = [
   'average', 'minimum', 'maximum', 'find', 'findBy', 'findAndCount', 'findAndCountBy', 'findOne',
   'findOneBy', 'findOneOrFail', 'findOneByOrFail', 'query', 'sql', 'clear', 'increment', 'decrement',
 ] as const;
+
+/**
+ * Routed methods that write: refused with CellReadOnlyError on a read-only cell before reaching it.
+ * `query` and `sql` run SQL the library does not read: the cell's read-only transactions refuse
+ * a write among them on the server.
+ */
+const WRITE_METHODS: ReadonlySet<string> = new Set([
+  'save', 'remove', 'softRemove', 'recover', 'insert', 'update', 'updateAll', 'upsert', 'delete',
+  'deleteAll', 'softDelete', 'restore', 'clear', 'increment', 'decrement',
+]);
 
 /** Repository methods that only need entity metadata, never a connection. */
 export const METADATA_METHODS = ['hasId', 'getId', 'create', 'merge'] as const;
@@ -130,19 +142,42 @@ function dbOf(repo: RoutedRepository<ObjectLiteral>): DatabaseSelector {
 
 function routedMethod(name: string): AnyFn {
   return function (this: RoutedRepository<ObjectLiteral>, ...args: unknown[]) {
-    // The context is read once per call: it picks the route and the readDeleted mode.
-    const ctx = currentContext();
-    const mode = ctx?.readDeleted ?? 'no';
-    let route: Route | Promise<Route>;
-    try {
-      route = routerOf(this).route(dbOf(this), ctx);
-    } catch (error) {
-      // Like TypeORM's own async methods: report every failure through the returned promise.
-      return Promise.reject(error);
-    }
-    if (route instanceof Promise) return route.then((r) => invoke(r, this.target, name, args, mode));
-    return invoke(route, this.target, name, args, mode);
+    const { telemetry } = routerOf(this);
+    if (!telemetry.on) return call(this, name, args);
+    return telemetry.operation(name, collectionOf(this), (onRoute) => call(this, name, args, onRoute));
   };
+}
+
+/** The routed call `name`: routes it by the current context and runs it there. */
+function call(repo: RoutedRepository<ObjectLiteral>, name: string, args: unknown[], onRoute?: OnRoute): Promise<unknown> {
+  // The context is read once per call: it picks the route and the readDeleted mode.
+  const ctx = currentContext();
+  const mode = ctx?.readDeleted ?? 'no';
+  let route: Route | Promise<Route>;
+  try {
+    route = routerOf(repo).route(dbOf(repo), ctx);
+  } catch (error) {
+    // Like TypeORM's own async methods: report every failure through the returned promise.
+    return Promise.reject(error);
+  }
+  if (route instanceof Promise) return route.then((r) => invoke(r, repo.target, name, args, mode, onRoute));
+  return invoke(route, repo.target, name, args, mode, onRoute);
+}
+
+const kCollection = Symbol('typeorm-cells.collection');
+
+/** `db.collection.name` of a routed repository: its entity's table, looked up once. */
+function collectionOf(repo: RoutedRepository<ObjectLiteral>): string | undefined {
+  const cached = repo as unknown as { [kCollection]?: string | null };
+  if (cached[kCollection] === undefined) {
+    try {
+      cached[kCollection] = repo.metadata.tableName;
+    } catch {
+      // Not an entity of this database: TypeORM says so when the call runs.
+      cached[kCollection] = null;
+    }
+  }
+  return cached[kCollection] ?? undefined;
 }
 
 async function invoke(
@@ -151,8 +186,11 @@ async function invoke(
   name: string,
   args: unknown[],
   mode: ReadDeleted,
+  onRoute?: OnRoute,
 ): Promise<unknown> {
+  onRoute?.(route.telemetry);
   try {
+    if (route.readOnly === true && WRITE_METHODS.has(name)) throw new CellReadOnlyError(route.label, `${name}()`);
     const repo = route.manager.getRepository(target);
     if (mode !== 'no') {
       const path = deleteDatePath(repo.metadata);

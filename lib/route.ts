@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { CellMapping } from '../entities/CellMapping';
+import type { RouteTelemetry } from './telemetry-attributes';
 
 /**
  * The route of a call: which database a routed call (or a transaction) runs on, and how errors
@@ -16,6 +17,13 @@ export interface Route {
   readonly manager: EntityManager;
   /** How errors name this database, e.g. `cell 'cell1' (uuid)`; never a URL. */
   readonly label: string;
+  /**
+   * True for a cell that was read-only when its DataSource (or the transaction) opened: routed
+   * writes fail with CellReadOnlyError before reaching it. Absent: false.
+   */
+  readonly readOnly?: boolean;
+  /** Its span and metric attributes (telemetry-attributes.ts); none when unknown. */
+  readonly telemetry?: RouteTelemetry | undefined;
   release(): void;
 }
 
@@ -80,6 +88,7 @@ export class StaticRoute implements Route {
   constructor(
     readonly manager: EntityManager,
     readonly label: string,
+    readonly telemetry?: RouteTelemetry,
   ) {}
 
   acquire(): this {

@@ -6,6 +6,8 @@ import { cellUuidOf, currentContext, kCallSignal, targetCell, type CellRef } fro
 import { DEFAULTS } from './data-source-options';
 import { InvalidArgumentError, ScatterGatherAbortedError } from './errors';
 import type { AllCellsOptions } from './mappings';
+import { TELEMETRY_OFF, type Telemetry } from './telemetry';
+import { GatherTelemetry } from './telemetry-scatter';
 
 /** Options of `cells.scatterGather()`. */
 export interface ScatterGatherOptions {
@@ -21,8 +23,15 @@ export interface ScatterGatherOptions {
   signal?: AbortSignal;
 }
 
-/** Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include. */
-export interface ScatterGatherAllOptions extends ScatterGatherOptions, AllCellsOptions {}
+/**
+ * Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include:
+ * cell0 unless `includeCell0: false`; disabled cells only with `includeDisabled: true` (their
+ * routed calls still fail with CellDisabledError, which reports them as RaisedError).
+ */
+export interface ScatterGatherAllOptions extends ScatterGatherOptions, AllCellsOptions {
+  /** Include cells whose state is `'disabled'`. Default: false (unlike `allCells`). */
+  includeDisabled?: boolean;
+}
 
 /** The work done in each cell: runs inside `targetCell(cell)`, so routed repositories reach that cell. */
 export type CellTask<T> = (cell: CellMapping, signal: AbortSignal) => Promise<T>;
@@ -103,6 +112,7 @@ export function scatterGather<T>(
   fn: CellTask<T>,
   options: ScatterGatherOptions,
   resolve: (uuid: string) => Promise<CellMapping>,
+  telemetry: Telemetry = TELEMETRY_OFF,
 ): Promise<ScatterGatherResult<T>> {
   if (!Array.isArray(refs))
     throw new InvalidArgumentError('scatterGather needs an array of cells or cell uuids.');
@@ -129,6 +139,7 @@ export function scatterGather<T>(
     const results = new Map<string, CellResult<T>>();
     const running = new Map<string, AbortController>();
     let settled = false;
+    const traced = telemetry.on ? new GatherTelemetry(telemetry, cells.size) : undefined;
 
     for (const [uuid, ref] of queue)
       names.set(uuid, typeof ref === 'string' ? null : (ref.name ?? null));
@@ -154,12 +165,15 @@ export function scatterGather<T>(
             : new DidNotRespond(uuid, names.get(uuid) ?? null),
         );
       }
+      traced?.end(cells.keys(), names);
       done(gathered);
     };
     const onAbort = (): void => {
       settle();
       for (const controller of running.values()) controller.abort(signal?.reason);
-      fail(new ScatterGatherAbortedError(signal?.reason));
+      const error = new ScatterGatherAbortedError(signal?.reason);
+      traced?.end(cells.keys(), names, error);
+      fail(error);
     };
 
     const runOne = async (uuid: string, ref: CellRef, cellSignal: AbortSignal): Promise<T> => {
@@ -177,7 +191,8 @@ export function scatterGather<T>(
         const [uuid, ref] = queue.shift()!;
         const controller = new AbortController();
         running.set(uuid, controller);
-        runOne(uuid, ref, controller.signal)
+        const work = () => runOne(uuid, ref, controller.signal);
+        (traced === undefined ? work() : traced.run(uuid, work))
           .then(
             (value): CellResult<T> => value,
             (error: unknown) => new RaisedError(uuid, names.get(uuid) ?? null, error),
@@ -185,6 +200,8 @@ export function scatterGather<T>(
           .then((result) => {
             running.delete(uuid);
             if (settled) return;
+            if (result instanceof RaisedError) traced?.cellDone(uuid, result.cellName, 'raised', result.error);
+            else traced?.cellDone(uuid, names.get(uuid) ?? null, 'ok');
             results.set(uuid, result);
             launch();
           });

@@ -3,7 +3,9 @@ import { bindContext, type Cells } from '../../lib';
 import { requestContext } from './context';
 import { bodyError, errorHandler, notFound } from './errors';
 import { cellRoutes } from './routes/cells';
+import { requestTelemetry } from './request-telemetry';
 import { serverRoutes } from './routes/servers';
+import type { AppTelemetry } from './telemetry';
 
 /** Options of `createApp`. */
 export interface AppOptions {
@@ -13,6 +15,12 @@ export interface AppOptions {
   healthTimeoutMs?: number;
   /** Where internal errors are logged (secrets masked). Default: console.error. */
   log?: (line: string) => void;
+  /**
+   * The OpenTelemetry SDK (`startTelemetry()`): each request gets a SERVER span and HTTP metrics, and
+   * `GET /metrics` serves every metric, the library's included, in Prometheus text format.
+   * Default: none (no span, no `/metrics`).
+   */
+  telemetry?: AppTelemetry;
 }
 
 /**
@@ -25,6 +33,11 @@ export function createApp(cells: Cells, options: AppOptions = {}): Express {
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   const parseJson = express.json({ limit: '16kb' });
+  const telemetry = options.telemetry;
+  if (telemetry) {
+    app.use(requestTelemetry(telemetry.tracer, telemetry.meter));
+    app.get('/metrics', (req, res) => telemetry.prometheus.getMetricsRequestHandler(req, res));
+  }
   app.use(requestContext());
   // The body parser calls back from socket events, which run outside the request's async context:
   // bind its callback so the handlers after it still see the context.

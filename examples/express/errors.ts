@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { maskSecrets, tryGetContext } from '../../lib';
+import { recordErrorCode } from './request-telemetry';
 
 /**
  * The codes of the app's own errors and their HTTP status. Library errors keep their `CELLS_*`
@@ -54,6 +55,9 @@ export const LIBRARY_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_SERVER_BUSY: 503,
   CELLS_QUERY_TIMEOUT: 503,
   CELLS_NOT_READY: 503,
+  // An operator took the cell out of service for a while (cell set-state): retry later.
+  CELLS_CELL_READ_ONLY: 503,
+  CELLS_CELL_DISABLED: 503,
 };
 
 /**
@@ -95,6 +99,7 @@ export function errorHandler(log: ErrorLogger = (line) => console.error(line)): 
     }
     const requestId = tryGetContext()?.requestId ?? null;
     const { status, code, message } = describe(err);
+    recordErrorCode(res, code);
     if (status >= 500 && code === 'INTERNAL') {
       const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
       log(`[${requestId ?? '-'}] ${maskSecrets(detail)}`);

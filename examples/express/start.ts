@@ -8,12 +8,16 @@ import { freePort } from '../../dev/free-port';
 import { Server } from './entities/Server';
 import { CELL_MIGRATIONS } from './migrations';
 import { migrateCell, registerCell, seedServers } from './provision';
+import { startTelemetry, type AppTelemetry } from './telemetry';
 
 /**
  * `npm start`: the example app on an embedded PostgreSQL (or on the server of `DATABASE_URL`) with an
  * API database, cell0 and two cells, migrated and seeded. `PORT` (default 3000) picks the HTTP port.
  * With `CELLS_EXAMPLE_MYSQL_URL` (a MySQL or MariaDB server, `mysql://user:password@host:3306/`), one
  * more cell, `cell3`, lives there (database `cells_example_cell3`), and servers are placed in it too.
+ * OpenTelemetry: `GET /metrics` serves Prometheus text; traces go over OTLP/HTTP to
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) when set;
+ * `OTEL_SDK_DISABLED=true` turns both off.
  */
 
 const HOST = '127.0.0.1';
@@ -31,6 +35,8 @@ async function main(): Promise<void> {
   // Listen first, so a busy port is reported before any database work.
   await listen(http, port);
 
+  // Before `new Cells()`, so that the library's meters come from the registered provider.
+  const telemetry: AppTelemetry | undefined = process.env['OTEL_SDK_DISABLED']?.trim().toLowerCase() === 'true' ? undefined : startTelemetry();
   let embedded: EmbeddedServer | undefined;
   let cells: Cells | undefined;
   let stopping = false;
@@ -41,6 +47,8 @@ async function main(): Promise<void> {
     http.closeAllConnections();
     await new Promise((resolve) => http.close(resolve));
     await cells?.destroy().catch((error: unknown) => console.error(`closing the cells failed: ${String(error)}`));
+    // After the cells, so that the spans of their last calls are exported too.
+    await telemetry?.shutdown().catch((error: unknown) => console.error(`flushing telemetry failed: ${maskSecrets(String(error))}`));
     await embedded?.remove().catch((error: unknown) => console.error(`stopping PostgreSQL failed: ${String(error)}`));
     console.log('stopped.');
   };
@@ -88,9 +96,9 @@ async function main(): Promise<void> {
       await seedServers(cells, mapped.filter((c) => !c.isCell0), SEED_NAMES, 'demo');
     }
     const sample = await cells.getRepository(InstanceMapping, 'api').findOne({ where: {}, order: { id: 'ASC' } });
-    handler = createApp(cells);
+    handler = createApp(cells, telemetry ? { telemetry } : {});
     if (stopping) return;
-    printBanner(port, embedded, serverUrl, mapped, sample?.instanceUuid, mysqlServerUrl);
+    printBanner(port, embedded, serverUrl, mapped, sample?.instanceUuid, mysqlServerUrl, telemetry);
   } catch (error) {
     await shutdown('startup failed');
     throw error;
@@ -128,8 +136,14 @@ function printBanner(
   cells: CellMapping[],
   sampleUuid: string | undefined,
   mysqlServerUrl: string | undefined,
+  telemetry: AppTelemetry | undefined,
 ): void {
   const base = `http://${HOST}:${port}`;
+  const traces = !telemetry
+    ? 'off (OTEL_SDK_DISABLED)'
+    : telemetry.otlpTracesUrl
+      ? `OTLP/HTTP to ${redactUrl(telemetry.otlpTracesUrl)}`
+      : 'not exported (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector)';
   const uuid = sampleUuid ?? '<uuid>';
   const pg = embedded
     ? `embedded PostgreSQL on 127.0.0.1:${embedded.port} (data in ${embedded.dataDir}, removed on exit)`
@@ -141,6 +155,7 @@ function printBanner(
       `  database: ${pg}`,
       ...(mysqlServerUrl ? [`            and MySQL/MariaDB from CELLS_EXAMPLE_MYSQL_URL (${redactUrl(mysqlServerUrl)}) for cell3`] : []),
       `  cells:    ${cells.map((c) => `${c.name} (${c.uuid})`).join(', ')}`,
+      `  traces:   ${traces}`,
       ``,
       `Try:`,
       `  curl -s ${base}/cells`,
@@ -151,6 +166,7 @@ function printBanner(
       `  curl -s ${base}/servers/${uuid}`,
       `  curl -s -X DELETE ${base}/servers/${uuid}`,
       `  curl -s '${base}/servers?read_deleted=only' -H 'x-roles: admin'`,
+      ...(telemetry ? [`  curl -s ${base}/metrics`] : []),
       ``,
       `Press Ctrl-C to stop.`,
     ].join('\n'),

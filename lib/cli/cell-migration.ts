@@ -6,6 +6,7 @@ import { messageOf } from '../connection-errors';
 import { maskSecrets } from '../connection-url';
 import { CellUnreachableError } from '../errors';
 import { cellLabel } from '../route';
+import { Telemetry } from '../telemetry';
 import { cellDataSource, migrateLocked, withDataSource } from './migration-runner';
 import { formatDuration } from './output';
 
@@ -118,9 +119,14 @@ async function migrateCell(
   const base = { uuid: cell.uuid, name: cell.name };
   const label = `cell ${cellLabel(cell)}`;
   try {
-    const applied = await withDataSource(cellDataSource(config, cell, lockTimeoutMs), label, (ds) =>
-      migrateLocked(ds, label, lockTimeoutMs),
-    );
+    const attributes = { 'typeorm_cells.cell.uuid': cell.uuid, 'typeorm_cells.cell.name': cell.name };
+    const applied = await cliTelemetry(config).span('typeorm_cells.migrate', attributes, async (span) => {
+      const names = await withDataSource(cellDataSource(config, cell, lockTimeoutMs), label, (ds) =>
+        migrateLocked(ds, label, lockTimeoutMs),
+      );
+      span?.setAttributes({ 'typeorm_cells.migrations.applied': names.length, 'typeorm_cells.migrations': names });
+      return names;
+    });
     return { ...base, result: 'migrated', applied, ms: elapsed(started) };
   } catch (error) {
     return {
@@ -131,6 +137,18 @@ async function migrateCell(
       error: errorText(error),
     };
   }
+}
+
+const telemetries = new WeakMap<CellsOptions, Telemetry>();
+
+/** The telemetry of CLI runs with `config` (its `telemetry` option, else the global providers). */
+function cliTelemetry(config: CellsOptions): Telemetry {
+  let telemetry = telemetries.get(config);
+  if (telemetry === undefined) {
+    telemetry = new Telemetry(config.telemetry).start();
+    telemetries.set(config, telemetry);
+  }
+  return telemetry;
 }
 
 /** A cell's failure for its row of the report, which already names the cell; passwords masked. @internal */
