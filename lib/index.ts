@@ -43,7 +43,7 @@ export {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
+export { CellVerificationError, ConfigFileError, FleetRunBusyError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { ResolveSecret, SecretOwner, SecretReference } from './secret-reference';
 export type { DatabaseSelector } from './repository';
@@ -64,6 +64,6 @@ export type {
   ScatterGatherOptions,
   ScatterGatherResult,
 } from './scatter';
-export { CELL0_UUID, CELL_STATES, CellMapping, HostMapping, InstanceMapping } from '../entities';
-export type { CellState } from '../entities';
+export { CELL0_UUID, CELL_STATES, CellMapping, HostMapping, InstanceMapping, MigrationRun, MigrationRunCell } from '../entities';
+export type { CellState, MigrationRunCellState, MigrationRunOptions, MigrationRunState } from '../entities';
 export { API_MIGRATIONS } from '../migrations';

@@ -675,7 +675,7 @@ describe('db migrate', () => {
 });
 
 /** The API migrations, oldest first. */
-const API_MIGRATION_NAMES = ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000', 'CellStates1768000000000'];
+const API_MIGRATION_NAMES = ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000', 'CellStates1768000000000', 'MigrationJournal1768200000000'];
 
 describe('api-db', () => {
   it('migrates the API database once, into the history Cells reads', async () => {

@@ -38,6 +38,7 @@ describeMysql('an API database on MariaDB', () => {
       'CellReadConnections1766000000000',
       'MappingChangeLog1767000000000',
       'CellStates1768000000000',
+      'MigrationJournal1768200000000',
     ]);
     const columns = await mysqlQuery(
       `SELECT COLUMN_NAME AS c, COLUMN_TYPE AS t FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'cell_mappings'`,
