@@ -1,14 +1,14 @@
 import type { DataSource } from 'typeorm';
 import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
-import { parseConnectionUrl, type Engine } from './connection-url';
+import { parseConnectionUrl, type ConnectionParts, type Engine } from './connection-url';
 import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, fromParts, type DatabaseOptions, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, UnknownCellError } from './errors';
 import { connectionsOf, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
-import { RouteTelemetry } from './telemetry-attributes';
+import { RouteTelemetry, markFailedOpen } from './telemetry-attributes';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -156,10 +156,19 @@ export class CellDataSources {
       const epoch = this.epochs.get(key) ?? 0;
       const cell = await host.mappings().cellByUuid(key);
       const label = cellRouteLabel(cell);
-      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      let parts: ConnectionParts;
+      try {
+        parts = parseConnectionUrl(cell.databaseConnection, label);
+      } catch (error) {
+        markFailedOpen(error, new RouteTelemetry({ type: undefined }, cell));
+        throw error;
+      }
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
-      await host.prepareEngine(parts.type, label);
+      await host.prepareEngine(parts.type, label).catch((error: unknown) => {
+        markFailedOpen(error, new RouteTelemetry(parts, cell));
+        throw error;
+      });
       const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
@@ -169,7 +178,12 @@ export class CellDataSources {
           onEvent: (event) => this.replicaEvent(event),
         }).attach(dataSource);
       }
-      await connect(dataSource, label);
+      try {
+        await connect(dataSource, label);
+      } catch (error) {
+        markFailedOpen(error, new RouteTelemetry(parts, cell));
+        throw error;
+      }
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
