@@ -17,6 +17,7 @@ import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
 import { registerDbCommands, timeoutMs } from './db';
 import { registerInstanceCommands } from './instance';
 import { Output, oneLine } from './output';
+import { flushTelemetry } from './telemetry-flush';
 import { CliSession, type GlobalOptions } from './session';
 
 /** Exit statuses of the CLI, stable for scripts. */
@@ -99,6 +100,8 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     return isUsageError(error) ? EXIT.usage : EXIT.failure;
   } finally {
     unfinished.dispose();
+    // What the command recorded, exported before the process ends (at most 2 s), on every exit path.
+    await flushTelemetry((await session?.telemetryProviders()) ?? []);
   }
 }
 
