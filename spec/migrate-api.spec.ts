@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { Client } from 'pg';
 import { Cells, MigrationLockTimeoutError } from '../lib';
 import { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from '../lib/cli/migration-runner';
+import { assertCliBuilt, createProject, runCli } from './support/cli';
 import { createTestDatabase, rowsIn, type TestDatabase } from './support/databases';
 import { createMysqlTestDatabase, describeMysql, mysqlAdmin, mysqlQuery, type MysqlTestDatabase } from './support/mysql';
 
@@ -29,6 +30,25 @@ describe('migrateApi: several initialize() at once on one fresh API database', (
 
   it('all succeed, and each migration is applied once', async () => {
     await initializeAtOnce(api.url);
+    const rows = await rowsIn<{ name: string }>(api.url, 'SELECT name FROM cells_api_migrations ORDER BY id');
+    expect(rows.map((r) => r.name)).toEqual(API_MIGRATIONS);
+  });
+
+  it('all succeed alongside `typeorm-cells api-db migrate` runs in child processes', async () => {
+    assertCliBuilt();
+    const project = await createProject({ 'cells.config.js': `module.exports = { api: ${JSON.stringify(api.url)}, entities: [] };` });
+    try {
+      const [runs] = await Promise.all([
+        Promise.all([runCli(['api-db', 'migrate'], project.dir), runCli(['api-db', 'migrate'], project.dir)]),
+        initializeAtOnce(api.url),
+      ]);
+      expect(runs.map((r) => ({ code: r.code, stderr: r.stderr }))).toEqual([
+        { code: 0, stderr: '' },
+        { code: 0, stderr: '' },
+      ]);
+    } finally {
+      await project.remove();
+    }
     const rows = await rowsIn<{ name: string }>(api.url, 'SELECT name FROM cells_api_migrations ORDER BY id');
     expect(rows.map((r) => r.name)).toEqual(API_MIGRATIONS);
   });
