@@ -13,6 +13,20 @@ import { redactUrl } from '../lib/connection-url';
 export const CELL0_UUID = '00000000-0000-0000-0000-000000000000';
 
 /**
+ * What a cell serves, changed live with `cells.mappings.setCellState` (or `cell set-state`):
+ * - `active`: reads and writes;
+ * - `read-only`: reads; routed writes fail with CellReadOnlyError before reaching the database, and
+ *   its connections run with read-only transactions, so a raw write is refused by the server too;
+ * - `draining`: reads and writes of existing data, but no new placements (`allCells` with
+ *   `includeDraining: false` leaves it out);
+ * - `disabled`: routed calls fail with CellDisabledError; `scatterGatherAll` leaves it out.
+ */
+export type CellState = 'active' | 'read-only' | 'draining' | 'disabled';
+
+/** Every cell state, in the order an operator takes a cell out of service. */
+export const CELL_STATES: readonly CellState[] = ['active', 'read-only', 'draining', 'disabled'];
+
+/**
  * One cell: its name, uuid and database connection, stored in the API database.
  * `toJSON()` and `util.inspect` mask the password of `databaseConnection` and `transportUrl`.
  */
@@ -46,14 +60,23 @@ export class CellMapping {
   @Column({ name: 'transport_url', type: 'text', nullable: true })
   transportUrl!: string | null;
 
-  @Column({ type: 'boolean', default: false })
-  disabled!: boolean;
+  /** What the cell serves (see CellState). Default: `'active'`. */
+  @Column({ type: 'varchar', length: 16, default: 'active' })
+  state!: CellState;
 
   @CreateDateColumn({ name: 'created_at' })
   createdAt!: Date;
 
   @UpdateDateColumn({ name: 'updated_at' })
   updatedAt!: Date;
+
+  /**
+   * True when `state` is `'disabled'`: the boolean column cells had before their states, kept for
+   * code that reads it. Change it through `state` (or `updateCell(cell, { disabled })`).
+   */
+  get disabled(): boolean {
+    return this.state === 'disabled';
+  }
 
   /** True for cell0 (uuid `00000000-0000-0000-0000-000000000000`). */
   get isCell0(): boolean {
@@ -68,6 +91,7 @@ export class CellMapping {
       databaseConnection: this.databaseConnection === undefined ? undefined : redactUrl(this.databaseConnection),
       readConnections: Array.isArray(this.readConnections) ? this.readConnections.map((url) => redactUrl(String(url))) : this.readConnections,
       transportUrl: this.transportUrl ? redactUrl(this.transportUrl) : this.transportUrl,
+      state: this.state,
       disabled: this.disabled,
       createdAt: this.createdAt,
       updatedAt: this.updatedAt,

@@ -1,10 +1,14 @@
 import { CellMapping } from './CellMapping';
 import { HostMapping } from './HostMapping';
 import { InstanceMapping } from './InstanceMapping';
+import { MigrationRun } from './MigrationRun';
+import { MigrationRunCell } from './MigrationRunCell';
 
-export { CELL0_UUID, CellMapping } from './CellMapping';
+export { CELL0_UUID, CELL_STATES, CellMapping, type CellState } from './CellMapping';
 export { HostMapping } from './HostMapping';
 export { InstanceMapping } from './InstanceMapping';
+export { MigrationRun, type MigrationRunOptions, type MigrationRunState } from './MigrationRun';
+export { MigrationRunCell, type MigrationRunCellState } from './MigrationRunCell';
 
 /**
  * The entities of the API database, in the order their tables are created. Their column types are
@@ -12,4 +16,4 @@ export { InstanceMapping } from './InstanceMapping';
  * metadata (the migrations store them as `uuid` on PostgreSQL, `CHAR(36)` on MySQL), dates are
  * untyped (`timestamptz` on PostgreSQL, `DATETIME(6)` on MySQL, as the migrations create them).
  */
-export const API_ENTITIES = [CellMapping, InstanceMapping, HostMapping];
+export const API_ENTITIES = [CellMapping, InstanceMapping, HostMapping, MigrationRun, MigrationRunCell];

@@ -1,3 +1,4 @@
+import { CELL_STATES, type CellState } from '../entities/CellMapping';
 import { InvalidArgumentError } from './errors';
 
 /** A uuid in its canonical textual form, in either case. */
@@ -106,4 +107,15 @@ export function describeType(value: unknown): string {
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `a string of length ${value.length}`;
   return typeof value;
+}
+
+/**
+ * `value` as a cell state, `undefined` staying undefined.
+ * @throws InvalidArgumentError listing the valid states for anything else.
+ */
+export function cellStateArg(value: unknown, what = 'cell state'): CellState | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && (CELL_STATES as readonly string[]).includes(value)) return value as CellState;
+  const given = typeof value === 'string' ? `'${value.slice(0, 40)}'` : describeType(value);
+  throw new InvalidArgumentError(`${what} must be one of ${CELL_STATES.map((s) => `'${s}'`).join(', ')}; got ${given}.`);
 }

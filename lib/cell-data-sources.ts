@@ -3,8 +3,8 @@ import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
 import { parseConnectionUrl, type ConnectionParts, type Engine } from './connection-url';
 import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, fromParts, type DatabaseOptions, type PostgresOptions } from './data-source-options';
-import { CellUnreachableError, UnknownCellError } from './errors';
-import { connectionsOf, type CellMappings } from './mappings';
+import { CellDisabledError, CellUnreachableError, UnknownCellError } from './errors';
+import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
@@ -19,8 +19,9 @@ export interface CellDataSourcesHost {
   /** `cellQueryTimeoutMs`, by lower-case uuid or by name. */
   readonly cellQueryTimeouts: ReadonlyMap<string, number>;
   /**
-   * Filled here: the connection each open cell DataSource was opened with, to find stale ones
-   * after a listener outage; emptied as they close, so no closed cell's password stays in memory.
+   * Filled here: what each open cell DataSource was opened from (`openedFrom`: its connections and
+   * state), to find stale ones after a listener outage; emptied as they close, so no closed cell's
+   * password stays in memory.
    */
   readonly cellConnections: Map<string, string>;
   /** The mappings of the API database; called only once Cells is initialized. */
@@ -31,9 +32,10 @@ export interface CellDataSourcesHost {
   readonly telemetry: Telemetry;
   /**
    * A guarded DataSource with the Cells' bounds; `queryTimeoutMs` overrides the Cells option;
-   * `poolName` (the cell's uuid) names its pool in metrics.
+   * `poolName` (the cell's uuid) names its pool in metrics; `readOnly` makes its connections run
+   * read-only transactions.
    */
-  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs: number | undefined, poolName: string): DataSource;
+  guardedDataSource(options: DatabaseOptions, label: string, queryTimeoutMs: number | undefined, poolName: string, readOnly: boolean): DataSource;
   /**
    * Readies what cells of `engine` share before the first opens (the entity metadata of MySQL and
    * MariaDB cells). @throws MissingDriverError when its driver package is not installed.
@@ -63,6 +65,7 @@ export class CellDataSources {
     this.registry = new DataSourceRegistry({
       maxOpen: options.maxOpenCells ?? DEFAULTS.maxOpenCells,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
+      admit: (key) => this.admit(key),
       open: (key) => this.open(key),
       telemetry: host.telemetry,
       onEvent: (event) => {
@@ -98,12 +101,22 @@ export class CellDataSources {
   }
 
   /**
-   * Evicts the open DataSource of `uuid` when it was opened with other connections than
-   * `connection` (`connectionsOf` its mapping: the primary's and the readers').
+   * Evicts the open DataSource of `uuid` when it was opened from another mapping than `now`
+   * (`openedFrom`: connections and state).
    */
-  check(uuid: string, connection: string | undefined): void {
+  check(uuid: string, now: string | undefined): void {
     const opened = this.connections.get(uuid);
-    if (opened !== undefined && opened !== connection) this.retire(uuid);
+    if (opened !== undefined && opened !== now) this.retire(uuid);
+  }
+
+  /**
+   * Refuses to open a disabled cell before it takes a slot of the `maxOpen` bound (which could
+   * evict an open cell). A cache hit unless the mapping changed.
+   * @throws CellDisabledError; UnknownCellError.
+   */
+  private async admit(key: string): Promise<void> {
+    const cell = await this.host.mappings().cellByUuid(key);
+    if (cell.state === 'disabled') throw new CellDisabledError(cellRouteLabel(cell));
   }
 
   /**
@@ -134,12 +147,12 @@ export class CellDataSources {
     }
   }
 
-  /** After the listener missed notifications, closes DataSources whose cell was deleted or re-pointed. */
+  /** After the listener missed notifications, closes DataSources whose cell was deleted, re-pointed or changed state. */
   async resync(): Promise<void> {
     if (this.connections.size === 0 || !this.host.ready()) return;
     const current = new Map<string, string>();
     try {
-      for (const cell of await this.host.mappings().allCells()) current.set(cell.uuid, connectionsOf(cell));
+      for (const cell of await this.host.mappings().allCells()) current.set(cell.uuid, openedFrom(cell));
     } catch {
       current.clear();
     }
@@ -156,6 +169,9 @@ export class CellDataSources {
       const epoch = this.epochs.get(key) ?? 0;
       const cell = await host.mappings().cellByUuid(key);
       const label = cellRouteLabel(cell);
+      // Disabled while an earlier attempt opened it (its epoch moved).
+      if (cell.state === 'disabled') throw new CellDisabledError(label);
+      const readOnly = cell.state === 'read-only';
       let parts: ConnectionParts;
       try {
         parts = parseConnectionUrl(cell.databaseConnection, label);
@@ -169,7 +185,7 @@ export class CellDataSources {
         markFailedOpen(error, new RouteTelemetry(parts, cell));
         throw error;
       });
-      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key);
+      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key, readOnly);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
         new CellReaders(key, cell.readConnections, label, shared, {
@@ -187,9 +203,9 @@ export class CellDataSources {
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
-      if (now !== undefined && connectionsOf(now) === connectionsOf(cell) && (this.epochs.get(key) ?? 0) === epoch) {
-        this.connections.set(key, connectionsOf(cell));
-        return { dataSource, label, telemetry: new RouteTelemetry(parts, cell) };
+      if (now !== undefined && openedFrom(now) === openedFrom(cell) && (this.epochs.get(key) ?? 0) === epoch) {
+        this.connections.set(key, openedFrom(cell));
+        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell) };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

@@ -42,7 +42,7 @@ import {
   NoContextError,
   NoTargetCellError,
 } from './errors';
-import { CellMappings, connectionsOf } from './mappings';
+import { CellMappings, openedFrom } from './mappings';
 import { CellReaders } from './cell-readers';
 import { scatterGather, type CellTask, type ScatterGatherAllOptions, type ScatterGatherOptions, type ScatterGatherResult } from './scatter';
 import type { DataSourceRegistry } from './registry';
@@ -125,8 +125,8 @@ export class Cells {
       mappings: () => this.mappings,
       ready: () => this.state === 'ready',
       telemetry: this.telemetry,
-      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs, poolName) =>
-        this.guardedDataSource(dataSourceOptions, label, poolName, queryTimeoutMs, (given) => this.metadata.dataSource(given)),
+      guardedDataSource: (dataSourceOptions, label, queryTimeoutMs, poolName, readOnly) =>
+        this.guardedDataSource(dataSourceOptions, label, poolName, queryTimeoutMs, (given) => this.metadata.dataSource(given), true, readOnly),
       readerDataSource: (dataSourceOptions, label, queryTimeoutMs) => this.guardedDataSource(dataSourceOptions, label, label, queryTimeoutMs),
       prepareEngine: (engine, label) => this.metadata.prepare(engine, label),
     });
@@ -183,7 +183,7 @@ export class Cells {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
-      onCellLoaded: (cell) => this.cells.check(cell.uuid, connectionsOf(cell)),
+      onCellLoaded: (cell) => this.cells.check(cell.uuid, openedFrom(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.
       onWrite: () => {
@@ -386,14 +386,16 @@ export class Cells {
   }
 
   /**
-   * `scatterGather` over every mapped cell (cached list). Like `mappings.allCells()`, it includes
-   * cell0 and disabled cells unless `includeCell0: false` / `includeDisabled: false`.
+   * `scatterGather` over every mapped cell (cached list): cell0 included unless `includeCell0:
+   * false`; disabled cells (state `'disabled'`) left out unless `includeDisabled: true`, and then
+   * their routed calls fail with CellDisabledError (reported as RaisedError). Cells of every other
+   * state are gathered; writes to a read-only cell fail with CellReadOnlyError.
    * @throws as `scatterGather`.
    */
   async scatterGatherAll<T>(fn: CellTask<T>, options: ScatterGatherAllOptions = {}): Promise<ScatterGatherResult<T>> {
     if (this.state !== 'ready') throw this.notReady();
     const { includeCell0, includeDisabled, ...gather } = objectArg(options, 'scatterGatherAll options');
-    const cells = await this.mappings.allCells({ includeCell0, includeDisabled });
+    const cells = await this.mappings.allCells({ includeCell0, includeDisabled: includeDisabled ?? false });
     return this.scatterGather(cells, fn, gather);
   }
 
@@ -447,6 +449,7 @@ export class Cells {
     queryTimeoutMs = this.options.queryTimeoutMs ?? DEFAULTS.queryTimeoutMs,
     create?: CreateDataSource,
     budgeted = true,
+    readOnly = false,
   ): DataSource {
     return guardedDataSource(
       options,
@@ -456,6 +459,7 @@ export class Cells {
         queryTimeoutMs,
         acquireTimeoutMs: this.options.acquireTimeoutMs ?? DEFAULTS.acquireTimeoutMs,
         budget: budgeted ? this.budgets?.of(options.host, options.port) : undefined,
+        readOnly,
         observer: this.telemetry.poolObserver(poolName),
       },
       create,

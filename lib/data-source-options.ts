@@ -235,9 +235,18 @@ export interface PoolBounds {
   acquireTimeoutMs: number;
   /** The budget of the database's server its connections open under; none: unbounded. */
   budget?: ServerBudget | undefined;
+  /**
+   * Every connection runs read-only transactions (a read-only cell's second line of defence): on
+   * PostgreSQL `default_transaction_read_only` set at connect, on MySQL and MariaDB `SET SESSION
+   * TRANSACTION READ ONLY` run first on each new connection. Default: false.
+   */
+  readOnly?: boolean;
   /** Receives the pool's connection waits and busy errors (metrics); none: not reported. */
   observer?: PoolObserver | undefined;
 }
+
+/** The PostgreSQL startup option of a read-only connection (libpq's `options`). */
+const PG_READ_ONLY_OPTION = '-c default_transaction_read_only=on';
 
 /** Makes a DataSource of the given options (a cell's takes its metadata from the MetadataTemplate). @internal */
 export type CreateDataSource = (options: DatabaseOptions) => DataSource;
@@ -259,7 +268,8 @@ export function guardedDataSource(
   if (options.type !== 'postgres') return guardedMysqlDataSource(options, label, bounds, create);
   // A new connection then costs the server's round trips, not the client's PBKDF2 (scram-keys.ts).
   rememberScramKeys();
-  const extra = (options.extra ?? {}) as { max?: number };
+  const given = (options.extra ?? {}) as { max?: number; options?: string };
+  const extra = bounds.readOnly === true ? { ...given, options: [given.options, PG_READ_ONLY_OPTION].filter(Boolean).join(' ') } : given;
   const poolSize = extra.max ?? options.poolSize ?? DEFAULTS.staticPoolSize;
   const connectTimeoutMs = options.connectTimeoutMS ?? bounds.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   // The password is given to TypeORM as a function, so a DataSource, its options, driver and

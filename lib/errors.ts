@@ -197,6 +197,37 @@ export class CellSwitchInTransactionError extends CellsError {
   }
 }
 
+/**
+ * A routed write (save, insert, update, delete, a write query builder, or a write inside a
+ * transaction) was refused before reaching the database because its cell is read-only. `cell` is
+ * how the cell is named: `cell 'name' (uuid)`. Reads of the cell work; writes work again once an
+ * operator sets the cell `active` (`cells.mappings.setCellState`, or `cell set-state <cell> active`).
+ */
+export class CellReadOnlyError extends CellsError {
+  readonly code = 'CELLS_CELL_READ_ONLY';
+  /** @param write the refused call, e.g. `save()` or `an insert query builder`. */
+  constructor(readonly cell: string, write: string) {
+    super(
+      `${sentenceStart(cell)} is read-only: ${write} was refused before reaching its database. Reads work; ` +
+        `writes resume once the cell is set active (cell set-state <cell> active).`,
+    );
+  }
+}
+
+/**
+ * A routed call (or a transaction) targeted a disabled cell. `cell` is how the cell is named:
+ * `cell 'name' (uuid)`. Calls work again once an operator sets the cell `active`.
+ */
+export class CellDisabledError extends CellsError {
+  readonly code = 'CELLS_CELL_DISABLED';
+  constructor(readonly cell: string) {
+    super(
+      `${sentenceStart(cell)} is disabled: routed calls to it are refused. Target another cell, or set this one ` +
+        `active (cell set-state <cell> active).`,
+    );
+  }
+}
+
 /** An argument failed validation (malformed uuid, unknown readDeleted mode, bad option). */
 export class InvalidArgumentError extends CellsError {
   readonly code = 'CELLS_INVALID_ARGUMENT';

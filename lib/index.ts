@@ -22,7 +22,9 @@ export type { CellRef, ReadDeleted, ReadFrom, RequestContextInit } from './conte
 export {
   BadConnectionUrlError,
   CellBusyError,
+  CellDisabledError,
   CellInUseError,
+  CellReadOnlyError,
   CellSwitchInTransactionError,
   CellUnreachableError,
   CellsError,
@@ -40,7 +42,7 @@ export {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-export { CellVerificationError, ConfigFileError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
+export { CellVerificationError, ConfigFileError, FleetRunBusyError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
@@ -60,5 +62,6 @@ export type {
   ScatterGatherOptions,
   ScatterGatherResult,
 } from './scatter';
-export { CELL0_UUID, CellMapping, HostMapping, InstanceMapping } from '../entities';
+export { CELL0_UUID, CELL_STATES, CellMapping, HostMapping, InstanceMapping, MigrationRun, MigrationRunCell } from '../entities';
+export type { CellState, MigrationRunCellState, MigrationRunOptions, MigrationRunState } from '../entities';
 export { API_MIGRATIONS } from '../migrations';

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
-import { CELL0_UUID, CellMapping } from '../entities/CellMapping';
+import { CELL0_UUID, CellMapping, type CellState } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
-import { UUID_PATTERN, booleanArg, nameArg, objectArg, optionalNameArg, uuidArg } from './arguments';
+import { UUID_PATTERN, booleanArg, cellStateArg, nameArg, objectArg, optionalNameArg, uuidArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
 import { maskErrorSecrets, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
@@ -42,14 +42,22 @@ export interface CellMappingInit {
    */
   readConnections?: readonly string[] | null;
   transportUrl?: string | null;
+  /** What the cell serves (see CellState). Default: `'active'`. */
+  state?: CellState;
+  /** `true` is `state: 'disabled'` (the flag of before cell states). Default: false. */
   disabled?: boolean;
 }
 
 /** Fields of a cell that `updateCell` may change. */
 export type CellMappingPatch = Partial<
-  Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'disabled'> & {
+  Pick<CellMapping, 'name' | 'databaseConnection' | 'transportUrl' | 'state'> & {
     /** Replaces the reader connections; `null` or `[]` removes them. */
     readConnections: readonly string[] | null;
+    /**
+     * The flag of before cell states: `true` sets `state` to `'disabled'`, `false` sets a disabled
+     * cell `'active'` and leaves another state as it is.
+     */
+    disabled: boolean;
   }
 >;
 
@@ -57,7 +65,7 @@ export type CellMappingPatch = Partial<
 export interface AllCellsOptions {
   /** Include cell0. Default: true. */
   includeCell0?: boolean;
-  /** Include disabled cells. Default: true. */
+  /** Include cells whose state is `'disabled'`. Default: true. */
   includeDisabled?: boolean;
 }
 
@@ -246,7 +254,10 @@ export class CellMappings {
     return this.cellByName(uuidOrName);
   }
 
-  /** Every cell, ordered by name; cell0 and disabled cells included unless excluded (cached). */
+  /**
+   * Every cell, ordered by name, each with its `state`; cell0 and disabled cells included unless
+   * excluded (cached). Placement of new records should take cells whose state is `'active'`.
+   */
   async allCells(options: AllCellsOptions = {}): Promise<CellMapping[]> {
     const { includeCell0, includeDisabled } = objectArg(options, 'allCells options');
     booleanArg(includeCell0, 'includeCell0');
@@ -328,7 +339,7 @@ export class CellMappings {
     const readConnections = readConnectionsArg(init.readConnections, `cell '${name}'`) ?? null;
     readersFit(init.databaseConnection, readConnections, `cell '${name}'`);
     const transportUrl = optionalNameArg(init.transportUrl, 'transport URL', MAX_TRANSPORT_URL) ?? null;
-    const disabled = booleanArg(init.disabled, 'disabled', false);
+    const state = stateOf(cellStateArg(init.state), booleanArg(init.disabled, 'disabled')) ?? 'active';
     return this.unique(
       () =>
         this.write(async (tx) => {
@@ -338,7 +349,7 @@ export class CellMappings {
             databaseConnection: init.databaseConnection,
             readConnections,
             transportUrl,
-            disabled,
+            state,
           });
           const saved = await tx.save(cell);
           return [saved, { kind: 'cell', uuid, names: [name], reconnect: false, deleted: false }];
@@ -359,24 +370,27 @@ export class CellMappings {
   }
 
   /**
-   * Changes a cell's name, connection, transport URL or disabled flag. A new connection closes the
-   * cell's open DataSource in every process; the next call opens the new database.
+   * Changes a cell's name, connection, transport URL or state. A new connection or state closes the
+   * cell's open DataSource in every process once its running calls finish; the next call opens it
+   * again from the new mapping (see `setCellState`).
    * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
   async updateCell(cell: string | CellMapping, patch: CellMappingPatch): Promise<CellMapping> {
     const uuidOrName = cellKeyOf(cell);
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
-      throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, readConnections?, transportUrl?, disabled? }.');
+      throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, readConnections?, transportUrl?, state? }.');
     }
     const transportUrl = optionalNameArg(patch.transportUrl, 'transport URL', MAX_TRANSPORT_URL);
+    const state = cellStateArg(patch.state);
     const disabled = booleanArg(patch.disabled, 'disabled');
+    stateOf(state, disabled);
     let name: string | undefined;
     return this.unique(
       () =>
         this.write(async (tx) => {
           const cell = await loadCell(tx, uuidOrName);
-          const before = { name: cell.name, connections: connectionsOf(cell) };
+          const before = { name: cell.name, openedFrom: openedFrom(cell) };
           if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
           name = cell.name;
           if (patch.databaseConnection !== undefined) {
@@ -387,9 +401,10 @@ export class CellMappings {
           if (readConnections !== undefined) cell.readConnections = readConnections;
           readersFit(cell.databaseConnection, cell.readConnections, `cell '${cell.name}' (${cell.uuid})`);
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
-          if (disabled !== undefined) cell.disabled = disabled;
+          const next = state ?? (disabled === true ? 'disabled' : disabled === false && cell.state === 'disabled' ? 'active' : undefined);
+          if (next !== undefined) cell.state = next;
           const saved = await tx.save(cell);
-          const reconnect = connectionsOf(saved) !== before.connections;
+          const reconnect = openedFrom(saved) !== before.openedFrom;
           return [
             saved,
             {
@@ -403,6 +418,20 @@ export class CellMappings {
         }),
       () => `A cell named '${name ?? ''}' already exists.`,
     );
+  }
+
+  /**
+   * Sets a cell's state (see CellState), as `updateCell(cell, { state })`. Every process learns it
+   * through the invalidation path of mapping writes (NOTIFY on PostgreSQL, the change log on MySQL
+   * and MariaDB) and closes the cell's open DataSource once its running calls and transactions have
+   * finished; calls that start after that see the new state (a read-only cell's new connections run
+   * read-only transactions).
+   * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
+   * @throws InvalidArgumentError listing the states for an unknown state; UnknownCellError.
+   */
+  async setCellState(cell: string | CellMapping, state: CellState): Promise<CellMapping> {
+    // undefined is refused too: a state is required here.
+    return this.updateCell(cell, { state: cellStateArg(state ?? null)! });
   }
 
   /**
@@ -672,7 +701,27 @@ async function loadCell(
   return byName;
 }
 
-/** A copy of a cached cell, so no caller can change what every other request is routed by. */
+/**
+ * The state given by `state` or by the old `disabled` flag (true: `'disabled'`); undefined when
+ * neither is given. @throws InvalidArgumentError when they disagree.
+ */
+function stateOf(state: CellState | undefined, disabled: boolean | undefined): CellState | undefined {
+  if (disabled === undefined) return state;
+  if (state !== undefined && (state === 'disabled') !== disabled) {
+    throw new InvalidArgumentError(`state '${state}' and disabled: ${disabled} disagree: pass state alone.`);
+  }
+  return state ?? (disabled ? 'disabled' : undefined);
+}
+
+/**
+ * What a cell's open DataSource was made from: its connections and its state (a read-only cell's
+ * connections run read-only transactions; a disabled one opens none). A cell whose value changed
+ * must have its open DataSource closed. @internal
+ */
+export function openedFrom(cell: Pick<CellMapping, 'databaseConnection' | 'readConnections' | 'state'>): string {
+  return `${cell.state} ${connectionsOf(cell)}`;
+}
+
 /**
  * Every connection of a cell (primary and readers) as one string: a cell whose value changed must
  * have its open DataSource closed. @internal
@@ -682,6 +731,7 @@ export function connectionsOf(cell: Pick<CellMapping, 'databaseConnection' | 're
   return readers.length === 0 ? cell.databaseConnection : JSON.stringify([cell.databaseConnection, ...readers]);
 }
 
+/** A copy of a cached cell, so no caller can change what every other request is routed by. */
 function copyCell(cell: CellMapping): CellMapping {
   const copy = Object.assign(Object.create(CellMapping.prototype) as CellMapping, cell);
   // Its own list: changing the copy's must not change the cached mapping.

@@ -87,6 +87,8 @@ interface Pool {
   _freeConnections: { length: number };
   _connectionQueue: { length: number; get(index: number): unknown; removeOne(index: number): unknown };
   getConnection(callback: GetConnectionCallback): void;
+  /** 'connection': a new connection, before its first caller gets it. */
+  on(event: 'connection', listener: (connection: PoolConnection) => void): unknown;
 }
 
 /** What is used of the mysql2 module TypeORM's MysqlDriver holds. */
@@ -143,7 +145,10 @@ export function guardedMysqlDataSource(
   // mysql2's PoolConfig copies the password into an enumerable field of its ConnectionConfig, which
   // every pooled connection then copies: it is hidden there before the pool makes a connection.
   driver.mysql = Object.create(mysqlModule, {
-    createPool: { value: (config: object): Pool => hidePoolPassword(mysqlModule.createPool(config)), enumerable: false },
+    createPool: {
+      value: (config: object): Pool => readOnlySessions(hidePoolPassword(mysqlModule.createPool(config)), bounds.readOnly === true),
+      enumerable: false,
+    },
   }) as Mysql2Module;
   const createPool = driver.createPool.bind(driver);
   driver.createPool = (connectionOptions) => {
@@ -176,6 +181,21 @@ function hidePoolPassword(pool: Pool): Pool {
   const { password } = config;
   delete config.password;
   withHiddenPassword(config, password);
+  return pool;
+}
+
+/**
+ * With `readOnly`, runs `SET SESSION TRANSACTION READ ONLY` first on each new connection of `pool`
+ * (mysql2 runs a connection's queries in order, so no statement of a caller runs before it); a
+ * connection that refuses it is destroyed rather than used writable.
+ */
+function readOnlySessions(pool: Pool, readOnly: boolean): Pool {
+  if (!readOnly) return pool;
+  pool.on('connection', (connection: PoolConnection) => {
+    connection.query('SET SESSION TRANSACTION READ ONLY', (error: unknown) => {
+      if (error) connection.destroy();
+    });
+  });
   return pool;
 }
 

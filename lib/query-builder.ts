@@ -13,6 +13,7 @@ import {
 import { SoftDeleteQueryBuilder } from 'typeorm/query-builder/SoftDeleteQueryBuilder';
 import { isConnectionError, lossOf, markLost, translateConnectionError } from './connection-errors';
 import { currentContext } from './context';
+import { CellReadOnlyError } from './errors';
 import { applyToQueryBuilder, deleteDatePath } from './read-deleted';
 import type { DatabaseSelector, Route } from './route';
 import type { OnRoute, Telemetry } from './telemetry';
@@ -77,6 +78,17 @@ const EXECUTIONS = new Map<BuilderClass, readonly string[]>([
 
 /** Methods that may return a builder of another class (TypeORM builds it from the receiver). */
 const DERIVATIONS = ['select', 'insert', 'update', 'delete', 'softDelete', 'restore', 'relation'] as const;
+
+/** Builder classes whose executions write; refused on a read-only cell (see CellReadOnlyError). */
+const WRITE_BUILDERS: ReadonlyMap<BuilderClass, string> = new Map([
+  [InsertQueryBuilder as unknown as BuilderClass, 'an insert query builder'],
+  [UpdateQueryBuilder as unknown as BuilderClass, 'an update query builder'],
+  [DeleteQueryBuilder as unknown as BuilderClass, 'a delete query builder'],
+  [SoftDeleteQueryBuilder as unknown as BuilderClass, 'a soft-delete query builder'],
+]);
+
+/** Relation builder methods that write (the others load). */
+const RELATION_WRITES: ReadonlySet<string> = new Set(['set', 'add', 'remove', 'addAndRemove']);
 
 /** Select-query reads, to which the context's readDeleted mode applies. */
 const READS: ReadonlySet<string> = new Set([
@@ -187,6 +199,7 @@ async function executeCopy(
   onRoute?.(route.telemetry);
   let keepLease = false;
   try {
+    if (route.readOnly === true) refuseWrite(route.label, Base, name);
     const manager = route.manager;
     bindTo(copy, manager.dataSource);
     // A query runner given by the caller (createQueryBuilder(alias, runner), setQueryRunner) wins.
@@ -227,6 +240,15 @@ async function executeCopy(
     throw translateConnectionError(error, route.label, route.manager.queryRunner);
   } finally {
     if (!keepLease) route.release();
+  }
+}
+
+/** @throws CellReadOnlyError naming `label` when `name` of a `Base` builder writes. */
+function refuseWrite(label: string, Base: BuilderClass, name: string): void {
+  const kind = WRITE_BUILDERS.get(Base);
+  if (kind !== undefined) throw new CellReadOnlyError(label, kind);
+  if (Base === (RelationQueryBuilder as unknown as BuilderClass) && RELATION_WRITES.has(name)) {
+    throw new CellReadOnlyError(label, `a relation query builder's ${name}()`);
   }
 }
 

@@ -10,6 +10,8 @@ import type { RouteTelemetry } from './telemetry-attributes';
 export interface OpenedCell {
   dataSource: DataSource;
   label: string;
+  /** The cell was read-only when opened: routed writes are refused (see Route.readOnly). */
+  readOnly?: boolean;
   /** Its span and metric attributes. */
   telemetry?: RouteTelemetry;
 }
@@ -30,6 +32,7 @@ export class RegistryEntry implements Route {
     readonly label: string,
     private readonly onIdleAfterEviction: (entry: RegistryEntry) => void,
     readonly telemetry?: RouteTelemetry,
+    readonly readOnly = false,
   ) {
     this.manager = dataSource.manager;
   }
@@ -69,6 +72,11 @@ export interface RegistryOptions {
   maxOpen: number;
   /** Close a DataSource unused for this long; 0 keeps it until the LRU bound evicts it. */
   idleTimeoutMs: number;
+  /**
+   * Checks that `key` may be opened before it takes a slot; throws a typed error when not (the
+   * callers of that open get it; no 'open-failed' event). Default: every key may.
+   */
+  admit?(key: string): Promise<void>;
   /** Opens (initializes) the DataSource of a cell; throws a typed error when it cannot. */
   open(key: string): Promise<OpenedCell>;
   /** Spans of opens (`typeorm_cells.open`) and the open and eviction metrics. Default: off. */
@@ -187,6 +195,7 @@ export class DataSourceRegistry {
   }
 
   private async open(key: string): Promise<RegistryEntry> {
+    await this.options.admit?.(key);
     await this.takeSlot();
     const started = performance.now();
     let opened: OpenedCell;
@@ -202,7 +211,7 @@ export class DataSourceRegistry {
     } finally {
       this.initializing--;
     }
-    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.telemetry);
+    const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.telemetry, opened.readOnly === true);
     this.counters.opened++;
     // Opened after a forced close began: its callers fail at once too.
     this.forced?.(opened.dataSource);

@@ -9,6 +9,7 @@ import {
 } from 'typeorm';
 import { translateConnectionError } from './connection-errors';
 import { currentContext, type ReadDeleted } from './context';
+import { CellReadOnlyError } from './errors';
 import { routeBuilder, type DatabaseSelector, type Router } from './query-builder';
 import { deleteDatePath, readWithDeleted } from './read-deleted';
 import type { Route } from './route';
@@ -37,6 +38,16 @@ export const ROUTED_METHODS = [
   'average', 'minimum', 'maximum', 'find', 'findBy', 'findAndCount', 'findAndCountBy', 'findOne',
   'findOneBy', 'findOneOrFail', 'findOneByOrFail', 'query', 'sql', 'clear', 'increment', 'decrement',
 ] as const;
+
+/**
+ * Routed methods that write: refused with CellReadOnlyError on a read-only cell before reaching it.
+ * `query` and `sql` run SQL the library does not read: the cell's read-only transactions refuse
+ * a write among them on the server.
+ */
+const WRITE_METHODS: ReadonlySet<string> = new Set([
+  'save', 'remove', 'softRemove', 'recover', 'insert', 'update', 'updateAll', 'upsert', 'delete',
+  'deleteAll', 'softDelete', 'restore', 'clear', 'increment', 'decrement',
+]);
 
 /** Repository methods that only need entity metadata, never a connection. */
 export const METADATA_METHODS = ['hasId', 'getId', 'create', 'merge'] as const;
@@ -179,6 +190,7 @@ async function invoke(
 ): Promise<unknown> {
   onRoute?.(route.telemetry);
   try {
+    if (route.readOnly === true && WRITE_METHODS.has(name)) throw new CellReadOnlyError(route.label, `${name}()`);
     const repo = route.manager.getRepository(target);
     if (mode !== 'no') {
       const path = deleteDatePath(repo.metadata);

@@ -17,6 +17,11 @@ export interface Route {
   readonly manager: EntityManager;
   /** How errors name this database, e.g. `cell 'cell1' (uuid)`; never a URL. */
   readonly label: string;
+  /**
+   * True for a cell that was read-only when its DataSource (or the transaction) opened: routed
+   * writes fail with CellReadOnlyError before reaching it. Absent: false.
+   */
+  readonly readOnly?: boolean;
   /** Its span and metric attributes (telemetry-attributes.ts); none when unknown. */
   readonly telemetry?: RouteTelemetry | undefined;
   release(): void;

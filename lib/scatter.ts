@@ -23,8 +23,15 @@ export interface ScatterGatherOptions {
   signal?: AbortSignal;
 }
 
-/** Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include. */
-export interface ScatterGatherAllOptions extends ScatterGatherOptions, AllCellsOptions {}
+/**
+ * Options of `cells.scatterGatherAll()`: those of `scatterGather`, and which cells to include:
+ * cell0 unless `includeCell0: false`; disabled cells only with `includeDisabled: true` (their
+ * routed calls still fail with CellDisabledError, which reports them as RaisedError).
+ */
+export interface ScatterGatherAllOptions extends ScatterGatherOptions, AllCellsOptions {
+  /** Include cells whose state is `'disabled'`. Default: false (unlike `allCells`). */
+  includeDisabled?: boolean;
+}
 
 /** The work done in each cell: runs inside `targetCell(cell)`, so routed repositories reach that cell. */
 export type CellTask<T> = (cell: CellMapping, signal: AbortSignal) => Promise<T>;

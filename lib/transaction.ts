@@ -33,6 +33,8 @@ export class TransactionRoute implements Route, ActiveTransaction {
     readonly queryRunner: QueryRunner,
     private readonly parent?: TransactionRoute,
     readonly telemetry?: RouteTelemetry,
+    /** Opened on a read-only cell: its routed writes are refused (see Route.readOnly). */
+    readonly readOnly = false,
   ) {
     this.manager = queryRunner.manager;
   }
@@ -81,7 +83,7 @@ export class TransactionRoute implements Route, ActiveTransaction {
       await previous;
       await this.queryRunner.startTransaction();
       // A rolled-back savepoint leaves the enclosing transaction going on (it may commit).
-      return await new TransactionRoute(this.owner, this.key, this.label, this.queryRunner, this, this.telemetry).run(ctx, slot, fn);
+      return await new TransactionRoute(this.owner, this.key, this.label, this.queryRunner, this, this.telemetry, this.readOnly).run(ctx, slot, fn);
     } catch (error) {
       throw translateConnectionError(error, this.label, this.queryRunner);
     } finally {
@@ -136,7 +138,7 @@ export async function runTransaction<T>(
     await runner.startTransaction(isolation);
     // A lost connection makes TypeORM release the runner; its pg client recorded the loss
     // (connection-pool.ts), so later statements fail typed.
-    return await new TransactionRoute(owner, key, route.label, runner, undefined, route.telemetry).run(ctx, slot, fn);
+    return await new TransactionRoute(owner, key, route.label, runner, undefined, route.telemetry, route.readOnly === true).run(ctx, slot, fn);
   } catch (error) {
     throw translateConnectionError(error, route.label, runner);
   } finally {

@@ -205,6 +205,12 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     }
     const second = report(await run(['db', 'migrate', '--all', '--json']));
     expect(second.cells.every((c) => c.result === 'migrated' && c.applied.length === 0)).toBe(true);
+    const status = await run(['db', 'fleet-status', '--json']);
+    expect({ code: status.code, stderr: status.stderr }).toEqual({ code: 0, stderr: '' });
+    const fleet = JSON.parse(status.stdout) as { newest: string; cells: { name: string; version: string | null; pending: number; lastRun: { state: string } | null }[] };
+    expect(fleet.newest).toBe(MIGRATIONS.at(-1));
+    for (const name of ['fleet-my0', 'fleet-my1', world.cells[0]!.name])
+      expect(fleet.cells.find((c) => c.name === name)).toMatchObject({ version: MIGRATIONS.at(-1), pending: 0, lastRun: { state: 'succeeded' } });
   });
 
   it('two concurrent db migrate runs on one MariaDB cell serialize on GET_LOCK: both succeed, each migration applied once', async () => {
@@ -323,6 +329,8 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     const project = await createProject({ 'cells.config.js': `module.exports = { api: ${JSON.stringify(url)}, entities: [] };\n` });
     try {
       const runApi = (args: string[]) => runCli(args, project.dir);
+      const unmigrated = await runApi(['db', 'fleet-status']);
+      expect(unmigrated).toMatchObject({ code: 1, stderr: expect.stringMatching(/^error: .* Is the API database migrated\? Run 'typeorm-cells api-db migrate'\.\n$/) });
       const migrated = await runApi(['api-db', 'migrate', '--lock-timeout', '5000', '--json']);
       expect({ code: migrated.code, stderr: migrated.stderr }).toEqual({ code: 0, stderr: '' });
       expect((JSON.parse(migrated.stdout) as { applied: string[] }).applied).toEqual(API_MIGRATIONS.map((m) => m.name));
@@ -335,6 +343,18 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       const listed = await runApi(['cell', 'list', '--json']);
       expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
       expect(listed.stdout).toContain('pg-on-maria-api');
+      // The fleet migration journal lives in the MariaDB API database too.
+      const fleet = await runApi(['db', 'migrate', '--all', '--canary', '1', '--json']);
+      expect({ code: fleet.code, stderr: fleet.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(JSON.parse(fleet.stdout)).toMatchObject({ run: { state: 'succeeded' } });
+      expect(await mysqlQuery(`SELECT state, ended_at IS NOT NULL AS ended FROM \`${db.name}\`.cell_migration_runs`)).toEqual([{ state: 'succeeded', ended: 1 }]);
+      expect(await mysqlQuery(`SELECT cell_name, wave, state, attempts, applied, error FROM \`${db.name}\`.cell_migration_run_cells`)).toEqual([
+        { cell_name: 'pg-on-maria-api', wave: 0, state: 'succeeded', attempts: 1, applied: '[]', error: null },
+      ]);
+      const fleetStatus = await runApi(['db', 'fleet-status', '--json']);
+      expect({ code: fleetStatus.code, stderr: fleetStatus.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(JSON.parse(fleetStatus.stdout)).toMatchObject({ newest: null, cells: [{ name: 'pg-on-maria-api', version: null, pending: 0, lastRun: { state: 'succeeded', attempts: 1 } }] });
+      expect(JSON.parse((await runApi(['db', 'migrate', '--resume', '--json'])).stdout)).toEqual({ run: null, cells: [] });
     } finally {
       await project.remove();
     }

@@ -66,6 +66,7 @@ async function appliedMigrations(url: string): Promise<string[]> {
 interface CellRow {
   uuid: string;
   name: string;
+  state: string;
   disabled: boolean;
   instances?: number;
   databaseConnection?: string;
@@ -169,9 +170,9 @@ describe('cell commands', () => {
     expect(mapped.code).toBe(0);
     const result = await run('cell', 'list');
     expect(result).toMatchObject({ code: 0, stderr: '' });
-    expect(result.stdout).toMatch(/UUID .*Name .*Disabled .*Instances/);
+    expect(result.stdout).toMatch(/UUID .*Name .*State .*Instances/);
     expect(result.stdout).toMatch(
-      new RegExp(`${world.cells[1]!.uuid} │ ${world.cells[1]!.name} *│ no *│ 1 `),
+      new RegExp(`${world.cells[1]!.uuid} │ ${world.cells[1]!.name} *│ active *│ 1 `),
     );
     expect(result.stdout).not.toContain('postgres://');
   });
@@ -212,6 +213,35 @@ describe('cell commands', () => {
     expect(json<CellRow>(result)).toMatchObject({ uuid: target, name: 'updated', disabled: true });
     const enabled = await run('cell', 'update', 'updated', '--enable', '--json');
     expect(json<CellRow>(enabled)).toMatchObject({ disabled: false });
+  });
+
+  it('sets a cell state by name and shows it in cell list, as a table and as JSON', async () => {
+    const target = await createCliWorldCell(world, 'to-drain');
+    const drained = await run('cell', 'set-state', 'to-drain', 'draining');
+    expect(drained).toMatchObject({ code: 0, stderr: '' });
+    expect(drained.stdout).toBe(`Cell 'to-drain' (${target}) is now draining.\n`);
+    const table = await run('cell', 'list');
+    expect(table.stdout).toMatch(/\bState\b/);
+    expect(table.stdout).toMatch(new RegExp(`${target} │ to-drain +│ draining`));
+    const readOnly = json<CellRow>(await run('cell', 'set-state', target, 'read-only', '--json'));
+    expect(readOnly).toMatchObject({ uuid: target, state: 'read-only', disabled: false });
+    const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
+    expect(listed.find((c) => c.uuid === target)).toMatchObject({ state: 'read-only' });
+    expect(json<CellRow>(await run('cell', 'update', target, '--disable', '--json'))).toMatchObject({ state: 'disabled', disabled: true });
+    expect(json<CellRow>(await run('cell', 'set-state', target, 'active', '--json'))).toMatchObject({ state: 'active', disabled: false });
+    const created = await run('cell', 'create', '--json', '--no-verify', '--name', 'born-draining', '--state', 'draining', '--database-connection', world.cells[0]!.url);
+    expect(json<CellRow>(created)).toMatchObject({ name: 'born-draining', state: 'draining', disabled: false });
+  });
+
+  it('refuses an unknown state in one line that lists the valid states, changing nothing', async () => {
+    const target = await createCliWorldCell(world, 'to-keep');
+    const refused = await run('cell', 'set-state', target, 'paused');
+    expectOneErrorLine(refused, 2, /'active', 'read-only', 'draining', 'disabled'.*'paused'/);
+    const notCreated = await run('cell', 'create', '--no-verify', '--name', 'born-paused', '--state', 'paused', '--database-connection', world.cells[0]!.url);
+    expectOneErrorLine(notCreated, 2, /'active', 'read-only', 'draining', 'disabled'.*'paused'/);
+    const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
+    expect(listed.find((c) => c.uuid === target)).toMatchObject({ state: 'active' });
+    expect(listed.map((c) => c.name)).not.toContain('born-paused');
   });
 
   it('refuses to delete a cell with mapped instances unless --force', async () => {
@@ -593,6 +623,9 @@ describe('db migrate', () => {
   });
 });
 
+/** The API migrations, oldest first. */
+const API_MIGRATION_NAMES = ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000', 'CellStates1768000000000', 'MigrationJournal1768200000000'];
+
 describe('api-db', () => {
   it('migrates the API database once, into the history Cells reads', async () => {
     const api = await createTestDatabase('cli_apidb');
@@ -601,10 +634,10 @@ describe('api-db', () => {
     try {
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
         applied: [],
-        pending: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        pending: API_MIGRATION_NAMES,
       });
       expect(json(await run('api-db', 'migrate', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        applied: API_MIGRATION_NAMES,
       });
       const again = await run('api-db', 'migrate');
       expect(again).toMatchObject({
@@ -612,7 +645,7 @@ describe('api-db', () => {
         stdout: 'API database is up to date (0 migrations applied).\n',
       });
       expect(json(await run('api-db', 'status', '--json'))).toEqual({
-        applied: ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'],
+        applied: API_MIGRATION_NAMES,
         pending: [],
       });
       // Had the CLI used another history table, this would re-create the tables and fail.

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { Client } from 'pg';
-import { Cells, MigrationLockTimeoutError } from '../lib';
+import { API_MIGRATIONS as MIGRATION_CLASSES, Cells, MigrationLockTimeoutError } from '../lib';
 import { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from '../lib/cli/migration-runner';
 import { assertCliBuilt, createProject, runCli } from './support/cli';
 import { createTestDatabase, rowsIn, type TestDatabase } from './support/databases';
@@ -8,7 +8,7 @@ import { createMysqlTestDatabase, describeMysql, mysqlAdmin, mysqlQuery, type My
 
 /** Processes (here: Cells instances, each with its own API pool) starting at once on one fresh API database. */
 const RUNNERS = 4;
-const API_MIGRATIONS = ['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000'];
+const API_MIGRATIONS = MIGRATION_CLASSES.map((migration) => migration.name);
 
 async function initializeAtOnce(api: string): Promise<Cells[]> {
   const all = Array.from({ length: RUNNERS }, () => new Cells({ api, entities: [], migrateApi: true, poolSize: 2 }));

@@ -291,17 +291,15 @@ describe('scatterGather', () => {
 });
 
 describe('scatterGatherAll', () => {
-  it('leaves out disabled cells only when asked to', async () => {
+  it('leaves out disabled cells unless asked to include them', async () => {
     const disabled = await world.lib.mappings.createCell({
       name: `disabled-${randomUUID().slice(0, 8)}`,
       databaseConnection: world.cells[0]!.db.url,
       disabled: true,
     });
     try {
-      const all = await world.lib.scatterGatherAll(async (cell) => cell.name);
-      const enabled = await world.lib.scatterGatherAll(async (cell) => cell.name, {
-        includeDisabled: false,
-      });
+      const all = await world.lib.scatterGatherAll(async (cell) => cell.name, { includeDisabled: true });
+      const enabled = await world.lib.scatterGatherAll(async (cell) => cell.name);
       expect(all.get(disabled.uuid)).toBe(disabled.name);
       expect(enabled.has(disabled.uuid)).toBe(false);
       expect(enabled.size).toBe(4);

@@ -6,7 +6,7 @@ import { SpanKind, SpanStatusCode, metrics, trace } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { CellUnreachableError, Cells, DidNotRespond, RaisedError, RequestContext, runWithContext, targetCell, type CellMapping } from '../lib';
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
-import { adminQuery } from './support/databases';
+import { adminQuery, createRole, testServerUrl } from './support/databases';
 import { closedPort, eventually } from './support/peers';
 import { createTestSdk, enableContext, exportedText, pointsOf, renderTrace, type TestSdk } from './support/telemetry';
 import { Widget } from './support/widget';
@@ -23,11 +23,14 @@ let world: CellWorld;
 beforeAll(async () => {
   disableContext = enableContext();
   sdk = createTestSdk();
+  // A role whose password is the sentinel, so the cells log in with it on a server that asks for
+  // passwords (the embedded one) as on one that trusts 127.0.0.1.
+  const role = new URL(await createRole(`cells_otel_${process.pid}`, SENTINEL));
   world = await createCellWorld('otel', {
     cellCount: 3,
-    // Trust authentication: the password is sent nowhere, but it is in every stored cell URL.
     connectionUrl: (url) => {
       const u = new URL(url);
+      u.username = role.username;
       u.password = SENTINEL;
       return u.toString();
     },
@@ -287,7 +290,7 @@ describe('secrets', () => {
     const port = await closedPort();
     const badRole = await world.lib.mappings.createCell({
       name: `otel-badrole-${randomUUID().slice(0, 6)}`,
-      databaseConnection: `postgres://no_such_role_${process.pid}:${SENTINEL}@127.0.0.1:5432/postgres`,
+      databaseConnection: `postgres://no_such_role_${process.pid}:${SENTINEL}@${new URL(testServerUrl()).host}/postgres`,
     });
     const unreachable = await world.lib.mappings.createCell({
       name: `otel-down-${randomUUID().slice(0, 6)}`,

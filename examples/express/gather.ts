@@ -13,8 +13,9 @@ export interface GatherOptions {
 }
 
 /**
- * Runs `fn` in every cell at once through `cells.scatterGatherAll` (cell0 and disabled cells
- * included: they take no new servers but still hold old ones), each call targeted at its cell, and
+ * Runs `fn` in every cell at once through `cells.scatterGatherAll` (cell0, draining and read-only
+ * cells included: they take no new servers but still hold old ones; disabled cells left out, as they
+ * refuse every call), each call targeted at its cell, and
  * returns every cell's outcome. A cell that fails or misses the deadline never fails the gather.
  */
 export async function gatherFromCells<T>(

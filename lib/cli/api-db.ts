@@ -4,7 +4,7 @@ import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
 import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource, withLockTimeout } from './migration-runner';
-import { timeoutMs } from './db';
+import { timeoutMs } from './option-parsers';
 import type { CliSession } from './session';
 
 /** Registers `api-db migrate` and `api-db status`. */

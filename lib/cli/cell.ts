@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { Client } from 'pg';
-import { CELL0_UUID, type CellMapping } from '../../entities/CellMapping';
+import { CELL0_UUID, CELL_STATES, type CellMapping } from '../../entities/CellMapping';
+import { cellStateArg } from '../arguments';
 import { InstanceMapping } from '../../entities/InstanceMapping';
 import type { Cells } from '../cells';
 import { DEFAULTS, connect, fromParts, guardedDataSource, type DatabaseConfig } from '../data-source-options';
@@ -19,6 +20,7 @@ interface CreateOptions {
   transportUrl?: string;
   uuid?: string;
   disabled?: boolean;
+  state?: string;
   verify: boolean;
 }
 
@@ -37,7 +39,7 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** Registers `cell create|list|update|delete` and `cell0 map`. */
+/** Registers `cell create|list|update|set-state|delete` and `cell0 map`. */
 export function registerCellCommands(program: Command, session: () => CliSession): void {
   const cell = program.command('cell').description('cell mappings in the API database');
 
@@ -49,10 +51,12 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .option('--read-connection <url>', 'postgres:// URL of a read replica of the cell database (repeatable)', collect)
     .option('--transport-url <url>', 'message transport URL of the cell, stored as is')
     .option('--uuid <uuid>', 'cell uuid (default: a random one)')
-    .option('--disabled', 'create the cell disabled (no new instances are scheduled to it)')
+    .option('--state <state>', `the cell's state: ${CELL_STATES.join(', ')} (default: active)`)
+    .option('--disabled', 'create the cell disabled, as --state disabled (its routed calls are refused)')
     .option('--no-verify', 'skip the connection check')
     .action(async (opts: CreateOptions) => {
       const s = session();
+      const state = cellStateArg(opts.state);
       const config = await s.config();
       if (opts.verify) {
         await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config.connectTimeoutMs);
@@ -67,6 +71,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
           readConnections: opts.readConnection ?? null,
           transportUrl: opts.transportUrl ?? null,
           disabled: opts.disabled === true,
+          ...(state === undefined ? {} : { state }),
           ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
         }),
       );
@@ -77,7 +82,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
 
   cell
     .command('list')
-    .description('list cells with their instance counts; --verbose adds the (masked) URLs')
+    .description('list cells with their states and instance counts; --verbose adds the (masked) URLs')
     .option('--verbose', 'show the database connection and transport URLs, passwords masked')
     .action(async (opts: { verbose?: boolean }) => {
       const s = session();
@@ -91,7 +96,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
         const head = [
           'UUID',
           'Name',
-          'Disabled',
+          'State',
           'Instances',
           ...(verbose ? ['Database connection', 'Read connections', 'Transport URL'] : []),
         ];
@@ -100,7 +105,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
           rows.map((r) => [
             r.uuid,
             r.name,
-            r.disabled ? 'yes' : 'no',
+            r.state,
             r.instances ?? 0,
             ...(verbose ? [r.databaseConnection ?? '', r.readConnections?.join(' ') ?? '-', r.transportUrl ?? '-'] : []),
           ]),
@@ -110,15 +115,15 @@ export function registerCellCommands(program: Command, session: () => CliSession
 
   cell
     .command('update')
-    .description("change a cell's name, URLs or disabled flag")
+    .description("change a cell's name or URLs (its state: cell set-state)")
     .argument('<cell>', 'cell name or uuid')
     .option('--name <name>', 'new name')
     .option('--database-connection <url>', 'new postgres://, mysql:// or mariadb:// URL (not checked)')
     .option('--read-connection <url>', 'postgres:// URL of a read replica (repeatable; replaces the list; not checked)', collect)
     .option('--clear-read-connections', 'remove every read replica of the cell')
     .option('--transport-url <url>', 'new transport URL')
-    .option('--disable', 'disable the cell')
-    .option('--enable', 'enable the cell')
+    .option('--disable', 'disable the cell, as set-state <cell> disabled')
+    .option('--enable', 'set a disabled cell active (another state is kept)')
     .action(async (ref: string, opts: UpdateOptions) => {
       const s = session();
       if (opts.disable && opts.enable)
@@ -140,6 +145,22 @@ export function registerCellCommands(program: Command, session: () => CliSession
       const updated = await s.withCells((lib) => lib.mappings.updateCell(ref, patch));
       s.output.result(cellJson(updated, undefined, true), () =>
         s.output.line(`Updated cell ${cellLabel(updated)}.`),
+      );
+    });
+
+  cell
+    .command('set-state')
+    .description(
+      `set a cell's state (${CELL_STATES.join(', ')}); every process applies it to calls that start after it (within about 1 s)`,
+    )
+    .argument('<cell>', 'cell name or uuid')
+    .argument('<state>', CELL_STATES.join(' | '))
+    .action(async (ref: string, given: string) => {
+      const s = session();
+      const state = cellStateArg(given)!;
+      const updated = await s.withCells((lib) => lib.mappings.setCellState(ref, state));
+      s.output.result(cellJson(updated, undefined, false), () =>
+        s.output.line(`Cell ${cellLabel(updated)} is now ${updated.state}.`),
       );
     });
 
@@ -207,6 +228,7 @@ function cellJson(cell: CellMapping, instances: number | undefined, withUrls: bo
   return {
     uuid: cell.uuid,
     name: cell.name,
+    state: cell.state,
     disabled: cell.disabled,
     ...(instances === undefined ? {} : { instances }),
     ...(withUrls

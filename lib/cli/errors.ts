@@ -64,3 +64,32 @@ export class CellVerificationError extends CellsError {
     );
   }
 }
+
+/**
+ * `typeorm-cells db migrate --all` (or `--resume`) was interrupted (Ctrl-C, SIGINT): it started no
+ * more cells, let the running ones finish and recorded the run as `interrupted`. The CLI exits 130.
+ */
+export class MigrationInterruptedError extends CellsError {
+  readonly code = 'CELLS_MIGRATION_INTERRUPTED';
+  constructor(readonly runId: number, readonly notDone: number) {
+    super(
+      `Interrupted: migration run #${runId} stopped with ${notDone} cell(s) not done; ` +
+        `run 'typeorm-cells db migrate --resume' to continue it.`,
+    );
+  }
+}
+
+/**
+ * `typeorm-cells db migrate --resume` found the newest unfinished run held by another process (its
+ * lock on the API database, fleet-run-lock.ts): that process is still migrating it. Nothing was
+ * started.
+ */
+export class FleetRunBusyError extends CellsError {
+  readonly code = 'CELLS_FLEET_RUN_BUSY';
+  constructor(readonly runId: number) {
+    super(
+      `Migration run #${runId} is being migrated by another process (it holds the run's lock on the API database), ` +
+        `so nothing was started. Wait for it to end, or stop it (Ctrl-C), then run 'typeorm-cells db migrate --resume' again.`,
+    );
+  }
+}

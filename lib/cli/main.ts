@@ -12,16 +12,18 @@ import {
   UnknownCellError,
 } from '../errors';
 import { registerApiDbCommands } from './api-db';
+import { MigrationInterruptedError } from './errors';
 import { registerCellCommands } from './cell';
 import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
-import { registerDbCommands, timeoutMs } from './db';
+import { registerDbCommands } from './db';
+import { timeoutMs } from './option-parsers';
 import { registerInstanceCommands } from './instance';
 import { Output, oneLine } from './output';
 import { flushTelemetry } from './telemetry-flush';
 import { CliSession, type GlobalOptions } from './session';
 
 /** Exit statuses of the CLI, stable for scripts. */
-export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
 
 const HELP_FOOTER = `
 Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config <path>; it exports
@@ -35,6 +37,7 @@ Exit status:
   1  failure: a database is unreachable, a cell is unknown or in use, an instance is not
      mapped, some cells failed to migrate, or the config file fails to load or never settles
   2  usage error: unknown command or option, missing or malformed argument, no config file
+  130  db migrate --all or --resume interrupted by Ctrl-C (SIGINT); --resume continues it
 
 Passwords in connection URLs are masked (***) in all output.`;
 
@@ -97,6 +100,7 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     output.error(describeError(error));
     if (program.opts<GlobalOptions>().debug && error instanceof Error && error.stack)
       output.debug(error.stack);
+    if (error instanceof MigrationInterruptedError) return EXIT.interrupted;
     return isUsageError(error) ? EXIT.usage : EXIT.failure;
   } finally {
     unfinished.dispose();
@@ -135,8 +139,9 @@ function isUsageError(error: unknown): boolean {
 function describeError(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { driverError?: { code?: unknown } } | null)?.driverError?.code;
-  // 42P01 undefined_table: the API database has no mapping tables yet.
-  if (code === '42P01')
+  // 42P01 undefined_table (MySQL/MariaDB: ER_NO_SUCH_TABLE): the API database has no mapping
+  // tables yet, or not those of this version (the fleet migration journal).
+  if (code === '42P01' || code === 'ER_NO_SUCH_TABLE')
     return `${message}. Is the API database migrated? Run 'typeorm-cells api-db migrate'.`;
   // The library's hints name its API calls; on the command line, name the commands instead.
   if (error instanceof CellInUseError)

@@ -67,6 +67,11 @@ export class Output {
     this.streams.err.write(`error: ${oneLine(maskSecrets(message))}\n`);
   }
 
+  /** Writes `warning: <message>` to stderr as one line: something the user should know, not a failure. */
+  warn(message: string): void {
+    this.streams.err.write(`warning: ${oneLine(maskSecrets(message))}\n`);
+  }
+
   /** Writes raw text to stderr, masked (stack traces under `--debug`). */
   debug(text: string): void {
     this.streams.err.write(`${maskSecrets(text)}\n`);

@@ -17,10 +17,11 @@ interface ServerBody {
 }
 
 let world: ExampleApp;
-// cell0, two cells and a disabled cell on the test server, and one cell on a second server.
+// cell0, two cells, a disabled and a draining cell on the test server, and one cell on a second server.
 let cell0: ExampleCell;
 let near: [ExampleCell, ExampleCell];
 let disabled: ExampleCell;
+let draining: ExampleCell;
 let far: ExampleCell;
 
 beforeAll(async () => {
@@ -30,14 +31,15 @@ beforeAll(async () => {
       { name: 'ex-a', database: 'a' },
       { name: 'ex-b', database: 'b' },
       { name: 'ex-off', database: 'off', disabled: true },
+      { name: 'ex-drain', database: 'drain', state: 'draining' },
       { name: 'ex-far', database: 'far', onSecondServer: true },
     ],
     apiPoolSize: 10, // pg-pool's default, as the app runs with the API database as a URL
     cells: { poolSize: 3, connectTimeoutMs: 2000 },
     listen: true,
   });
-  const [c0, a, b, off, f] = world.cells;
-  [cell0, near, disabled, far] = [c0!, [a!, b!], off!, f!];
+  const [c0, a, b, off, drain, f] = world.cells;
+  [cell0, near, disabled, draining, far] = [c0!, [a!, b!], off!, drain!, f!];
 }, 120_000);
 afterAll(async () => {
   await world?.destroy();
@@ -52,7 +54,7 @@ function project(): string {
 }
 
 function allCells(): ExampleCell[] {
-  return [cell0, ...near, disabled, far];
+  return [cell0, ...near, disabled, draining, far];
 }
 
 async function post(name: string, projectId: string, query = ''): Promise<ServerBody> {
@@ -80,7 +82,8 @@ describe('GET /cells', () => {
     const res = await api().get('/cells').expect(200);
     const cells = (res.body as { cells: Array<Record<string, unknown>> }).cells;
     expect(cells.map((c) => c['uuid']).sort()).toEqual(allCells().map((c) => c.mapping.uuid).sort());
-    expect(cells.find((c) => c['uuid'] === disabled.mapping.uuid)).toMatchObject({ disabled: true, cell0: false });
+    expect(cells.find((c) => c['uuid'] === disabled.mapping.uuid)).toMatchObject({ state: 'disabled', disabled: true, cell0: false });
+    expect(cells.find((c) => c['uuid'] === draining.mapping.uuid)).toMatchObject({ state: 'draining', disabled: false });
     expect(cells.find((c) => c['name'] === 'cell0')).toMatchObject({ cell0: true });
     expect(res.text).not.toMatch(/postgres:|databaseConnection|database_connection/i);
     const password = new URL(far.url).password;
@@ -113,7 +116,7 @@ describe('POST /servers', () => {
     expect(res.headers['location']).toBe(`/servers/${(res.body as { server: ServerBody }).server.uuid}`);
   });
 
-  it('spreads servers round-robin over the enabled cells other than cell0', async () => {
+  it('spreads servers round-robin over the active cells other than cell0 (not draining, not disabled)', async () => {
     const p = project();
     const placed = [];
     for (let i = 0; i < 6; i++) placed.push((await post(`rr-${i}`, p)).cell.uuid);
@@ -121,6 +124,7 @@ describe('POST /servers', () => {
     expect([...new Set(placed)].sort()).toEqual(enabled);
     expect(placed).not.toContain(cell0.mapping.uuid);
     expect(placed).not.toContain(disabled.mapping.uuid);
+    expect(placed).not.toContain(draining.mapping.uuid);
   });
 
   it('places the server in the cell named by ?cell=<name> or ?cell=<uuid>', async () => {
@@ -136,6 +140,7 @@ describe('POST /servers', () => {
     ['an unknown cell', '?cell=no-such-cell', 'CELLS_UNKNOWN_CELL'],
     ['cell0', '?cell=cell0', 'BAD_CELL'],
     ['a disabled cell', `?cell=ex-off`, 'BAD_CELL'],
+    ['a draining cell', `?cell=ex-drain`, 'BAD_CELL'],
     ['a repeated cell', '?cell=a&cell=b', 'BAD_CELL'],
   ])('refuses %s with 400', async (_what, query, code) => {
     const res = await api().post(`/servers${query}`).send({ name: 'x' }).expect(400);
@@ -267,6 +272,24 @@ describe('DELETE /servers/:uuid and read_deleted', () => {
     expect(rows[0]?.deleted_at).toBeInstanceOf(Date);
     const mapping = await rowsIn(world.api.url, 'SELECT queued_for_delete FROM instance_mappings WHERE instance_uuid = $1', [created.uuid]);
     expect(mapping).toEqual([{ queued_for_delete: true }]);
+  });
+
+  it('answers 503 CELLS_CELL_READ_ONLY to a delete in a read-only cell, and still reads the server; 503 CELLS_CELL_DISABLED once disabled', async () => {
+    const p = project();
+    const created = await post('kept', p, `?cell=${near[0].mapping.name}`);
+    await world.lib.mappings.setCellState(near[0].mapping.uuid, 'read-only');
+    try {
+      const refused = await api().delete(`/servers/${created.uuid}`).set('x-project-id', p).expect(503);
+      expect(refused.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_READ_ONLY' } });
+      await api().get(`/servers/${created.uuid}`).set('x-project-id', p).expect(200);
+      const mapping = await rowsIn(world.api.url, 'SELECT queued_for_delete FROM instance_mappings WHERE instance_uuid = $1', [created.uuid]);
+      expect(mapping).toEqual([{ queued_for_delete: false }]);
+      await world.lib.mappings.setCellState(near[0].mapping.uuid, 'disabled');
+      const disabledRead = await api().get(`/servers/${created.uuid}`).set('x-project-id', p).expect(503);
+      expect(disabledRead.body).toMatchObject({ error: { status: 503, code: 'CELLS_CELL_DISABLED' } });
+    } finally {
+      await world.lib.mappings.setCellState(near[0].mapping.uuid, 'active');
+    }
   });
 
   it('shows a deleted server to admins with read_deleted=yes or only', async () => {

@@ -33,12 +33,18 @@ describeMysql('an API database on MariaDB', () => {
 
   it('migrates into one history of the same migration names as PostgreSQL', async () => {
     const rows = await mysqlQuery(`SELECT name FROM \`${api.name}\`.cells_api_migrations ORDER BY id`);
-    expect(rows.map((r) => r.name)).toEqual(['ApiSchema1764072000000', 'CellReadConnections1766000000000', 'MappingChangeLog1767000000000']);
+    expect(rows.map((r) => r.name)).toEqual([
+      'ApiSchema1764072000000',
+      'CellReadConnections1766000000000',
+      'MappingChangeLog1767000000000',
+      'CellStates1768000000000',
+      'MigrationJournal1768200000000',
+    ]);
     const columns = await mysqlQuery(
       `SELECT COLUMN_NAME AS c, COLUMN_TYPE AS t FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'cell_mappings'`,
       [api.name],
     );
-    expect(Object.fromEntries(columns.map((r) => [r.c, r.t]))).toMatchObject({ uuid: 'char(36)', created_at: 'datetime(6)' });
+    expect(Object.fromEntries(columns.map((r) => [r.c, r.t]))).toMatchObject({ uuid: 'char(36)', created_at: 'datetime(6)', state: 'varchar(16)' });
   });
 
   it('maps instances and routes calls by them to a PostgreSQL cell and a MariaDB cell', async () => {

@@ -74,7 +74,7 @@ beforeAll(async () => {
   watched = [
     {
       url: world.api.url,
-      sql: 'SELECT uuid, name, database_connection, disabled FROM cell_mappings',
+      sql: 'SELECT uuid, name, database_connection, state FROM cell_mappings',
     },
     {
       url: world.api.url,
@@ -87,7 +87,7 @@ beforeAll(async () => {
     })),
     {
       url: example.api.url,
-      sql: 'SELECT uuid, name, database_connection, disabled FROM cell_mappings',
+      sql: 'SELECT uuid, name, database_connection, state FROM cell_mappings',
     },
     {
       url: example.api.url,

@@ -496,6 +496,10 @@ export default { api: ${JSON.stringify(role.urlFor(cliWorld.api.name))}, entitie
     expect((await run('db', 'status')).code).toBe(1);
     expect((await run('db', 'status', '--json')).code).toBe(1);
     await run('db', 'status', '--cell', 'sec-cli-dead', '--debug');
+    // The fleet journal stored those failures; fleet-status prints them back.
+    expect((await run('--config', leakyConfig, 'db', 'fleet-status')).code).toBe(1);
+    expect((await run('--config', leakyConfig, 'db', 'fleet-status', '--json')).code).toBe(1);
+    await run('--config', leakyConfig, 'db', 'migrate', '--resume', '--json');
     await run('api-db', 'status');
   });
 

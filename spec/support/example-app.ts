@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import type { Express } from 'express';
 import { listen, type Listening } from '../../dev/listen';
-import { Cells, type CellMapping, type CellsOptions } from '../../lib';
+import { Cells, type CellMapping, type CellState, type CellsOptions } from '../../lib';
 import { createApp, type AppOptions } from '../../examples/express/app';
 import { DEFAULT_PROJECT } from '../../examples/express/context';
 import { Server } from '../../examples/express/entities/Server';
@@ -26,6 +26,8 @@ export interface ExampleCellSpec {
   database: string;
   /** Marked disabled once mapped. Default: false. */
   disabled?: boolean;
+  /** Set to this state once mapped (see CellState). Default: active. */
+  state?: CellState;
   /** Its database is on a second PostgreSQL server (started for the fixture), not the test server. Default: false. */
   onSecondServer?: boolean;
   /** Its database is a MariaDB one on the MySQL test server (CELLS_TEST_MYSQL_URL). Default: false. */
@@ -138,6 +140,7 @@ export async function createExampleApp(
       url = rewrite(url);
       let mapping = await registerCell(lib, { name: spec.name, url });
       if (spec.disabled) mapping = await lib.mappings.updateCell(mapping.uuid, { disabled: true });
+      if (spec.state !== undefined) mapping = await lib.mappings.setCellState(mapping.uuid, spec.state);
       cells.push({ mapping, url });
     }
     const logged: string[] = [];

@@ -17,7 +17,7 @@ export function cellRoutes(cells: Cells, options: { healthTimeoutMs: number }): 
   router.get('/cells', async (_req, res) => {
     const all = await cells.mappings.allCells();
     res.json({
-      cells: all.map((cell) => ({ ...cellView(cell), disabled: cell.disabled, cell0: cell.uuid === CELL0_UUID })),
+      cells: all.map((cell) => ({ ...cellView(cell), state: cell.state, disabled: cell.disabled, cell0: cell.uuid === CELL0_UUID })),
     });
   });
 

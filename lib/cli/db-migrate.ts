@@ -1,0 +1,159 @@
+import type { Command } from 'commander';
+import { MigrationRun, type MigrationRunOptions } from '../../entities/MigrationRun';
+import { InvalidArgumentError } from '../errors';
+import { migrateCells, type CellMigrationResult } from './cell-migration';
+import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
+import { MigrationInterruptedError, SomeCellsFailedError } from './errors';
+import { resumeFleetMigration, startFleetMigration, type FleetMigrationOutcome, type StopSignal } from './fleet-migration';
+import { MigrationJournal } from './migration-journal';
+import { DEFAULT_LOCK_TIMEOUT_MS } from './migration-runner';
+import { positiveInteger, timeoutMs } from './option-parsers';
+import { formatDuration } from './output';
+import type { CliSession } from './session';
+
+interface MigrateOptions extends SelectionOptions {
+  resume?: boolean;
+  concurrency: number;
+  lockTimeout: number;
+  continueOnError?: boolean;
+  canary?: string;
+  waveSize?: number;
+  maxPerServer?: number;
+}
+
+/** Registers `db migrate`: one cell (`--cell`), a journaled fleet run (`--all`), or its resume. */
+export function registerMigrateCommand(db: Command, session: () => CliSession): void {
+  db.command('migrate')
+    .description(
+      "apply the config's cell migrations to one cell or to every cell, several at a time",
+    )
+    .option('--cell <name|uuid>', 'migrate this cell only')
+    .option('--all', 'migrate every cell, cell0 and disabled cells included, journaled in the API database')
+    .option('--resume', 'continue the newest unfinished --all run with its cells not yet succeeded')
+    .option('--canary <cell|n>', 'with --all: migrate this cell (or the first n cells) first; stop if it fails')
+    .option('--wave-size <n>', 'with --all: after the canary, migrate n cells per wave, a wave at a time', positiveInteger)
+    .option('--max-per-server <n>', 'with --all: cells of one database server (host:port) migrated at once', positiveInteger)
+    .option('--concurrency <n>', 'cells migrated at once', positiveInteger, DEFAULT_CONCURRENCY)
+    .option(
+      '--lock-timeout <ms>',
+      'wait at most this long for another runner holding the cell\'s migration lock (0: no limit)',
+      timeoutMs,
+      DEFAULT_LOCK_TIMEOUT_MS,
+    )
+    .option(
+      '--continue-on-error',
+      'keep migrating the other cells after one fails (default: start no new cell)',
+    )
+    .action(async (opts: MigrateOptions) => {
+      const s = session();
+      checkOptions(opts);
+      const config = await s.config();
+      if (opts.cell !== undefined) {
+        const cells = await s.withCells((lib) => selectCells(lib.mappings, opts));
+        const results = await migrateCells(config, cells, {
+          concurrency: opts.concurrency,
+          lockTimeoutMs: opts.lockTimeout,
+          continueOnError: opts.continueOnError === true,
+          quiet: s.output.json,
+        });
+        s.output.result({ cells: results }, () => printResults(s, results));
+        throwOnFailure(results, 'Applied migrations are not repeated when you run it again.');
+        return;
+      }
+      const outcome = await s.withCells(async (lib) => {
+        const journal = new MigrationJournal(lib.getRepository(MigrationRun, 'api').manager);
+        const cells = await lib.mappings.allCells();
+        return whileCatchingSigint(s, async (stop) => {
+          if (!opts.resume) return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json);
+          const run = await journal.newestUnfinishedRun();
+          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json);
+        });
+      });
+      if (outcome === undefined) {
+        s.output.result({ run: null, cells: [] }, () => s.output.line('Nothing to resume: every migration run has finished.'));
+        return;
+      }
+      report(s, outcome);
+    });
+}
+
+/** @throws InvalidArgumentError (usage) for a combination of options that means nothing. */
+function checkOptions(opts: MigrateOptions): void {
+  const planned = opts.canary !== undefined || opts.waveSize !== undefined || opts.maxPerServer !== undefined;
+  if (opts.resume && (opts.cell !== undefined || planned))
+    throw new InvalidArgumentError(
+      '--resume continues a run with the options it started with: pass no --cell, --canary, --wave-size or --max-per-server.',
+    );
+  if (opts.cell === undefined && !opts.all && !opts.resume)
+    throw new InvalidArgumentError('Say which cells to migrate: --cell <name|uuid> or --all (or --resume to continue an unfinished run).');
+  if (opts.cell !== undefined && planned)
+    throw new InvalidArgumentError('--canary, --wave-size and --max-per-server go with --all, not --cell.');
+  if (opts.canary !== undefined && /^\d+$/.test(opts.canary) && Number(opts.canary) < 1)
+    throw new InvalidArgumentError('--canary takes a cell (name or uuid) or a number of cells >= 1.');
+}
+
+function runOptions(opts: MigrateOptions): MigrationRunOptions {
+  return {
+    concurrency: opts.concurrency,
+    maxPerServer: opts.maxPerServer ?? null,
+    waveSize: opts.waveSize ?? null,
+    canary: opts.canary ?? null,
+    continueOnError: opts.continueOnError === true,
+    lockTimeoutMs: opts.lockTimeout,
+  };
+}
+
+/**
+ * Runs `fn` with a StopSignal that the first SIGINT (Ctrl-C) sets: no more cells start, the
+ * running ones finish. A second SIGINT exits at once (130), leaving its cells `running` in the
+ * journal for `--resume`.
+ */
+async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
+  const stop: StopSignal = { interrupted: false };
+  const onSigint = (): void => {
+    if (stop.interrupted) process.exit(130);
+    stop.interrupted = true;
+    s.output.warn('Interrupted: starting no more cells, letting the running ones finish (Ctrl-C again to exit now).');
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await fn(stop);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+function report(s: CliSession, { run, results, canaryFailed }: FleetMigrationOutcome): void {
+  s.output.result({ run: { id: run.id, state: run.state }, cells: results }, () => {
+    printResults(s, results);
+    s.output.line(`Run #${run.id}: ${run.state}.`);
+  });
+  const notDone = results.filter((r) => r.result !== 'migrated').length;
+  if (run.state === 'interrupted') throw new MigrationInterruptedError(run.id, notDone);
+  throwOnFailure(
+    results,
+    canaryFailed
+      ? `The canary failed, so no other cell was started. Fix it, then run 'typeorm-cells db migrate --resume' (run #${run.id}).`
+      : `Run 'typeorm-cells db migrate --resume' to retry the cells not done (run #${run.id}); applied migrations are not repeated.`,
+  );
+}
+
+function printResults(s: CliSession, results: readonly CellMigrationResult[]): void {
+  s.output.table(
+    ['Cell', 'UUID', 'Applied', 'Time', 'Result'],
+    results.map((r) => [
+      r.name,
+      r.uuid,
+      r.applied.length,
+      formatDuration(r.ms),
+      r.error ? `${r.result}: ${r.error}` : r.result,
+    ]),
+    { optional: ['UUID', 'Time'] },
+  );
+}
+
+function throwOnFailure(results: readonly CellMigrationResult[], hint: string): void {
+  const failed = results.filter((r) => r.result === 'failed').length;
+  const skipped = results.filter((r) => r.result === 'skipped').length;
+  if (failed + skipped > 0) throw new SomeCellsFailedError('migrate', failed, skipped, results.length, hint);
+}

@@ -1,0 +1,163 @@
+import type { CellMapping } from '../../entities/CellMapping';
+import type { MigrationRun, MigrationRunOptions } from '../../entities/MigrationRun';
+import type { MigrationRunCell } from '../../entities/MigrationRunCell';
+import type { CellsOptions } from '../cells-options';
+import { messageOf } from '../connection-errors';
+import { migrateCells, type CellMigrationResult } from './cell-migration';
+import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan';
+import { FleetRunBusyError } from './errors';
+import { tryLockRun } from './fleet-run-lock';
+import type { MigrationJournal } from './migration-journal';
+
+/**
+ * A fleet migration (`db migrate --all`, `db migrate --resume`): the cells of a run migrated wave
+ * by wave (the canary first), each one journaled (migration-journal.ts) before it starts and when
+ * it ends, with at most `maxPerServer` cells of one database server at once. Ctrl-C stops it from
+ * starting cells; the running ones finish.
+ */
+
+/** How a fleet migration ended. */
+export interface FleetMigrationOutcome {
+  run: MigrationRun;
+  /** The cells this process worked on, in the run's order (not those a previous attempt finished). */
+  results: CellMigrationResult[];
+  /** True when the canary failed, so no other cell was started. */
+  canaryFailed: boolean;
+}
+
+/** Set by the caller's SIGINT handler: start no more cells. */
+export interface StopSignal {
+  interrupted: boolean;
+}
+
+/**
+ * Starts a new run over `cells` (in their order) with `options` and migrates it.
+ * @throws UnknownCellError when `options.canary` names no cell.
+ */
+export async function startFleetMigration(
+  config: CellsOptions,
+  journal: MigrationJournal,
+  cells: readonly CellMapping[],
+  options: MigrationRunOptions,
+  stop: StopSignal,
+  quiet: boolean,
+): Promise<FleetMigrationOutcome> {
+  const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
+  const { run, cells: rows } = await journal.startRun(options, plan);
+  const lock = await tryLockRun(journal.dataSource, run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  try {
+    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
+}
+
+/**
+ * Continues `run`: its cells not `succeeded`, with its options, wave by wave. A cell left
+ * `running` by a process that died is run again: its migrations are transactional and its
+ * migrations table says what is applied, so nothing is applied twice.
+ * @throws FleetRunBusyError when another process is working on `run`.
+ */
+export async function resumeFleetMigration(
+  config: CellsOptions,
+  journal: MigrationJournal,
+  run: MigrationRun,
+  cells: readonly CellMapping[],
+  stop: StopSignal,
+  quiet: boolean,
+): Promise<FleetMigrationOutcome> {
+  const lock = await tryLockRun(journal.dataSource, run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  try {
+    const rows = await journal.cellsOf(run.id);
+    await journal.resumeRun(run.id);
+    run.state = 'running';
+    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
+}
+
+async function runWaves(
+  config: CellsOptions,
+  journal: MigrationJournal,
+  run: MigrationRun,
+  rows: MigrationRunCell[],
+  cells: readonly CellMapping[],
+  stop: StopSignal,
+  quiet: boolean,
+): Promise<FleetMigrationOutcome> {
+  const { options } = run;
+  const byUuid = new Map(cells.map((cell) => [cell.uuid, cell]));
+  const slots = new ServerSlots(options.maxPerServer ?? Infinity);
+  const todo = rows.filter((row) => row.state !== 'succeeded');
+  const results = new Map<string, CellMigrationResult>();
+  let failed = false;
+  let canaryFailed = false;
+  for (const wave of [...new Set(todo.map((row) => row.wave))].sort((a, b) => a - b)) {
+    if (stop.interrupted || canaryFailed || (failed && !options.continueOnError)) break;
+    const waveRows = todo.filter((row) => row.wave === wave);
+    const rowOf = new Map(waveRows.map((row) => [row.cellUuid, row]));
+    const mapped: CellMapping[] = [];
+    for (const row of waveRows) {
+      const cell = byUuid.get(row.cellUuid);
+      if (cell) mapped.push(cell);
+      else {
+        await journal.cellEnded(row, 'skipped', [], 'the cell is no longer mapped');
+        results.set(row.cellUuid, { uuid: row.cellUuid, name: row.cellName, result: 'skipped', applied: [], ms: 0, error: 'the cell is no longer mapped' });
+      }
+    }
+    const waveResults = await migrateCells(config, alternateServers(mapped, serverOf), {
+      concurrency: options.concurrency,
+      lockTimeoutMs: options.lockTimeoutMs,
+      continueOnError: options.continueOnError,
+      quiet,
+      around: async (cell, migrate) => {
+        const row = rowOf.get(cell.uuid) as MigrationRunCell;
+        const release = await slots.acquire(serverOf(cell));
+        try {
+          if (stop.interrupted) return notStarted(cell);
+          try {
+            await journal.cellStarted(row);
+          } catch (error) {
+            // A cell the journal cannot show as running is not started: a resume could not tell.
+            return { ...notStarted(cell), result: 'failed', error: `not started: the journal could not be written: ${messageOf(error)}` };
+          }
+          const result = await migrate();
+          await journal
+            .cellEnded(row, result.result === 'failed' ? 'failed' : 'succeeded', result.applied, result.error)
+            // Its row stays `running`; a resume runs it again and finds nothing left to apply.
+            .catch(() => undefined);
+          return result;
+        } finally {
+          release();
+        }
+      },
+    });
+    for (const result of waveResults) results.set(result.uuid, result);
+    if (waveResults.some((r) => r.result === 'failed')) {
+      failed = true;
+      if (wave === 0) canaryFailed = true;
+    }
+    // Cells the wave never started after a failure: skipped, unless the run was interrupted
+    // (they stay pending for --resume either way).
+    if (!stop.interrupted) await skipPending(journal, waveRows);
+  }
+  if (!stop.interrupted) await skipPending(journal, todo);
+  const state = stop.interrupted ? 'interrupted' : rows.every((row) => row.state === 'succeeded') ? 'succeeded' : 'failed';
+  await journal.endRun(run.id, state);
+  run.state = state;
+  const reported = todo.map(
+    (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: 'skipped' as const, applied: [], ms: 0 },
+  );
+  return { run, results: reported, canaryFailed };
+}
+
+async function skipPending(journal: MigrationJournal, rows: readonly MigrationRunCell[]): Promise<void> {
+  for (const row of rows) if (row.state === 'pending') await journal.cellEnded(row, 'skipped');
+}
+
+function notStarted(cell: CellMapping): CellMigrationResult {
+  return { uuid: cell.uuid, name: cell.name, result: 'skipped', applied: [], ms: 0 };
+}

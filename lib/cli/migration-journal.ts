@@ -1,0 +1,123 @@
+import { In, Not, type DataSource, type EntityManager } from 'typeorm';
+import { MigrationRun, type MigrationRunOptions, type MigrationRunState } from '../../entities/MigrationRun';
+import { MigrationRunCell, type MigrationRunCellState } from '../../entities/MigrationRunCell';
+import { maskSecrets } from '../connection-url';
+
+/**
+ * The journal of fleet migrations in the API database: what `db migrate --all` writes as it goes
+ * (a run, then each cell turning `running` before its migrations start and `succeeded` or `failed`
+ * once they end), what `db migrate --resume` continues and what `db fleet-status` reports. Every
+ * write is its own statement (autocommit), so the journal says where a run stood when its process
+ * died; an error is masked before it is stored.
+ */
+export class MigrationJournal {
+  constructor(private readonly manager: EntityManager) {}
+
+  /** The API database's DataSource the journal is written to. */
+  get dataSource(): DataSource {
+    return this.manager.connection;
+  }
+
+  /**
+   * Records a new run in state `running` with its cells `pending`, in `plan` order.
+   * @param plan - the run's cells with their wave (0: the canary).
+   */
+  async startRun(
+    options: MigrationRunOptions,
+    plan: readonly { uuid: string; name: string; wave: number }[],
+  ): Promise<{ run: MigrationRun; cells: MigrationRunCell[] }> {
+    return this.manager.transaction(async (tx) => {
+      const run = await tx.save(
+        tx.create(MigrationRun, { state: 'running', options, startedAt: new Date(), endedAt: null }),
+      );
+      const cells = plan.map((cell, position) =>
+        tx.create(MigrationRunCell, {
+          runId: run.id,
+          cellUuid: cell.uuid,
+          cellName: cell.name,
+          position,
+          wave: cell.wave,
+          state: 'pending',
+          attempts: 0,
+          applied: [],
+          error: null,
+          startedAt: null,
+          endedAt: null,
+        }),
+      );
+      // In chunks: one INSERT of thousands of cells would pass MySQL's and PostgreSQL's parameter limits.
+      await tx.save(cells, { chunk: 500 });
+      return { run, cells };
+    });
+  }
+
+  /** The newest run not `succeeded`, or `undefined` when there is none. */
+  async newestUnfinishedRun(): Promise<MigrationRun | undefined> {
+    const [run] = await this.manager.find(MigrationRun, {
+      where: { state: Not('succeeded') },
+      order: { id: 'DESC' },
+      take: 1,
+    });
+    return run;
+  }
+
+  /** The cells of run `runId`, in the run's order. */
+  cellsOf(runId: number): Promise<MigrationRunCell[]> {
+    return this.manager.find(MigrationRunCell, { where: { runId }, order: { position: 'ASC' } });
+  }
+
+  /** Marks run `runId` as running again (a resume). */
+  async resumeRun(runId: number): Promise<void> {
+    await this.manager.update(MigrationRun, { id: runId }, { state: 'running', endedAt: null });
+  }
+
+  /** Records that `cell` starts an attempt: `running`, one more attempt, its error cleared. */
+  async cellStarted(cell: MigrationRunCell): Promise<void> {
+    cell.state = 'running';
+    cell.attempts += 1;
+    cell.error = null;
+    cell.startedAt = new Date();
+    cell.endedAt = null;
+    await this.write(cell);
+  }
+
+  /**
+   * Records how an attempt of `cell` ended: `applied` added to what earlier attempts applied,
+   * `error` masked.
+   */
+  async cellEnded(
+    cell: MigrationRunCell,
+    state: Extract<MigrationRunCellState, 'succeeded' | 'failed' | 'skipped'>,
+    applied: readonly string[] = [],
+    error?: string,
+  ): Promise<void> {
+    cell.state = state;
+    cell.applied = [...cell.applied, ...applied.filter((name) => !cell.applied.includes(name))];
+    cell.error = error === undefined ? null : maskSecrets(error);
+    cell.endedAt = new Date();
+    await this.write(cell);
+  }
+
+  /** Records that run `runId` stopped in `state`. */
+  async endRun(runId: number, state: Exclude<MigrationRunState, 'running'>): Promise<void> {
+    await this.manager.update(MigrationRun, { id: runId }, { state, endedAt: new Date() });
+  }
+
+  /** The newest journal row of each of `uuids` (its last run's outcome), by cell uuid. */
+  async lastOutcomes(uuids: readonly string[]): Promise<Map<string, MigrationRunCell>> {
+    const outcomes = new Map<string, MigrationRunCell>();
+    if (uuids.length === 0) return outcomes;
+    // Newest first, so the first row seen of a cell is its last run's.
+    const rows = await this.manager.find(MigrationRunCell, {
+      where: { cellUuid: In([...uuids]) },
+      order: { runId: 'DESC' },
+    });
+    for (const row of rows) if (!outcomes.has(row.cellUuid)) outcomes.set(row.cellUuid, row);
+    return outcomes;
+  }
+
+  private async write(cell: MigrationRunCell): Promise<void> {
+    const { state, attempts, applied, error, startedAt, endedAt } = cell;
+    await this.manager.update(MigrationRunCell, { id: cell.id }, { state, attempts, applied, error, startedAt, endedAt });
+  }
+}
