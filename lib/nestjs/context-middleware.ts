@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { RequestContext, runWithContext } from '../context';
 import { InvalidArgumentError } from '../errors';
+import { otelApi } from '../telemetry';
 import { InvalidHeaderError } from './errors';
 import { rememberContext } from './request-contexts';
 import { ADMIN_ROLE, CELLS_CONTEXT_HEADERS, rolesOf, singleHeader } from './request-headers';
@@ -22,7 +23,8 @@ import { ADMIN_ROLE, CELLS_CONTEXT_HEADERS, rolesOf, singleHeader } from './requ
 export class CellsContextMiddleware implements NestMiddleware<IncomingMessage, ServerResponse> {
   use(request: IncomingMessage, response: ServerResponse, next: (error?: unknown) => void): void {
     const ctx = contextFromHeaders(request);
-    rememberContext(request, ctx);
+    // The active OpenTelemetry context too (the HTTP server span's): restored with the RequestContext.
+    rememberContext(request, ctx, otelApi()?.context.active());
     response.setHeader(CELLS_CONTEXT_HEADERS.requestId, ctx.requestId);
     runWithContext(ctx, () => next());
   }

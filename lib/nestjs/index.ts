@@ -11,6 +11,8 @@ export type { CellsModuleAsyncOptions } from './module-options';
 export { InjectCellsRepository, getCellsRepositoryToken } from './repository-token';
 export { CellsContextMiddleware } from './context-middleware';
 export { CellsContextInterceptor } from './context-interceptor';
+export { CellsContextGuard } from './context-guard';
+export { requestContextOf } from './request-contexts';
 export { CELLS_CONTEXT_HEADERS, ADMIN_ROLE } from './request-headers';
 export { TargetCell, TargetInstanceCell } from './target-cell';
 export { CELLS_ERROR_STATUS, CellsExceptionFilter } from './exception-filter';

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import {
   Inject,
   Injectable,
@@ -69,7 +70,9 @@ export class CellTargetInterceptor implements NestInterceptor {
       throw new InvalidArgumentError(`The route has no parameter '${target.param}' to target a cell by.`);
     }
     const cell = target.by === 'instance' ? this.cells.mappings.instanceCell(value) : this.cells.mappings.cell(value);
-    // Nest binds the handler to the async context in which handle() is called.
-    return from(cell).pipe(mergeMap((found) => targetCell(found, () => next.handle())));
+    // Nest binds the handler to the async context in which handle() is called; the lookup resolves
+    // where Nest subscribed, which may be another request's async context (its OpenTelemetry
+    // context too): hand the cell over in this one.
+    return from(cell).pipe(mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => targetCell(found, () => next.handle()))));
   }
 }
