@@ -15,9 +15,9 @@ import { ADMIN_ROLE, CELLS_CONTEXT_HEADERS, rolesOf, singleHeader } from './requ
  *
  * `x-roles` is trusted as sent: a proxy in front of the app must authenticate the caller and
  * overwrite the header, or anyone can claim `admin`.
- * @throws InvalidHeaderError (400 through `CellsExceptionFilter`) for a request id or project id
- * sent twice, or holding a comma or a control character, or that RequestContext refuses (longer
- * than 255 characters, blank).
+ * @throws InvalidHeaderError (400 through `CellsExceptionFilter`) for any of the three headers sent
+ * twice, or a request id or project id holding a comma or a control character, or that
+ * RequestContext refuses (longer than 255 characters, blank).
  */
 @Injectable()
 export class CellsContextMiddleware implements NestMiddleware<IncomingMessage, ServerResponse> {
@@ -33,7 +33,7 @@ export class CellsContextMiddleware implements NestMiddleware<IncomingMessage, S
 function contextFromHeaders(request: IncomingMessage): RequestContext {
   const requestId = singleHeader(request, CELLS_CONTEXT_HEADERS.requestId);
   const projectId = singleHeader(request, CELLS_CONTEXT_HEADERS.projectId);
-  const roles = rolesOf(request.headers[CELLS_CONTEXT_HEADERS.roles]);
+  const roles = rolesOf(request);
   try {
     return new RequestContext({
       ...(requestId === undefined ? {} : { requestId }),

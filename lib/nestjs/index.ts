@@ -17,4 +17,4 @@ export { CELLS_CONTEXT_HEADERS, ADMIN_ROLE } from './request-headers';
 export { TargetCell, TargetInstanceCell } from './target-cell';
 export { CELLS_ERROR_STATUS, CellsExceptionFilter } from './exception-filter';
 export type { CellsErrorBody } from './exception-filter';
-export { InvalidHeaderError } from './errors';
+export { InvalidHeaderError, MissingRouteParameterError } from './errors';
