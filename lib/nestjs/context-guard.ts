@@ -10,10 +10,12 @@ import { rawRequest } from './request-headers';
  * stores and rate limiters are) would leave them in that other request's context. Always allows the
  * request. `CellsModule.forRoot` registers it as the first `APP_GUARD` of the module tree it is in.
  *
- * Nest runs guards one after another; this one re-enters the context for what follows it only while
- * no guard before it awaited (Nest's first global guards are the `APP_GUARD`s in the order their
- * modules are scanned, then those of `app.useGlobalGuards`). A guard that runs earlier reads the
- * request's context with `requestContextOf(request)`.
+ * Nest runs the global guards first: the `APP_GUARD`s in the order their modules are scanned (the
+ * root module's before those of the modules it imports), then those of `app.useGlobalGuards`. A
+ * guard that runs before this one sees the context the middleware left; read the request's context
+ * there with `requestContextOf(request)`. This guard re-enters the context for the interceptors
+ * before `CellsContextInterceptor` only while no guard before it awaited; the later guards, the
+ * pipes and the handler get it in any case.
  */
 @Injectable()
 export class CellsContextGuard implements CanActivate {
