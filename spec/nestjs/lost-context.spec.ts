@@ -76,8 +76,10 @@ class SeeGuard implements CanActivate {
 /** A global interceptor of a module imported before CellsModule: it runs before CellsContextInterceptor. */
 @Injectable()
 class SeeInterceptor implements NestInterceptor {
+  label = 'interceptor';
+
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    seenOf(context.switchToHttp().getRequest()).interceptor = describeContext();
+    seenOf(context.switchToHttp().getRequest())[this.label] = describeContext();
     return next.handle();
   }
 }
@@ -90,7 +92,7 @@ class LostController {
   @UseGuards(SeeGuard)
   see(@Req() req: { raw?: Seen } & Seen): unknown {
     const seen = seenOf(req);
-    return { guard: seen.guard, interceptor: seen.interceptor, handler: describeContext(), of: requestContextOf(req)?.requestId };
+    return { guard: seen.guard, interceptor: seen.interceptor, useGlobal: seen.useGlobal, handler: describeContext(), of: requestContextOf(req)?.requestId };
   }
 
   @Get('cell/:cell')
@@ -126,6 +128,8 @@ async function createApp(adapter: 'express' | 'fastify'): Promise<INestApplicati
   }).compile();
   const app = moduleRef.createNestApplication(adapter === 'express' ? new ExpressAdapter() : new FastifyAdapter(), { logger: false });
   app.useGlobalFilters(new CellsExceptionFilter());
+  // Runs before every APP_INTERCEPTOR.
+  app.useGlobalInterceptors(Object.assign(new SeeInterceptor(), { label: 'useGlobal' }));
   await app.init();
   if (adapter === 'fastify') await (app.getHttpAdapter().getInstance() as { ready(): Promise<void> }).ready();
   return app;
@@ -150,7 +154,7 @@ describe.each(['express', 'fastify'] as const)('a middleware that resumes next()
     );
     answers.forEach((answer, i) => {
       const own = `later-${i + 1}/user`;
-      expect(answer.body).toEqual({ guard: own, interceptor: own, handler: own, of: `later-${i + 1}` });
+      expect(answer.body).toEqual({ guard: own, interceptor: own, useGlobal: own, handler: own, of: `later-${i + 1}` });
     });
   });
 
