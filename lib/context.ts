@@ -370,3 +370,12 @@ export function bindContext<A extends unknown[], R>(fn: (...args: A) => R): (...
 export function runInternal<T>(ctx: RequestContext, fn: () => T): T {
   return storage.run(ctx, fn);
 }
+
+/**
+ * Makes `ctx` the context of the rest of the current synchronous execution and of everything it
+ * starts (AsyncLocalStorage `enterWith`): for the NestJS guard, which cannot wrap what follows it.
+ * @internal
+ */
+export function enterInternal(ctx: RequestContext): void {
+  storage.enterWith(ctx);
+}

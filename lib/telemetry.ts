@@ -1,6 +1,7 @@
 import type * as OtelApi from '@opentelemetry/api';
-import type { Attributes, Context, Counter, Histogram, Meter, Span, Tracer } from '@opentelemetry/api';
+import type { Attributes, Context, Counter, Histogram, Meter, Span } from '@opentelemetry/api';
 import { RouteTelemetry, errorType, failedOpenRoute, recordError } from './telemetry-attributes';
+import { guardCounter, guardHistogram, guardTracer, reportSdkFailure, type GuardedTracer } from './telemetry-guard';
 import type { TelemetryOptions } from './telemetry-options';
 
 /**
@@ -51,30 +52,37 @@ function scopeVersion(): string | undefined {
   return version || undefined;
 }
 
-/** The instruments of a meter, created once (names and units as in README "Observability"). */
+type GuardedCounter = Pick<Counter, 'add'>;
+type GuardedHistogram = Pick<Histogram, 'record'>;
+
+/**
+ * The instruments of a meter, created once (names and units as in README "Observability"), each
+ * guarded: one that throws never reaches the call it measures.
+ */
 interface Instruments {
-  opens: Counter;
-  openDuration: Histogram;
-  evictions: Counter;
-  waitTime: Histogram;
-  busyErrors: Counter;
-  scatterDuration: Histogram;
-  scatterOutcomes: Counter;
-  operationDuration: Histogram;
+  opens: GuardedCounter;
+  openDuration: GuardedHistogram;
+  evictions: GuardedCounter;
+  waitTime: GuardedHistogram;
+  busyErrors: GuardedCounter;
+  scatterDuration: GuardedHistogram;
+  scatterOutcomes: GuardedCounter;
+  operationDuration: GuardedHistogram;
   meter: Meter;
 }
 
-function createInstruments(meter: Meter): Instruments {
-  const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description });
+function createInstruments(meter: Meter, otel: typeof OtelApi): Instruments {
+  const seconds = (name: string, description: string) => guardHistogram(meter.createHistogram(name, { unit: 's', description }), otel);
+  const counter = (name: string, options: { unit: string; description: string }) => guardCounter(meter.createCounter(name, options), otel);
   return {
     meter,
-    opens: meter.createCounter('typeorm_cells.data_source.opens', { unit: '{open}', description: 'Cell DataSource opens, by outcome.' }),
+    opens: counter('typeorm_cells.data_source.opens', { unit: '{open}', description: 'Cell DataSource opens, by outcome.' }),
     openDuration: seconds('typeorm_cells.data_source.open.duration', 'Time to open (initialize) a cell DataSource.'),
-    evictions: meter.createCounter('typeorm_cells.data_source.evictions', { unit: '{eviction}', description: 'Cell DataSources evicted, by reason.' }),
+    evictions: counter('typeorm_cells.data_source.evictions', { unit: '{eviction}', description: 'Cell DataSources evicted, by reason.' }),
     waitTime: seconds('db.client.connection.wait_time', 'Time to obtain a connection from a pool.'),
-    busyErrors: meter.createCounter('typeorm_cells.pool.busy_errors', { unit: '{error}', description: 'Waits for a pooled connection that timed out (CellBusyError, ServerBusyError).' }),
+    busyErrors: counter('typeorm_cells.pool.busy_errors', { unit: '{error}', description: 'Waits for a pooled connection that timed out (CellBusyError, ServerBusyError).' }),
     scatterDuration: seconds('typeorm_cells.scatter_gather.duration', 'Duration of a scatter-gather.'),
-    scatterOutcomes: meter.createCounter('typeorm_cells.scatter_gather.cell.outcomes', { unit: '{cell}', description: 'Per-cell outcomes of scatter-gathers.' }),
+    scatterOutcomes: counter('typeorm_cells.scatter_gather.cell.outcomes', { unit: '{cell}', description: 'Per-cell outcomes of scatter-gathers.' }),
     operationDuration: seconds('db.client.operation.duration', 'Duration of a routed repository call or query-builder execution.'),
   };
 }
@@ -109,7 +117,8 @@ export class Telemetry {
   /** True when spans or metrics are recorded: the one check of the hot path. */
   on = false;
   api: typeof OtelApi | undefined;
-  tracer: Tracer | undefined;
+  /** The tracer, guarded: neither it nor its spans ever throw. */
+  tracer: GuardedTracer | undefined;
   instruments: Instruments | undefined;
   private readonly evictionAttributes = new Map<string, Attributes>();
   private unobserve: (() => void) | undefined;
@@ -128,17 +137,26 @@ export class Telemetry {
     const otel = otelApi();
     if (otel === undefined) return this;
     this.api = otel;
-    const tracerProvider = (this.option?.tracerProvider ?? otel.trace.getTracerProvider()) as OtelApi.TracerProvider;
-    const meterProvider = (this.option?.meterProvider ?? otel.metrics.getMeterProvider()) as OtelApi.MeterProvider;
-    const tracer = tracerProvider.getTracer(SCOPE_NAME, scopeVersion());
-    // A probe span (never ended, so never exported): a no-op tracer returns an invalid context,
-    // an SDK a valid one, sampled or not.
-    const probe = tracer.startSpan('typeorm_cells.probe', { root: true }, otel.ROOT_CONTEXT);
-    if (otel.isSpanContextValid(probe.spanContext())) this.tracer = tracer;
-    const meter = meterProvider.getMeter(SCOPE_NAME, scopeVersion());
-    if (meter.constructor !== otel.createNoopMeter().constructor) {
-      this.instruments = createInstruments(meter);
-      if (observed !== undefined) this.observe(meter, observed);
+    // A provider that throws while handing out its tracer or meter leaves that half off.
+    try {
+      const tracerProvider = (this.option?.tracerProvider ?? otel.trace.getTracerProvider()) as OtelApi.TracerProvider;
+      const tracer = guardTracer(tracerProvider.getTracer(SCOPE_NAME, scopeVersion()), otel);
+      // A probe span (never ended, so never exported): a no-op tracer returns an invalid context,
+      // an SDK a valid one, sampled or not; a processor that throws in onStart an invalid one.
+      const probe = tracer.startSpan('typeorm_cells.probe', { root: true }, otel.ROOT_CONTEXT);
+      if (otel.isSpanContextValid(probe.spanContext())) this.tracer = tracer;
+    } catch (error) {
+      reportSdkFailure(otel, error);
+    }
+    try {
+      const meterProvider = (this.option?.meterProvider ?? otel.metrics.getMeterProvider()) as OtelApi.MeterProvider;
+      const meter = meterProvider.getMeter(SCOPE_NAME, scopeVersion());
+      if (meter.constructor !== otel.createNoopMeter().constructor) {
+        this.instruments = createInstruments(meter, otel);
+        if (observed !== undefined) this.observe(meter, observed);
+      }
+    } catch (error) {
+      reportSdkFailure(otel, error);
     }
     this.on = this.tracer !== undefined || this.instruments !== undefined;
     return this;
@@ -159,18 +177,12 @@ export class Telemetry {
     const loads = cache('loads');
     const up = meter.createObservableGauge('typeorm_cells.mapping_listener.up', { description: '1 while the mapping listener (or change-log poller) is up, else 0.' });
     const callback = (result: OtelApi.BatchObservableResult): void => {
-      const sources = state.dataSources();
-      for (const key of ['open', 'opening', 'draining'] as const) {
-        result.observe(count, sources[key], { 'typeorm_cells.data_source.state': key });
+      // The SDK catches a callback that throws, but a meter of another make may not.
+      try {
+        observeState(result, state, { count, hits, misses, loads, up });
+      } catch (error) {
+        reportSdkFailure(this.api, error);
       }
-      const kinds = state.mappingCache();
-      for (const kind of ['cell', 'instance', 'host'] as const) {
-        const attributes = { 'typeorm_cells.mapping.kind': kind };
-        result.observe(hits, kinds[kind].hits, attributes);
-        result.observe(misses, kinds[kind].misses, attributes);
-        result.observe(loads, kinds[kind].loads, attributes);
-      }
-      result.observe(up, state.listening() ? 1 : 0);
     };
     const observables = [count, hits, misses, loads, up];
     meter.addBatchObservableCallback(callback, observables);
@@ -296,6 +308,26 @@ export class Telemetry {
       span.end();
     }
   }
+}
+
+/** Observes `state` into the observable instruments of `Telemetry.observe`. */
+function observeState(
+  result: OtelApi.BatchObservableResult,
+  state: ObservedState,
+  { count, hits, misses, loads, up }: Record<'count' | 'hits' | 'misses' | 'loads' | 'up', OtelApi.Observable>,
+): void {
+  const sources = state.dataSources();
+  for (const key of ['open', 'opening', 'draining'] as const) {
+    result.observe(count, sources[key], { 'typeorm_cells.data_source.state': key });
+  }
+  const kinds = state.mappingCache();
+  for (const kind of ['cell', 'instance', 'host'] as const) {
+    const attributes = { 'typeorm_cells.mapping.kind': kind };
+    result.observe(hits, kinds[kind].hits, attributes);
+    result.observe(misses, kinds[kind].misses, attributes);
+    result.observe(loads, kinds[kind].loads, attributes);
+  }
+  result.observe(up, state.listening() ? 1 : 0);
 }
 
 /** A Telemetry that never records. @internal */

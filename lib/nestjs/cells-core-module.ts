@@ -1,7 +1,8 @@
 import { Global, Inject, Module, type DynamicModule, type OnApplicationShutdown, type Provider } from '@nestjs/common';
-import { APP_INTERCEPTOR } from '@nestjs/core';
+import { APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import { Cells } from '../cells';
 import type { CellsOptions } from '../cells-options';
+import { CellsContextGuard } from './context-guard';
 import { CellsContextInterceptor } from './context-interceptor';
 import type { CellsModuleAsyncOptions } from './module-options';
 
@@ -43,6 +44,7 @@ export class CellsCoreModule implements OnApplicationShutdown {
           useFactory: (options: CellsOptions) => new Cells(options).initialize(),
           inject: [CELLS_OPTIONS],
         },
+        { provide: APP_GUARD, useClass: CellsContextGuard },
         { provide: APP_INTERCEPTOR, useClass: CellsContextInterceptor },
       ],
       exports: [Cells, CELLS_OPTIONS],

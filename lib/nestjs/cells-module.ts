@@ -17,7 +17,7 @@ export class CellsModule {
    * Provides `Cells` to the whole application: created from `options`, initialised while the
    * application initialises (a failure there fails `NestFactory.create` / `compile()`), destroyed
    * on `app.close()` or, with `enableShutdownHooks()`, on a shutdown signal. Also registers
-   * `CellsContextInterceptor` globally.
+   * `CellsContextGuard` and `CellsContextInterceptor` globally.
    * @throws InvalidArgumentError for invalid options (when the application initialises).
    */
   static forRoot(options: CellsOptions): DynamicModule {

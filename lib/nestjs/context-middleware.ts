@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { RequestContext, runWithContext } from '../context';
 import { InvalidArgumentError } from '../errors';
+import { otelApi } from '../telemetry';
 import { InvalidHeaderError } from './errors';
 import { rememberContext } from './request-contexts';
 import { ADMIN_ROLE, CELLS_CONTEXT_HEADERS, rolesOf, singleHeader } from './request-headers';
@@ -14,15 +15,16 @@ import { ADMIN_ROLE, CELLS_CONTEXT_HEADERS, rolesOf, singleHeader } from './requ
  *
  * `x-roles` is trusted as sent: a proxy in front of the app must authenticate the caller and
  * overwrite the header, or anyone can claim `admin`.
- * @throws InvalidHeaderError (400 through `CellsExceptionFilter`) for a request id or project id
- * sent twice, or holding a comma or a control character, or that RequestContext refuses (longer
- * than 255 characters, blank).
+ * @throws InvalidHeaderError (400 through `CellsExceptionFilter`) for any of the three headers sent
+ * twice, or a request id or project id holding a comma or a control character, or that
+ * RequestContext refuses (longer than 255 characters, blank).
  */
 @Injectable()
 export class CellsContextMiddleware implements NestMiddleware<IncomingMessage, ServerResponse> {
   use(request: IncomingMessage, response: ServerResponse, next: (error?: unknown) => void): void {
     const ctx = contextFromHeaders(request);
-    rememberContext(request, ctx);
+    // The active OpenTelemetry context too (the HTTP server span's): restored with the RequestContext.
+    rememberContext(request, ctx, otelApi()?.context.active());
     response.setHeader(CELLS_CONTEXT_HEADERS.requestId, ctx.requestId);
     runWithContext(ctx, () => next());
   }
@@ -31,7 +33,7 @@ export class CellsContextMiddleware implements NestMiddleware<IncomingMessage, S
 function contextFromHeaders(request: IncomingMessage): RequestContext {
   const requestId = singleHeader(request, CELLS_CONTEXT_HEADERS.requestId);
   const projectId = singleHeader(request, CELLS_CONTEXT_HEADERS.projectId);
-  const roles = rolesOf(request.headers[CELLS_CONTEXT_HEADERS.roles]);
+  const roles = rolesOf(request);
   try {
     return new RequestContext({
       ...(requestId === undefined ? {} : { requestId }),

@@ -1,8 +1,8 @@
 import { CellsError } from '../errors';
 
 /**
- * A request header the request context is built from (`x-request-id`, `x-project-id`) was sent
- * twice, or holds a comma or a control character: a proxy that merged or forwarded it cannot be
+ * A request header the request context is built from (`x-request-id`, `x-project-id`, `x-roles`)
+ * was sent twice, or an id holds a comma or a control character: a proxy that merged or forwarded it cannot be
  * trusted to have passed one value. Answered with 400 by `CellsExceptionFilter`.
  */
 export class InvalidHeaderError extends CellsError {
@@ -16,5 +16,24 @@ export class InvalidHeaderError extends CellsError {
     reason: string,
   ) {
     super(`The ${header} header ${reason}. Send it once, as one value without commas or control characters.`);
+  }
+}
+
+/**
+ * `@TargetCell(param)` / `@TargetInstanceCell(param)` names a route parameter its route does not
+ * have: a bug of the application, not of the request, so `CellsExceptionFilter` answers 500 (and
+ * logs this message).
+ */
+export class MissingRouteParameterError extends CellsError {
+  readonly code = 'CELLS_MISSING_ROUTE_PARAMETER';
+  /**
+   * @param param the parameter the decorator names.
+   * @param handler the handler, `Controller.method`.
+   */
+  constructor(
+    readonly param: string,
+    handler: string,
+  ) {
+    super(`The route of ${handler} has no parameter '${param}' to target a cell by: name one of its route parameters in @TargetCell / @TargetInstanceCell.`);
   }
 }

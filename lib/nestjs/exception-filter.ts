@@ -23,6 +23,8 @@ export const CELLS_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_SERVER_BUSY: 503,
   CELLS_QUERY_TIMEOUT: 503,
   CELLS_NOT_READY: 503,
+  // The cell's stored connection URL cannot be used: to the client, a cell it cannot reach.
+  CELLS_BAD_CONNECTION_URL: 503,
   // An operator took the cell out of service for a while (cell set-state): retry later.
   CELLS_CELL_READ_ONLY: 503,
   CELLS_CELL_DISABLED: 503,

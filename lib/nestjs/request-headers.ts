@@ -1,7 +1,7 @@
 import { IncomingMessage } from 'node:http';
 import { InvalidHeaderError } from './errors';
 
-/** The request headers `CellsContextMiddleware` builds the request context from (lower case). */
+/** The request headers `CellsContextMiddleware` builds the request context from (lower case). Each may be sent once. */
 export const CELLS_CONTEXT_HEADERS = {
   /** The request id, kept as the context's `requestId` and echoed in the response; a random id when absent. */
   requestId: 'x-request-id',
@@ -39,6 +39,16 @@ export function rawRequest(request: unknown): IncomingMessage | undefined {
  * @internal
  */
 export function singleHeader(request: IncomingMessage, name: string): string | undefined {
+  const value = onceHeader(request, name);
+  if (value !== undefined && FORBIDDEN.test(value)) throw new InvalidHeaderError(name, 'holds a comma or a control character');
+  return value;
+}
+
+/**
+ * The value of header `name` (lower case) sent at most once, or `undefined` when absent.
+ * @throws InvalidHeaderError when it was sent more than once (counted in `rawHeaders`).
+ */
+function onceHeader(request: IncomingMessage, name: string): string | undefined {
   let count = 0;
   const raw = request.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
@@ -48,14 +58,18 @@ export function singleHeader(request: IncomingMessage, name: string): string | u
   if (count > 1) throw new InvalidHeaderError(name, `was sent ${count} times`);
   const value = request.headers[name];
   if (typeof value !== 'string') throw new InvalidHeaderError(name, 'was sent more than once');
-  if (FORBIDDEN.test(value)) throw new InvalidHeaderError(name, 'holds a comma or a control character');
   return value;
 }
 
-/** The roles in a comma-separated header value, trimmed and lower-cased. @internal */
-export function rolesOf(value: string | string[] | undefined): string[] {
-  const joined = Array.isArray(value) ? value.join(',') : (value ?? '');
-  return joined
+/**
+ * The roles of the `x-roles` header, trimmed and lower-cased: one header holding comma-separated
+ * roles. Sent twice, it is refused: Node would join the two ("user, admin"), so a client could add
+ * a role to what the proxy set.
+ * @throws InvalidHeaderError when the header was sent more than once.
+ * @internal
+ */
+export function rolesOf(request: IncomingMessage): string[] {
+  return (onceHeader(request, CELLS_CONTEXT_HEADERS.roles) ?? '')
     .split(',')
     .map((role) => role.trim().toLowerCase())
     .filter((role) => role !== '');

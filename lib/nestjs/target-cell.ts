@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import {
   Inject,
   Injectable,
@@ -13,6 +14,7 @@ import { from, mergeMap, type Observable } from 'rxjs';
 import { Cells } from '../cells';
 import { targetCell } from '../context';
 import { InvalidArgumentError } from '../errors';
+import { MissingRouteParameterError } from './errors';
 
 /** What a handler is targeted by: the cell of an instance, or a cell, named by a route parameter. */
 interface CellTarget {
@@ -26,7 +28,8 @@ const CELL_TARGET = Symbol('typeorm-cells.cellTarget');
  * Runs the handler targeted at the cell that holds the instance whose uuid is route parameter
  * `param` (`@Get(':uuid') @TargetInstanceCell('uuid')`), looked up through the cached
  * InstanceMapping, as `cells.targetInstanceCell`. Under `CellsExceptionFilter`, an unknown or
- * unplaced instance answers 404 and a malformed uuid 400.
+ * unplaced instance answers 404 and a malformed uuid 400; a route without parameter `param` fails with
+ * MissingRouteParameterError (500).
  */
 export function TargetInstanceCell(param: string): MethodDecorator & ClassDecorator {
   return targetBy({ by: 'instance', param });
@@ -35,7 +38,8 @@ export function TargetInstanceCell(param: string): MethodDecorator & ClassDecora
 /**
  * Runs the handler targeted at the cell whose uuid or name is route parameter `param`
  * (`@Get('cells/:cell/servers') @TargetCell('cell')`), as `targetCell`. Under `CellsExceptionFilter`,
- * an unknown cell answers 404.
+ * an unknown cell answers 404, a cell whose stored connection URL is malformed 503; a route without
+ * parameter `param` fails with MissingRouteParameterError (500).
  */
 export function TargetCell(param: string): MethodDecorator & ClassDecorator {
   return targetBy({ by: 'cell', param });
@@ -66,10 +70,12 @@ export class CellTargetInterceptor implements NestInterceptor {
     const params = (context.switchToHttp().getRequest() as { params?: Record<string, unknown> }).params ?? {};
     const value = params[target.param];
     if (typeof value !== 'string') {
-      throw new InvalidArgumentError(`The route has no parameter '${target.param}' to target a cell by.`);
+      throw new MissingRouteParameterError(target.param, `${context.getClass().name}.${context.getHandler().name}`);
     }
     const cell = target.by === 'instance' ? this.cells.mappings.instanceCell(value) : this.cells.mappings.cell(value);
-    // Nest binds the handler to the async context in which handle() is called.
-    return from(cell).pipe(mergeMap((found) => targetCell(found, () => next.handle())));
+    // Nest binds the handler to the async context in which handle() is called; the lookup resolves
+    // where Nest subscribed, which may be another request's async context (its OpenTelemetry
+    // context too): hand the cell over in this one.
+    return from(cell).pipe(mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => targetCell(found, () => next.handle()))));
   }
 }

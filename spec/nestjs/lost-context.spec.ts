@@ -1,0 +1,174 @@
+import {
+  Controller,
+  Get,
+  Inject,
+  Injectable,
+  Module,
+  Req,
+  UseGuards,
+  type CallHandler,
+  type CanActivate,
+  type ExecutionContext,
+  type INestApplication,
+  type MiddlewareConsumer,
+  type NestInterceptor,
+  type NestMiddleware,
+  type NestModule,
+} from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
+import { ExpressAdapter } from '@nestjs/platform-express';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { Test } from '@nestjs/testing';
+import { context as otelContext, trace } from '@opentelemetry/api';
+import type { Observable } from 'rxjs';
+import request from 'supertest';
+import { Cells, tryGetContext } from '../../lib';
+import { CellsContextMiddleware, CellsExceptionFilter, CellsModule, TargetCell, requestContextOf } from '../../lib/nestjs';
+import { createCellWorld, type CellWorld } from '../support/cells';
+import { createTestSdk, enableContext, type TestSdk } from '../support/telemetry';
+import { Widget } from '../support/widget';
+
+/*
+ * A middleware after CellsContextMiddleware that calls next() from another async context: a shared
+ * client created lazily inside the first request (a session store, a rate limiter) runs every later
+ * request's next() in that first request's async context.
+ */
+
+let world: CellWorld;
+let sdk: TestSdk;
+let disable: () => void;
+let ticker: NodeJS.Timeout | undefined;
+const queued: Array<() => void> = [];
+
+@Injectable()
+class LazySharedClientMiddleware implements NestMiddleware {
+  use(_request: unknown, _response: unknown, next: () => void): void {
+    ticker ??= setInterval(() => queued.splice(0).forEach((resume) => resume()), 5);
+    queued.push(next);
+  }
+}
+
+/** Stands in for the HTTP instrumentation: a SERVER span active for the rest of the request. */
+@Injectable()
+class ServerSpanMiddleware implements NestMiddleware {
+  use(req: { headers: Record<string, string> }, res: { on(event: string, fn: () => void): void }, next: () => void): void {
+    const span = sdk.tracerProvider.getTracer('http').startSpan(`GET ${req.headers['x-request-id']}`);
+    res.on('finish', () => span.end());
+    otelContext.with(trace.setSpan(otelContext.active(), span), next);
+  }
+}
+
+type Seen = Record<string, unknown>;
+const seenOf = (req: { raw?: Seen } & Seen): Seen => req.raw ?? req;
+const describeContext = (): string => {
+  const ctx = tryGetContext();
+  return ctx === undefined ? 'none' : `${ctx.requestId}/${ctx.isAdmin ? 'admin' : 'user'}`;
+};
+
+@Injectable()
+class SeeGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    seenOf(context.switchToHttp().getRequest()).guard = describeContext();
+    return true;
+  }
+}
+
+/** A global interceptor of a module imported before CellsModule: it runs before CellsContextInterceptor. */
+@Injectable()
+class SeeInterceptor implements NestInterceptor {
+  label = 'interceptor';
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    seenOf(context.switchToHttp().getRequest())[this.label] = describeContext();
+    return next.handle();
+  }
+}
+
+@Controller('lost')
+class LostController {
+  constructor(@Inject(Cells) private readonly cells: Cells) {}
+
+  @Get('see')
+  @UseGuards(SeeGuard)
+  see(@Req() req: { raw?: Seen } & Seen): unknown {
+    const seen = seenOf(req);
+    return { guard: seen.guard, interceptor: seen.interceptor, useGlobal: seen.useGlobal, handler: describeContext(), of: requestContextOf(req)?.requestId };
+  }
+
+  @Get('cell/:cell')
+  @TargetCell('cell')
+  async count(): Promise<unknown> {
+    return { n: await this.cells.getRepository(Widget).count() };
+  }
+}
+
+@Module({ controllers: [LostController], providers: [{ provide: APP_INTERCEPTOR, useClass: SeeInterceptor }] })
+class LostModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(ServerSpanMiddleware, CellsContextMiddleware, LazySharedClientMiddleware).forRoutes(LostController);
+  }
+}
+
+beforeAll(async () => {
+  disable = enableContext();
+  sdk = createTestSdk();
+  world = await createCellWorld('nestlost', { cellCount: 1 });
+}, 60_000);
+afterAll(async () => {
+  clearInterval(ticker);
+  await world?.destroy();
+  await sdk?.shutdown();
+  disable?.();
+});
+
+async function createApp(adapter: 'express' | 'fastify'): Promise<INestApplication> {
+  const moduleRef = await Test.createTestingModule({
+    // LostModule first: its APP_INTERCEPTOR runs before CellsContextInterceptor.
+    imports: [LostModule, CellsModule.forRoot({ api: world.api.url, entities: [Widget], telemetry: { tracerProvider: sdk.tracerProvider } })],
+  }).compile();
+  const app = moduleRef.createNestApplication(adapter === 'express' ? new ExpressAdapter() : new FastifyAdapter(), { logger: false });
+  app.useGlobalFilters(new CellsExceptionFilter());
+  // Runs before every APP_INTERCEPTOR.
+  app.useGlobalInterceptors(Object.assign(new SeeInterceptor(), { label: 'useGlobal' }));
+  await app.init();
+  if (adapter === 'fastify') await (app.getHttpAdapter().getInstance() as { ready(): Promise<void> }).ready();
+  return app;
+}
+
+describe.each(['express', 'fastify'] as const)('a middleware that resumes next() from another request, under %s', (adapter) => {
+  let app: INestApplication;
+  beforeAll(async () => {
+    app = await createApp(adapter);
+  }, 60_000);
+  afterAll(async () => {
+    await app?.close();
+    clearInterval(ticker);
+    ticker = undefined;
+  });
+
+  it('leaves guards, earlier interceptors and the handler in their own request context', async () => {
+    const server = app.getHttpServer();
+    await request(server).get('/lost/see').set('x-request-id', 'first').set('x-roles', 'admin').expect(200);
+    const answers = await Promise.all(
+      [1, 2, 3].map((i) => request(server).get('/lost/see').set('x-request-id', `later-${i}`).expect(200)),
+    );
+    answers.forEach((answer, i) => {
+      const own = `later-${i + 1}/user`;
+      expect(answer.body).toEqual({ guard: own, interceptor: own, useGlobal: own, handler: own, of: `later-${i + 1}` });
+    });
+  });
+
+  it("puts the library's spans in the trace of their own request", async () => {
+    const server = app.getHttpServer();
+    const cell = world.cells[0]!.mapping.name;
+    await request(server).get(`/lost/cell/${cell}`).set('x-request-id', 'A').expect(200);
+    sdk.exporter.reset();
+    await request(server).get(`/lost/cell/${cell}`).set('x-request-id', 'B').expect(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const spans = sdk.spans();
+    const serverSpan = spans.find((span) => span.name === 'GET B')!;
+    const library = spans.filter((span) => span.instrumentationScope.name === 'typeorm-cells');
+    expect(library.length).toBeGreaterThan(0);
+    for (const span of library) expect(span.spanContext().traceId).toBe(serverSpan.spanContext().traceId);
+  });
+});
