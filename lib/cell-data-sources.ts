@@ -3,12 +3,13 @@ import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
 import { parseConnectionUrl, type Engine } from './connection-url';
 import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, fromParts, type DatabaseOptions, type PostgresOptions } from './data-source-options';
-import { CellDisabledError, CellUnreachableError, UnknownCellError } from './errors';
+import { CellDisabledError, CellUnreachableError, SchemaBehindError, UnknownCellError } from './errors';
 import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
 import { RouteTelemetry } from './telemetry-attributes';
+import type { SchemaGate } from './schema-gate';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -28,6 +29,8 @@ export interface CellDataSourcesHost {
   mappings(): CellMappings;
   /** True while Cells is ready (not initializing, not destroying). */
   ready(): boolean;
+  /** The schema gate (`requireSchema`); undefined when off. Read once Cells is initialized. */
+  schemaGate(): SchemaGate | undefined;
   /** The telemetry of the Cells: open spans, open and eviction metrics. */
   readonly telemetry: Telemetry;
   /**
@@ -57,6 +60,8 @@ export class CellDataSources {
   private readonly connections: Map<string, string>;
   /** Moves each time a cell is retired: an open that began before a move starts again. */
   private readonly epochs = new Map<string, number>();
+  /** Moves each time a cell's schema is reported changed: a check that began before a move runs again. */
+  private readonly schemaEpochs = new Map<string, number>();
   private revalidator: NodeJS.Timeout | undefined;
 
   constructor(private readonly host: CellDataSourcesHost) {
@@ -136,6 +141,8 @@ export class CellDataSources {
 
   private async revalidate(): Promise<void> {
     if (!this.host.ready()) return;
+    // A cell migrated without the CLI's notification (TypeORM's own CLI, say) passes within a period.
+    this.recheckRefused();
     for (const uuid of [...this.connections.keys()]) {
       try {
         // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
@@ -158,6 +165,48 @@ export class CellDataSources {
     }
     for (const [uuid, connection] of this.connections) {
       if (current.get(uuid) !== connection) this.retire(uuid);
+    }
+    // A migration reported during the outage was missed too.
+    this.recheckRefused();
+  }
+
+  /** Checks again the schema of each open cell refused by the schema gate. */
+  private recheckRefused(): void {
+    for (const uuid of [...this.connections.keys()]) {
+      if (this.registry.peek(uuid)?.refusal !== undefined) void this.recheckSchema(uuid);
+    }
+  }
+
+  /**
+   * Checks the schema of `uuid`'s open DataSource again (one query), after a migration was reported
+   * for it: its calls pass or are refused from then on. Running calls go on; nothing is drained or
+   * reopened. A check that fails (the cell unreachable now) retires the DataSource: the next call
+   * opens it again and checks then. Does nothing without the gate or when the cell is not open.
+   */
+  async recheckSchema(uuid: string): Promise<void> {
+    const gate = this.host.schemaGate();
+    if (gate === undefined) return;
+    this.schemaEpochs.set(uuid, (this.schemaEpochs.get(uuid) ?? 0) + 1);
+    const entry = this.registry.peek(uuid);
+    if (entry === undefined) return;
+    try {
+      entry.refusal = await this.schemaRefusal(gate, entry.dataSource, uuid, entry.label);
+    } catch {
+      this.retire(uuid);
+    }
+  }
+
+  /**
+   * What a cell's calls are refused with under `gate` (undefined: nothing), checked again when a
+   * migration is reported for it while the query runs.
+   */
+  private async schemaRefusal(gate: SchemaGate, dataSource: DataSource, uuid: string, label: string): Promise<(() => Error) | undefined> {
+    for (;;) {
+      const epoch = this.schemaEpochs.get(uuid) ?? 0;
+      const behind = await gate.check(dataSource, label);
+      if ((this.schemaEpochs.get(uuid) ?? 0) !== epoch) continue;
+      // A new error per refused call: its stack is that call's.
+      return behind && (() => new SchemaBehindError(behind.cell, behind.migration, behind.missing));
     }
   }
 
@@ -186,12 +235,20 @@ export class CellDataSources {
         }).attach(dataSource);
       }
       await connect(dataSource, label);
+      const gate = host.schemaGate();
+      let refusal: (() => Error) | undefined;
+      try {
+        refusal = gate && (await this.schemaRefusal(gate, dataSource, key, label));
+      } catch (error) {
+        await closeDataSource(dataSource);
+        throw error;
+      }
       // Checked again after connecting (a cache hit unless it changed): the registry takes the
       // DataSource in the same tick, so no change can slip in between.
       const now = await host.mappings().cellByUuid(key).catch(() => undefined);
       if (now !== undefined && openedFrom(now) === openedFrom(cell) && (this.epochs.get(key) ?? 0) === epoch) {
         this.connections.set(key, openedFrom(cell));
-        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell) };
+        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell), refusal };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

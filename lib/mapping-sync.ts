@@ -18,6 +18,7 @@ export interface MappingSyncOptions {
   cache?: MappingCacheOptions;
   onCellReconnect?: (uuid: string) => void;
   onResync?: () => void;
+  onCellMigrated?: (uuid: string) => void;
 }
 
 /**
@@ -103,6 +104,9 @@ export class MappingSync {
         return;
       case 'host':
         this.cache.invalidate(`h:${change.host}`);
+        return;
+      case 'schema':
+        this.options.onCellMigrated?.(change.uuid);
         return;
       case 'cell':
         if (change.deleted) {

@@ -90,6 +90,11 @@ export interface CellMappingsOptions {
   /** Called when the listener reconnected after an outage, in which changes may have been missed. */
   onResync?: () => void;
   /**
+   * Called (in every process, after the report committed) when migrations were applied to a cell
+   * (`reportMigrated`), so the schema gate checks it again. Default: none.
+   */
+  onCellMigrated?: (uuid: string) => void;
+  /**
    * Called with every CellMapping read from the API database (a cache miss or a refresh after the
    * TTL), so a cell re-pointed with plain SQL is noticed by any lookup. Default: none.
    */
@@ -551,6 +556,19 @@ export class CellMappings {
       const existed = (result.affected ?? 0) > 0;
       return [existed, existed ? { kind: 'host', host: name } : null];
     });
+  }
+
+  /**
+   * Tells every process that migrations were applied to the cell `uuid`, through the same
+   * notification as mapping writes: each one with `requireSchema` checks the cell's schema again
+   * (one query on its open DataSource), so its calls pass within the notification delay. `db
+   * migrate` calls it after migrating a cell; call it after migrating a cell by other means.
+   * @throws InvalidArgumentError for a malformed uuid; CellUnreachableError when the API database
+   * cannot be reached.
+   */
+  async reportMigrated(uuid: string): Promise<void> {
+    const key = cellUuidOf(uuid);
+    await this.write(async () => [undefined, { kind: 'schema', uuid: key }]);
   }
 
   /**
