@@ -180,7 +180,7 @@ export class Cells {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
-      onCellMigrated: (uuid) => void this.cells.recheckSchema(uuid),
+      onCellMigrated: (uuid) => this.cells.recheckSchema(uuid),
       onCellLoaded: (cell) => this.cells.check(cell.uuid, openedFrom(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.
