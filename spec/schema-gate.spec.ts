@@ -6,6 +6,7 @@ import { assertCliBuilt, createSentinelRole, runCli, type CliProject, type Senti
 import { rowsIn } from './support/databases';
 import { AddWidgetNotes1769500000000, UNDO_NOTES, createGateProject } from './support/schema-gate';
 import { CreateWidgets1764072100000, Widget } from './support/widget';
+import { createTestSdk } from './support/telemetry';
 import { reportFigure } from './reliability/figures';
 import { sleep } from '../dev/wait';
 
@@ -118,6 +119,25 @@ describe('a cell left behind', () => {
     } finally {
       await rowsIn(url, 'ALTER TABLE "migrations_aside" RENAME TO "migrations"');
       await cells.destroy();
+    }
+  });
+});
+
+describe('telemetry', () => {
+  it('records a refused call with error.type CELLS_SCHEMA_BEHIND on its span and in its duration metric', async () => {
+    const sdk = createTestSdk();
+    const cells = cellsWith({ requireSchema: 'latest', telemetry: { tracerProvider: sdk.tracerProvider, meterProvider: sdk.meterProvider } });
+    await cells.initialize();
+    try {
+      await expect(targetCell(behind, () => cells.getRepository(Widget).count())).rejects.toBeInstanceOf(SchemaBehindError);
+      const span = sdk.spans().find((s) => s.name === 'count widgets');
+      expect(span?.attributes['error.type']).toBe('CELLS_SCHEMA_BEHIND');
+      const points = (await sdk.metrics()).get('db.client.operation.duration');
+      const types = JSON.stringify(points?.dataPoints.map((p) => p.attributes['error.type']));
+      expect(types).toContain('CELLS_SCHEMA_BEHIND');
+    } finally {
+      await cells.destroy();
+      await sdk.shutdown();
     }
   });
 });
