@@ -2,7 +2,16 @@ import type { DataSource } from 'typeorm';
 import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
 import { parseConnectionUrl, type Engine } from './connection-url';
-import { DEFAULTS, cellDataSourceOptions, closeDataSource, connect, fromParts, type DatabaseOptions, type PostgresOptions } from './data-source-options';
+import {
+  DEFAULTS,
+  cellDataSourceOptions,
+  closeDataSource,
+  connect,
+  fromParts,
+  secretSettings,
+  type DatabaseOptions,
+  type PostgresOptions,
+} from './data-source-options';
 import { CellDisabledError, CellUnreachableError, SchemaBehindError, UnknownCellError } from './errors';
 import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
@@ -225,12 +234,16 @@ export class CellDataSources {
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
       await host.prepareEngine(parts.type, label);
-      const dataSource = host.guardedDataSource(fromParts(shared, parts), label, deadline, key, readOnly);
+      const owner = { label, uuid: cell.uuid, name: cell.name };
+      const secrets = secretSettings(host.options);
+      const dataSource = host.guardedDataSource(fromParts(shared, parts, owner, secrets), label, deadline, key, readOnly);
       // Readers are PostgreSQL's (CellMappings refuses them for a cell of another engine).
       if (parts.type === 'postgres' && cell.readConnections != null && cell.readConnections.length > 0) {
         new CellReaders(key, cell.readConnections, label, shared, {
           readerDataSource: (options, readerLabel) => host.readerDataSource(options, readerLabel, deadline),
           backoffMs: host.options.replicaBackoffMs ?? DEFAULTS.replicaBackoffMs,
+          owner,
+          secrets,
           onEvent: (event) => this.replicaEvent(event),
         }).attach(dataSource);
       }

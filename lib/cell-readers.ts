@@ -3,8 +3,9 @@ import type { DataSource } from 'typeorm';
 import { isConnectionError, kLostError, messageOf } from './connection-errors';
 import { parseConnectionUrl, type ConnectionParts } from './connection-url';
 import { currentContext } from './context';
-import { closeDataSource, connect, type PostgresOptions } from './data-source-options';
+import { closeDataSource, connect, fromParts, type PostgresOptions } from './data-source-options';
 import { CellUnreachableError, CellsError } from './errors';
+import type { SecretOwner, SecretSettings } from './secret-reference';
 
 /**
  * The read replicas of one cell (its CellMapping's `readConnections`), served through TypeORM's own
@@ -44,6 +45,10 @@ export interface CellReadersHost {
   readonly backoffMs: number;
   /** Receives reader events; must not throw. */
   onEvent(event: ReplicaEvent): void;
+  /** The cell, as `resolveSecret` names it for a reader's secret reference. */
+  readonly owner: SecretOwner;
+  /** How a reader's secret reference is resolved. */
+  readonly secrets: SecretSettings;
 }
 
 type Checkout = [PoolClient, (error?: unknown) => void];
@@ -189,8 +194,7 @@ export class CellReaders {
       const started = performance.now();
       const dataSource = this.host.readerDataSource(
         {
-          ...this.options,
-          ...parts,
+          ...(fromParts(this.options, parts, { ...this.host.owner, label: reader.label }, this.host.secrets) as PostgresOptions),
           type: 'postgres',
           // A replica is read-only, and a reader runs no entity code: no metadata, no schema work.
           entities: [],

@@ -3,6 +3,7 @@ import { DEFAULTS, engineTypeArg, type CellDataSourceOptions, type DatabaseConfi
 import { InvalidArgumentError } from './errors';
 import type { ReplicaEvent } from './cell-readers';
 import type { MappingCacheOptions } from './mapping-cache';
+import type { ResolveSecret } from './secret-reference';
 import type { RegistryEvent, RegistryStats } from './registry';
 import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
 import type { TelemetryOptions } from './telemetry-options';
@@ -166,6 +167,17 @@ export interface CellsOptions {
    */
   logger?: (event: CellsLogEvent) => void;
   /**
+   * Resolves the secret references of connection URLs (`?password=<kind>:<reference>`) of your own
+   * kinds: `(ref, cell) => password`, sync or async, e.g. a read from a vault for
+   * `?password=vault:secret/cell1`. Return `undefined` to leave a reference to the built-in
+   * resolvers: `env:NAME` (`process.env.NAME`) and `file:/path` (the file, without one trailing
+   * newline). Called when a cell (or the API or main database) opens, within `connectTimeoutMs`,
+   * and once more when the server refuses the password (a rotated secret); the result is kept in
+   * memory for that DataSource only. A failure fails the open with SecretResolutionError, which
+   * names the cell and the reference's kind, never the secret. Default: the built-in resolvers.
+   */
+  resolveSecret?: ResolveSecret;
+  /**
    * Bounds of the cache of cell, instance and host lookups (`cells.mappings`); see
    * MappingCacheOptions for each bound, its range and its default, and for how changes reach it.
    */
@@ -214,8 +226,11 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   requireSchemaArg(options.requireSchema);
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.
-  if (options.logger !== undefined && typeof options.logger !== 'function') {
-    throw new InvalidArgumentError(`The 'logger' option must be a function, got ${typeof options.logger}.`);
+  for (const name of ['logger', 'resolveSecret'] as const) {
+    const value: unknown = options[name];
+    if (value !== undefined && typeof value !== 'function') {
+      throw new InvalidArgumentError(`The '${name}' option must be a function, got ${value === null ? 'null' : typeof value}.`);
+    }
   }
   // Each cell's engine is its URL's scheme; options shared by every cell name none (or, as before, PostgreSQL's).
   const sharedType = (options.cellDataSourceOptions as { type?: unknown } | undefined)?.type;

@@ -20,6 +20,7 @@ import {
   connect,
   guardedDataSource,
   databaseOptions,
+  secretSettings,
   sharedOptionsFor,
   type CreateDataSource,
   type DatabaseOptions,
@@ -118,7 +119,11 @@ export class Cells {
     this.mainDataSource =
       options.main === undefined
         ? undefined
-        : this.guardedDataSource(mainOptions(cellDataSourceOptions(options), databaseOptions(options.main, MAIN_LABEL)), MAIN_LABEL, 'main');
+        : this.guardedDataSource(
+            mainOptions(cellDataSourceOptions(options), databaseOptions(options.main, MAIN_LABEL, secretSettings(options))),
+            MAIN_LABEL,
+            'main',
+          );
     this.metadata = new MetadataTemplate(cellDataSourceOptions(options), (ctx) => this.route('main', ctx));
     this.cells = new CellDataSources({
       options: this.options,
@@ -353,6 +358,21 @@ export class Cells {
     // The reopen reads the mapping anew, also when it was changed with plain SQL within the TTL.
     this.mappings?.forgetCell(key);
     this.cells.retire(key);
+  }
+
+  /**
+   * Reopens a cell with its current secret after a rotation: its DataSource is drained as by
+   * `evictCell` (running calls, transactions and streams finish on their connections), and the next
+   * call opens it anew, reading its CellMapping again and resolving the secret reference of its URL
+   * (`?password=env:...`, `file:...`, `resolveSecret`) again. Between the two, new connections of
+   * the old DataSource still use the secret resolved when it opened (and resolve it again once if
+   * the server refuses it). A mapping write to the cell (`cells.mappings.updateCell`) reopens it
+   * too. Does nothing when the cell is not open.
+   * @param uuid - the cell's uuid.
+   * @throws InvalidArgumentError for a malformed uuid.
+   */
+  reloadCell(uuid: string): void {
+    this.evictCell(uuid);
   }
 
   /**

@@ -6,6 +6,7 @@ import { currentContext, kCallSignal } from './context';
 import { CellBusyError, CellsNotReadyError } from './errors';
 import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { kIdleSince, type BudgetPool, type ServerBudget } from './server-budget';
+import { connectWithFreshSecret, secretSourceOf } from './secret-reference';
 import type { PoolObserver } from './telemetry';
 
 /**
@@ -53,6 +54,8 @@ export function guardPool(
   if (budget !== undefined) trackPool(dataSource, budget);
   const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
   const original = driver.obtainMasterConnection.bind(driver);
+  // A password from a secret reference is resolved again once when the server refuses it (rotated).
+  const secret = secretSourceOf((dataSource.options as { password?: unknown }).password);
   driver.obtainMasterConnection = () => {
     const pool = driver.master;
     // Closed by force (destroy() past its deadline): no caller gets a new connection.
@@ -85,7 +88,7 @@ export function guardPool(
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
         resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? budgetRelease?.())]);
       };
-      pool.connect(onConnect);
+      const queued = connectWithFreshSecret(secret, (callback: ConnectCallback) => pool.connect(callback), onConnect);
       if (!mayQueue) return;
       const started = performance.now();
       const abandon = (reason?: Error): void => {
@@ -98,7 +101,7 @@ export function guardPool(
         // hand it back at once, recursively for thousands of them (a stack overflow), and the
         // queue would only grow while the pool stays saturated.
         const queue = pool._pendingQueue;
-        const index = queue?.findIndex((item) => item.callback === onConnect) ?? -1;
+        const index = queue?.findIndex((item) => item.callback === queued || item.callback === onConnect) ?? -1;
         if (index >= 0) queue!.splice(index, 1);
         if (reason !== undefined) return reject(reason);
         const waitedMs = Math.round(performance.now() - started);

@@ -1,4 +1,5 @@
 import { BadConnectionUrlError } from './errors';
+import { parseSecretReference, type SecretReference } from './secret-reference';
 
 /**
  * The database engines a cell (or the API database) may run on, as TypeORM's `type` names them:
@@ -55,6 +56,11 @@ export interface ConnectionParts {
   port: number;
   username: string;
   password: string | undefined;
+  /**
+   * From `?password=<kind>:<reference>`: where the password is kept, resolved when the DataSource
+   * opens (secret-reference.ts). Never given with `password`.
+   */
+  passwordRef?: SecretReference;
   database: string;
   ssl: boolean | { rejectUnauthorized: boolean } | undefined;
   /** PostgreSQL: from `?application_name=`: what the server shows in `pg_stat_activity.application_name`. */
@@ -69,9 +75,9 @@ export interface ConnectionParts {
  * works with psql or mysql must not quietly mean something else here.
  */
 const URL_PARAMETERS: Readonly<Record<Engine, ReadonlySet<string>>> = {
-  postgres: new Set(['sslmode', 'ssl', 'application_name']),
-  mysql: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
-  mariadb: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset']),
+  postgres: new Set(['sslmode', 'ssl', 'application_name', 'password']),
+  mysql: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset', 'password']),
+  mariadb: new Set(['sslmode', 'ssl-mode', 'ssl', 'charset', 'password']),
 };
 
 /** `scheme://user:`: where a URL's password would start. */
@@ -116,7 +122,8 @@ const MAX_SPACED_PASSWORD = 2 * MAX_URL_LENGTH;
  * with `***`. Applied to every message, log line and CLI output that could carry a connection
  * string. Passwords may hold `@`, `:`, `/`, `\`, brackets, percent-escapes, any unicode, and a raw
  * space or double quote (a URL in free text then runs on to the last `@` of its line that
- * `host:port` or `host/path` follows). When unsure where a password ends, it masks more, never
+ * `host:port` or `host/path` follows). A URL's built-in secret reference (`?password=env:NAME`,
+ * `&password=file:/path`) is no password and is kept. When unsure where a password ends, it masks more, never
  * less; text holding no URL user-info and no password keyword is returned unchanged. Linear in the
  * length of `text`.
  */
@@ -135,9 +142,22 @@ export function maskSecrets(text: string): string {
     URL_PASSWORD_START.lastIndex = Math.max(at, scanned);
   }
   masked += text.slice(from);
-  return masked.replace(KEYWORD_PASSWORD, (_match, key: string, value: string) =>
-    value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`,
-  );
+  return masked.replace(KEYWORD_PASSWORD, (match: string, key: string, value: string, offset: number, whole: string) => {
+    if (isQueryReference(key, value, whole[offset - 1])) return match;
+    return value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`;
+  });
+}
+
+/** A built-in secret reference as a URL's query gives it: `env:NAME` or `file:/path`, to `&`, `#` or the end. */
+const QUERY_REFERENCE = /^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:\/[^\s&#"'\\]*)(?:[&#]|$)/;
+
+/**
+ * True for `?password=env:NAME` or `&password=file:/path` (secret-reference.ts): a URL's query
+ * names where its password is kept, which is no secret and which operators need to see. Other
+ * kinds (`resolveSecret`'s) stay masked: their references are the user's to judge.
+ */
+function isQueryReference(key: string, value: string, before: string | undefined): boolean {
+  return key === 'password=' && (before === '?' || before === '&') && QUERY_REFERENCE.test(value);
 }
 
 /**
@@ -218,8 +238,10 @@ export function redactUrl(url: string): string {
  * @param cellLabel how errors name the database (`cell 'name' (uuid)`, `the API database`).
  * @throws BadConnectionUrlError when the URL is empty, longer than 8192 characters, has control
  * characters, is unparsable, has another scheme, has no database, or carries a query parameter
- * its engine does not read (PostgreSQL: `sslmode`, `ssl`, `application_name`; MySQL and MariaDB:
- * `sslmode`, `ssl-mode`, `ssl`, `charset`).
+ * its engine does not read (PostgreSQL: `sslmode`, `ssl`, `application_name`, `password`; MySQL and
+ * MariaDB: `sslmode`, `ssl-mode`, `ssl`, `charset`, `password`), or a `?password=` that is not a
+ * secret reference (`env:NAME`, `file:/absolute/path`, `<kind>:<reference>`) or comes with a
+ * password after the user name.
  */
 export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionParts {
   if (typeof url !== 'string' || url.trim() === '') {
@@ -270,10 +292,15 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
       throw new BadConnectionUrlError(
         cellLabel,
         `query parameter '${key.slice(0, 40)}' is not supported; the ones read are ${[...known].join(', ')}` +
-          (key === 'password' || key === 'user' ? ', and the user and password go before the host' : ''),
+          (key === 'user' ? ', and the user goes before the host' : ''),
       );
     }
   }
+  const reference = parsed.searchParams.get('password');
+  if (reference !== null && parsed.password !== '') {
+    throw new BadConnectionUrlError(cellLabel, 'it gives both a password after the user name and a secret reference in its query: keep one');
+  }
+  const passwordRef = reference === null ? undefined : parseSecretReference(reference, cellLabel);
   const applicationName = parsed.searchParams.get('application_name') ?? undefined;
   const charset = parsed.searchParams.get('charset') ?? undefined;
   const sslmode = (
@@ -299,6 +326,7 @@ export function parseConnectionUrl(url: unknown, cellLabel: string): ConnectionP
     port,
     username: safeDecode(parsed.username, cellLabel) || DEFAULT_USER[type],
     password: parsed.password === '' ? undefined : safeDecode(parsed.password, cellLabel),
+    ...(passwordRef === undefined ? {} : { passwordRef }),
     database,
     ssl,
     ...(applicationName === undefined ? {} : { applicationName }),

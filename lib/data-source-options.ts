@@ -13,6 +13,7 @@ import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
 import type { PoolObserver } from './telemetry';
 import { learnServerVersion } from './server-version';
+import { SecretSource, secretSourceOf, type ResolveSecret, type SecretOwner, type SecretSettings } from './secret-reference';
 import { API_LABEL } from './route';
 
 /**
@@ -98,6 +99,12 @@ export interface DataSourceSettings {
   cellDataSourceOptions?: CellDataSourceOptions;
   poolSize?: number;
   connectTimeoutMs?: number;
+  resolveSecret?: ResolveSecret;
+}
+
+/** How the secret references of `settings`' databases are resolved: its resolver, within its connect timeout. @internal */
+export function secretSettings(settings: Pick<DataSourceSettings, 'resolveSecret' | 'connectTimeoutMs'>): SecretSettings {
+  return { resolveSecret: settings.resolveSecret, timeoutMs: settings.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs };
 }
 
 /**
@@ -107,8 +114,8 @@ export interface DataSourceSettings {
  * @throws InvalidArgumentError for anything else, or options whose `url` names another engine than
  * their `type`; BadConnectionUrlError for a bad URL.
  */
-export function databaseOptions(config: DatabaseConfig, label: string): DatabaseOptions {
-  if (typeof config === 'string') return fromParts({}, parseConnectionUrl(config, label));
+export function databaseOptions(config: DatabaseConfig, label: string, secrets?: SecretSettings): DatabaseOptions {
+  if (typeof config === 'string') return fromParts({}, parseConnectionUrl(config, label), label, secrets);
   if (config === null || typeof config !== 'object') {
     throw new InvalidArgumentError(`${sentenceStart(label)} must be a connection URL or TypeORM options.`);
   }
@@ -121,7 +128,7 @@ export function databaseOptions(config: DatabaseConfig, label: string): Database
     if (given !== undefined && parts.type !== type) {
       throw new InvalidArgumentError(`${sentenceStart(label)} has type '${type}' but its url is a ${parts.type} URL.`);
     }
-    return fromParts(rest, parts);
+    return fromParts(rest, parts, label, secrets);
   }
   return { ...config, type } as DatabaseOptions;
 }
@@ -129,12 +136,27 @@ export function databaseOptions(config: DatabaseConfig, label: string): Database
 /**
  * TypeORM options of the database `parts` name (a parsed URL), over `base`: a MySQL or MariaDB
  * database keeps none of `base`'s PostgreSQL-only options, and its connect timeout is TypeORM's
- * `connectTimeout`. @internal
+ * `connectTimeout`. A secret reference becomes a `password` function of a SecretSource, resolved
+ * by `connect`.
+ * @param owner - the database, as errors and `resolveSecret` name it.
+ * @param secrets - how its secret reference is resolved; default: the built-in resolvers, within
+ * the default connect timeout.
+ * @internal
  */
-export function fromParts(base: object, parts: ConnectionParts): DatabaseOptions {
-  if (parts.type === 'postgres') return { ...base, ...parts } as PostgresOptions;
-  const { applicationName: _ignored, ...mysqlParts } = parts;
-  return { ...sharedOptionsFor(parts.type, base), ...mysqlParts } as MysqlOptions;
+export function fromParts(
+  base: object,
+  parts: ConnectionParts,
+  owner: string | SecretOwner,
+  secrets: SecretSettings = { timeoutMs: DEFAULTS.connectTimeoutMs },
+): DatabaseOptions {
+  const { passwordRef, ...connection } = parts;
+  if (passwordRef !== undefined) {
+    const source = new SecretSource(passwordRef, typeof owner === 'string' ? { label: owner } : owner, secrets);
+    (connection as { password: unknown }).password = source.password;
+  }
+  if (connection.type === 'postgres') return { ...base, ...connection } as PostgresOptions;
+  const { applicationName: _ignored, ...mysqlParts } = connection;
+  return { ...sharedOptionsFor(connection.type, base), ...mysqlParts } as MysqlOptions;
 }
 
 /** TypeORM options only its PostgreSQL driver reads (or which name pg/pg-pool settings). */
@@ -184,7 +206,7 @@ function entityList(config: DatabaseConfig): NonNullable<PostgresOptions['entiti
  * @internal
  */
 export function apiDataSourceOptions(settings: DataSourceSettings, label = API_LABEL, poolSize?: number): DatabaseOptions {
-  const options = databaseOptions(settings.api, label);
+  const options = databaseOptions(settings.api, label, secretSettings(settings));
   const api = {
     ...options,
     // Loaded here (MissingDriverError naming the API database), not by TypeORM with an untyped error.
@@ -298,10 +320,15 @@ export function guardedDataSource(
  * Initializes `dataSource` with its logger masking secrets, turning a connection failure into
  * CellUnreachableError with no secrets.
  * @param hint - ends the error's message; default: CellUnreachableError's (a later call connects anew).
- * @throws CellUnreachableError naming `label`; a CellsError thrown while initializing, as is.
+ * A secret reference of its password is resolved first.
+ * @throws CellUnreachableError naming `label`; SecretResolutionError; a CellsError thrown while
+ * initializing, as is.
  */
 export async function connect(dataSource: DataSource, label: string, hint?: string): Promise<void> {
   maskDataSourceLogger(dataSource);
+  // Resolved before the first connection (the server may not ask for a password: trust), so that
+  // a reference that cannot be resolved fails the open, typed.
+  await secretSourceOf((dataSource.options as { password?: unknown }).password)?.resolve();
   try {
     await dataSource.initialize();
   } catch (error) {
@@ -321,9 +348,9 @@ const AUTHENTICATION_HINT =
 
 /**
  * True for a refused login: PostgreSQL's class 28 (28P01 wrong password, 28000 no such role or no
- * pg_hba entry) and MySQL's ER_ACCESS_DENIED_ERROR (1045).
+ * pg_hba entry) and MySQL's ER_ACCESS_DENIED_ERROR (1045). @internal
  */
-function isAuthenticationFailure(error: unknown): boolean {
+export function isAuthenticationFailure(error: unknown): boolean {
   const { code } = (error ?? {}) as { code?: unknown };
   return code === '28P01' || code === '28000' || code === 'ER_ACCESS_DENIED_ERROR';
 }

@@ -306,3 +306,22 @@ export class ScatterGatherAbortedError extends CellsError {
     });
   }
 }
+
+/**
+ * The password a connection URL references (`?password=env:NAME`, `file:/path`, or a kind of the
+ * `resolveSecret` option) could not be resolved when its database opened. Names the database and
+ * the reference's kind, never the secret; the call fails, and the next call tries again.
+ */
+export class SecretResolutionError extends CellsError {
+  readonly code = 'CELLS_SECRET_RESOLUTION';
+  /**
+   * @param cell how the database is named: `cell 'name' (uuid)`, `the API database`...
+   * @param kind the reference's kind: `env`, `file`, or one of `resolveSecret`.
+   */
+  constructor(readonly cell: string, readonly kind: string, reason: string) {
+    super(
+      `The password of ${cell} could not be resolved from its '${kind}' secret reference: ${reason}. ` +
+        `Check the secret reference in its URL's query and that the secret exists where it points.`,
+    );
+  }
+}

@@ -39,6 +39,7 @@ export {
   QueryTimeoutError,
   ScatterGatherAbortedError,
   SchemaBehindError,
+  SecretResolutionError,
   ServerBusyError,
   UnknownCellError,
   UnknownHostError,
@@ -46,6 +47,7 @@ export {
 } from './errors';
 export { CellVerificationError, ConfigFileError, FleetRunBusyError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
+export type { ResolveSecret, SecretOwner, SecretReference } from './secret-reference';
 export type { DatabaseSelector } from './repository';
 export { CellMappings } from './mappings';
 export type {

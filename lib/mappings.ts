@@ -377,7 +377,10 @@ export class CellMappings {
   /**
    * Changes a cell's name, connection, transport URL or state. A new connection or state closes the
    * cell's open DataSource in every process once its running calls finish; the next call opens it
-   * again from the new mapping (see `setCellState`).
+   * again from the new mapping (see `setCellState`). Giving `databaseConnection` or `readConnections`
+   * does so even when they are unchanged: after rotating the secret a URL references
+   * (`?password=file:...`), that reopens the cell with the new password everywhere, as
+   * `cells.reloadCell` does in one process.
    * @param cell the cell: its uuid, its name, or a `CellMapping` (its uuid is used).
    * @throws UnknownCellError; BadConnectionUrlError; DuplicateMappingError for a taken name.
    */
@@ -409,7 +412,12 @@ export class CellMappings {
           const next = state ?? (disabled === true ? 'disabled' : disabled === false && cell.state === 'disabled' ? 'active' : undefined);
           if (next !== undefined) cell.state = next;
           const saved = await tx.save(cell);
-          const reconnect = openedFrom(saved) !== before.openedFrom;
+          // Restating a connection, even unchanged, reopens the cell: its secret reference
+          // (`?password=env:...`) may now resolve to a rotated password.
+          const reconnect =
+            openedFrom(saved) !== before.openedFrom ||
+            patch.databaseConnection !== undefined ||
+            patch.readConnections !== undefined;
           return [
             saved,
             {

@@ -8,6 +8,7 @@ import { DEFAULTS, type CreateDataSource, type MysqlOptions, type PoolBounds } f
 import { CellBusyError, CellsNotReadyError, MissingDriverError } from './errors';
 import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
 import { hidePassword } from './cell-client';
+import { connectWithFreshSecret, secretSourceOf, type SecretSource } from './secret-reference';
 
 /**
  * The mysql2 pool of every MySQL or MariaDB DataSource typeorm-cells opens, made safe for shared
@@ -85,6 +86,8 @@ interface Pool {
   config: { connectionLimit: number; connectionConfig: object };
   _allConnections: { length: number; get(index: number): PoolConnection };
   _freeConnections: { length: number };
+  /** mysql2 3.x: the copy of `config.connectionConfig` each new connection gets. */
+  _createConnectionConfig?: () => object;
   _connectionQueue: { length: number; get(index: number): unknown; removeOne(index: number): unknown };
   getConnection(callback: GetConnectionCallback): void;
   /** 'connection': a new connection, before its first caller gets it. */
@@ -134,6 +137,9 @@ export function guardedMysqlDataSource(
     }),
   );
   const driver = dataSource.driver as unknown as MysqlDriverInternals;
+  // A password from a secret reference: read from its source by each new connection (a refreshed
+  // one then applies), and resolved again once when the server refuses it.
+  const secret = secretSourceOf((options as { password?: unknown }).password);
   const buildOptions = driver.createConnectionOptions.bind(driver);
   driver.createConnectionOptions = (driverOptions, credentials) => {
     const built = buildOptions(driverOptions, credentials);
@@ -146,7 +152,7 @@ export function guardedMysqlDataSource(
   // every pooled connection then copies: it is hidden there before the pool makes a connection.
   driver.mysql = Object.create(mysqlModule, {
     createPool: {
-      value: (config: object): Pool => readOnlySessions(hidePoolPassword(mysqlModule.createPool(config)), bounds.readOnly === true),
+      value: (config: object): Pool => readOnlySessions(hidePoolPassword(mysqlModule.createPool(config), secret), bounds.readOnly === true),
       enumerable: false,
     },
   }) as Mysql2Module;
@@ -155,32 +161,53 @@ export function guardedMysqlDataSource(
     // Hidden before the pool makes its first connection: each connection copies the config's descriptors.
     const { password } = connectionOptions as { password?: unknown };
     delete (connectionOptions as { password?: unknown }).password;
-    return createPool(withHiddenPassword(connectionOptions, password));
+    return createPool(withHiddenPassword(connectionOptions, password, secret));
   };
   typeQueryRunnerErrors(dataSource, () => label);
   guardRelease(dataSource);
-  guardCheckout(driver, label, bounds);
+  guardCheckout(driver, label, bounds, secret);
   return dataSource;
 }
 
 /**
- * `connectionOptions` with `password` as a non-enumerable getter: mysql2 copies its config's
- * property descriptors into each connection's config, so neither prints it in `util.inspect`
- * (without `showHidden`) or JSON.
+ * `connectionOptions` with `password` as a getter on a prototype of its own: mysql2 copies its
+ * config's own property descriptors (and keeps its prototype) into each connection's config, so
+ * every connection reads it, and no `util.inspect` (not even with `showHidden` and `getters`) or
+ * JSON prints it. With a secret reference, it reads the source's current password, so a password
+ * resolved again reaches the next new connection.
  */
-function withHiddenPassword(connectionOptions: object, password: unknown): object {
-  if (password !== undefined) {
-    Object.defineProperty(connectionOptions, 'password', { get: () => password, enumerable: false, configurable: true });
-  }
+function withHiddenPassword(connectionOptions: object, password: unknown, secret: SecretSource | undefined): object {
+  if (secret === undefined && password === undefined) return connectionOptions;
+  const read = secret === undefined ? () => password : () => secret.current();
+  const holder = Object.create(Object.getPrototypeOf(connectionOptions) as object | null, {
+    password: { get: read, enumerable: false, configurable: true },
+  }) as object;
+  Object.setPrototypeOf(connectionOptions, holder);
   return connectionOptions;
 }
 
-/** `pool` with the password of its connection config made a non-enumerable getter (see withHiddenPassword). */
-function hidePoolPassword(pool: Pool): Pool {
+/**
+ * `pool` with no password in its connection config: each new connection's copy of the config
+ * (mysql2's `_createConnectionConfig`, 3.x) gets it as a plain non-enumerable value, read then
+ * (from the secret source, with a reference), and drops it once authenticated (guardConnection),
+ * so no `util.inspect` option shows it on the pool or an open connection. A mysql2 without that
+ * method shares the config: it keeps the password as a hidden getter (withHiddenPassword).
+ */
+function hidePoolPassword(pool: Pool, secret: SecretSource | undefined): Pool {
   const config = pool.config.connectionConfig as { password?: unknown };
   const { password } = config;
   delete config.password;
-  withHiddenPassword(config, password);
+  const copyConfig = pool._createConnectionConfig?.bind(pool);
+  if (copyConfig === undefined) {
+    withHiddenPassword(config, password, secret);
+    return pool;
+  }
+  const read = secret === undefined ? () => password : () => secret.current();
+  pool._createConnectionConfig = () => {
+    const copy = copyConfig();
+    Object.defineProperty(copy, 'password', { value: read(), enumerable: false, writable: true, configurable: true });
+    return copy;
+  };
   return pool;
 }
 
@@ -203,7 +230,7 @@ function readOnlySessions(pool: Pool, readOnly: boolean): Pool {
  * Wraps the driver's checkout: bounded by `acquireTimeoutMs` and by a scatter-gather's deadline,
  * and each connection guarded once (error listener, query deadlines, password dropped).
  */
-function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: PoolBounds): void {
+function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: PoolBounds, secret: SecretSource | undefined): void {
   const original = driver.obtainMasterConnection.bind(driver);
   driver.obtainMasterConnection = () => {
     const pool = driver.pool;
@@ -234,7 +261,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         if (observed !== undefined) bounds.observer!.waited((performance.now() - observed) / 1000);
         resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
-      pool.getConnection(onConnection);
+      const queued = connectWithFreshSecret(secret, (callback: GetConnectionCallback) => pool.getConnection(callback), onConnection);
       if (!mayQueue) return;
       const started = performance.now();
       const abandon = (reason?: Error): void => {
@@ -246,7 +273,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         // Leave mysql2's queue, which would otherwise only grow while the pool stays saturated.
         const queue = pool._connectionQueue;
         for (let index = 0; index < queue.length; index++) {
-          if (queue.get(index) === onConnection) {
+          if (queue.get(index) === queued || queue.get(index) === onConnection) {
             queue.removeOne(index);
             break;
           }

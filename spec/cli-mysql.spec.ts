@@ -161,13 +161,31 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
     await role?.drop().catch(() => undefined);
   });
 
-  it('cell create verifies a mariadb:// URL and maps the cell', async () => {
+  it('cell create verifies a mariadb:// URL and maps the cell, warning of its literal password', async () => {
     const { url } = await mysqlCell('verified', false);
     const result = await run(['cell', 'create', '--name', 'verified', '--database-connection', url]);
-    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/^warning: the URL mariadb:\/\/[^:]+:\*\*\*@[^\n]+ carries its password in plain text[^\n]*\n$/);
     expect(result.stdout).toMatch(/^Created cell 'verified' \([0-9a-f-]{36}\)\.\n$/);
     const listed = JSON.parse((await run(['cell', 'list', '--verbose', '--json'])).stdout) as { name: string; databaseConnection: string }[];
     expect(listed.find((c) => c.name === 'verified')?.databaseConnection).toContain(`mariadb://${sentinel.user}:***@`);
+  });
+
+  it('cell create verifies a mariadb:// URL whose password is a secret reference, resolved in its environment', async () => {
+    const { db } = await mysqlCell('referenced', false);
+    const url = new URL(sentinel.urlFor(db.name));
+    url.password = '';
+    const variable = `CELLS_CLI_MY_PW_${process.pid}`;
+    const reference = `${url.toString()}?password=env:${variable}`;
+    const wrong = await run(['cell', 'create', '--name', 'referenced', '--database-connection', reference], { [variable]: `${sentinel.password}-wrong` });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^error: Cell 'referenced' is unreachable: .*Access denied[^\n]*\n$/);
+    const result = await run(['cell', 'create', '--name', 'referenced', '--database-connection', reference], { [variable]: sentinel.password });
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    const listed = JSON.parse((await run(['cell', 'list', '--verbose', '--json'])).stdout) as { name: string; databaseConnection: string }[];
+    expect(listed.find((c) => c.name === 'referenced')?.databaseConnection).toBe(reference);
+    // Unmapped again: the fleet migrations below run without its variable.
+    expect((await run(['cell', 'delete', 'referenced'])).code).toBe(0);
   });
 
   it('cell create refuses a MariaDB cell whose password is wrong, with a masked reason', async () => {
@@ -176,7 +194,7 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       'cell', 'create', '--name', 'wrong-pw', '--database-connection', sentinel.urlFor(db.name, `${sentinel.password}-wrong`),
     ]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/^error: Cell 'wrong-pw' is unreachable: .*Access denied.*--no-verify[^\n]*\n$/);
+    expect(result.stderr).toMatch(/^warning: [^\n]* carries its password in plain text[^\n]*\nerror: Cell 'wrong-pw' is unreachable: .*Access denied.*--no-verify[^\n]*\n$/);
     // With its stack trace and causes too (checked by the transcript test below).
     const debug = await run([
       'cell', 'create', '--debug', '--json', '--name', 'wrong-pw', '--database-connection', sentinel.urlFor(db.name, `${sentinel.password}-wrong`),
@@ -190,7 +208,7 @@ describeMysql('the CLI with MySQL/MariaDB cells', () => {
       'cell', 'create', '--name', 'closed', '--database-connection', `mariadb://${sentinel.user}:${sentinel.password}@127.0.0.1:1/nothing`,
     ]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/^error: Cell 'closed' is unreachable: .*ECONNREFUSED.*--no-verify[^\n]*\n$/);
+    expect(result.stderr).toMatch(/^warning: [^\n]* carries its password in plain text[^\n]*\nerror: Cell 'closed' is unreachable: .*ECONNREFUSED.*--no-verify[^\n]*\n$/);
   });
 
   it('db migrate --all applies each migration exactly once to each cell of a mixed fleet, on the connection holding GET_LOCK', async () => {

@@ -72,9 +72,23 @@ interface CellRow {
   databaseConnection?: string;
 }
 
+/**
+ * `result` without the warnings `cell create` and `cell update` print for a URL with a literal
+ * password (the sentinel role's, in most tests here), after checking each is one masked line.
+ */
+function afterPasswordWarnings(result: CliResult): CliResult {
+  const lines = result.stderr.split(/(?<=\n)/);
+  const warnings = lines.filter((line) => line.startsWith('warning: '));
+  for (const line of warnings) {
+    expect(line).toMatch(/^warning: the URL \S+:\*\*\*@\S+ of cell '[^']+' carries its password in plain text.*\?password=env:NAME.*\n$/);
+    expect(line).not.toContain(role.password);
+  }
+  return { ...result, stderr: lines.filter((line) => !line.startsWith('warning: ')).join('') };
+}
+
 describe('cell commands', () => {
   let world: CliWorld;
-  const run = (...args: string[]) => runCli(args, world.project.dir);
+  const run = async (...args: string[]) => afterPasswordWarnings(await runCli(args, world.project.dir));
 
   beforeAll(async () => {
     world = await createCliWorld('cli_cell', role, 2);
@@ -98,6 +112,43 @@ describe('cell commands', () => {
       expect(created.stdout).toMatch(/^Created cell 'fresh' \([0-9a-f-]{36}\)\.\n$/);
       const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
       expect(listed.map((c) => c.name)).toContain('fresh');
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('warns on stderr, in one masked line, when cell create or update gets a literal password', async () => {
+    const db = await createTestDatabase('cli_cell_literal');
+    try {
+      const created = await runCli(['cell', 'create', '--name', 'literal', '--database-connection', role.urlFor(db.name)], world.project.dir);
+      expect(created.code).toBe(0);
+      expect(created.stderr).toMatch(/^warning: [^\n]*literal'[^\n]* carries its password in plain text[^\n]*\?password=env:NAME or \?password=file:\/path[^\n]*\n$/);
+      const updated = await runCli(['cell', 'update', 'literal', '--database-connection', role.urlFor(db.name)], world.project.dir);
+      expect(updated.code).toBe(0);
+      expect(updated.stderr).toMatch(/^warning: [^\n]* carries its password in plain text[^\n]*\n$/);
+      for (const result of [created, updated]) expect(`${result.stdout}${result.stderr}`).not.toContain(role.password);
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('creates a cell from a secret reference resolved in its environment, without a warning, and shows the reference', async () => {
+    const db = await createTestDatabase('cli_cell_ref');
+    const variable = `CELLS_CLI_SPEC_PW_${process.pid}`;
+    const url = new URL(role.urlFor(db.name));
+    url.password = '';
+    const reference = `${url.toString()}?password=env:${variable}`;
+    try {
+      const unresolved = await runCli(['cell', 'create', '--name', 'unresolved', '--database-connection', reference], world.project.dir);
+      expectOneErrorLine(unresolved, 1, /^error: The password of cell 'unresolved' could not be resolved from its 'env' secret reference: its environment variable is not set/);
+      const created = await runCli(['cell', 'create', '--name', 'referenced', '--database-connection', reference], world.project.dir, {
+        env: { [variable]: role.password },
+      });
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      const listed = json<CellRow[]>(await run('cell', 'list', '--verbose', '--json'));
+      expect(listed.find((c) => c.name === 'referenced')?.databaseConnection).toBe(reference);
+      expect(listed.map((c) => c.name)).not.toContain('unresolved');
+      for (const result of [unresolved, created]) expect(`${result.stdout}${result.stderr}`).not.toContain(role.password);
     } finally {
       await db.drop();
     }

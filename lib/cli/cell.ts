@@ -4,13 +4,16 @@ import { CELL0_UUID, CELL_STATES, type CellMapping } from '../../entities/CellMa
 import { cellStateArg } from '../arguments';
 import { InstanceMapping } from '../../entities/InstanceMapping';
 import type { Cells } from '../cells';
-import { DEFAULTS, connect, fromParts, guardedDataSource, type DatabaseConfig } from '../data-source-options';
+import type { CellsOptions } from '../cells-options';
+import { DEFAULTS, connect, fromParts, guardedDataSource, secretSettings, type DatabaseConfig } from '../data-source-options';
 import { messageOf } from '../connection-errors';
 import { parseConnectionUrl, redactUrl, type ConnectionParts } from '../connection-url';
 import { CellUnreachableError, InvalidArgumentError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
 import { cellLabel } from '../route';
+import { SecretSource } from '../secret-reference';
 import { CellVerificationError } from './errors';
+import type { Output } from './output';
 import type { CliSession } from './session';
 
 interface CreateOptions {
@@ -58,10 +61,11 @@ export function registerCellCommands(program: Command, session: () => CliSession
       const s = session();
       const state = cellStateArg(opts.state);
       const config = await s.config();
+      warnOfLiteralPasswords(s.output, `cell '${opts.name}'`, opts.databaseConnection, opts.readConnection);
       if (opts.verify) {
-        await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config.connectTimeoutMs);
+        await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config);
         for (const [index, url] of (opts.readConnection ?? []).entries()) {
-          await verifyConnection(url, `cell '${opts.name}' reader ${index + 1}`, config.connectTimeoutMs);
+          await verifyConnection(url, `cell '${opts.name}' reader ${index + 1}`, config);
         }
       }
       const created = await s.withCells((lib) =>
@@ -142,6 +146,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
           'Nothing to update: pass --name, --database-connection, --read-connection, --clear-read-connections, --transport-url, --disable or --enable.',
         );
       }
+      warnOfLiteralPasswords(s.output, `cell '${ref}'`, opts.databaseConnection, opts.readConnection);
       const updated = await s.withCells((lib) => lib.mappings.updateCell(ref, patch));
       s.output.result(cellJson(updated, undefined, true), () =>
         s.output.line(`Updated cell ${cellLabel(updated)}.`),
@@ -201,7 +206,7 @@ export function registerCellCommands(program: Command, session: () => CliSession
         if (existing) return { cell: existing, created: false };
         const url = opts.databaseConnection ?? cell0Url(config.main ?? config.api);
         // Like `cell create`: a cell0 whose database does not exist fails every later `db migrate`.
-        if (opts.verify) await verifyConnection(url, `cell 'cell0'`, config.connectTimeoutMs);
+        if (opts.verify) await verifyConnection(url, `cell 'cell0'`, config);
         return {
           cell: await lib.mappings.createCell({
             uuid: CELL0_UUID,
@@ -274,18 +279,21 @@ function cell0Url(base: DatabaseConfig): string {
  * @throws BadConnectionUrlError; CellVerificationError naming `label`, with the reason masked;
  * MissingDriverError for a MySQL/MariaDB URL when `mysql2` is not installed.
  */
-async function verifyConnection(
-  url: string,
-  label: string,
-  timeoutMs: number = DEFAULTS.connectTimeoutMs,
-): Promise<void> {
+async function verifyConnection(url: string, label: string, config: CellsOptions): Promise<void> {
+  const timeoutMs = config.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   const parts = parseConnectionUrl(url, label);
-  if (parts.type !== 'postgres') return verifyMysqlConnection(parts, label, timeoutMs);
+  if (parts.type !== 'postgres') return verifyMysqlConnection(parts, label, config);
+  // A secret reference is resolved as the routed cells resolve it (the config's resolveSecret, else
+  // the built-in env and file resolvers); SecretResolutionError as is.
+  const password =
+    parts.passwordRef === undefined
+      ? parts.password
+      : await new SecretSource(parts.passwordRef, { label }, secretSettings(config)).resolve();
   const client = new Client({
     host: parts.host,
     port: parts.port,
     user: parts.username,
-    password: parts.password,
+    password,
     database: parts.database,
     ssl: parts.ssl,
     application_name: parts.applicationName,
@@ -303,9 +311,10 @@ async function verifyConnection(
   }
 }
 
-async function verifyMysqlConnection(parts: ConnectionParts, label: string, timeoutMs: number): Promise<void> {
+async function verifyMysqlConnection(parts: ConnectionParts, label: string, config: CellsOptions): Promise<void> {
+  const timeoutMs = config.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   const bounds = { connectTimeoutMs: timeoutMs, queryTimeoutMs: timeoutMs, acquireTimeoutMs: timeoutMs };
-  const dataSource = guardedDataSource({ ...fromParts({}, parts), poolSize: 1 }, label, bounds);
+  const dataSource = guardedDataSource({ ...fromParts({}, parts, label, secretSettings(config)), poolSize: 1 }, label, bounds);
   try {
     await connect(dataSource, label, '');
     await dataSource.query('SELECT 1');
@@ -315,5 +324,27 @@ async function verifyMysqlConnection(parts: ConnectionParts, label: string, time
     throw new CellVerificationError(label, messageOf(reason), { cause: error });
   } finally {
     if (dataSource.isInitialized) await dataSource.destroy().catch(() => undefined);
+  }
+}
+
+/**
+ * Warns (stderr, masked) of each URL among `urls` that carries its password in plain text: it is
+ * stored so in the API database, where a secret reference (`?password=env:NAME`, `file:/path`)
+ * would keep it out. An unparsable URL is left to the mapping's own check.
+ */
+function warnOfLiteralPasswords(output: Output, label: string, ...urls: (string | string[] | undefined)[]): void {
+  for (const url of urls.flat()) {
+    if (url === undefined) continue;
+    let password: string | undefined;
+    try {
+      ({ password } = parseConnectionUrl(url, label));
+    } catch {
+      continue;
+    }
+    if (password === undefined) continue;
+    output.warn(
+      `the URL ${redactUrl(url)} of ${label} carries its password in plain text, stored as is in the API ` +
+        `database; give a secret reference instead: ?password=env:NAME or ?password=file:/path (README: Secret references).`,
+    );
   }
 }

@@ -3,7 +3,7 @@ import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../forced-close';
-import { DEFAULTS, cellDataSourceOptions, connect, fromParts, guardedDataSource } from '../data-source-options';
+import { DEFAULTS, cellDataSourceOptions, connect, fromParts, guardedDataSource, secretSettings } from '../data-source-options';
 import { migrationLockOf } from './migration-lock';
 import { cellRouteLabel } from '../route';
 
@@ -35,7 +35,12 @@ const CLOSE_WAIT_MS = 10_000;
  */
 export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTimeoutMs?: number): DataSource {
   const label = cellRouteLabel(cell);
-  const options = fromParts(cellDataSourceOptions(config, DEFAULTS.cliPoolSize), parseConnectionUrl(cell.databaseConnection, label));
+  const options = fromParts(
+    cellDataSourceOptions(config, DEFAULTS.cliPoolSize),
+    parseConnectionUrl(cell.databaseConnection, label),
+    { label, uuid: cell.uuid, name: cell.name },
+    secretSettings(config),
+  );
   // A MySQL/MariaDB cell goes through the guarded mysql2 pool of routed cells: its password kept
   // out of every printed form, the wait for a pooled connection bounded. No query deadline, as
   // for PostgreSQL here: a migration takes as long as it takes. Its lock waits are bounded on the

@@ -67,7 +67,10 @@ export class Output {
     this.streams.err.write(`error: ${oneLine(maskSecrets(message))}\n`);
   }
 
-  /** Writes `warning: <message>` to stderr as one line: something the user should know, not a failure. */
+  /**
+   * Writes `warning: <message>` to stderr as one line, masked (also under `--json`: stdout stays
+   * data): something the user should know, not a failure.
+   */
   warn(message: string): void {
     this.streams.err.write(`warning: ${oneLine(maskSecrets(message))}\n`);
   }

@@ -1285,7 +1285,7 @@ const cases: Case[] = [
   },
   {
     name: 'cli: cell create names the cell once in a bad-URL message, without a CellMapping to fix',
-    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(query parameter 'password' is not supported[^)]*\)\. Expected a URL such as postgres:\/\/user@host:5432\/database \(or mysql:\/\/, mariadb:\/\/\); a password, if any, follows the user name after a colon\.$/m },
+    contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(its password query parameter is not a secret reference \(env:NAME, file:\/path or kind:reference\); a literal password goes after the user name\)\. Expected a URL such as postgres:\/\/user@host:5432\/database \(or mysql:\/\/, mariadb:\/\/\); a password, if any, follows the user name after a colon\.$/m },
     run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${cellUrl()}?password=x`),
   },
   {
