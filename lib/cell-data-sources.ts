@@ -1,7 +1,7 @@
 import type { DataSource } from 'typeorm';
 import { CellReaders, type ReplicaEvent } from './cell-readers';
 import type { CellsOptions } from './cells-options';
-import { parseConnectionUrl, type Engine } from './connection-url';
+import { parseConnectionUrl, type ConnectionParts, type Engine } from './connection-url';
 import {
   DEFAULTS,
   cellDataSourceOptions,
@@ -17,7 +17,7 @@ import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
-import { RouteTelemetry } from './telemetry-attributes';
+import { RouteTelemetry, markFailedOpen } from './telemetry-attributes';
 import type { SchemaGate } from './schema-gate';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
@@ -230,10 +230,19 @@ export class CellDataSources {
       // Disabled while an earlier attempt opened it (its epoch moved).
       if (cell.state === 'disabled') throw new CellDisabledError(label);
       const readOnly = cell.state === 'read-only';
-      const parts = parseConnectionUrl(cell.databaseConnection, label);
+      let parts: ConnectionParts;
+      try {
+        parts = parseConnectionUrl(cell.databaseConnection, label);
+      } catch (error) {
+        markFailedOpen(error, new RouteTelemetry({ type: undefined }, cell));
+        throw error;
+      }
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
-      await host.prepareEngine(parts.type, label);
+      await host.prepareEngine(parts.type, label).catch((error: unknown) => {
+        markFailedOpen(error, new RouteTelemetry(parts, cell));
+        throw error;
+      });
       const owner = { label, uuid: cell.uuid, name: cell.name };
       const secrets = secretSettings(host.options);
       const dataSource = host.guardedDataSource(fromParts(shared, parts, owner, secrets), label, deadline, key, readOnly);
@@ -247,7 +256,12 @@ export class CellDataSources {
           onEvent: (event) => this.replicaEvent(event),
         }).attach(dataSource);
       }
-      await connect(dataSource, label);
+      try {
+        await connect(dataSource, label);
+      } catch (error) {
+        markFailedOpen(error, new RouteTelemetry(parts, cell));
+        throw error;
+      }
       const gate = host.schemaGate();
       let refusal: (() => Error) | undefined;
       try {

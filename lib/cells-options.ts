@@ -161,6 +161,16 @@ export interface CellsOptions {
   /** Run the API database migrations in `initialize()` (a boolean; `'false'` is refused). Default: false. */
   migrateApi?: boolean;
   /**
+   * How long `initialize()` with `migrateApi` waits, in ms, for the API database's migration lock
+   * (the one `typeorm-cells api-db migrate` takes: PostgreSQL's advisory lock, MySQL's and
+   * MariaDB's `GET_LOCK`) while another process migrates it; it also bounds the migrations' waits
+   * for table locks. Processes starting at once migrate one after the other, and the later ones
+   * find nothing left to apply. 0: no limit. Past it, `initialize()` throws
+   * MigrationLockTimeoutError and applies nothing. An integer from 0 to 2147483647.
+   * Default: 600000 (10 min).
+   */
+  migrateApiLockTimeoutMs?: number;
+  /**
    * Receives registry events (opens, evictions, closes, failures) and read-replica events
    * (`replica-open`, `replica-unavailable`) for logging. What it throws or
    * rejects with is ignored: a broken logger never fails a call or stops a close. Default: none.
@@ -223,6 +233,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   integerArg(options.mappingCache?.ttlMs, 'mappingCache.ttlMs', 1, MAX_TIMER_MS);
   integerArg(options.mappingCache?.pollIntervalMs, 'mappingCache.pollIntervalMs', 1, MAX_TIMER_MS);
   booleanArg(options.migrateApi, 'migrateApi');
+  integerArg(options.migrateApiLockTimeoutMs, 'migrateApiLockTimeoutMs', 0, MAX_TIMER_MS);
   requireSchemaArg(options.requireSchema);
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.

@@ -26,6 +26,7 @@ import {
   type DatabaseOptions,
 } from './data-source-options';
 import { MetadataTemplate } from './metadata-template';
+import { migrateLocked } from './cli/migration-runner';
 import {
   RequestContext,
   bindContext,
@@ -155,6 +156,8 @@ export class Cells {
    * Connects the API database (and the default main database), migrating the API database when
    * `migrateApi` is set. Cell databases open lazily on first use.
    * @throws CellUnreachableError when the API or main database cannot be reached.
+   * @throws MigrationLockTimeoutError when `migrateApi` waited `migrateApiLockTimeoutMs` for
+   * another process migrating the API database.
    */
   async initialize(): Promise<this> {
     if (this.state !== 'new') throw new InvalidArgumentError(`initialize() was already called (state: ${this.state}).`);
@@ -166,7 +169,12 @@ export class Cells {
     });
     try {
       await connect(this.apiDataSource, API_LABEL);
-      if (this.options.migrateApi) await this.apiDataSource.runMigrations({ transaction: 'all' });
+      if (this.options.migrateApi) {
+        // Under the lock `api-db migrate` takes: processes starting at once on a fresh API
+        // database would otherwise all create its tables.
+        const lockTimeoutMs = this.options.migrateApiLockTimeoutMs ?? DEFAULTS.migrationLockTimeoutMs;
+        await migrateLocked(this.apiDataSource, API_LABEL, lockTimeoutMs, 'migrateApiLockTimeoutMs');
+      }
       if (this.mainDataSource) await connect(this.mainDataSource, MAIN_LABEL);
       // Entity metadata for create()/merge()/query builders and every cell, built once without a connection.
       await this.metadata.build();

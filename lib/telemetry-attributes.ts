@@ -11,14 +11,16 @@ import { CellsError } from './errors';
 
 /** What a database's attributes are built from: its parsed connection parts, no credentials. */
 export interface DatabaseIdentity {
-  readonly type: string;
+  /** The engine type; undefined when the URL could not be parsed (no `db.system.name` then). */
+  readonly type: string | undefined;
   readonly host?: string | undefined;
   readonly port?: number | undefined;
   readonly database?: string | undefined;
 }
 
 /** `db.system.name` of an engine type, as the semantic conventions spell it. */
-export function dbSystemName(type: string): string {
+export function dbSystemName(type: string | undefined): string | undefined {
+  if (type === undefined) return undefined;
   if (type === 'postgres') return 'postgresql';
   return type === 'mysql' || type === 'mariadb' ? type : 'other_sql';
 }
@@ -31,7 +33,7 @@ export function dbSystemName(type: string): string {
 export class RouteTelemetry {
   /** The span attributes: db.system.name, db.namespace, server.address/port, the cell's uuid and name. */
   readonly span: Attributes;
-  readonly system: string;
+  readonly system: string | undefined;
   private readonly byOperation = new Map<string, Attributes>();
 
   constructor(
@@ -39,7 +41,8 @@ export class RouteTelemetry {
     private readonly cell?: { readonly uuid: string; readonly name: string },
   ) {
     this.system = dbSystemName(identity.type);
-    const span: Attributes = { 'db.system.name': this.system };
+    const span: Attributes = {};
+    if (this.system !== undefined) span['db.system.name'] = this.system;
     if (identity.database !== undefined && identity.database !== '') span['db.namespace'] = identity.database;
     if (identity.host !== undefined && identity.host !== '') span['server.address'] = identity.host;
     if (identity.port !== undefined) span['server.port'] = identity.port;
@@ -54,12 +57,31 @@ export class RouteTelemetry {
   forOperation(operation: string): Attributes {
     let attributes = this.byOperation.get(operation);
     if (attributes === undefined) {
-      attributes = { 'db.system.name': this.system, 'db.operation.name': operation };
+      attributes = {};
+      if (this.system !== undefined) attributes['db.system.name'] = this.system;
+      attributes['db.operation.name'] = operation;
       if (this.cell !== undefined) attributes['typeorm_cells.cell.uuid'] = this.cell.uuid;
       this.byOperation.set(operation, Object.freeze(attributes));
     }
     return attributes;
   }
+}
+
+/** The route a failed cell open was for, by the error it failed with. */
+const failedRoutes = new WeakMap<object, RouteTelemetry>();
+
+/**
+ * Records that `error` ended the open of the cell `telemetry` describes, so the call span and
+ * operation-duration point of the call that waited for the open name the cell (a call learns its
+ * route only once the open succeeded). Costs nothing on a call that opens nothing. @internal
+ */
+export function markFailedOpen(error: unknown, telemetry: RouteTelemetry): void {
+  if (error !== null && typeof error === 'object' && !failedRoutes.has(error)) failedRoutes.set(error, telemetry);
+}
+
+/** The route whose open failed with `error` (markFailedOpen), if any. @internal */
+export function failedOpenRoute(error: unknown): RouteTelemetry | undefined {
+  return error !== null && typeof error === 'object' ? failedRoutes.get(error) : undefined;
 }
 
 /** `error.type`: the CellsError's stable code, else the exception's class name, else `_OTHER`. */

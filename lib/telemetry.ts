@@ -1,6 +1,6 @@
 import type * as OtelApi from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Meter, Span, Tracer } from '@opentelemetry/api';
-import { RouteTelemetry, errorType, recordError } from './telemetry-attributes';
+import { RouteTelemetry, errorType, failedOpenRoute, recordError } from './telemetry-attributes';
 import type { TelemetryOptions } from './telemetry-options';
 
 /**
@@ -212,6 +212,8 @@ export class Telemetry {
         return value;
       },
       (error: unknown) => {
+        // A call whose cell failed to open never learnt its route: the open's error names it.
+        if (route === undefined) onRoute(failedOpenRoute(error));
         if (span !== undefined) recordError(span, error);
         span?.end();
         if (histogram !== undefined) {

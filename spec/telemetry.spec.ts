@@ -157,6 +157,38 @@ describe('traces', () => {
   });
 });
 
+describe('a cell that fails to open', () => {
+  it('puts the cell on the call span and its operation-duration point, and no URL anywhere', async () => {
+    sdk.exporter.reset();
+    const widgets = world.lib.getRepository(Widget);
+    const port = await closedPort();
+    const down = await world.lib.mappings.createCell({
+      name: `otel-unopened-${randomUUID().slice(0, 6)}`,
+      databaseConnection: `postgres://postgres:${SENTINEL}@127.0.0.1:${port}/nowhere`,
+    });
+    await expect(targetCell(down, () => widgets.findOneBy({ uuid: randomUUID() }))).rejects.toMatchObject({ code: 'CELLS_CELL_UNREACHABLE' });
+
+    const span = byName(sdk.spans(), 'findOneBy widgets').find((s) => s.status.code === SpanStatusCode.ERROR);
+    expect(span?.attributes).toMatchObject({
+      'typeorm_cells.cell.uuid': down.uuid,
+      'typeorm_cells.cell.name': down.name,
+      'db.system.name': 'postgresql',
+      'error.type': 'CELLS_CELL_UNREACHABLE',
+    });
+    expect(exportedText(span!)).not.toContain(SENTINEL);
+    expect(exportedText(span!)).not.toContain('postgres://');
+    const point = pointsOf((await sdk.metrics()).get('db.client.operation.duration')).find(
+      (p) => p.attributes['typeorm_cells.cell.uuid'] === down.uuid,
+    );
+    expect(point?.attributes).toEqual({
+      'db.system.name': 'postgresql',
+      'db.operation.name': 'findOneBy',
+      'typeorm_cells.cell.uuid': down.uuid,
+      'error.type': 'CELLS_CELL_UNREACHABLE',
+    });
+  });
+});
+
 describe('error attributes', () => {
   it('takes db.response.status_code from a server error only, never from a Node errno or a CellsError code', () => {
     const pg = Object.assign(new Error('relation does not exist'), { code: '42P01', severity: 'ERROR' });

@@ -32,15 +32,21 @@ export class MigrationLockTimeoutError extends CellsError {
   /**
    * @param options.whoHolds - how to find the session holding the lock on the database's engine;
    * default: PostgreSQL's (pg_stat_activity).
+   * @param options.setting - the setting that bounds the wait; default: the CLI's `--lock-timeout`
+   * (`Cells.initialize()` names its `migrateApiLockTimeoutMs` option).
    */
   constructor(
     readonly cell: string,
     readonly lockTimeoutMs: number,
-    { whoHolds = 'pg_stat_activity shows it', ...options }: { cause?: unknown; whoHolds?: string } = {},
+    {
+      whoHolds = 'pg_stat_activity shows it',
+      setting = '--lock-timeout',
+      ...options
+    }: { cause?: unknown; whoHolds?: string; setting?: string } = {},
   ) {
     super(
       `${sentenceStart(cell)}: another session held the migration lock for the ${lockTimeoutMs} ms this run could ` +
-        `wait (--lock-timeout), so nothing was applied. Wait for the other runner and run it again, or end ` +
+        `wait (${setting}), so nothing was applied. Wait for the other runner and run it again, or end ` +
         `that session (${whoHolds}).`,
       options,
     );

@@ -19,6 +19,7 @@ import { registerDbCommands } from './db';
 import { timeoutMs } from './option-parsers';
 import { registerInstanceCommands } from './instance';
 import { Output, oneLine } from './output';
+import { flushTelemetry } from './telemetry-flush';
 import { CliSession, type GlobalOptions } from './session';
 
 /** Exit statuses of the CLI, stable for scripts. */
@@ -103,6 +104,8 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     return isUsageError(error) ? EXIT.usage : EXIT.failure;
   } finally {
     unfinished.dispose();
+    // What the command recorded, exported before the process ends (at most 2 s), on every exit path.
+    await flushTelemetry((await session?.telemetryProviders()) ?? []);
   }
 }
 

@@ -13,10 +13,14 @@ export interface MigrationLock {
   /**
    * Waits at most `lockTimeoutMs` (0: no limit) for the lock, and bounds the waits of the
    * migrations run on `runner` for table locks by the same time.
+   * @param setting - names what bounds the wait in the error (default: `--lock-timeout`).
    * @throws MigrationLockTimeoutError naming `label` when another session held it that long.
    */
-  acquire(runner: QueryRunner, label: string, lockTimeoutMs: number): Promise<void>;
-  /** Gives the lock back (the session stays open). */
+  acquire(runner: QueryRunner, label: string, lockTimeoutMs: number, setting?: string): Promise<void>;
+  /**
+   * Gives the lock back and the session's lock timeouts their defaults: the session stays open,
+   * and may go back to a pool that serves the application (`Cells.initialize()`'s `migrateApi`).
+   */
   release(runner: QueryRunner): Promise<unknown>;
 }
 
@@ -31,18 +35,22 @@ const LOCK_NOT_AVAILABLE = '55P03';
 
 /** The migration lock of a PostgreSQL database: `pg_advisory_lock(MIGRATION_LOCK_KEY)`. */
 const postgresLock: MigrationLock = {
-  async acquire(runner, label, lockTimeoutMs) {
+  async acquire(runner, label, lockTimeoutMs, setting) {
     try {
       // lock_timeout bounds advisory-lock waits too (and the migrations' table locks after it).
       await runner.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
       await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     } catch (error) {
       const code = (error as { driverError?: { code?: unknown } }).driverError?.code;
-      if (code === LOCK_NOT_AVAILABLE) throw new MigrationLockTimeoutError(label, lockTimeoutMs, { cause: error });
+      if (code === LOCK_NOT_AVAILABLE) throw new MigrationLockTimeoutError(label, lockTimeoutMs, { cause: error, setting });
       throw error;
     }
   },
-  release: (runner) => runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]),
+  async release(runner) {
+    await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+    // Back to the connection's own value (a startup parameter, or the server's).
+    await runner.query('RESET lock_timeout');
+  },
 };
 
 /** Longest MySQL/MariaDB user-level lock name (MySQL 5.7+). */
@@ -71,7 +79,7 @@ const mysqlLockNames = new WeakMap<QueryRunner, string>();
 
 /** The migration lock of a MySQL or MariaDB database: `GET_LOCK(mysqlMigrationLockName(db), s)`. */
 const mysqlLock: MigrationLock = {
-  async acquire(runner, label, lockTimeoutMs) {
+  async acquire(runner, label, lockTimeoutMs, setting) {
     if (lockTimeoutMs > 0) {
       // PostgreSQL's lock_timeout has no one MySQL counterpart: lock_wait_timeout bounds the
       // migrations' waits for metadata (table) locks, innodb_lock_wait_timeout their row-lock
@@ -86,6 +94,7 @@ const mysqlLock: MigrationLock = {
     if (obtained === 0) {
       throw new MigrationLockTimeoutError(label, lockTimeoutMs, {
         whoHolds: `SELECT IS_USED_LOCK('${name}') gives its connection id`,
+        setting,
       });
     }
     if (obtained !== 1) throw new Error(`GET_LOCK('${name}') failed (it returned NULL)`);
@@ -95,7 +104,8 @@ const mysqlLock: MigrationLock = {
     const name = mysqlLockNames.get(runner);
     if (name === undefined) return;
     mysqlLockNames.delete(runner);
-    return runner.query('SELECT RELEASE_LOCK(?)', [name]);
+    await runner.query('SELECT RELEASE_LOCK(?)', [name]);
+    await runner.query('SET SESSION lock_wait_timeout = DEFAULT, SESSION innodb_lock_wait_timeout = DEFAULT');
   },
 };
 

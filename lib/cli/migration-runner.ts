@@ -111,6 +111,7 @@ async function close(dataSource: DataSource): Promise<void> {
  * lock meanwhile (PostgreSQL's advisory lock, MySQL's and MariaDB's GET_LOCK), so a concurrent runner waits and then finds nothing left to apply.
  * @param label - names the cell in errors.
  * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
+ * @param setting - names what bounds the wait in the timeout error (default: `--lock-timeout`).
  * @returns the names of the migrations this call applied.
  * @throws MigrationLockTimeoutError when another session held the lock for `lockTimeoutMs`.
  */
@@ -118,12 +119,13 @@ export async function migrateLocked(
   dataSource: DataSource,
   label: string,
   lockTimeoutMs: number,
+  setting?: string,
 ): Promise<string[]> {
   const lock = dataSource.createQueryRunner();
   await lock.connect();
   const migrationLock = migrationLockOf(lock);
   try {
-    await migrationLock.acquire(lock, label, lockTimeoutMs);
+    await migrationLock.acquire(lock, label, lockTimeoutMs, setting);
     // On the session holding the lock: one connection per database, not a second one opened
     // (a server round trip and a backend started) for each database migrated.
     const executor = new MigrationExecutor(dataSource, lock);

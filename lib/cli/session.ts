@@ -32,6 +32,16 @@ export class CliSession {
     return (await this.load()).options;
   }
 
+  /**
+   * The config's `telemetry` providers, when a command loaded the config; none otherwise (and
+   * none when it failed to load). Never throws.
+   */
+  async telemetryProviders(): Promise<unknown[]> {
+    if (this.loaded === undefined) return [];
+    const telemetry = (await this.loaded.catch(() => undefined))?.options.telemetry || undefined;
+    return [telemetry?.tracerProvider, telemetry?.meterProvider].filter((p) => p !== undefined);
+  }
+
   private load(): Promise<{ file: string; options: CellsOptions }> {
     this.loaded ??= Promise.resolve().then(async () => {
       const file = findConfigFile(this.options.config);
