@@ -199,23 +199,29 @@ export class CellDataSources {
     const entry = this.registry.peek(uuid);
     if (entry === undefined) return;
     try {
-      entry.refusal = await this.schemaRefusal(gate, entry.dataSource, uuid, entry.label);
+      entry.refusal = (await this.schemaRefusal(gate, entry.dataSource, uuid, entry.label)).refusal;
     } catch {
       this.retire(uuid);
     }
   }
 
   /**
-   * What a cell's calls are refused with under `gate` (undefined: nothing), checked again when a
-   * migration is reported for it while the query runs.
+   * What a cell's calls are refused with under `gate` (`refusal` undefined: nothing), checked again
+   * when a migration is reported for it while the query runs; `epoch` is the cell's schema epoch it
+   * is valid for.
    */
-  private async schemaRefusal(gate: SchemaGate, dataSource: DataSource, uuid: string, label: string): Promise<(() => Error) | undefined> {
+  private async schemaRefusal(
+    gate: SchemaGate,
+    dataSource: DataSource,
+    uuid: string,
+    label: string,
+  ): Promise<{ refusal: (() => Error) | undefined; epoch: number }> {
     for (;;) {
       const epoch = this.schemaEpochs.get(uuid) ?? 0;
       const behind = await gate.check(dataSource, label);
       if ((this.schemaEpochs.get(uuid) ?? 0) !== epoch) continue;
       // A new error per refused call: its stack is that call's.
-      return behind && (() => new SchemaBehindError(behind.cell, behind.migration, behind.missing));
+      return { refusal: behind && (() => new SchemaBehindError(behind.cell, behind.migration, behind.missing)), epoch };
     }
   }
 
@@ -263,19 +269,22 @@ export class CellDataSources {
         throw error;
       }
       const gate = host.schemaGate();
-      let refusal: (() => Error) | undefined;
-      try {
-        refusal = gate && (await this.schemaRefusal(gate, dataSource, key, label));
-      } catch (error) {
-        await closeDataSource(dataSource);
-        throw error;
-      }
-      // Checked again after connecting (a cache hit unless it changed): the registry takes the
-      // DataSource in the same tick, so no change can slip in between.
-      const now = await host.mappings().cellByUuid(key).catch(() => undefined);
-      if (now !== undefined && openedFrom(now) === openedFrom(cell) && (this.epochs.get(key) ?? 0) === epoch) {
+      for (;;) {
+        let schema: { refusal: (() => Error) | undefined; epoch: number } | undefined;
+        try {
+          schema = gate && (await this.schemaRefusal(gate, dataSource, key, label));
+        } catch (error) {
+          await closeDataSource(dataSource);
+          throw error;
+        }
+        // Checked again after connecting (a cache hit unless it changed): the registry takes the
+        // DataSource in the same tick, so no change can slip in between.
+        const now = await host.mappings().cellByUuid(key).catch(() => undefined);
+        if (now === undefined || openedFrom(now) !== openedFrom(cell) || (this.epochs.get(key) ?? 0) !== epoch) break;
+        // A migration reported during that lookup found no entry to check again: check here.
+        if (schema !== undefined && (this.schemaEpochs.get(key) ?? 0) !== schema.epoch) continue;
         this.connections.set(key, openedFrom(cell));
-        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell), refusal };
+        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell), refusal: schema?.refusal };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {
