@@ -12,12 +12,13 @@ import {
   type DatabaseOptions,
   type PostgresOptions,
 } from './data-source-options';
-import { CellDisabledError, CellUnreachableError, UnknownCellError } from './errors';
+import { CellDisabledError, CellUnreachableError, SchemaBehindError, UnknownCellError } from './errors';
 import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
 import { RouteTelemetry, markFailedOpen } from './telemetry-attributes';
+import type { SchemaGate } from './schema-gate';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -37,6 +38,8 @@ export interface CellDataSourcesHost {
   mappings(): CellMappings;
   /** True while Cells is ready (not initializing, not destroying). */
   ready(): boolean;
+  /** The schema gate (`requireSchema`); undefined when off. Read once Cells is initialized. */
+  schemaGate(): SchemaGate | undefined;
   /** The telemetry of the Cells: open spans, open and eviction metrics. */
   readonly telemetry: Telemetry;
   /**
@@ -66,6 +69,8 @@ export class CellDataSources {
   private readonly connections: Map<string, string>;
   /** Moves each time a cell is retired: an open that began before a move starts again. */
   private readonly epochs = new Map<string, number>();
+  /** Moves each time a cell's schema is reported changed: a check that began before a move runs again. */
+  private readonly schemaEpochs = new Map<string, number>();
   private revalidator: NodeJS.Timeout | undefined;
 
   constructor(private readonly host: CellDataSourcesHost) {
@@ -145,6 +150,8 @@ export class CellDataSources {
 
   private async revalidate(): Promise<void> {
     if (!this.host.ready()) return;
+    // A cell migrated without the CLI's notification (TypeORM's own CLI, say) passes within a period.
+    this.recheckRefused();
     for (const uuid of [...this.connections.keys()]) {
       try {
         // onCellLoaded evicts a re-pointed cell when this lookup refreshed it.
@@ -167,6 +174,54 @@ export class CellDataSources {
     }
     for (const [uuid, connection] of this.connections) {
       if (current.get(uuid) !== connection) this.retire(uuid);
+    }
+    // A migration reported during the outage was missed too.
+    this.recheckRefused();
+  }
+
+  /** Checks again the schema of each open cell refused by the schema gate. */
+  private recheckRefused(): void {
+    for (const uuid of [...this.connections.keys()]) {
+      if (this.registry.peek(uuid)?.refusal !== undefined) void this.recheckSchema(uuid);
+    }
+  }
+
+  /**
+   * Checks the schema of `uuid`'s open DataSource again (one query), after a migration was reported
+   * for it: its calls pass or are refused from then on. Running calls go on; nothing is drained or
+   * reopened. A check that fails (the cell unreachable now) retires the DataSource: the next call
+   * opens it again and checks then. Does nothing without the gate or when the cell is not open.
+   */
+  async recheckSchema(uuid: string): Promise<void> {
+    const gate = this.host.schemaGate();
+    if (gate === undefined) return;
+    this.schemaEpochs.set(uuid, (this.schemaEpochs.get(uuid) ?? 0) + 1);
+    const entry = this.registry.peek(uuid);
+    if (entry === undefined) return;
+    try {
+      entry.refusal = (await this.schemaRefusal(gate, entry.dataSource, uuid, entry.label)).refusal;
+    } catch {
+      this.retire(uuid);
+    }
+  }
+
+  /**
+   * What a cell's calls are refused with under `gate` (`refusal` undefined: nothing), checked again
+   * when a migration is reported for it while the query runs; `epoch` is the cell's schema epoch it
+   * is valid for.
+   */
+  private async schemaRefusal(
+    gate: SchemaGate,
+    dataSource: DataSource,
+    uuid: string,
+    label: string,
+  ): Promise<{ refusal: (() => Error) | undefined; epoch: number }> {
+    for (;;) {
+      const epoch = this.schemaEpochs.get(uuid) ?? 0;
+      const behind = await gate.check(dataSource, label);
+      if ((this.schemaEpochs.get(uuid) ?? 0) !== epoch) continue;
+      // A new error per refused call: its stack is that call's.
+      return { refusal: behind && (() => new SchemaBehindError(behind.cell, behind.migration, behind.missing)), epoch };
     }
   }
 
@@ -213,12 +268,23 @@ export class CellDataSources {
         markFailedOpen(error, new RouteTelemetry(parts, cell));
         throw error;
       }
-      // Checked again after connecting (a cache hit unless it changed): the registry takes the
-      // DataSource in the same tick, so no change can slip in between.
-      const now = await host.mappings().cellByUuid(key).catch(() => undefined);
-      if (now !== undefined && openedFrom(now) === openedFrom(cell) && (this.epochs.get(key) ?? 0) === epoch) {
+      const gate = host.schemaGate();
+      for (;;) {
+        let schema: { refusal: (() => Error) | undefined; epoch: number } | undefined;
+        try {
+          schema = gate && (await this.schemaRefusal(gate, dataSource, key, label));
+        } catch (error) {
+          await closeDataSource(dataSource);
+          throw error;
+        }
+        // Checked again after connecting (a cache hit unless it changed): the registry takes the
+        // DataSource in the same tick, so no change can slip in between.
+        const now = await host.mappings().cellByUuid(key).catch(() => undefined);
+        if (now === undefined || openedFrom(now) !== openedFrom(cell) || (this.epochs.get(key) ?? 0) !== epoch) break;
+        // A migration reported during that lookup found no entry to check again: check here.
+        if (schema !== undefined && (this.schemaEpochs.get(key) ?? 0) !== schema.epoch) continue;
         this.connections.set(key, openedFrom(cell));
-        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell) };
+        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell), refusal: schema?.refusal };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

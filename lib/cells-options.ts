@@ -7,6 +7,7 @@ import type { ResolveSecret } from './secret-reference';
 import type { RegistryEvent, RegistryStats } from './registry';
 import { serverBudgetLimits, type MaxConnectionsPerServer, type ServerBudgetStats } from './server-budget';
 import type { TelemetryOptions } from './telemetry-options';
+import { requireSchemaArg, type RequireSchema } from './schema-gate';
 
 /**
  * The options of `new Cells()`, each documented once here with its unit, range and default, and
@@ -30,8 +31,31 @@ export interface CellsOptions {
   main?: DatabaseConfig;
   /** Entities of the cell databases (and of the default main database). */
   entities: NonNullable<PostgresOptions['entities']>;
-  /** Migrations of the cell databases, applied per cell by the CLI. Default: none. */
+  /**
+   * Migrations of the cell databases (classes, or TypeORM's file globs), applied per cell by the
+   * CLI (`db migrate`), and the list `requireSchema` reads: give the application the same list
+   * as the CLI's config. Default: none.
+   */
   migrations?: PostgresOptions['migrations'];
+  /**
+   * The schema gate: routed calls (and transactions, streams, scatter-gather tasks) to a cell
+   * that has not applied the migrations the application needs fail with SchemaBehindError before
+   * reaching it, so new code never runs against an old schema. `'latest'`: every migration of the
+   * `migrations` option; a migration's name (e.g. `'AddSlug1700000000000'`): that one and those
+   * before it, in TypeORM's order (the timestamp ending each name); `false`: no check. A cell
+   * passes when its migrations table (TypeORM's `migrationsTableName` of `cellDataSourceOptions`,
+   * default `migrations`) lists them all; no table counts as nothing applied. A name not among
+   * `migrations`, or a gate with no `migrations`, fails `initialize()` with InvalidArgumentError.
+   *
+   * Cost: one query per cell DataSource opened (the names in its migrations table), cached for
+   * the life of that DataSource; none per routed call beyond a field read. The check runs again,
+   * on the open DataSource and without draining its running calls, when the CLI reports a
+   * migration of the cell through the mapping notifications (`db migrate`,
+   * `cells.mappings.reportMigrated`), after a listener outage, and every `mappingCache.ttlMs` for a
+   * cell that was behind (a cell migrated by other means passes within that period). Calls
+   * already running when a cell passes or fails the check finish. Default: false.
+   */
+  requireSchema?: RequireSchema;
   /**
    * Further TypeORM options for every cell DataSource (logging, namingStrategy, subscribers...).
    * Connection fields (`url`, `host`, `port`, `username`, `password`, `database`, `replication`,
@@ -210,6 +234,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   integerArg(options.mappingCache?.pollIntervalMs, 'mappingCache.pollIntervalMs', 1, MAX_TIMER_MS);
   booleanArg(options.migrateApi, 'migrateApi');
   integerArg(options.migrateApiLockTimeoutMs, 'migrateApiLockTimeoutMs', 0, MAX_TIMER_MS);
+  requireSchemaArg(options.requireSchema);
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.
   for (const name of ['logger', 'resolveSecret'] as const) {

@@ -53,6 +53,7 @@ import { ServerBudgets } from './server-budget';
 import { TransactionRoute, runTransaction } from './transaction';
 import { Telemetry } from './telemetry';
 import { RouteTelemetry } from './telemetry-attributes';
+import { SchemaGate } from './schema-gate';
 
 /**
  * The `Cells` facade: its lifecycle (initialize, destroy) and its public entry points, each a few
@@ -102,6 +103,8 @@ export class Cells {
   private readonly cellConnections = new Map<string, string>();
   /** The connection budget of each cell server (`maxConnectionsPerServer`); none when unset. */
   private readonly budgets: ServerBudgets | undefined;
+  /** The `requireSchema` gate, built in `initialize()` from the cell migrations; undefined when off. */
+  private schemaGate: SchemaGate | undefined;
   /** Spans and metrics (the `telemetry` option); started in `initialize()`. @internal */
   readonly telemetry: Telemetry;
 
@@ -129,6 +132,7 @@ export class Cells {
       cellConnections: this.cellConnections,
       mappings: () => this.mappings,
       ready: () => this.state === 'ready',
+      schemaGate: () => this.schemaGate,
       telemetry: this.telemetry,
       guardedDataSource: (dataSourceOptions, label, queryTimeoutMs, poolName, readOnly) =>
         this.guardedDataSource(dataSourceOptions, label, poolName, queryTimeoutMs, (given) => this.metadata.dataSource(given), true, readOnly),
@@ -174,6 +178,7 @@ export class Cells {
       if (this.mainDataSource) await connect(this.mainDataSource, MAIN_LABEL);
       // Entity metadata for create()/merge()/query builders and every cell, built once without a connection.
       await this.metadata.build();
+      this.schemaGate = SchemaGate.of(this.options.requireSchema ?? false, this.metadata.migrations);
     } catch (error) {
       await this.closeStatic();
       this.staticClosed = undefined;
@@ -188,6 +193,7 @@ export class Cells {
       ...(this.options.mappingCache ? { cache: this.options.mappingCache } : {}),
       onCellReconnect: (uuid) => this.cells.retire(uuid),
       onResync: () => void this.cells.resync(),
+      onCellMigrated: (uuid) => this.cells.recheckSchema(uuid),
       onCellLoaded: (cell) => this.cells.check(cell.uuid, openedFrom(cell)),
       // A mapping write is a call on the API database: destroy() waits for a running one and
       // refuses a new one.

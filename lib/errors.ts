@@ -228,6 +228,26 @@ export class CellDisabledError extends CellsError {
   }
 }
 
+/**
+ * A routed call (or a transaction) targeted a cell whose schema is behind the `requireSchema`
+ * option: `migration` (the oldest migration it needs) is missing from the cell's migrations table,
+ * with `missing - 1` more. `cell` names the cell: `cell 'name' (uuid)`. Calls pass once the cell is
+ * migrated and the CLI reports it (`db migrate`), or the cell's DataSource is reopened.
+ */
+export class SchemaBehindError extends CellsError {
+  readonly code = 'CELLS_SCHEMA_BEHIND';
+  constructor(
+    readonly cell: string,
+    readonly migration: string,
+    readonly missing: number,
+  ) {
+    super(
+      `${sentenceStart(cell)} has not applied migration ${migration}${missing > 1 ? ` (nor ${missing - 1} more)` : ''}, ` +
+        `which requireSchema needs: routed calls to it are refused. Migrate it (typeorm-cells db migrate --cell <cell>).`,
+    );
+  }
+}
+
 /** An argument failed validation (malformed uuid, unknown readDeleted mode, bad option). */
 export class InvalidArgumentError extends CellsError {
   readonly code = 'CELLS_INVALID_ARGUMENT';

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 
 export { Cells } from './cells';
 export type { CellsLogEvent, CellsOptions, CellsStats } from './cells-options';
+export type { RequireSchema } from './schema-gate';
 export type { TelemetryMeterProvider, TelemetryOptions, TelemetryTracerProvider } from './telemetry-options';
 export type { ReplicaEvent } from './cell-readers';
 export type { MaxConnectionsPerServer, ServerBudgetStats } from './server-budget';
@@ -37,6 +38,7 @@ export {
   NoTargetCellError,
   QueryTimeoutError,
   ScatterGatherAbortedError,
+  SchemaBehindError,
   SecretResolutionError,
   ServerBusyError,
   UnknownCellError,

@@ -15,7 +15,9 @@ import { DEFAULTS } from './data-source-options';
 export type MappingChange =
   | { kind: 'cell'; uuid: string; names: string[]; reconnect: boolean; deleted: boolean }
   | { kind: 'instance'; uuid: string }
-  | { kind: 'host'; host: string };
+  | { kind: 'host'; host: string }
+  /** Migrations were applied to the cell: processes check its schema again (`requireSchema`). */
+  | { kind: 'schema'; uuid: string };
 
 /** The PostgreSQL channel writers notify and every process listens on. @internal */
 export const MAPPINGS_CHANNEL = 'typeorm_cells_mappings';
@@ -169,6 +171,8 @@ export function decodeChange(
   }
   if (change.kind === 'instance' && typeof change.uuid === 'string')
     return { origin, change: { kind: 'instance', uuid: change.uuid } };
+  if (change.kind === 'schema' && typeof change.uuid === 'string')
+    return { origin, change: { kind: 'schema', uuid: change.uuid } };
   if (change.kind === 'host' && typeof change.host === 'string')
     return { origin, change: { kind: 'host', host: change.host } };
   return undefined;

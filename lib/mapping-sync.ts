@@ -18,6 +18,7 @@ export interface MappingSyncOptions {
   cache?: MappingCacheOptions;
   onCellReconnect?: (uuid: string) => void;
   onResync?: () => void;
+  onCellMigrated?: (uuid: string) => Promise<void>;
 }
 
 /**
@@ -92,11 +93,15 @@ export class MappingSync {
       this.cache.clear();
       return;
     }
-    if (decoded.origin !== this.origin) this.apply(decoded.change);
+    // The schema check it may start never rejects (CellDataSources.recheckSchema); contained all the same.
+    if (decoded.origin !== this.origin) this.apply(decoded.change)?.catch(() => undefined);
   }
 
-  /** Drops the cached keys `change` touched; a cell re-pointed or deleted is reported to the owner. */
-  apply(change: MappingChange): void {
+  /**
+   * Drops the cached keys `change` touched; a cell re-pointed or deleted, or migrated, is reported
+   * to the owner. @returns for a migrated cell, the owner's check of it.
+   */
+  apply(change: MappingChange): Promise<void> | undefined {
     switch (change.kind) {
       case 'instance':
         this.cache.invalidate(`i:${change.uuid}`);
@@ -104,6 +109,8 @@ export class MappingSync {
       case 'host':
         this.cache.invalidate(`h:${change.host}`);
         return;
+      case 'schema':
+        return this.options.onCellMigrated?.(change.uuid);
       case 'cell':
         if (change.deleted) {
           // Instance and host entries may point at the deleted cell; it is rare enough to start over.

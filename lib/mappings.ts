@@ -90,6 +90,11 @@ export interface CellMappingsOptions {
   /** Called when the listener reconnected after an outage, in which changes may have been missed. */
   onResync?: () => void;
   /**
+   * Called (in every process, after the report committed) when migrations were applied to a cell
+   * (`reportMigrated`), so the schema gate checks it again. Default: none.
+   */
+  onCellMigrated?: (uuid: string) => Promise<void>;
+  /**
    * Called with every CellMapping read from the API database (a cache miss or a refresh after the
    * TTL), so a cell re-pointed with plain SQL is noticed by any lookup. Default: none.
    */
@@ -562,6 +567,20 @@ export class CellMappings {
   }
 
   /**
+   * Tells every process that migrations were applied to the cell `uuid`, through the same
+   * notification as mapping writes: each one with `requireSchema` checks the cell's schema again
+   * (one query on its open DataSource), so its calls pass within the notification delay; this
+   * process has checked it when the returned promise resolves. `db migrate` calls it after
+   * migrating a cell; call it after migrating a cell by other means.
+   * @throws InvalidArgumentError for a malformed uuid; CellUnreachableError when the API database
+   * cannot be reached.
+   */
+  async reportMigrated(uuid: string): Promise<void> {
+    const key = cellUuidOf(uuid);
+    await this.write(async () => [undefined, { kind: 'schema', uuid: key }]);
+  }
+
+  /**
    * Drops the cached lookups of a cell (by uuid, by name, and the list of all cells), so the next
    * lookup reads the API database. For `cells.evictCell`. @internal
    */
@@ -652,7 +671,7 @@ export class CellMappings {
           return out;
         })
         .catch(apiFailure);
-      if (change !== null) this.sync.apply(change);
+      if (change !== null) await this.sync.apply(change);
       return result;
     } finally {
       release?.();

@@ -1,4 +1,4 @@
-import { BaseEntity, DataSource, InstanceChecker, type EntityManager } from 'typeorm';
+import { BaseEntity, DataSource, InstanceChecker, type EntityManager, type MigrationInterface } from 'typeorm';
 import { ConnectionMetadataBuilder } from 'typeorm/connection/ConnectionMetadataBuilder';
 import type { EntityMetadata } from 'typeorm/metadata/EntityMetadata';
 import { ObjectUtils } from 'typeorm/util/ObjectUtils';
@@ -99,6 +99,11 @@ export class MetadataTemplate {
       flight.catch(() => this.building.delete(type));
     }
     await flight;
+  }
+
+  /** The cell migrations (the `migrations` option), instantiated by `build()`. */
+  get migrations(): readonly MigrationInterface[] {
+    return this.template.migrations;
   }
 
   /** A manager of the template DataSource: entity metadata for create(), merge() and query builders. */

@@ -14,6 +14,8 @@ export interface OpenedCell {
   readOnly?: boolean;
   /** Its span and metric attributes. */
   telemetry?: RouteTelemetry;
+  /** Set when its calls must be refused (a schema behind `requireSchema`); see RegistryEntry.refusal. */
+  refusal?: (() => Error) | undefined;
 }
 
 /** One open cell DataSource in the registry. @internal */
@@ -25,6 +27,12 @@ export class RegistryEntry implements Route {
   state: 'open' | 'draining' | 'closed' = 'open';
   /** The registry's idle tick at the last acquire: a counter, so the hot path reads no clock. */
   lastTick = 0;
+  /**
+   * While set, acquires fail with the error it makes, before taking a lease (a cell whose schema
+   * is behind `requireSchema`); the DataSource stays open, so that a later check can lift it
+   * without a reopen. Leases taken before it was set run on.
+   */
+  refusal: (() => Error) | undefined;
 
   constructor(
     readonly key: string,
@@ -159,6 +167,8 @@ export class DataSourceRegistry {
   acquire(key: string): RegistryEntry | Promise<RegistryEntry> {
     const entry = this.lru.get(key);
     if (entry !== undefined) {
+      // Rejected, not thrown: callers of a routed call meet it as they meet a failed open.
+      if (entry.refusal !== undefined) return Promise.reject(entry.refusal());
       this.counters.hits++;
       entry.leases++;
       entry.lastTick = this.tick;
@@ -184,10 +194,12 @@ export class DataSourceRegistry {
         if (this.destroyed) throw new CellsNotReadyError('destroyed');
         const reopened = this.lru.get(key);
         if (reopened === undefined) continue;
+        if (reopened.refusal !== undefined) throw reopened.refusal();
         reopened.leases++;
         reopened.lastTick = this.tick;
         return reopened;
       }
+      if (entry.refusal !== undefined) throw entry.refusal();
       entry.leases++;
       entry.lastTick = this.tick;
       return entry;
@@ -212,6 +224,7 @@ export class DataSourceRegistry {
       this.initializing--;
     }
     const entry = new RegistryEntry(key, opened.dataSource, opened.label, (e) => this.close(e), opened.telemetry, opened.readOnly === true);
+    entry.refusal = opened.refusal;
     this.counters.opened++;
     // Opened after a forced close began: its callers fail at once too.
     this.forced?.(opened.dataSource);
@@ -278,6 +291,11 @@ export class DataSourceRegistry {
   /** Evicts `key` (for example after its mapping changed); running calls finish first. */
   evict(key: string): void {
     this.lru.delete(key);
+  }
+
+  /** The open entry of `key`, if any, without touching its recency or taking a lease. */
+  peek(key: string): RegistryEntry | undefined {
+    return this.lru.peek(key);
   }
 
   /** True when `key` has an open DataSource in the LRU (does not touch recency). */

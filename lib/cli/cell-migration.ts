@@ -36,6 +36,12 @@ export interface MigrateCellsOptions {
    * or returns a `skipped` result without calling it. Default: calls `migrate`.
    */
   around?(cell: CellMapping, migrate: () => Promise<CellMigrationResult>): Promise<CellMigrationResult>;
+  /**
+   * Called once migrations were applied to a cell (not when it had none pending), after its
+   * migration (and `around`) ended: `db migrate` tells every process through the mapping notifications, so their
+   * schema gates (`requireSchema`) check the cell again. What it throws is ignored. Default: none.
+   */
+  onMigrated?(cell: CellMapping, applied: readonly string[]): Promise<void>;
 }
 
 /**
@@ -76,6 +82,9 @@ export async function migrateCells(
         }
         const migrate = (): Promise<CellMigrationResult> => migrateCell(config, cell, options.lockTimeoutMs);
         const result = await (options.around ? options.around(cell, migrate) : migrate());
+        if (result.result === 'migrated' && result.applied.length > 0) {
+          await options.onMigrated?.(cell, result.applied).catch(() => undefined);
+        }
         results.set(cell.uuid, result);
         if (result.result === 'skipped') {
           task.skip('not started: the run is stopping');

@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { MigrationRun, type MigrationRunOptions } from '../../entities/MigrationRun';
 import { InvalidArgumentError } from '../errors';
-import { migrateCells, type CellMigrationResult } from './cell-migration';
+import type { CellMapping } from '../../entities/CellMapping';
+import type { Cells } from '../cells';
+import { cellLabel } from '../route';
+import { errorText, migrateCells, type CellMigrationResult } from './cell-migration';
 import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
 import { MigrationInterruptedError, SomeCellsFailedError } from './errors';
 import { resumeFleetMigration, startFleetMigration, type FleetMigrationOutcome, type StopSignal } from './fleet-migration';
@@ -49,13 +52,16 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
       checkOptions(opts);
       const config = await s.config();
       if (opts.cell !== undefined) {
-        const cells = await s.withCells((lib) => selectCells(lib.mappings, opts));
-        const results = await migrateCells(config, cells, {
-          concurrency: opts.concurrency,
-          lockTimeoutMs: opts.lockTimeout,
-          continueOnError: opts.continueOnError === true,
-          quiet: s.output.json,
-        });
+        // With the API database open throughout, to report each migrated cell to every process.
+        const results = await s.withCells(async (lib) =>
+          migrateCells(config, await selectCells(lib.mappings, opts), {
+            concurrency: opts.concurrency,
+            lockTimeoutMs: opts.lockTimeout,
+            continueOnError: opts.continueOnError === true,
+            quiet: s.output.json,
+            onMigrated: reportMigrated(s, lib),
+          }),
+        );
         s.output.result({ cells: results }, () => printResults(s, results));
         throwOnFailure(results, 'Applied migrations are not repeated when you run it again.');
         return;
@@ -64,9 +70,10 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
         const journal = new MigrationJournal(lib.getRepository(MigrationRun, 'api').manager);
         const cells = await lib.mappings.allCells();
         return whileCatchingSigint(s, async (stop) => {
-          if (!opts.resume) return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json);
+          const onMigrated = reportMigrated(s, lib);
+          if (!opts.resume) return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated);
           const run = await journal.newestUnfinishedRun();
-          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json);
+          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated);
         });
       });
       if (outcome === undefined) {
@@ -75,6 +82,21 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
       }
       report(s, outcome);
     });
+}
+
+/**
+ * Tells every process running Cells that a cell was migrated (the mapping notifications), so that
+ * their schema gates check it again; a failure is a warning: the cell is migrated all the same, and
+ * their gates check it again within `mappingCache.ttlMs`.
+ */
+function reportMigrated(s: CliSession, lib: Cells): (cell: CellMapping) => Promise<void> {
+  return async (cell) => {
+    try {
+      await lib.mappings.reportMigrated(cell.uuid);
+    } catch (error) {
+      s.output.warn(`Cell ${cellLabel(cell)} was migrated, but the running processes could not be told: ${errorText(error)}.`);
+    }
+  };
 }
 
 /** @throws InvalidArgumentError (usage) for a combination of options that means nothing. */

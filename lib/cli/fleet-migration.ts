@@ -3,7 +3,7 @@ import type { MigrationRun, MigrationRunOptions } from '../../entities/Migration
 import type { MigrationRunCell } from '../../entities/MigrationRunCell';
 import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
-import { migrateCells, type CellMigrationResult } from './cell-migration';
+import { migrateCells, type CellMigrationResult, type MigrateCellsOptions } from './cell-migration';
 import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan';
 import { FleetRunBusyError } from './errors';
 import { tryLockRun } from './fleet-run-lock';
@@ -41,13 +41,14 @@ export async function startFleetMigration(
   options: MigrationRunOptions,
   stop: StopSignal,
   quiet: boolean,
+  onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
   const { run, cells: rows } = await journal.startRun(options, plan);
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
   try {
-    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+    return await runWaves(config, journal, run, rows, cells, stop, quiet, onMigrated);
   } finally {
     await lock.release().catch(() => undefined);
   }
@@ -66,6 +67,7 @@ export async function resumeFleetMigration(
   cells: readonly CellMapping[],
   stop: StopSignal,
   quiet: boolean,
+  onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
@@ -73,7 +75,7 @@ export async function resumeFleetMigration(
     const rows = await journal.cellsOf(run.id);
     await journal.resumeRun(run.id);
     run.state = 'running';
-    return await runWaves(config, journal, run, rows, cells, stop, quiet);
+    return await runWaves(config, journal, run, rows, cells, stop, quiet, onMigrated);
   } finally {
     await lock.release().catch(() => undefined);
   }
@@ -87,6 +89,7 @@ async function runWaves(
   cells: readonly CellMapping[],
   stop: StopSignal,
   quiet: boolean,
+  onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const { options } = run;
   const byUuid = new Map(cells.map((cell) => [cell.uuid, cell]));
@@ -113,6 +116,7 @@ async function runWaves(
       lockTimeoutMs: options.lockTimeoutMs,
       continueOnError: options.continueOnError,
       quiet,
+      ...(onMigrated === undefined ? {} : { onMigrated }),
       around: async (cell, migrate) => {
         const row = rowOf.get(cell.uuid) as MigrationRunCell;
         const release = await slots.acquire(serverOf(cell));

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import type { DataSource } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import { MigrationRun } from '../../entities/MigrationRun';
 import type { MigrationRunCell } from '../../entities/MigrationRunCell';
 import type { CellsOptions } from '../cells-options';
 import { cellLabel } from '../route';
+import { orderedMigrationNames } from '../schema-gate';
 import { errorText } from './cell-migration';
 import { DEFAULT_CONCURRENCY } from './cell-selection';
 import { SomeCellsFailedError } from './errors';
@@ -86,23 +86,9 @@ async function cellFleetStatus(
   try {
     return await withDataSource(cellDataSource(config, cell), `cell ${cellLabel(cell)}`, async (ds) => {
       const { applied, pending } = await migrationStatus(ds);
-      return { ...base, version: applied.at(-1) ?? null, newest: newestMigration(ds), pending: pending.length };
+      return { ...base, version: applied.at(-1) ?? null, newest: orderedMigrationNames(ds.migrations).at(-1) ?? null, pending: pending.length };
     });
   } catch (error) {
     return { ...base, version: null, newest: null, pending: 0, error: errorText(error) };
   }
-}
-
-/**
- * The newest of the config's migrations: the one with the largest timestamp, the 13 digits that end
- * a TypeORM migration's name (how TypeORM orders them).
- */
-function newestMigration(ds: DataSource): string | null {
-  let newest: { name: string; timestamp: number } | undefined;
-  for (const migration of ds.migrations) {
-    const name = migration.name ?? migration.constructor.name;
-    const timestamp = Number(/\d{13}$/.exec(name)?.[0] ?? 0);
-    if (newest === undefined || timestamp > newest.timestamp) newest = { name, timestamp };
-  }
-  return newest?.name ?? null;
 }
