@@ -58,6 +58,8 @@ export const LIBRARY_ERROR_STATUS: Readonly<Record<string, number>> = {
   // An operator took the cell out of service for a while (cell set-state): retry later.
   CELLS_CELL_READ_ONLY: 503,
   CELLS_CELL_DISABLED: 503,
+  // The cell's schema is behind what this code needs (requireSchema): served once it is migrated.
+  CELLS_SCHEMA_BEHIND: 503,
 };
 
 /**
