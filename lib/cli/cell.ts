@@ -61,7 +61,6 @@ export function registerCellCommands(program: Command, session: () => CliSession
       const s = session();
       const state = cellStateArg(opts.state);
       const config = await s.config();
-      warnOfLiteralPasswords(s.output, `cell '${opts.name}'`, opts.databaseConnection, opts.readConnection);
       if (opts.verify) {
         await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config);
         for (const [index, url] of (opts.readConnection ?? []).entries()) {
@@ -79,6 +78,8 @@ export function registerCellCommands(program: Command, session: () => CliSession
           ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
         }),
       );
+      // After the write, so a command refused for its input prints one error line and no warning.
+      warnOfLiteralPasswords(s.output, `cell '${opts.name}'`, opts.databaseConnection, opts.readConnection);
       s.output.result(cellJson(created, 0, true), () =>
         s.output.line(`Created cell ${cellLabel(created)}.`),
       );
@@ -146,8 +147,8 @@ export function registerCellCommands(program: Command, session: () => CliSession
           'Nothing to update: pass --name, --database-connection, --read-connection, --clear-read-connections, --transport-url, --disable or --enable.',
         );
       }
-      warnOfLiteralPasswords(s.output, `cell '${ref}'`, opts.databaseConnection, opts.readConnection);
       const updated = await s.withCells((lib) => lib.mappings.updateCell(ref, patch));
+      warnOfLiteralPasswords(s.output, `cell '${ref}'`, opts.databaseConnection, opts.readConnection);
       s.output.result(cellJson(updated, undefined, true), () =>
         s.output.line(`Updated cell ${cellLabel(updated)}.`),
       );

@@ -1286,7 +1286,8 @@ const cases: Case[] = [
   {
     name: 'cli: cell create names the cell once in a bad-URL message, without a CellMapping to fix',
     contract: { exit: 2, stderr: /The database connection of cell 'url-words' is not a valid connection URL \(its password query parameter is not a secret reference \(env:NAME, file:\/path or kind:reference\); a literal password goes after the user name\)\. Expected a URL such as postgres:\/\/user@host:5432\/database \(or mysql:\/\/, mariadb:\/\/\); a password, if any, follows the user name after a colon\.$/m },
-    run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${cellUrl()}?password=x`),
+    // Without the server's own password (the embedded server has one), so only the query gives one.
+    run: () => cli('cell', 'create', '--name', 'url-words', '--database-connection', `${withoutPassword(cellUrl())}?password=x`),
   },
   {
     name: 'api: new Cells names the API database in a bad-URL message',
@@ -1389,3 +1390,10 @@ describe('bad input', () => {
     expect(casesFailing).toBe(0);
   });
 });
+
+/** `url` without the password of its user information. */
+function withoutPassword(url: string): string {
+  const u = new URL(url);
+  u.password = '';
+  return u.toString();
+}

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
 import type { DataSource, Logger } from 'typeorm';
 import {
@@ -31,6 +30,11 @@ let casesRun = 0;
 beforeAll(async () => {
   process.on('unhandledRejection', onUnhandled);
   world = await createCellWorld('hooks', { cellCount: 2 });
+  // A mapped cell whose database does not exist: its open fails on the server. (An unmapped uuid
+  // no longer gets as far as an open: it is refused before it takes a registry slot.)
+  const url = new URL(cellA().databaseConnection);
+  url.pathname = `/cells_hooks_missing_${process.pid}`;
+  missing = await world.lib.mappings.createCell({ name: `hooks-missing-${process.pid}`, databaseConnection: url.toString() });
 }, 60_000);
 
 afterAll(async () => {
@@ -40,6 +44,7 @@ afterAll(async () => {
 
 const cellA = (): CellMapping => world.cells[0]!.mapping;
 const cellB = (): CellMapping => world.cells[1]!.mapping;
+let missing: CellMapping;
 
 /** The DataSource the registry holds for `cell` (opened by a call first). */
 async function dataSourceOf(cells: Cells, cell: CellMapping): Promise<DataSource> {
@@ -58,8 +63,8 @@ function settledClosing(cells: Cells): boolean {
 }
 
 /**
- * Opens cell A, then cell B (evicting A under `maxOpenCells: 1`), opens an unmapped cell (an open
- * that fails, evicting B for its slot), reopens B, closes its DataSource behind the registry's back
+ * Opens cell A, then cell B (evicting A under `maxOpenCells: 1`), opens a cell whose database is
+ * missing (an open that fails, evicting B for its slot), reopens B, closes its DataSource behind the registry's back
  * and evicts it (a close that fails), then destroys: every step must behave exactly as with no
  * logger at all.
  */
@@ -69,8 +74,8 @@ async function exercise(cells: Cells): Promise<void> {
   expect(await targetCell(cellB(), () => widgets.count())).toBe(0);
   await eventually(() => settledClosing(cells), 5000);
   expect(cells.stats()).toMatchObject({ open: 1, opened: 2, closed: 1, evictions: 1 });
-  await expect(targetCell(randomUUID(), () => widgets.count())).rejects.toMatchObject({
-    code: 'CELLS_UNKNOWN_CELL',
+  await expect(targetCell(missing, () => widgets.count())).rejects.toMatchObject({
+    code: 'CELLS_CELL_UNREACHABLE',
   });
   await eventually(() => settledClosing(cells), 5000);
   expect(await targetCell(cellB(), () => widgets.count())).toBe(0);
