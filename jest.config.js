@@ -1,6 +1,8 @@
 /** @type {import('jest').Config} */
 module.exports = {
-  testEnvironment: 'node',
+  // CELLS_LEAK_PROBE=<file>: spec/support/leak-probe-environment.ts records, in <file>, what each spec
+  // file leaves running and which Jest worker outlives its end (see there).
+  testEnvironment: process.env.CELLS_LEAK_PROBE ? '<rootDir>/spec/support/leak-probe-environment.ts' : 'node',
   roots: ['<rootDir>/spec'],
   testMatch: ['**/*.spec.ts'],
   transform: {

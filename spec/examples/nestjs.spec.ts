@@ -62,6 +62,9 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  // Unreferenced, it would not hold the worker, but it would run (and keep this file's modules) for
+  // the rest of the worker's run.
+  clearInterval(sharedClient);
   await forwarder?.close();
   await world?.destroy();
   await farDb?.drop();

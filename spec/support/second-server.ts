@@ -3,6 +3,7 @@ import { writeFile, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureDatabase } from '../../dev/databases';
+import { withTimeout } from '../../dev/wait';
 import { rowsIn } from './databases';
 
 /**
@@ -186,15 +187,22 @@ export async function startSecondServer(label = 'cells-second-pg'): Promise<Seco
     async remove() {
       if (removed) return;
       removed = true;
+      // The driver exits once disconnected; waiting for it leaves no ChildProcess handle in the
+      // test worker (one still open when Jest ends the worker makes Jest force-exit it).
+      const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
       try {
         await call('remove');
       } finally {
-        child.disconnect();
+        if (child.connected) child.disconnect();
+        await withTimeout(exited, DRIVER_EXIT_WAIT_MS, 'the second PostgreSQL driver to exit').catch(() => child.kill('SIGKILL'));
         await rm(dir, { recursive: true, force: true });
       }
     },
   };
 }
+
+/** How long remove() waits for the driver process to exit before killing it, in ms. */
+const DRIVER_EXIT_WAIT_MS = 10_000;
 
 /** Sends commands to the child and resolves with its answers, matched by id. */
 function commander(child: ChildProcess): (command: string, args?: unknown) => Promise<unknown> {
