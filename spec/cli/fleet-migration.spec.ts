@@ -269,6 +269,14 @@ describe('db migrate --all, journaled', () => {
     const cell = await runCli(['db', 'migrate', '--cell', world.cells[0]!.name, '--wave-size', '2'], world.project.dir);
     expect(cell).toMatchObject({ code: 2, stderr: expect.stringMatching(/^error: --canary, --wave-size and --max-per-server go with --all/) });
   });
+
+  it('warns when --canary counts more cells than are mapped', async () => {
+    world = await createCliWorld('fleet_can', role, 2);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10 });
+    const result = await runCli(['--config', config, 'db', 'migrate', '--all', '--canary', '5', '--json'], world.project.dir);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/^warning: --canary 5 is more than the 2 cell\(s\) mapped: every cell is a canary/m);
+  });
 });
 
 describe('db fleet-status', () => {
