@@ -18,7 +18,9 @@ import type { PoolObserver } from './telemetry';
  *   CellBusyError, apart from the connect timeout, which bounds only the opening of a connection;
  * - with a server budget (`maxConnectionsPerServer`), idle connections are given back to waiters
  *   of other pools on the same server (server-budget.ts);
- * - every query runner's errors are typed (QueryTimeoutError, CellUnreachableError).
+ * - every query runner's errors are typed (QueryTimeoutError, CellUnreachableError);
+ * - a client of a read-only pool whose session is no longer read-only (a raw `SET
+ *   default_transaction_read_only = off` of one caller) is destroyed at release, not reused.
  * @internal
  */
 
@@ -40,7 +42,7 @@ type Obtain = () => Promise<[PoolClient, (error?: unknown) => void]>;
 /**
  * Replaces the pool checkout of `dataSource`'s driver (before `initialize()`) so that it waits at
  * most `acquireTimeoutMs` for a free connection (then CellBusyError naming `label`) and destroys a
- * client released inside a transaction.
+ * client released inside a transaction; with `readOnly`, one whose session stopped being read-only.
  * @internal
  */
 export function guardPool(
@@ -49,6 +51,7 @@ export function guardPool(
   acquireTimeoutMs: number,
   budget?: ServerBudget,
   observer?: PoolObserver,
+  readOnly = false,
 ): void {
   typeQueryRunnerErrors(dataSource, label);
   if (budget !== undefined) trackPool(dataSource, budget);
@@ -86,7 +89,9 @@ export function guardPool(
         if (error !== undefined || client === undefined) return reject(error);
         if (observed !== undefined) observer!.waited((performance.now() - observed) / 1000);
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
-        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? budgetRelease?.())]);
+        if (readOnly) watchReadOnly(client);
+        const writable = readOnly ? () => writableSession(client) : () => undefined;
+        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? writable() ?? budgetRelease?.())]);
       };
       const queued = connectWithFreshSecret(secret, (callback: ConnectCallback) => pool.connect(callback), onConnect);
       if (!mayQueue) return;
@@ -164,6 +169,34 @@ function dirtyState(client: PoolClient): Error | undefined {
   // null: no ReadyForQuery yet (cannot happen after a query); 'I': idle; 'T'/'E': in a transaction.
   if (status === 'T' || status === 'E') return new Error(`connection released inside a transaction (${status})`);
   return undefined;
+}
+
+/** The last `default_transaction_read_only` the server reported for a client (PostgreSQL 14+ reports it). */
+const kReadOnlySetting = Symbol('typeorm-cells.readOnlySetting');
+
+type WatchedClient = PoolClient & {
+  [kReadOnlySetting]?: string;
+  connection?: { on(event: 'parameterStatus', listener: (message: { parameterName: string; parameterValue: string }) => void): void };
+};
+
+/**
+ * Follows the `default_transaction_read_only` that the server reports for `client` (a ParameterStatus
+ * message after every change: `SET`, `SET SESSION CHARACTERISTICS`, `set_config`, `RESET`), from its
+ * first checkout, when it is `on` (the connection's startup option). pg-native clients report none.
+ */
+function watchReadOnly(client: PoolClient): void {
+  const watched = client as WatchedClient;
+  if (watched[kReadOnlySetting] !== undefined || watched.connection === undefined) return;
+  watched[kReadOnlySetting] = 'on';
+  watched.connection.on('parameterStatus', ({ parameterName, parameterValue }) => {
+    if (parameterName === 'default_transaction_read_only') watched[kReadOnlySetting] = parameterValue;
+  });
+}
+
+/** An Error (so pg-pool destroys the client) when a read-only pool's client reported a writable session. */
+function writableSession(client: PoolClient): Error | undefined {
+  const setting = (client as WatchedClient)[kReadOnlySetting];
+  return setting === undefined || setting === 'on' ? undefined : new Error('connection of a read-only cell made writable');
 }
 
 /**

@@ -142,22 +142,52 @@ export function maskSecrets(text: string): string {
     URL_PASSWORD_START.lastIndex = Math.max(at, scanned);
   }
   masked += text.slice(from);
-  return masked.replace(KEYWORD_PASSWORD, (match: string, key: string, value: string, offset: number, whole: string) => {
-    if (isQueryReference(key, value, whole[offset - 1])) return match;
+  return maskEncodedQueryPasswords(maskKeywordPasswords(masked));
+}
+
+/** Masks the values of `password=` keywords and fields, keeping a URL query's built-in references. */
+function maskKeywordPasswords(text: string): string {
+  return text.replace(KEYWORD_PASSWORD, (match: string, key: string, value: string, offset: number, whole: string) => {
+    const reference = queryReference(key, value, whole[offset - 1]);
+    // What follows the reference (`&password=literal`...) is masked in turn.
+    if (reference !== undefined) return `${key}${reference}${maskKeywordPasswords(value.slice(reference.length))}`;
     return value.startsWith('"') || value.startsWith("'") ? `${key}${value[0]}***${value[0]}` : `${key}***`;
   });
 }
 
-/** A built-in secret reference as a URL's query gives it: `env:NAME` or `file:/path`, to `&`, `#` or the end. */
-const QUERY_REFERENCE = /^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:\/[^\s&#"'\\]*)(?:[&#]|$)/;
+/** A query parameter whose name holds a percent-escape: `?pass%77ord=value`, `&%70assword=...`. */
+const ENCODED_QUERY_PARAMETER = /([?&])([^\s=&#"'?]*%[0-9a-f]{2}[^\s=&#"'?]*)=([^\s&#"']*)/gi;
 
 /**
- * True for `?password=env:NAME` or `&password=file:/path` (secret-reference.ts): a URL's query
- * names where its password is kept, which is no secret and which operators need to see. Other
- * kinds (`resolveSecret`'s) stay masked: their references are the user's to judge.
+ * Masks the values of query parameters whose names decode to `password` (`?pass%77ord=`): the URL
+ * parser decodes names, so parseConnectionUrl reads them as the password parameter.
  */
-function isQueryReference(key: string, value: string, before: string | undefined): boolean {
-  return key === 'password=' && (before === '?' || before === '&') && QUERY_REFERENCE.test(value);
+function maskEncodedQueryPasswords(text: string): string {
+  return text.replace(ENCODED_QUERY_PARAMETER, (match: string, before: string, name: string, value: string) => {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(name);
+    } catch {
+      decoded = name;
+    }
+    if (!/^(?:pg)?password$/i.test(decoded)) return match;
+    if (queryReference('password=', value, before) === value) return match;
+    return `${before}${name}=***`;
+  });
+}
+
+/** A built-in secret reference as a URL's query gives it: `env:NAME` or `file:/path`, to `&`, `#` or the end. */
+const QUERY_REFERENCE = /^(?:env:[A-Za-z_][A-Za-z0-9_]*|file:\/[^\s&#"'\\]*)(?=[&#]|$)/;
+
+/**
+ * The reference of `?password=env:NAME` or `&password=file:/path` (secret-reference.ts), without
+ * what follows it: a URL's query names where its password is kept, which is no secret and which
+ * operators need to see. Other kinds (`resolveSecret`'s) stay masked: their references are the
+ * user's to judge. Undefined for anything else.
+ */
+function queryReference(key: string, value: string, before: string | undefined): string | undefined {
+  if (key !== 'password=' || (before !== '?' && before !== '&')) return undefined;
+  return QUERY_REFERENCE.exec(value)?.[0];
 }
 
 /**

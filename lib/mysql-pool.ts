@@ -28,7 +28,10 @@ import { connectWithFreshSecret, secretSourceOf, type SecretSource } from './sec
  * - every connection has an `'error'` listener for its whole life (mysql2's pool listens once);
  * - the password given to TypeORM is a function (so the DataSource's options print none), and
  *   mysql2's copy of it is a non-enumerable getter on its pool's connection config, dropped from each
- *   connection's config once it is authenticated.
+ *   connection's config once it is authenticated;
+ * - a read-only pool's connections run `SET SESSION TRANSACTION READ ONLY` when they open and again
+ *   at each later checkout (queued before the caller's first statement), so a raw `SET SESSION
+ *   TRANSACTION READ WRITE` of one caller does not make the connection writable for the next.
  * Not applied to MySQL/MariaDB databases: the `maxConnectionsPerServer` budget (server-budget.ts
  * counts pg clients). @internal
  */
@@ -68,6 +71,8 @@ interface PoolConnection {
   on(event: 'error', listener: (error: unknown) => void): unknown;
   [kLostError]?: unknown;
   [kGuarded]?: true;
+  /** Checked out before: a read-only pool sets its session read-only again at each later checkout. */
+  [kCheckedOut]?: true;
   /** The stream running on this connection, if any. */
   [kStreamWait]?: StreamWait;
 }
@@ -111,6 +116,7 @@ interface MysqlDriverInternals {
 }
 
 const kGuarded = Symbol('typeorm-cells.mysqlGuarded');
+const kCheckedOut = Symbol('typeorm-cells.mysqlCheckedOut');
 const kStreamWait = Symbol('typeorm-cells.mysqlStreamWait');
 
 /**
@@ -227,6 +233,21 @@ function readOnlySessions(pool: Pool, readOnly: boolean): Pool {
 }
 
 /**
+ * Sets a read-only pool's reused `connection` read-only again (its first checkout follows
+ * readOnlySessions' statement): one statement queued before the caller's, which a connection that
+ * refuses it does not survive. The cost of a round trip per checkout, on read-only cells only.
+ */
+function readOnlyAgain(connection: PoolConnection): void {
+  if (connection[kCheckedOut] !== true) {
+    connection[kCheckedOut] = true;
+    return;
+  }
+  connection.query('SET SESSION TRANSACTION READ ONLY', (error: unknown) => {
+    if (error) connection.destroy();
+  });
+}
+
+/**
  * Wraps the driver's checkout: bounded by `acquireTimeoutMs` and by a scatter-gather's deadline,
  * and each connection guarded once (error listener, query deadlines, password dropped).
  */
@@ -259,6 +280,7 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
         unlist();
         if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
         if (observed !== undefined) bounds.observer!.waited((performance.now() - observed) / 1000);
+        if (bounds.readOnly === true) readOnlyAgain(connection);
         resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
       const queued = connectWithFreshSecret(secret, (callback: GetConnectionCallback) => pool.getConnection(callback), onConnection);

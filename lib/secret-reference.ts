@@ -1,4 +1,5 @@
-import { open } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { BadConnectionUrlError, SecretResolutionError } from './errors';
 
@@ -80,8 +81,8 @@ class Unresolved extends Error {}
 
 /**
  * The password of a built-in reference: `env:NAME` reads `process.env.NAME`; `file:/path` reads the
- * file (UTF-8, at most 64 KiB) without one trailing newline, as Docker and Kubernetes secrets end.
- * Undefined for another kind.
+ * file (UTF-8, at most 64 KiB, a regular file only) without one trailing newline, as Docker and
+ * Kubernetes secrets end. Undefined for another kind.
  */
 async function resolveBuiltIn(ref: SecretReference): Promise<string | undefined> {
   if (ref.kind === 'env') {
@@ -90,10 +91,50 @@ async function resolveBuiltIn(ref: SecretReference): Promise<string | undefined>
     return value;
   }
   if (ref.kind !== 'file') return undefined;
+  // One read of a path at a time: a second SecretSource of the same file shares it.
+  let reading = fileReads.get(ref.reference);
+  if (reading === undefined) {
+    reading = readSecretFile(ref.reference).finally(() => fileReads.delete(ref.reference));
+    fileReads.set(ref.reference, reading);
+  }
+  return reading;
+}
+
+/** The reads of `file:` references under way, by path. */
+const fileReads = new Map<string, Promise<string>>();
+
+/** What a path is, when it is not a regular file: the reason names it, never its content. */
+function notRegular(stats: Stats): string | undefined {
+  if (stats.isFile()) return undefined;
+  const kind = stats.isFIFO()
+    ? 'a FIFO'
+    : stats.isSocket()
+      ? 'a socket'
+      : stats.isDirectory()
+        ? 'a directory'
+        : stats.isCharacterDevice()
+          ? 'a character device'
+          : stats.isBlockDevice()
+            ? 'a block device'
+            : 'another kind of file';
+  return `its file is not a regular file (${kind})`;
+}
+
+/**
+ * Reads a secret file: a regular file only (symbolic links followed, as Kubernetes mounts them). A
+ * FIFO without a writer would hold a libuv threadpool thread in open() for ever (four of them
+ * starve the process's fs, DNS and crypto), so the path is checked first and opened non-blocking,
+ * and the opened descriptor is checked again (the path may have been swapped in between).
+ */
+async function readSecretFile(path: string): Promise<string> {
   let text: string;
   try {
-    const file = await open(ref.reference, 'r');
+    const refused = notRegular(await stat(path));
+    if (refused !== undefined) throw new Unresolved(refused);
+    const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
+      const swapped = notRegular(await file.stat());
+      if (swapped !== undefined) throw new Unresolved(swapped);
       const buffer = Buffer.alloc(MAX_FILE_BYTES + 1);
       const { bytesRead } = await file.read(buffer, 0, buffer.length, 0);
       if (bytesRead > MAX_FILE_BYTES) throw new Unresolved(`its file is larger than ${MAX_FILE_BYTES} bytes`);

@@ -151,6 +151,19 @@ describe('a read-only cell', () => {
     const [setting] = await targetCell(cell, () => widgets.query('SHOW default_transaction_read_only'));
     expect(setting).toEqual({ default_transaction_read_only: 'off' });
   });
+
+  it("keeps a raw SET of one caller from making the pooled connections writable for later callers", async () => {
+    await setState('read-only');
+    const before = await rowsInCell();
+    for (const sql of ['SET default_transaction_read_only = off', 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE']) {
+      await targetCell(cell, () => widgets.query(sql));
+      for (let i = 0; i < 8; i++) {
+        const insert = `INSERT INTO widgets (uuid, name, intended_cell) VALUES ('${randomUUID()}', 'after-set', '${cell.uuid}')`;
+        await expect(targetCell(cell, () => widgets.query(insert))).rejects.toThrow(/read-only transaction/);
+      }
+    }
+    expect(await rowsInCell()).toBe(before);
+  });
 });
 
 describe('a disabled cell', () => {

@@ -283,6 +283,20 @@ describe('connection secrets', () => {
         `${'postgres://u:1 '.repeat(n / 8 - 1)}postgres://u:***@h:5432/db`,
       );
     });
+
+    it('in a query beside a built-in secret reference, or under a percent-encoded name', () => {
+      for (const text of [
+        'postgres://u@h/db?password=env:X&password=Qh1x',
+        'postgres://u@h/db?password=file:/run/s&sslmode=require&password=Qh1x',
+        'postgres://u@h/db?pass%77ord=Qh1x',
+        'postgres://u@h/db?sslmode=require&%70assword=Qh1x#frag',
+        'mysql://u@h/db?PASS%57ORD=Qh1x',
+      ]) {
+        expect(maskSecrets(text)).not.toContain('Qh1x');
+      }
+      expect(maskSecrets('postgres://u@h/db?password=env:X&password=Qh1x')).toBe('postgres://u@h/db?password=env:X&password=***');
+      expect(maskSecrets('postgres://u@h/db?pass%77ord=env:X&ssl=true')).toBe('postgres://u@h/db?pass%77ord=env:X&ssl=true');
+    });
   });
 
   describe('masks every password that parseConnectionUrl accepts', () => {

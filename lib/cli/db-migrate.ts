@@ -71,7 +71,13 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
         const cells = await lib.mappings.allCells();
         return whileCatchingSigint(s, async (stop) => {
           const onMigrated = reportMigrated(s, lib);
-          if (!opts.resume) return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated);
+          if (!opts.resume) {
+            if (opts.canary !== undefined && /^\d+$/.test(opts.canary) && Number(opts.canary) > cells.length)
+              s.output.warn(
+                `--canary ${Number(opts.canary)} is more than the ${cells.length} cell(s) mapped: every cell is a canary, migrated in one wave.`,
+              );
+            return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated);
+          }
           const run = await journal.newestUnfinishedRun();
           return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated);
         });

@@ -93,3 +93,19 @@ export class FleetRunBusyError extends CellsError {
     );
   }
 }
+
+/**
+ * `typeorm-cells db migrate --resume` found the newest unfinished run's journal holding an option or
+ * a cell that `db migrate --all` never writes (changed by hand in the API database). Nothing was
+ * started. The CLI exits 2.
+ */
+export class InvalidMigrationRunError extends CellsError {
+  readonly code = 'CELLS_MIGRATION_RUN_INVALID';
+  /** @param what - the option or cell found invalid, never its value. */
+  constructor(readonly runId: number, what: string) {
+    super(
+      `Migration run #${runId} in the journal (cell_migration_runs) holds an invalid ${what}, so nothing was started. ` +
+        `Correct it in the API database, or start a new run with 'typeorm-cells db migrate --all'.`,
+    );
+  }
+}

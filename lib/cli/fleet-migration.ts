@@ -8,6 +8,7 @@ import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan
 import { FleetRunBusyError } from './errors';
 import { tryLockRun } from './fleet-run-lock';
 import type { MigrationJournal } from './migration-journal';
+import { checkJournaledRun } from './migration-run-check';
 
 /**
  * A fleet migration (`db migrate --all`, `db migrate --resume`): the cells of a run migrated wave
@@ -59,6 +60,7 @@ export async function startFleetMigration(
  * `running` by a process that died is run again: its migrations are transactional and its
  * migrations table says what is applied, so nothing is applied twice.
  * @throws FleetRunBusyError when another process is working on `run`.
+ * @throws InvalidMigrationRunError when its journal holds an invalid option or cell state.
  */
 export async function resumeFleetMigration(
   config: CellsOptions,
@@ -73,6 +75,7 @@ export async function resumeFleetMigration(
   if (lock === undefined) throw new FleetRunBusyError(run.id);
   try {
     const rows = await journal.cellsOf(run.id);
+    checkJournaledRun(run, rows);
     await journal.resumeRun(run.id);
     run.state = 'running';
     return await runWaves(config, journal, run, rows, cells, stop, quiet, onMigrated);

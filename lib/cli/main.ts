@@ -12,7 +12,7 @@ import {
   UnknownCellError,
 } from '../errors';
 import { registerApiDbCommands } from './api-db';
-import { MigrationInterruptedError } from './errors';
+import { InvalidMigrationRunError, MigrationInterruptedError } from './errors';
 import { registerCellCommands } from './cell';
 import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
 import { registerDbCommands } from './db';
@@ -36,7 +36,8 @@ Exit status:
   0  success
   1  failure: a database is unreachable, a cell is unknown or in use, an instance is not
      mapped, some cells failed to migrate, or the config file fails to load or never settles
-  2  usage error: unknown command or option, missing or malformed argument, no config file
+  2  usage error: unknown command or option, missing or malformed argument, no config file,
+     or a migration run to resume whose journal was changed by hand
   130  db migrate --all or --resume interrupted by Ctrl-C (SIGINT); --resume continues it
 
 Passwords in connection URLs are masked (***) in all output.`;
@@ -133,7 +134,7 @@ function whenNothingIsLeftToRun(): { promise: Promise<never>; dispose(): void } 
 }
 
 function isUsageError(error: unknown): boolean {
-  return error instanceof InvalidArgumentError || error instanceof BadConnectionUrlError;
+  return error instanceof InvalidArgumentError || error instanceof BadConnectionUrlError || error instanceof InvalidMigrationRunError;
 }
 
 function describeError(error: unknown): string {

@@ -2,10 +2,13 @@ import { InvalidArgumentError as CommanderArgumentError } from 'commander';
 
 /** Commander parsers of the CLI's numeric options. */
 
-/** Commander argument parser of `--concurrency`. */
+/**
+ * Commander argument parser of a count (`--concurrency`, `--wave-size`, `--max-per-server`):
+ * decimal digits only (not `1e3`, `0x2`, ` 2` or `2.0`, which Number() reads), from 1 to 2^53 - 1.
+ */
 export function positiveInteger(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new CommanderArgumentError('must be an integer >= 1.');
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new CommanderArgumentError('must be an integer >= 1.');
   return n;
 }
 

@@ -269,6 +269,41 @@ describe('db migrate --all, journaled', () => {
     const cell = await runCli(['db', 'migrate', '--cell', world.cells[0]!.name, '--wave-size', '2'], world.project.dir);
     expect(cell).toMatchObject({ code: 2, stderr: expect.stringMatching(/^error: --canary, --wave-size and --max-per-server go with --all/) });
   });
+
+  it('refuses --resume of a run whose journal holds invalid options or cell states (exit 2, naming the run), rather than hang', async () => {
+    world = await createCliWorld('fleet_bad', role, 2);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10, failIn: [world.cells[1]!.db.name] });
+    const failed = await runCli(['--config', config, 'db', 'migrate', '--all', '--continue-on-error', '--json'], world.project.dir);
+    expect(failed.code).toBe(1);
+    const [run] = (await readJournal(apiUrlOf(world))).runs;
+    const [{ options }] = (await rowsIn<{ options: string }>(apiUrlOf(world), 'SELECT options FROM cell_migration_runs WHERE id = $1', [run!.id])) as [
+      { options: string },
+    ];
+    const setOptions = (changed: Record<string, unknown>) =>
+      rowsIn(apiUrlOf(world!), 'UPDATE cell_migration_runs SET options = $1 WHERE id = $2', [JSON.stringify({ ...JSON.parse(options), ...changed }), run!.id]);
+    for (const [changed, what] of [
+      [{ maxPerServer: 0 }, /maxPerServer/],
+      [{ concurrency: 1.5 }, /concurrency/],
+      [{ waveSize: '2' }, /waveSize/],
+    ] as const) {
+      await setOptions(changed);
+      const resumed = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir, { timeoutMs: 20_000 });
+      expect(resumed).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^error: Migration run #${run!.id} .*invalid`)) });
+      expect(resumed.stderr).toMatch(what);
+    }
+    await setOptions({});
+    await rowsIn(apiUrlOf(world), "UPDATE cell_migration_run_cells SET state = 'bogus' WHERE run_id = $1 AND state = 'failed'", [run!.id]);
+    const bogus = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir, { timeoutMs: 20_000 });
+    expect(bogus).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^error: Migration run #${run!.id} .*unknown state`)) });
+  });
+
+  it('warns when --canary counts more cells than are mapped', async () => {
+    world = await createCliWorld('fleet_can', role, 2);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10 });
+    const result = await runCli(['--config', config, 'db', 'migrate', '--all', '--canary', '5', '--json'], world.project.dir);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/^warning: --canary 5 is more than the 2 cell\(s\) mapped: every cell is a canary/m);
+  });
 });
 
 describe('db fleet-status', () => {

@@ -73,6 +73,20 @@ describeMysql('cell states on MariaDB', () => {
     expect(await rowsInCell()).toBe(before);
   });
 
+  it("keeps a raw SET of one caller from making the pooled connections writable for later callers", async () => {
+    await writer.mappings.setCellState(cell.uuid, 'read-only');
+    const before = await rowsInCell();
+    const repo = writer.getRepository(Gadget);
+    for (const sql of ['SET SESSION TRANSACTION READ WRITE', 'SET SESSION tx_read_only = 0']) {
+      await targetCell(cell, () => repo.query(sql));
+      for (let i = 0; i < 8; i++) {
+        const raw = `INSERT INTO gadgets (uuid, name, intended_cell) VALUES ('${randomUUID()}', 'after-set', '${cell.uuid}')`;
+        await expect(targetCell(cell, () => repo.query(raw))).rejects.toThrow(/READ ONLY transaction/);
+      }
+    }
+    expect(await rowsInCell()).toBe(before);
+  });
+
   it.each([
     ['the default poll interval (1000 ms)', undefined, 1500],
     ['a 200 ms poll interval', 200, 1000],
