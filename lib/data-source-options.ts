@@ -311,7 +311,7 @@ export function guardedDataSource(
       ),
     }),
   );
-  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget, bounds.observer);
+  guardPool(dataSource, () => label, bounds.acquireTimeoutMs, bounds.budget, bounds.observer, bounds.readOnly === true);
   learnServerVersion(dataSource);
   return dataSource;
 }
