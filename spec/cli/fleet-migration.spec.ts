@@ -307,6 +307,19 @@ describe('db fleet-status', () => {
     expect(text.stdout).toMatch(new RegExp(`│ ${broken.name} +│ ${broken.uuid} │ - +│ 2 migration\\(s\\) +│ #${runId} failed: .*this cell breaks the migration`));
     expect(text.stdout).toMatch(new RegExp(`│ ${fresh.name} +│ ${fresh.uuid} │ ${slow} +│ up to date +│ - +│`));
     expect(text.stdout).toMatch(new RegExp(`^Newest migration: ${slow}\\.$`, 'm'));
+
+    // A cell whose version cannot be read: pending unknown (null), newest still the config's.
+    await rowsIn(apiUrlOf(world), `UPDATE cell_mappings SET database_connection = replace(database_connection, $1, 'fleet_no_such_db') WHERE uuid = $2`, [
+      `/${fresh.db.name}`,
+      fresh.uuid,
+    ]);
+    const unreadable = await runCli(['--config', config, 'db', 'fleet-status', '--json'], world.project.dir);
+    expect(unreadable.code).toBe(1);
+    const partial = JSON.parse(unreadable.stdout) as { newest: string; cells: Record<string, unknown>[] };
+    expect(partial.newest).toBe(slow);
+    expect(partial.cells[2]).toEqual({ uuid: fresh.uuid, name: fresh.name, version: null, newest: slow, pending: null, lastRun: null, error: expect.any(String) });
+    const unreadableText = await runCli(['--config', config, 'db', 'fleet-status'], world.project.dir);
+    expect(unreadableText.stdout).toMatch(new RegExp(`│ ${fresh.name} +│ ${fresh.uuid} │ failed: .* +│ unknown +│ - +│`));
   }, 60_000);
 });
 
