@@ -262,6 +262,26 @@ describe('db migrate --all, journaled', () => {
     expect((await cellRecord(world.cells[0]!.db.url)).migrations).toEqual([]);
   });
 
+  it('a new --all supersedes older unfinished runs: --resume takes only the newest run, never an older one', async () => {
+    world = await createCliWorld('fleet_sup', role, 2);
+    const broken = world.cells[1]!;
+    const failing = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10, failIn: [broken.db.name] });
+    for (let i = 0; i < 2; i++) {
+      expect((await runCli(['--config', failing, 'db', 'migrate', '--all', '--continue-on-error'], world.project.dir)).code).toBe(1);
+    }
+    const [older, newer] = (await readJournal(apiUrlOf(world))).runs;
+    expect([older!.state, newer!.state]).toEqual(['superseded', 'failed']);
+    expect(older!.ended_at).not.toBeNull();
+    const resumed = await runCli(['--config', failing, 'db', 'migrate', '--resume', '--json'], world.project.dir);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ run: { id: newer!.id, state: 'failed' } });
+    const fixed = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10 });
+    const done = await runCli(['--config', fixed, 'db', 'migrate', '--resume', '--json'], world.project.dir);
+    expect(JSON.parse(done.stdout)).toMatchObject({ run: { id: newer!.id, state: 'succeeded' } });
+    const again = await runCli(['--config', fixed, 'db', 'migrate', '--resume'], world.project.dir);
+    expect(again).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
+    expect((await readJournal(apiUrlOf(world))).runs.map((r) => r.state)).toEqual(['superseded', 'succeeded']);
+  }, 60_000);
+
   it('refuses --resume with plan options, and --canary with --cell (exit 2)', async () => {
     world = await createCliWorld('fleet_use', role, 1);
     const resume = await runCli(['db', 'migrate', '--resume', '--canary', '1'], world.project.dir);
