@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { Listr } from 'listr2';
+import { LISTR_LOGGER_STDERR_LEVELS, Listr, ListrLogLevels, ListrLogger, SimpleRenderer } from 'listr2';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
@@ -65,11 +65,20 @@ export async function migrateCells(
 ): Promise<CellMigrationResult[]> {
   const results = new Map<string, CellMigrationResult>();
   let stopped = false;
+  // A task has no title until its cell really starts (`around` may first wait for its server's
+  // slot): untitled, the live view does not show it and the line-per-event renderer prints no start
+  // line; that line is printed through this logger, the renderer's, once the cell starts.
+  const logger = new ListrLogger({ useIcons: true, toStderr: LISTR_LOGGER_STDERR_LEVELS });
+  let lineRenderer = false;
+  const renderer = options.quiet ? 'silent' : cells.length > LIVE_PROGRESS_MAX_CELLS ? 'simple' : 'default';
   const tasks = new Listr(
     cells.map((cell) => ({
-      title: cell.name,
-      task: async (_ctx: unknown, task: { title: string; skip(message?: string): void }) => {
+      task: async (_ctx: unknown, task: { title: string | undefined; skip(message?: string): void }) => {
+        const named = (): void => {
+          if (task.title === undefined) task.title = cell.name;
+        };
         if (stopped) {
+          named();
           results.set(cell.uuid, {
             uuid: cell.uuid,
             name: cell.name,
@@ -80,8 +89,13 @@ export async function migrateCells(
           task.skip('skipped after an earlier failure');
           return;
         }
-        const migrate = (): Promise<CellMigrationResult> => migrateCell(config, cell, options.lockTimeoutMs);
+        const migrate = (): Promise<CellMigrationResult> => {
+          named();
+          if (lineRenderer) logger.log(ListrLogLevels.STARTED, cell.name);
+          return migrateCell(config, cell, options.lockTimeoutMs);
+        };
         const result = await (options.around ? options.around(cell, migrate) : migrate());
+        named();
         if (result.result === 'migrated' && result.applied.length > 0) {
           await options.onMigrated?.(cell, result.applied).catch(() => undefined);
         }
@@ -101,11 +115,15 @@ export async function migrateCells(
     {
       concurrent: options.concurrency,
       exitOnError: false,
-      renderer: options.quiet ? 'silent' : cells.length > LIVE_PROGRESS_MAX_CELLS ? 'simple' : 'default',
+      renderer,
       fallbackRenderer: 'simple',
+      // The default renderer would restyle a logger given to it: only the line-per-event one gets it.
+      ...(renderer === 'simple' ? { rendererOptions: { logger } } : {}),
+      fallbackRendererOptions: { logger },
       registerSignalListeners: false,
     },
   );
+  lineRenderer = tasks.rendererClass === SimpleRenderer;
   await tasks.run();
   return cells.map(
     (cell) =>

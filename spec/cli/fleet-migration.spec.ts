@@ -252,6 +252,23 @@ describe('db migrate --all, journaled', () => {
     }
   }, 60_000);
 
+  it('prints a cell\'s start line (piped) when it really starts, not while it waits for its server slot', async () => {
+    world = await createCliWorld('fleet_slot', role, 4);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 300 });
+    const result = await runCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '4', '--max-per-server', '1'], world.project.dir);
+    expect(result.code).toBe(0);
+    const names = world.cells.map((c) => c.name);
+    let open = 0;
+    let most = 0;
+    for (const line of result.stdout.split('\n')) {
+      if (names.some((name) => line === `❯ ${name}`)) most = Math.max(most, ++open);
+      if (names.some((name) => line.startsWith(`✔ ${name}: `))) open--;
+    }
+    // Two servers, one cell of each at once: never more than 2 cells started and not finished.
+    expect(most).toBe(2);
+    for (const name of names) expect(result.stdout).toContain(`❯ ${name}\n`);
+  }, 60_000);
+
   it('points at api-db migrate when the API database has no journal yet (an upgrade), and migrates nothing', async () => {
     world = await createCliWorld('fleet_old', role, 1);
     await rowsIn(apiUrlOf(world), 'DROP TABLE cell_migration_run_cells, cell_migration_runs');
