@@ -14,7 +14,11 @@ import { formatDuration } from './output';
 export interface CellMigrationResult {
   uuid: string;
   name: string;
-  result: 'migrated' | 'failed' | 'skipped';
+  /**
+   * `skipped`: not started because an earlier cell failed (journal `skipped`); `not started`: not
+   * started because the run was interrupted (Ctrl-C; journal `pending`, for `--resume`).
+   */
+  result: 'migrated' | 'failed' | 'skipped' | 'not started';
   /** Names of the migrations applied by this run. */
   applied: string[];
   ms: number;
@@ -32,8 +36,8 @@ export interface MigrateCellsOptions {
   /** Print no progress. */
   quiet: boolean;
   /**
-   * Wraps the migration of each cell (its journal entries, its server's slot): calls `migrate`,
-   * or returns a `skipped` result without calling it. Default: calls `migrate`.
+   * Wraps the migration of each cell (its journal entries, its server's slot): calls `migrate` once
+   * the cell really starts, or returns a `not started` result without calling it. Default: calls `migrate`.
    */
   around?(cell: CellMapping, migrate: () => Promise<CellMigrationResult>): Promise<CellMigrationResult>;
   /**
@@ -100,7 +104,7 @@ export async function migrateCells(
           await options.onMigrated?.(cell, result.applied).catch(() => undefined);
         }
         results.set(cell.uuid, result);
-        if (result.result === 'skipped') {
+        if (result.result === 'skipped' || result.result === 'not started') {
           task.skip('not started: the run is stopping');
           return;
         }

@@ -152,8 +152,11 @@ async function runWaves(
   const state = stop.interrupted ? 'interrupted' : rows.every((row) => row.state === 'succeeded') ? 'succeeded' : 'failed';
   await journal.endRun(run.id, state);
   run.state = state;
+  // A cell of a wave never reached: `not started` after Ctrl-C (its journal row stays `pending`),
+  // else `skipped` as its journal row.
+  const unreached = stop.interrupted ? ('not started' as const) : ('skipped' as const);
   const reported = todo.map(
-    (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: 'skipped' as const, applied: [], ms: 0 },
+    (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: unreached, applied: [], ms: 0 },
   );
   return { run, results: reported, canaryFailed };
 }
@@ -162,6 +165,7 @@ async function skipPending(journal: MigrationJournal, rows: readonly MigrationRu
   for (const row of rows) if (row.state === 'pending') await journal.cellEnded(row, 'skipped');
 }
 
+/** A cell the run did not start because it was interrupted: its journal row stays `pending`. */
 function notStarted(cell: CellMapping): CellMigrationResult {
-  return { uuid: cell.uuid, name: cell.name, result: 'skipped', applied: [], ms: 0 };
+  return { uuid: cell.uuid, name: cell.name, result: 'not started', applied: [], ms: 0 };
 }

@@ -140,6 +140,9 @@ describe('db migrate --all, journaled', () => {
     const pending = journal.cells.filter((c) => c.state === 'pending');
     expect(pending.length).toBeGreaterThan(0);
     for (const row of pending) expect((await cellRecord(world.cells.find((c) => c.uuid === row.cell_uuid)!.db.url)).migrations).toEqual([]);
+    // The table says what the journal says: cells never started are `not started`, none `skipped`.
+    for (const row of pending) expect(interrupted.stdout).toMatch(new RegExp(`│ ${row.cell_name} .*│ not started +│`));
+    expect(interrupted.stdout).not.toMatch(/│ skipped/);
 
     const resumed = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
     expect(resumed.code).toBe(0);
