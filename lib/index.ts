@@ -45,7 +45,15 @@ export {
   UnknownHostError,
   UnknownInstanceError,
 } from './errors';
-export { CellVerificationError, ConfigFileError, FleetRunBusyError, MigrationInterruptedError, MigrationLockTimeoutError, SomeCellsFailedError } from './cli/errors';
+export {
+  CanaryFailedError,
+  CellVerificationError,
+  ConfigFileError,
+  FleetRunBusyError,
+  MigrationInterruptedError,
+  MigrationLockTimeoutError,
+  SomeCellsFailedError,
+} from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';
 export type { ResolveSecret, SecretOwner, SecretReference } from './secret-reference';
 export type { DatabaseSelector } from './repository';

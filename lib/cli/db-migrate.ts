@@ -6,7 +6,7 @@ import type { Cells } from '../cells';
 import { cellLabel } from '../route';
 import { errorText, migrateCells, type CellMigrationResult } from './cell-migration';
 import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
-import { MigrationInterruptedError, SomeCellsFailedError } from './errors';
+import { CanaryFailedError, MigrationInterruptedError, SomeCellsFailedError } from './errors';
 import { resumeFleetMigration, startFleetMigration, type FleetMigrationOutcome, type StopSignal } from './fleet-migration';
 import { MigrationJournal } from './migration-journal';
 import { DEFAULT_LOCK_TIMEOUT_MS } from './migration-runner';
@@ -145,18 +145,20 @@ async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => P
   }
 }
 
-function report(s: CliSession, { run, results, canaryFailed }: FleetMigrationOutcome): void {
+function report(s: CliSession, { run, results, canaryFailed, canary }: FleetMigrationOutcome): void {
   s.output.result({ run: { id: run.id, state: run.state }, cells: results }, () => {
     printResults(s, results);
     s.output.line(`Run #${run.id}: ${run.state}.`);
   });
   const notDone = results.filter((r) => r.result !== 'migrated').length;
   if (run.state === 'interrupted') throw new MigrationInterruptedError(run.id, notDone);
+  if (canaryFailed) {
+    const notStarted = results.filter((r) => r.result === 'skipped' || r.result === 'not started').length;
+    throw new CanaryFailedError(run.id, canary.failed, canary.cells, notStarted, results.length);
+  }
   throwOnFailure(
     results,
-    canaryFailed
-      ? `The canary failed, so no other cell was started. Fix it, then run 'typeorm-cells db migrate --resume' (run #${run.id}).`
-      : `Run 'typeorm-cells db migrate --resume' to retry the cells not done (run #${run.id}); applied migrations are not repeated.`,
+    `Run 'typeorm-cells db migrate --resume' to retry the cells not done (run #${run.id}); applied migrations are not repeated.`,
   );
 }
 

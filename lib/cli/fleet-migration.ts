@@ -23,6 +23,8 @@ export interface FleetMigrationOutcome {
   results: CellMigrationResult[];
   /** True when the canary failed, so no other cell was started. */
   canaryFailed: boolean;
+  /** The canary cells this attempt ran (wave 0), and how many of them failed; 0 and 0 for none. */
+  canary: { cells: number; failed: number };
 }
 
 /** Set by the caller's SIGINT handler: start no more cells. */
@@ -98,6 +100,7 @@ async function runWaves(
   const results = new Map<string, CellMigrationResult>();
   let failed = false;
   let canaryFailed = false;
+  const canary = { cells: 0, failed: 0 };
   for (const wave of [...new Set(todo.map((row) => row.wave))].sort((a, b) => a - b)) {
     if (stop.interrupted || canaryFailed || (failed && !options.continueOnError)) break;
     const waveRows = todo.filter((row) => row.wave === wave);
@@ -144,6 +147,10 @@ async function runWaves(
       failed = true;
       if (wave === 0) canaryFailed = true;
     }
+    if (wave === 0) {
+      canary.cells = waveResults.length;
+      canary.failed = waveResults.filter((r) => r.result === 'failed').length;
+    }
     // Cells the wave never started after a failure: skipped, unless the run was interrupted
     // (they stay pending for --resume either way).
     if (!stop.interrupted) await skipPending(journal, waveRows);
@@ -158,7 +165,7 @@ async function runWaves(
   const reported = todo.map(
     (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: unreached, applied: [], ms: 0 },
   );
-  return { run, results: reported, canaryFailed };
+  return { run, results: reported, canaryFailed, canary };
 }
 
 async function skipPending(journal: MigrationJournal, rows: readonly MigrationRunCell[]): Promise<void> {
