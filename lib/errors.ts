@@ -318,19 +318,30 @@ export class ScatterGatherAbortedError extends CellsError {
 
 /**
  * The password a connection URL references (`?password=env:NAME`, `file:/path`, or a kind of the
- * `resolveSecret` option) could not be resolved when its database opened. Names the database and
- * the reference's kind, never the secret; the call fails, and the next call tries again.
+ * `resolveSecret` option) could not be resolved when its database opened. Names the database, the
+ * reference's kind and, for the built-in kinds, the reference (the variable's name, the file's
+ * path: where the secret is, not the secret); never a `resolveSecret` kind's reference, nor the
+ * secret. The call fails, and the next call tries again.
  */
 export class SecretResolutionError extends CellsError {
   readonly code = 'CELLS_SECRET_RESOLUTION';
   /**
    * @param cell how the database is named: `cell 'name' (uuid)`, `the API database`...
    * @param kind the reference's kind: `env`, `file`, or one of `resolveSecret`.
+   * @param reference the reference after `kind:`, only for the built-in kinds `env` and `file`.
+   * @param hint what to do, in place of the default sentence.
    */
-  constructor(readonly cell: string, readonly kind: string, reason: string) {
+  constructor(
+    readonly cell: string,
+    readonly kind: string,
+    /** Why it could not be resolved, e.g. `its environment variable is not set or empty`. */
+    readonly reason: string,
+    readonly reference?: string,
+    hint = `Check the secret reference in its URL's query and that the secret exists where it points.`,
+  ) {
     super(
-      `The password of ${cell} could not be resolved from its '${kind}' secret reference: ${reason}. ` +
-        `Check the secret reference in its URL's query and that the secret exists where it points.`,
+      `The password of ${cell} could not be resolved from its '${kind}' secret reference` +
+        `${reference === undefined ? '' : ` (${kind}:${reference})`}: ${reason}. ${hint}`,
     );
   }
 }

@@ -225,6 +225,11 @@ describe('resolving references when a cell opens', () => {
       expect((errors[0] as Error).message).toMatch(new RegExp(`missing-file.*ENOENT`));
       expect((errors[1] as Error).message).toMatch(/unset-env.*not set/);
       expect((errors[2] as Error).message).toMatch(/resolveSecret option/);
+      // Built-in kinds name their reference (a path, a variable name: not secret); a user kind never.
+      expect((errors[0] as Error).message).toContain(`'file' secret reference (file:${join(dir, 'nothing-here')})`);
+      expect((errors[1] as Error).message).toContain(`'env' secret reference (env:${ENV}_UNSET)`);
+      expect((errors.map((e) => (e as SecretResolutionError).reference))).toEqual([join(dir, 'nothing-here'), `${ENV}_UNSET`, undefined]);
+      expect((errors[2] as Error).message).not.toContain('cells/1');
       for (const error of errors) expect(maskSecrets((error as Error).message)).toBe((error as Error).message);
     } finally {
       await cells.destroy();

@@ -8,7 +8,7 @@ import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, connect, fromParts, guardedDataSource, secretSettings, type DatabaseConfig } from '../data-source-options';
 import { messageOf } from '../connection-errors';
 import { parseConnectionUrl, redactUrl, type ConnectionParts } from '../connection-url';
-import { CellUnreachableError, InvalidArgumentError } from '../errors';
+import { CellUnreachableError, InvalidArgumentError, SecretResolutionError } from '../errors';
 import type { CellMappingPatch } from '../mappings';
 import { cellLabel } from '../route';
 import { SecretSource } from '../secret-reference';
@@ -280,6 +280,22 @@ function cell0Url(base: DatabaseConfig): string {
  * MissingDriverError for a MySQL/MariaDB URL when `mysql2` is not installed.
  */
 async function verifyConnection(url: string, label: string, config: CellsOptions): Promise<void> {
+  try {
+    await verifyReachable(url, label, config);
+  } catch (error) {
+    // As for an unreachable database: nothing is created, and --no-verify maps the cell anyway.
+    if (!(error instanceof SecretResolutionError)) throw error;
+    throw new SecretResolutionError(
+      error.cell,
+      error.kind,
+      error.reason,
+      error.reference,
+      `Nothing was created; fix the secret reference or the secret, or pass --no-verify to map the cell anyway.`,
+    );
+  }
+}
+
+async function verifyReachable(url: string, label: string, config: CellsOptions): Promise<void> {
   const timeoutMs = config.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   const parts = parseConnectionUrl(url, label);
   if (parts.type !== 'postgres') return verifyMysqlConnection(parts, label, config);
