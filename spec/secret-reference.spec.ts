@@ -311,6 +311,28 @@ describe('rotation', () => {
     }
   });
 
+  it('points a refused password at its secret reference, not at the URL', async () => {
+    const wrongEnv = `${ENV}_WRONG`;
+    process.env[wrongEnv] = `${SENTINEL}-wrong`;
+    const envCell = await mapCell('refused-env', `password=env:${wrongEnv}`);
+    const vaultCell = await mapCell('refused-vault', 'password=vault:cells/refused');
+    const cells = await openCells({ resolveSecret: (ref) => (ref.kind === 'vault' ? `${SENTINEL}-wrong` : undefined) });
+    try {
+      const [envError, vaultError] = await Promise.all([envCell, vaultCell].map((cell) => countWidgets(cells, cell).catch((e: unknown) => e)));
+      capture(envError, vaultError);
+      for (const error of [envError, vaultError]) {
+        expect(error).toMatchObject({ code: 'CELLS_CELL_UNREACHABLE' });
+        expect((error as Error).message).toMatch(/Authentication failed with the password of its '(env|vault)' secret reference/);
+        expect((error as Error).message).not.toMatch(/user name and password of its URL/);
+      }
+      expect((envError as Error).message).toContain(`'env' secret reference (env:${wrongEnv})`);
+      expect((vaultError as Error).message).not.toContain('cells/refused');
+    } finally {
+      delete process.env[wrongEnv];
+      await cells.destroy();
+    }
+  });
+
   it('fails after one new resolution when the secret is still wrong', async () => {
     const cell = await mapCell('still-wrong', 'password=counted:x');
     const { resolveSecret, calls } = countedResolver();
