@@ -8,7 +8,7 @@ import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, connect, fromParts, guardedDataSource, secretSettings, type DatabaseConfig } from '../data-source-options';
 import { messageOf } from '../connection-errors';
 import { parseConnectionUrl, redactUrl, type ConnectionParts } from '../connection-url';
-import { CellUnreachableError, InvalidArgumentError, SecretResolutionError } from '../errors';
+import { CellUnreachableError, InvalidArgumentError, SecretResolutionError, sentenceStart } from '../errors';
 import type { CellMappingPatch } from '../mappings';
 import { cellLabel } from '../route';
 import { SecretSource } from '../secret-reference';
@@ -60,6 +60,9 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .action(async (opts: CreateOptions) => {
       const s = session();
       const state = cellStateArg(opts.state);
+      if (opts.disabled === true && state !== undefined && state !== 'disabled') {
+        throw new InvalidArgumentError(`Pass --disabled or --state ${state}, not both: --disabled is --state disabled.`);
+      }
       const config = await s.config();
       warnOfLiteralPasswords(s.output, `cell '${opts.name}'`, opts.databaseConnection, opts.readConnection);
       if (opts.verify) {
@@ -151,6 +154,13 @@ export function registerCellCommands(program: Command, session: () => CliSession
       s.output.result(cellJson(updated, undefined, true), () =>
         s.output.line(`Updated cell ${cellLabel(updated)}.`),
       );
+      // --enable sets only a disabled cell active; say so rather than let "Updated" suggest it is active.
+      if (opts.enable && updated.state !== 'active') {
+        s.output.warn(
+          `${sentenceStart(`cell ${cellLabel(updated)}`)} is ${updated.state}, not disabled: --enable left its state unchanged (${updated.state}). ` +
+            `Use 'cell set-state <cell> active' to make it active.`,
+        );
+      }
     });
 
   cell

@@ -102,6 +102,10 @@ function reportMigrated(s: CliSession, lib: Cells): (cell: CellMapping) => Promi
 /** @throws InvalidArgumentError (usage) for a combination of options that means nothing. */
 function checkOptions(opts: MigrateOptions): void {
   const planned = opts.canary !== undefined || opts.waveSize !== undefined || opts.maxPerServer !== undefined;
+  if (opts.resume && opts.all)
+    throw new InvalidArgumentError(
+      '--resume continues the newest run as it started: pass it without --all (--all starts a new run, which supersedes unfinished ones).',
+    );
   if (opts.resume && (opts.cell !== undefined || planned))
     throw new InvalidArgumentError(
       '--resume continues a run with the options it started with: pass no --cell, --canary, --wave-size or --max-per-server.',
@@ -133,7 +137,11 @@ function runOptions(opts: MigrateOptions): MigrationRunOptions {
 async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
   const stop: StopSignal = { interrupted: false };
   const onSigint = (): void => {
-    if (stop.interrupted) process.exit(130);
+    if (stop.interrupted) {
+      // Its running cells stay `running` in the journal: --resume runs them again.
+      if (stop.runId !== undefined) s.output.error(`Run #${stop.runId} left running; resume with 'typeorm-cells db migrate --resume'.`);
+      process.exit(130);
+    }
     stop.interrupted = true;
     s.output.warn('Interrupted: starting no more cells, letting the running ones finish (Ctrl-C again to exit now).');
   };

@@ -30,6 +30,8 @@ export interface FleetMigrationOutcome {
 /** Set by the caller's SIGINT handler: start no more cells. */
 export interface StopSignal {
   interrupted: boolean;
+  /** The run being migrated, once it is known (for the message of a second Ctrl-C). */
+  runId?: number;
 }
 
 /**
@@ -47,6 +49,7 @@ export async function startFleetMigration(
 ): Promise<FleetMigrationOutcome> {
   const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
   const { run, cells: rows } = await journal.startRun(options, plan);
+  stop.runId = run.id;
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
   try {
@@ -73,6 +76,7 @@ export async function resumeFleetMigration(
 ): Promise<FleetMigrationOutcome> {
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
+  stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);
     await journal.resumeRun(run.id);

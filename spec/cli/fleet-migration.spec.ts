@@ -161,11 +161,15 @@ describe('db migrate --all, journaled', () => {
     await eventually(() => cli.stderr().includes('Interrupted: starting no more cells'), 10_000);
     const second = performance.now();
     cli.kill('SIGINT');
-    expect((await cli.exited).code).toBe(130);
+    const exited = await cli.exited;
+    expect(exited.code).toBe(130);
     // Well before the running migrations' 2 s sleep ends.
     expect(performance.now() - second).toBeLessThan(1500);
     const journal = await readJournal(apiUrlOf(world));
     expect(journal.runs.map((r) => r.state)).toEqual(['running']);
+    expect(exited.stderr.split('\n').filter((line) => line.includes(`#${journal.runs[0]!.id}`))).toEqual([
+      `error: Run #${journal.runs[0]!.id} left running; resume with 'typeorm-cells db migrate --resume'.`,
+    ]);
     const running = journal.cells.filter((c) => c.state === 'running').map((c) => c.cell_uuid);
     expect(running).toHaveLength(2);
     expect((await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir)).code).toBe(0);
