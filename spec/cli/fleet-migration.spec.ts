@@ -356,10 +356,7 @@ describe('db fleet-status', () => {
     expect(text.stdout).toMatch(new RegExp(`^Newest migration: ${slow}\\.$`, 'm'));
 
     // A cell whose version cannot be read: pending unknown (null), newest still the config's.
-    await rowsIn(apiUrlOf(world), `UPDATE cell_mappings SET database_connection = replace(database_connection, $1, 'fleet_no_such_db') WHERE uuid = $2`, [
-      `/${fresh.db.name}`,
-      fresh.uuid,
-    ]);
+    await rowsIn(apiUrlOf(world), 'UPDATE cell_mappings SET database_connection = $1 WHERE uuid = $2', [role.urlFor('fleet_no_such_db'), fresh.uuid]);
     const unreadable = await runCli(['--config', config, 'db', 'fleet-status', '--json'], world.project.dir);
     expect(unreadable.code).toBe(1);
     const partial = JSON.parse(unreadable.stdout) as { newest: string; cells: Record<string, unknown>[] };
