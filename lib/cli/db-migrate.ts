@@ -32,7 +32,7 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
     )
     .option('--cell <name|uuid>', 'migrate this cell only')
     .option('--all', 'migrate every cell, cell0 and disabled cells included, journaled in the API database')
-    .option('--resume', 'continue the newest unfinished --all run with its cells not yet succeeded')
+    .option('--resume', 'continue the newest --all run, if unfinished, with its cells not yet succeeded (not with --all)')
     .option('--canary <cell|n>', 'with --all: migrate this cell (or the first n cells) first; stop if it fails')
     .option('--wave-size <n>', 'with --all: after the canary, migrate n cells per wave, a wave at a time', positiveInteger)
     .option('--max-per-server <n>', 'with --all: cells of one database server (host:port) migrated at once', positiveInteger)
