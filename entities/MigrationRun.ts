@@ -4,9 +4,10 @@ import { JSON_TEXT } from './json-text';
 /**
  * What a fleet migration run is doing: `running` while a `db migrate --all` (or `--resume`) works
  * on it (or after that process died), `interrupted` after Ctrl-C, `failed` once it stopped with
- * cells failed or skipped, `succeeded` once every cell succeeded.
+ * cells failed or skipped, `succeeded` once every cell succeeded, `superseded` once a newer
+ * `db migrate --all` started before it finished (`--resume` never takes it again).
  */
-export type MigrationRunState = 'running' | 'succeeded' | 'failed' | 'interrupted';
+export type MigrationRunState = 'running' | 'succeeded' | 'failed' | 'interrupted' | 'superseded';
 
 /**
  * The options a fleet migration run was started with, as its journal keeps them; `--resume` runs

@@ -5,7 +5,7 @@ import {
   type QueryRunner,
 } from 'typeorm';
 import { maskSecrets } from './connection-url';
-import { CellUnreachableError, CellsError, QueryTimeoutError } from './errors';
+import { CellReadOnlyError, CellUnreachableError, CellsError, QueryTimeoutError } from './errors';
 
 const NETWORK_CODES: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
@@ -69,6 +69,25 @@ export function isConnectionError(error: unknown): boolean {
   return false;
 }
 
+// The server's refusal of a write in a read-only transaction: PostgreSQL's SQLSTATE 25006
+// read_only_sql_transaction; MySQL/MariaDB's ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION (1792), and
+// ER_OPTION_PREVENTS_STATEMENT (1290) when the option is the server's `--read-only` or
+// `--super-read-only` (1290 also names other options, which are not a read-only refusal).
+const READ_ONLY_SERVER_OPTION = /--(super-)?read-only/;
+
+/** True when `error` (or its driver error) is the server refusing a write as read-only. */
+export function isReadOnlyRefusal(error: unknown): boolean {
+  for (const candidate of [error, error instanceof QueryFailedError ? error.driverError : undefined]) {
+    if (typeof candidate !== 'object' || candidate === null) continue;
+    const { code, errno, message } = candidate as { code?: unknown; errno?: unknown; message?: unknown };
+    if (code === '25006' || code === 'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION' || errno === 1792) return true;
+    if ((code === 'ER_OPTION_PREVENTS_STATEMENT' || errno === 1290) && typeof message === 'string' && READ_ONLY_SERVER_OPTION.test(message)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /** The code of the error a pool's client fails a query with once its deadline passed. @internal */
 export const QUERY_DEADLINE_CODE = 'CELLS_QUERY_DEADLINE';
 
@@ -101,10 +120,12 @@ function clientOf(queryRunner: QueryRunner | undefined): { [kLostError]?: unknow
  * Returns CellUnreachableError (naming the database by `label`, with masked text) for a connection
  * failure of a running call, and any other error with its connection secrets masked (message,
  * stack, query parameters and causes: a failed insert of a CellMapping carries its URL). With the call's transaction
- * `queryRunner`, also for TypeORM's "already released" errors after its connection was lost.
+ * `queryRunner`, also for TypeORM's "already released" errors after its connection was lost. With
+ * `readOnly` (a read-only cell's connections), the server's refusal of a write is CellReadOnlyError.
  */
-export function translateConnectionError(error: unknown, label: string, queryRunner?: QueryRunner): unknown {
+export function translateConnectionError(error: unknown, label: string, queryRunner?: QueryRunner, readOnly = false): unknown {
   if (error instanceof CellsError) return error;
+  if (readOnly && isReadOnlyRefusal(error)) return new CellReadOnlyError(label, 'a write', { byServer: true, cause: maskErrorSecrets(error) });
   const lost = lossOf(queryRunner);
   if (
     lost !== undefined &&

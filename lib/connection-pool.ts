@@ -53,7 +53,7 @@ export function guardPool(
   observer?: PoolObserver,
   readOnly = false,
 ): void {
-  typeQueryRunnerErrors(dataSource, label);
+  typeQueryRunnerErrors(dataSource, label, readOnly);
   if (budget !== undefined) trackPool(dataSource, budget);
   const driver = dataSource.driver as unknown as { master?: GuardedPool; obtainMasterConnection: Obtain };
   const original = driver.obtainMasterConnection.bind(driver);
@@ -219,9 +219,10 @@ export async function endClient(client: Client, ms: number): Promise<void> {
  * Every query runner of `dataSource` (routed calls', and those of the TypeORM managers a routed
  * repository hands out, `repo.manager.query(...)` included) fails typed: a passed deadline as
  * QueryTimeoutError, a lost connection as CellUnreachableError, never as TypeORM's untyped
- * QueryFailedError; other errors pass with their secrets masked.
+ * QueryFailedError; with `readOnly` (a read-only cell's), the server's refusal of a write as
+ * CellReadOnlyError; other errors pass with their secrets masked.
  */
-export function typeQueryRunnerErrors(dataSource: DataSource, label: () => string): void {
+export function typeQueryRunnerErrors(dataSource: DataSource, label: () => string, readOnly = false): void {
   const driver = dataSource.driver as unknown as { createQueryRunner(mode: unknown): QueryRunner };
   const create = driver.createQueryRunner.bind(driver);
   driver.createQueryRunner = (mode) => {
@@ -230,7 +231,7 @@ export function typeQueryRunnerErrors(dataSource: DataSource, label: () => strin
     // No async frame of its own: every query of the cell passes here.
     (runner as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args) =>
       query(...args).catch((error: unknown) => {
-        throw translateConnectionError(error, label(), runner);
+        throw translateConnectionError(error, label(), runner, readOnly);
       });
     return runner;
   };

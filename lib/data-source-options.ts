@@ -13,7 +13,15 @@ import { rememberScramKeys } from './scram-keys';
 import type { ServerBudget } from './server-budget';
 import type { PoolObserver } from './telemetry';
 import { learnServerVersion } from './server-version';
-import { SecretSource, secretSourceOf, type ResolveSecret, type SecretOwner, type SecretSettings } from './secret-reference';
+import {
+  SecretSource,
+  builtInReference,
+  secretSourceOf,
+  type ResolveSecret,
+  type SecretOwner,
+  type SecretReference,
+  type SecretSettings,
+} from './secret-reference';
 import { API_LABEL } from './route';
 
 /**
@@ -328,7 +336,8 @@ export async function connect(dataSource: DataSource, label: string, hint?: stri
   maskDataSourceLogger(dataSource);
   // Resolved before the first connection (the server may not ask for a password: trust), so that
   // a reference that cannot be resolved fails the open, typed.
-  await secretSourceOf((dataSource.options as { password?: unknown }).password)?.resolve();
+  const secret = secretSourceOf((dataSource.options as { password?: unknown }).password);
+  await secret?.resolve();
   try {
     await dataSource.initialize();
   } catch (error) {
@@ -337,14 +346,24 @@ export async function connect(dataSource: DataSource, label: string, hint?: stri
     if ((error as { name?: unknown } | null)?.name === 'DataTypeNotSupportedError') {
       throw new IncompatibleEntityError(label, dataSource.options.type, messageOf(error), { cause: error });
     }
-    const given = hint ?? (isAuthenticationFailure(error) ? AUTHENTICATION_HINT : undefined);
+    const given = hint ?? (isAuthenticationFailure(error) ? authenticationHint(secret?.ref) : undefined);
     throw new CellUnreachableError(label, messageOf(error), { cause: error, ...(given === undefined ? {} : { hint: given }) });
   }
 }
 
-/** What CellUnreachableError says after a refused login, instead of "a later call connects anew". */
-const AUTHENTICATION_HINT =
-  "Check the user name and password of its URL (cells.mappings.updateCell, or the CLI's 'cell update').";
+/**
+ * What CellUnreachableError says after a refused login, instead of "a later call connects anew":
+ * for a password of a secret reference, the reference, by its kind and,
+ * for `env` and `file`, the reference itself; else the URL.
+ */
+function authenticationHint(ref: SecretReference | undefined): string {
+  if (ref === undefined) return "Check the user name and password of its URL (cells.mappings.updateCell, or the CLI's 'cell update').";
+  const reference = builtInReference(ref);
+  return (
+    `Authentication failed with the password of its '${ref.kind}' secret reference${reference === undefined ? '' : ` (${ref.kind}:${reference})`}: ` +
+    `check the secret where the reference points, and the user name of its URL.`
+  );
+}
 
 /**
  * True for a refused login: PostgreSQL's class 28 (28P01 wrong password, 28000 no such role or no

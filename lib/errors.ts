@@ -198,18 +198,27 @@ export class CellSwitchInTransactionError extends CellsError {
 }
 
 /**
- * A routed write (save, insert, update, delete, a write query builder, or a write inside a
- * transaction) was refused before reaching the database because its cell is read-only. `cell` is
- * how the cell is named: `cell 'name' (uuid)`. Reads of the cell work; writes work again once an
- * operator sets the cell `active` (`cells.mappings.setCellState`, or `cell set-state <cell> active`).
+ * A write to a read-only cell was refused. `cell` is how the cell is named: `cell 'name' (uuid)`.
+ * Either the library refused a routed write (save, insert, update, delete, a write query builder,
+ * or one inside a transaction) before it reached the database, or the cell's database refused a
+ * write the library does not read (raw SQL, a transaction's manager): its connections run read-only
+ * transactions, and the server's refusal (PostgreSQL SQLSTATE 25006; MySQL/MariaDB errno 1792, or
+ * 1290 from a `--read-only` server) is kept as `cause`, masked. Reads of the cell work; writes work
+ * again once an operator sets the cell `active` (`cells.mappings.setCellState`, or `cell set-state
+ * <cell> active`).
  */
 export class CellReadOnlyError extends CellsError {
   readonly code = 'CELLS_CELL_READ_ONLY';
-  /** @param write the refused call, e.g. `save()` or `an insert query builder`. */
-  constructor(readonly cell: string, write: string) {
+  /**
+   * @param write the refused call, e.g. `save()` or `an insert query builder`.
+   * @param options `byServer`: the database refused it (default: the library, before reaching it);
+   *   `cause`: the server's error.
+   */
+  constructor(readonly cell: string, write: string, options?: { byServer?: boolean; cause?: unknown }) {
     super(
-      `${sentenceStart(cell)} is read-only: ${write} was refused before reaching its database. Reads work; ` +
+      `${sentenceStart(cell)} is read-only: ${write} was ${options?.byServer === true ? 'refused by its database (read-only transaction)' : 'refused before reaching its database'}. Reads work; ` +
         `writes resume once the cell is set active (cell set-state <cell> active).`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
     );
   }
 }
@@ -309,19 +318,30 @@ export class ScatterGatherAbortedError extends CellsError {
 
 /**
  * The password a connection URL references (`?password=env:NAME`, `file:/path`, or a kind of the
- * `resolveSecret` option) could not be resolved when its database opened. Names the database and
- * the reference's kind, never the secret; the call fails, and the next call tries again.
+ * `resolveSecret` option) could not be resolved when its database opened. Names the database, the
+ * reference's kind and, for the built-in kinds, the reference (the variable's name, the file's
+ * path: where the secret is, not the secret); never a `resolveSecret` kind's reference, nor the
+ * secret. The call fails, and the next call tries again.
  */
 export class SecretResolutionError extends CellsError {
   readonly code = 'CELLS_SECRET_RESOLUTION';
   /**
    * @param cell how the database is named: `cell 'name' (uuid)`, `the API database`...
    * @param kind the reference's kind: `env`, `file`, or one of `resolveSecret`.
+   * @param reference the reference after `kind:`, only for the built-in kinds `env` and `file`.
+   * @param hint what to do, in place of the default sentence.
    */
-  constructor(readonly cell: string, readonly kind: string, reason: string) {
+  constructor(
+    readonly cell: string,
+    readonly kind: string,
+    /** Why it could not be resolved, e.g. `its environment variable is not set or empty`. */
+    readonly reason: string,
+    readonly reference?: string,
+    hint = `Check the secret reference in its URL's query and that the secret exists where it points.`,
+  ) {
     super(
-      `The password of ${cell} could not be resolved from its '${kind}' secret reference: ${reason}. ` +
-        `Check the secret reference in its URL's query and that the secret exists where it points.`,
+      `The password of ${cell} could not be resolved from its '${kind}' secret reference` +
+        `${reference === undefined ? '' : ` (${kind}:${reference})`}: ${reason}. ${hint}`,
     );
   }
 }

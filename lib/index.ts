@@ -46,6 +46,7 @@ export {
   UnknownInstanceError,
 } from './errors';
 export {
+  CanaryFailedError,
   CellVerificationError,
   ConfigFileError,
   FleetRunBusyError,

@@ -169,7 +169,7 @@ export function guardedMysqlDataSource(
     delete (connectionOptions as { password?: unknown }).password;
     return createPool(withHiddenPassword(connectionOptions, password, secret));
   };
-  typeQueryRunnerErrors(dataSource, () => label);
+  typeQueryRunnerErrors(dataSource, () => label, bounds.readOnly === true);
   guardRelease(dataSource);
   guardCheckout(driver, label, bounds, secret);
   return dataSource;

@@ -76,6 +76,15 @@ export function parseSecretReference(value: string, label: string): SecretRefere
   return { kind, reference };
 }
 
+/**
+ * The reference of a built-in kind (an environment variable's name, a file's path: where the secret
+ * is, not the secret), which errors may name; undefined for a `resolveSecret` kind, whose reference
+ * may mean anything to its resolver.
+ */
+export function builtInReference(ref: SecretReference): string | undefined {
+  return BUILT_IN_KINDS.includes(ref.kind) ? ref.reference : undefined;
+}
+
 /** A built-in resolution failure: SecretResolutionError gets the reason, never the value. */
 class Unresolved extends Error {}
 
@@ -178,7 +187,9 @@ export class SecretSource {
   ) {
     const password = (): string => {
       const value = this.value;
-      if (value === undefined) throw new SecretResolutionError(this.owner.label, this.ref.kind, 'it was not resolved before connecting');
+      if (value === undefined) {
+        throw new SecretResolutionError(this.owner.label, this.ref.kind, 'it was not resolved before connecting', builtInReference(this.ref));
+      }
       return value;
     };
     Object.defineProperty(password, kSecretSource, { value: this, enumerable: false });
@@ -233,7 +244,7 @@ export class SecretSource {
       return this.value;
     } catch (error) {
       const reason = error instanceof Unresolved ? error.message : 'resolveSecret failed';
-      throw new SecretResolutionError(this.owner.label, this.ref.kind, reason);
+      throw new SecretResolutionError(this.owner.label, this.ref.kind, reason, builtInReference(this.ref));
     } finally {
       clearTimeout(timer);
     }

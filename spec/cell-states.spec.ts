@@ -135,7 +135,7 @@ describe('a read-only cell', () => {
     await targetCell(calm, () => widgets.insert(widgetFor(calm.uuid)));
   });
 
-  it('runs its connections in read-only transactions, so the server refuses a raw write', async () => {
+  it('runs its connections in read-only transactions: a write the library does not see is refused by the server, typed', async () => {
     await setState('read-only');
     const before = await rowsInCell();
     for (const lib of [world.lib, other]) {
@@ -143,8 +143,23 @@ describe('a read-only cell', () => {
       const [setting] = await targetCell(cell, () => repo.query('SHOW default_transaction_read_only'));
       expect(setting).toEqual({ default_transaction_read_only: 'on' });
       const insert = `INSERT INTO widgets (uuid, name, intended_cell) VALUES ('${randomUUID()}', 'raw', '${cell.uuid}')`;
-      await expect(targetCell(cell, () => repo.query(insert))).rejects.toThrow(/read-only transaction/);
-      await expect(targetCell(cell, () => lib.transaction(() => repo.query(insert)))).rejects.toThrow(/read-only transaction/);
+      const writes: Array<[string, () => Promise<unknown>]> = [
+        ['repo.query', () => repo.query(insert)],
+        ['repo.query in a transaction', () => lib.transaction(() => repo.query(insert))],
+        ['manager.save', () => lib.transaction((m) => m.save(Widget, m.create(Widget, widgetFor(cell.uuid))))],
+        ['manager repository insert', () => lib.transaction((m) => m.getRepository(Widget).insert(widgetFor(cell.uuid)))],
+        ['manager repository update', () => lib.transaction((m) => m.getRepository(Widget).update({ name: 'x' }, { name: 'y' }))],
+        ['manager.query', () => lib.transaction((m) => m.query(insert))],
+        ['repo.manager.query', () => repo.manager.query(insert)],
+      ];
+      for (const [what, write] of writes) {
+        const error = await targetCell(cell, write).then(() => undefined, (e: unknown) => e);
+        expect({ what, error }).toEqual({ what, error: expect.any(CellReadOnlyError) });
+        expect((error as CellReadOnlyError).code).toBe('CELLS_CELL_READ_ONLY');
+        expect((error as Error).message).toContain(`'${cell.name}' (${cell.uuid})`);
+        expect((error as Error).message).toMatch(/refused by its database/);
+        expect(((error as Error).cause as { driverError?: { code?: string } }).driverError?.code).toBe('25006');
+      }
     }
     expect(await rowsInCell()).toBe(before);
     await setState('active');

@@ -140,7 +140,11 @@ describe('cell commands', () => {
     const reference = `${url.toString()}?password=env:${variable}`;
     try {
       const unresolved = await runCli(['cell', 'create', '--name', 'unresolved', '--database-connection', reference], world.project.dir);
-      expectOneErrorLine(unresolved, 1, /^error: The password of cell 'unresolved' could not be resolved from its 'env' secret reference: its environment variable is not set/);
+      expectOneErrorLine(
+        unresolved,
+        1,
+        new RegExp(`^error: The password of cell 'unresolved' could not be resolved from its 'env' secret reference \\(env:${variable}\\): its environment variable is not set.* Nothing was created; .*pass --no-verify to map the cell anyway`),
+      );
       const created = await runCli(['cell', 'create', '--name', 'referenced', '--database-connection', reference], world.project.dir, {
         env: { [variable]: role.password },
       });
@@ -278,6 +282,11 @@ describe('cell commands', () => {
     expect(readOnly).toMatchObject({ uuid: target, state: 'read-only', disabled: false });
     const listed = json<CellRow[]>(await run('cell', 'list', '--json'));
     expect(listed.find((c) => c.uuid === target)).toMatchObject({ state: 'read-only' });
+    const enabled = await runCli(['cell', 'update', target, '--enable'], world.project.dir);
+    expect(enabled).toMatchObject({ code: 0, stdout: `Updated cell 'to-drain' (${target}).\n` });
+    expect(enabled.stderr).toBe(
+      `warning: Cell 'to-drain' (${target}) is read-only, not disabled: --enable left its state unchanged (read-only). Use 'cell set-state <cell> active' to make it active.\n`,
+    );
     expect(json<CellRow>(await run('cell', 'update', target, '--disable', '--json'))).toMatchObject({ state: 'disabled', disabled: true });
     expect(json<CellRow>(await run('cell', 'set-state', target, 'active', '--json'))).toMatchObject({ state: 'active', disabled: false });
     const created = await run('cell', 'create', '--json', '--no-verify', '--name', 'born-draining', '--state', 'draining', '--database-connection', world.cells[0]!.url);
@@ -786,6 +795,12 @@ describe('config and usage errors', () => {
       ['cell', 'update', 'x', '--disable', '--enable'],
       /--disable or --enable, not both/,
     ],
+    [
+      'cell create with --disabled and another --state',
+      ['cell', 'create', '--no-verify', '--name', 'x', '--database-connection', 'postgres://u@h/db', '--disabled', '--state', 'active'],
+      /^error: Pass --disabled or --state active, not both: --disabled is --state disabled\.$/m,
+    ],
+    ['db migrate --resume --all', ['db', 'migrate', '--resume', '--all'], /^error: --resume continues the newest run as it started: pass it without --all/m],
   ])('exits 2 with one line for %s', async (_what, args, pattern) => {
     expectOneErrorLine(await run(...args), 2, pattern);
   });

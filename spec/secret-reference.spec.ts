@@ -225,6 +225,11 @@ describe('resolving references when a cell opens', () => {
       expect((errors[0] as Error).message).toMatch(new RegExp(`missing-file.*ENOENT`));
       expect((errors[1] as Error).message).toMatch(/unset-env.*not set/);
       expect((errors[2] as Error).message).toMatch(/resolveSecret option/);
+      // Built-in kinds name their reference (a path, a variable name: not secret); a user kind never.
+      expect((errors[0] as Error).message).toContain(`'file' secret reference (file:${join(dir, 'nothing-here')})`);
+      expect((errors[1] as Error).message).toContain(`'env' secret reference (env:${ENV}_UNSET)`);
+      expect((errors.map((e) => (e as SecretResolutionError).reference))).toEqual([join(dir, 'nothing-here'), `${ENV}_UNSET`, undefined]);
+      expect((errors[2] as Error).message).not.toContain('cells/1');
       for (const error of errors) expect(maskSecrets((error as Error).message)).toBe((error as Error).message);
     } finally {
       await cells.destroy();
@@ -302,6 +307,28 @@ describe('rotation', () => {
       reportFigure(STALE, 'resolutions (1 at open, then 3 calls refused at once)', calls(), 'must be 2');
       expect(calls()).toBe(2);
     } finally {
+      await cells.destroy();
+    }
+  });
+
+  it('points a refused password at its secret reference, not at the URL', async () => {
+    const wrongEnv = `${ENV}_WRONG`;
+    process.env[wrongEnv] = `${SENTINEL}-wrong`;
+    const envCell = await mapCell('refused-env', `password=env:${wrongEnv}`);
+    const vaultCell = await mapCell('refused-vault', 'password=vault:cells/refused');
+    const cells = await openCells({ resolveSecret: (ref) => (ref.kind === 'vault' ? `${SENTINEL}-wrong` : undefined) });
+    try {
+      const [envError, vaultError] = await Promise.all([envCell, vaultCell].map((cell) => countWidgets(cells, cell).catch((e: unknown) => e)));
+      capture(envError, vaultError);
+      for (const error of [envError, vaultError]) {
+        expect(error).toMatchObject({ code: 'CELLS_CELL_UNREACHABLE' });
+        expect((error as Error).message).toMatch(/Authentication failed with the password of its '(env|vault)' secret reference/);
+        expect((error as Error).message).not.toMatch(/user name and password of its URL/);
+      }
+      expect((envError as Error).message).toContain(`'env' secret reference (env:${wrongEnv})`);
+      expect((vaultError as Error).message).not.toContain('cells/refused');
+    } finally {
+      delete process.env[wrongEnv];
       await cells.destroy();
     }
   });

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { Listr } from 'listr2';
+import { LISTR_LOGGER_STDERR_LEVELS, Listr, ListrLogLevels, ListrLogger, SimpleRenderer } from 'listr2';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { messageOf } from '../connection-errors';
@@ -14,7 +14,11 @@ import { formatDuration } from './output';
 export interface CellMigrationResult {
   uuid: string;
   name: string;
-  result: 'migrated' | 'failed' | 'skipped';
+  /**
+   * `skipped`: not started because an earlier cell failed (journal `skipped`); `not started`: not
+   * started because the run was interrupted (Ctrl-C; journal `pending`, for `--resume`).
+   */
+  result: 'migrated' | 'failed' | 'skipped' | 'not started';
   /** Names of the migrations applied by this run. */
   applied: string[];
   ms: number;
@@ -32,8 +36,8 @@ export interface MigrateCellsOptions {
   /** Print no progress. */
   quiet: boolean;
   /**
-   * Wraps the migration of each cell (its journal entries, its server's slot): calls `migrate`,
-   * or returns a `skipped` result without calling it. Default: calls `migrate`.
+   * Wraps the migration of each cell (its journal entries, its server's slot): calls `migrate` once
+   * the cell really starts, or returns a `not started` result without calling it. Default: calls `migrate`.
    */
   around?(cell: CellMapping, migrate: () => Promise<CellMigrationResult>): Promise<CellMigrationResult>;
   /**
@@ -65,11 +69,20 @@ export async function migrateCells(
 ): Promise<CellMigrationResult[]> {
   const results = new Map<string, CellMigrationResult>();
   let stopped = false;
+  // A task has no title until its cell really starts (`around` may first wait for its server's
+  // slot): untitled, the live view does not show it and the line-per-event renderer prints no start
+  // line; that line is printed through this logger, the renderer's, once the cell starts.
+  const logger = new ListrLogger({ useIcons: true, toStderr: LISTR_LOGGER_STDERR_LEVELS });
+  let lineRenderer = false;
+  const renderer = options.quiet ? 'silent' : cells.length > LIVE_PROGRESS_MAX_CELLS ? 'simple' : 'default';
   const tasks = new Listr(
     cells.map((cell) => ({
-      title: cell.name,
-      task: async (_ctx: unknown, task: { title: string; skip(message?: string): void }) => {
+      task: async (_ctx: unknown, task: { title: string | undefined; skip(message?: string): void }) => {
+        const named = (): void => {
+          if (task.title === undefined) task.title = cell.name;
+        };
         if (stopped) {
+          named();
           results.set(cell.uuid, {
             uuid: cell.uuid,
             name: cell.name,
@@ -80,13 +93,18 @@ export async function migrateCells(
           task.skip('skipped after an earlier failure');
           return;
         }
-        const migrate = (): Promise<CellMigrationResult> => migrateCell(config, cell, options.lockTimeoutMs);
+        const migrate = (): Promise<CellMigrationResult> => {
+          named();
+          if (lineRenderer) logger.log(ListrLogLevels.STARTED, cell.name);
+          return migrateCell(config, cell, options.lockTimeoutMs);
+        };
         const result = await (options.around ? options.around(cell, migrate) : migrate());
+        named();
         if (result.result === 'migrated' && result.applied.length > 0) {
           await options.onMigrated?.(cell, result.applied).catch(() => undefined);
         }
         results.set(cell.uuid, result);
-        if (result.result === 'skipped') {
+        if (result.result === 'skipped' || result.result === 'not started') {
           task.skip('not started: the run is stopping');
           return;
         }
@@ -101,11 +119,15 @@ export async function migrateCells(
     {
       concurrent: options.concurrency,
       exitOnError: false,
-      renderer: options.quiet ? 'silent' : cells.length > LIVE_PROGRESS_MAX_CELLS ? 'simple' : 'default',
+      renderer,
       fallbackRenderer: 'simple',
+      // The default renderer would restyle a logger given to it: only the line-per-event one gets it.
+      ...(renderer === 'simple' ? { rendererOptions: { logger } } : {}),
+      fallbackRendererOptions: { logger },
       registerSignalListeners: false,
     },
   );
+  lineRenderer = tasks.rendererClass === SimpleRenderer;
   await tasks.run();
   return cells.map(
     (cell) =>

@@ -8,7 +8,7 @@ import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, connect, fromParts, guardedDataSource, secretSettings, type DatabaseConfig } from '../data-source-options';
 import { messageOf } from '../connection-errors';
 import { parseConnectionUrl, redactUrl, type ConnectionParts } from '../connection-url';
-import { CellUnreachableError, InvalidArgumentError } from '../errors';
+import { CellUnreachableError, InvalidArgumentError, SecretResolutionError, sentenceStart } from '../errors';
 import type { CellMappingPatch } from '../mappings';
 import { cellLabel } from '../route';
 import { SecretSource } from '../secret-reference';
@@ -60,6 +60,9 @@ export function registerCellCommands(program: Command, session: () => CliSession
     .action(async (opts: CreateOptions) => {
       const s = session();
       const state = cellStateArg(opts.state);
+      if (opts.disabled === true && state !== undefined && state !== 'disabled') {
+        throw new InvalidArgumentError(`Pass --disabled or --state ${state}, not both: --disabled is --state disabled.`);
+      }
       const config = await s.config();
       if (opts.verify) {
         await verifyConnection(opts.databaseConnection, `cell '${opts.name}'`, config);
@@ -152,6 +155,13 @@ export function registerCellCommands(program: Command, session: () => CliSession
       s.output.result(cellJson(updated, undefined, true), () =>
         s.output.line(`Updated cell ${cellLabel(updated)}.`),
       );
+      // --enable sets only a disabled cell active; say so rather than let "Updated" suggest it is active.
+      if (opts.enable && updated.state !== 'active') {
+        s.output.warn(
+          `${sentenceStart(`cell ${cellLabel(updated)}`)} is ${updated.state}, not disabled: --enable left its state unchanged (${updated.state}). ` +
+            `Use 'cell set-state <cell> active' to make it active.`,
+        );
+      }
     });
 
   cell
@@ -281,6 +291,22 @@ function cell0Url(base: DatabaseConfig): string {
  * MissingDriverError for a MySQL/MariaDB URL when `mysql2` is not installed.
  */
 async function verifyConnection(url: string, label: string, config: CellsOptions): Promise<void> {
+  try {
+    await verifyReachable(url, label, config);
+  } catch (error) {
+    // As for an unreachable database: nothing is created, and --no-verify maps the cell anyway.
+    if (!(error instanceof SecretResolutionError)) throw error;
+    throw new SecretResolutionError(
+      error.cell,
+      error.kind,
+      error.reason,
+      error.reference,
+      `Nothing was created; fix the secret reference or the secret, or pass --no-verify to map the cell anyway.`,
+    );
+  }
+}
+
+async function verifyReachable(url: string, label: string, config: CellsOptions): Promise<void> {
   const timeoutMs = config.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
   const parts = parseConnectionUrl(url, label);
   if (parts.type !== 'postgres') return verifyMysqlConnection(parts, label, config);

@@ -6,7 +6,7 @@ import type { Cells } from '../cells';
 import { cellLabel } from '../route';
 import { errorText, migrateCells, type CellMigrationResult } from './cell-migration';
 import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
-import { MigrationInterruptedError, SomeCellsFailedError } from './errors';
+import { CanaryFailedError, MigrationInterruptedError, SomeCellsFailedError } from './errors';
 import { resumeFleetMigration, startFleetMigration, type FleetMigrationOutcome, type StopSignal } from './fleet-migration';
 import { MigrationJournal } from './migration-journal';
 import { DEFAULT_LOCK_TIMEOUT_MS } from './migration-runner';
@@ -32,7 +32,7 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
     )
     .option('--cell <name|uuid>', 'migrate this cell only')
     .option('--all', 'migrate every cell, cell0 and disabled cells included, journaled in the API database')
-    .option('--resume', 'continue the newest unfinished --all run with its cells not yet succeeded')
+    .option('--resume', 'continue the newest --all run, if unfinished, with its cells not yet succeeded (not with --all)')
     .option('--canary <cell|n>', 'with --all: migrate this cell (or the first n cells) first; stop if it fails')
     .option('--wave-size <n>', 'with --all: after the canary, migrate n cells per wave, a wave at a time', positiveInteger)
     .option('--max-per-server <n>', 'with --all: cells of one database server (host:port) migrated at once', positiveInteger)
@@ -108,6 +108,10 @@ function reportMigrated(s: CliSession, lib: Cells): (cell: CellMapping) => Promi
 /** @throws InvalidArgumentError (usage) for a combination of options that means nothing. */
 function checkOptions(opts: MigrateOptions): void {
   const planned = opts.canary !== undefined || opts.waveSize !== undefined || opts.maxPerServer !== undefined;
+  if (opts.resume && opts.all)
+    throw new InvalidArgumentError(
+      '--resume continues the newest run as it started: pass it without --all (--all starts a new run, which supersedes unfinished ones).',
+    );
   if (opts.resume && (opts.cell !== undefined || planned))
     throw new InvalidArgumentError(
       '--resume continues a run with the options it started with: pass no --cell, --canary, --wave-size or --max-per-server.',
@@ -139,7 +143,11 @@ function runOptions(opts: MigrateOptions): MigrationRunOptions {
 async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
   const stop: StopSignal = { interrupted: false };
   const onSigint = (): void => {
-    if (stop.interrupted) process.exit(130);
+    if (stop.interrupted) {
+      // Its running cells stay `running` in the journal: --resume runs them again.
+      if (stop.runId !== undefined) s.output.error(`Run #${stop.runId} left running; resume with 'typeorm-cells db migrate --resume'.`);
+      process.exit(130);
+    }
     stop.interrupted = true;
     s.output.warn('Interrupted: starting no more cells, letting the running ones finish (Ctrl-C again to exit now).');
   };
@@ -151,18 +159,20 @@ async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => P
   }
 }
 
-function report(s: CliSession, { run, results, canaryFailed }: FleetMigrationOutcome): void {
+function report(s: CliSession, { run, results, canaryFailed, canary }: FleetMigrationOutcome): void {
   s.output.result({ run: { id: run.id, state: run.state }, cells: results }, () => {
     printResults(s, results);
     s.output.line(`Run #${run.id}: ${run.state}.`);
   });
   const notDone = results.filter((r) => r.result !== 'migrated').length;
   if (run.state === 'interrupted') throw new MigrationInterruptedError(run.id, notDone);
+  if (canaryFailed) {
+    const notStarted = results.filter((r) => r.result === 'skipped' || r.result === 'not started').length;
+    throw new CanaryFailedError(run.id, canary.failed, canary.cells, notStarted, results.length);
+  }
   throwOnFailure(
     results,
-    canaryFailed
-      ? `The canary failed, so no other cell was started. Fix it, then run 'typeorm-cells db migrate --resume' (run #${run.id}).`
-      : `Run 'typeorm-cells db migrate --resume' to retry the cells not done (run #${run.id}); applied migrations are not repeated.`,
+    `Run 'typeorm-cells db migrate --resume' to retry the cells not done (run #${run.id}); applied migrations are not repeated.`,
   );
 }
 

@@ -23,6 +23,25 @@ export class SomeCellsFailedError extends CellsError {
 }
 
 /**
+ * A fleet run's canary (wave 0) failed, so the run stopped before its other waves, whatever
+ * `--continue-on-error` says; on a `--resume`, the canary cells still not succeeded were run again.
+ * Same `code` as SomeCellsFailedError, of which it is one case.
+ */
+export class CanaryFailedError extends SomeCellsFailedError {
+  /**
+   * @param canaryFailed - canary cells that failed in this attempt, of `canaryCells` it ran.
+   * @param notStarted - the run's other cells this attempt did not start.
+   */
+  constructor(readonly runId: number, canaryFailed: number, canaryCells: number, notStarted: number, total: number) {
+    super('migrate', canaryFailed, notStarted, total);
+    this.message =
+      `The canary of migration run #${runId} failed (${canaryFailed} of ${canaryCells} canary cell(s)), so the run stopped ` +
+      `before its other waves: ${notStarted} cell(s) not started. --continue-on-error does not go past a failed canary: ` +
+      `fix it, then run 'typeorm-cells db migrate --resume'.`;
+  }
+}
+
+/**
  * `typeorm-cells db migrate` waited `lockTimeoutMs` for the migration lock of a cell database and
  * another session still held it: another runner is migrating that cell, or one that stopped
  * answering still holds the lock. Nothing was applied to the cell.

@@ -24,11 +24,15 @@ export interface FleetMigrationOutcome {
   results: CellMigrationResult[];
   /** True when the canary failed, so no other cell was started. */
   canaryFailed: boolean;
+  /** The canary cells this attempt ran (wave 0), and how many of them failed; 0 and 0 for none. */
+  canary: { cells: number; failed: number };
 }
 
 /** Set by the caller's SIGINT handler: start no more cells. */
 export interface StopSignal {
   interrupted: boolean;
+  /** The run being migrated, once it is known (for the message of a second Ctrl-C). */
+  runId?: number;
 }
 
 /**
@@ -46,6 +50,7 @@ export async function startFleetMigration(
 ): Promise<FleetMigrationOutcome> {
   const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
   const { run, cells: rows } = await journal.startRun(options, plan);
+  stop.runId = run.id;
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
   try {
@@ -73,6 +78,7 @@ export async function resumeFleetMigration(
 ): Promise<FleetMigrationOutcome> {
   const lock = await tryLockRun(journal.dataSource, run.id);
   if (lock === undefined) throw new FleetRunBusyError(run.id);
+  stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);
     checkJournaledRun(run, rows);
@@ -101,6 +107,7 @@ async function runWaves(
   const results = new Map<string, CellMigrationResult>();
   let failed = false;
   let canaryFailed = false;
+  const canary = { cells: 0, failed: 0 };
   for (const wave of [...new Set(todo.map((row) => row.wave))].sort((a, b) => a - b)) {
     if (stop.interrupted || canaryFailed || (failed && !options.continueOnError)) break;
     const waveRows = todo.filter((row) => row.wave === wave);
@@ -147,6 +154,10 @@ async function runWaves(
       failed = true;
       if (wave === 0) canaryFailed = true;
     }
+    if (wave === 0) {
+      canary.cells = waveResults.length;
+      canary.failed = waveResults.filter((r) => r.result === 'failed').length;
+    }
     // Cells the wave never started after a failure: skipped, unless the run was interrupted
     // (they stay pending for --resume either way).
     if (!stop.interrupted) await skipPending(journal, waveRows);
@@ -155,16 +166,20 @@ async function runWaves(
   const state = stop.interrupted ? 'interrupted' : rows.every((row) => row.state === 'succeeded') ? 'succeeded' : 'failed';
   await journal.endRun(run.id, state);
   run.state = state;
+  // A cell of a wave never reached: `not started` after Ctrl-C (its journal row stays `pending`),
+  // else `skipped` as its journal row.
+  const unreached = stop.interrupted ? ('not started' as const) : ('skipped' as const);
   const reported = todo.map(
-    (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: 'skipped' as const, applied: [], ms: 0 },
+    (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: unreached, applied: [], ms: 0 },
   );
-  return { run, results: reported, canaryFailed };
+  return { run, results: reported, canaryFailed, canary };
 }
 
 async function skipPending(journal: MigrationJournal, rows: readonly MigrationRunCell[]): Promise<void> {
   for (const row of rows) if (row.state === 'pending') await journal.cellEnded(row, 'skipped');
 }
 
+/** A cell the run did not start because it was interrupted: its journal row stays `pending`. */
 function notStarted(cell: CellMapping): CellMigrationResult {
-  return { uuid: cell.uuid, name: cell.name, result: 'skipped', applied: [], ms: 0 };
+  return { uuid: cell.uuid, name: cell.name, result: 'not started', applied: [], ms: 0 };
 }

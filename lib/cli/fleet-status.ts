@@ -1,4 +1,7 @@
 import type { Command } from 'commander';
+import { DataSource } from 'typeorm';
+import { ConnectionMetadataBuilder } from 'typeorm/connection/ConnectionMetadataBuilder';
+import { ObjectUtils } from 'typeorm/util/ObjectUtils';
 import type { CellMapping } from '../../entities/CellMapping';
 import { MigrationRun } from '../../entities/MigrationRun';
 import type { MigrationRunCell } from '../../entities/MigrationRunCell';
@@ -29,10 +32,10 @@ export interface CellFleetStatus {
   name: string;
   /** The last migration applied to the cell (its migrations table), `null` for none. */
   version: string | null;
-  /** The newest migration of the config, `null` when it has none. */
+  /** The newest migration of the config, `null` when it has none (also for a cell that could not be read). */
   newest: string | null;
-  /** How many of the config's migrations the cell has not applied. */
-  pending: number;
+  /** How many of the config's migrations the cell has not applied; `null` (unknown) when its migrations could not be read. */
+  pending: number | null;
   /** The cell's row of the newest fleet migration run that included it; `null` for none. */
   lastRun: LastRunOutcome | null;
   /** Why the cell's migrations could not be read (masked). */
@@ -52,8 +55,8 @@ export function registerFleetStatusCommand(db: Command, session: () => CliSessio
         const journal = new MigrationJournal(lib.getRepository(MigrationRun, 'api').manager);
         return { cells: all, outcomes: await journal.lastOutcomes(all.map((c) => c.uuid)) };
       });
-      const rows = await mapLimit(cells, opts.concurrency, (cell) => cellFleetStatus(config, cell, outcomes.get(cell.uuid)));
-      const newest = rows.find((r) => r.error === undefined)?.newest ?? null;
+      const newest = (await configMigrationNames(config)).at(-1) ?? null;
+      const rows = await mapLimit(cells, opts.concurrency, (cell) => cellFleetStatus(config, cell, newest, outcomes.get(cell.uuid)));
       s.output.result({ newest, cells: rows }, () => {
         s.output.table(
           ['Cell', 'UUID', 'Schema version', 'Behind', 'Last run'],
@@ -61,7 +64,7 @@ export function registerFleetStatusCommand(db: Command, session: () => CliSessio
             r.name,
             r.uuid,
             r.error === undefined ? r.version ?? '-' : `failed: ${r.error}`,
-            r.error === undefined ? (r.pending === 0 ? 'up to date' : `${r.pending} migration(s)`) : '?',
+            r.pending === null ? 'unknown' : r.pending === 0 ? 'up to date' : `${r.pending} migration(s)`,
             r.lastRun === null ? '-' : `#${r.lastRun.runId} ${r.lastRun.state}${r.lastRun.error ? `: ${r.lastRun.error}` : ''}`,
           ]),
           { optional: ['UUID'] },
@@ -73,9 +76,20 @@ export function registerFleetStatusCommand(db: Command, session: () => CliSessio
     });
 }
 
+/**
+ * The names of the config's cell migrations in the order TypeORM applies them, loaded as a cell's
+ * DataSource loads them (classes, or files by glob), without connecting to any database.
+ */
+async function configMigrationNames(config: CellsOptions): Promise<string[]> {
+  const given = ObjectUtils.mixedListToArray(config.migrations ?? []);
+  const builder = new ConnectionMetadataBuilder(new DataSource({ type: 'postgres', migrations: given }));
+  return orderedMigrationNames(await builder.buildMigrations(given));
+}
+
 async function cellFleetStatus(
   config: CellsOptions,
   cell: CellMapping,
+  newest: string | null,
   outcome: MigrationRunCell | undefined,
 ): Promise<CellFleetStatus> {
   const lastRun =
@@ -86,9 +100,9 @@ async function cellFleetStatus(
   try {
     return await withDataSource(cellDataSource(config, cell), `cell ${cellLabel(cell)}`, async (ds) => {
       const { applied, pending } = await migrationStatus(ds);
-      return { ...base, version: applied.at(-1) ?? null, newest: orderedMigrationNames(ds.migrations).at(-1) ?? null, pending: pending.length };
+      return { ...base, version: applied.at(-1) ?? null, newest, pending: pending.length };
     });
   } catch (error) {
-    return { ...base, version: null, newest: null, pending: 0, error: errorText(error) };
+    return { ...base, version: null, newest, pending: null, error: errorText(error) };
   }
 }

@@ -1,4 +1,4 @@
-import { In, Not, type DataSource, type EntityManager } from 'typeorm';
+import { In, LessThan, Not, type DataSource, type EntityManager } from 'typeorm';
 import { MigrationRun, type MigrationRunOptions, type MigrationRunState } from '../../entities/MigrationRun';
 import { MigrationRunCell, type MigrationRunCellState } from '../../entities/MigrationRunCell';
 import { maskSecrets } from '../connection-url';
@@ -19,7 +19,9 @@ export class MigrationJournal {
   }
 
   /**
-   * Records a new run in state `running` with its cells `pending`, in `plan` order.
+   * Records a new run in state `running` with its cells `pending`, in `plan` order, and marks every
+   * older run not finished (`running`, `failed`, `interrupted`) `superseded`: `--resume` takes only
+   * the newest run.
    * @param plan - the run's cells with their wave (0: the canary).
    */
   async startRun(
@@ -47,18 +49,23 @@ export class MigrationJournal {
       );
       // In chunks: one INSERT of thousands of cells would pass MySQL's and PostgreSQL's parameter limits.
       await tx.save(cells, { chunk: 500 });
+      await tx.update(
+        MigrationRun,
+        { id: LessThan(run.id), state: Not(In(['succeeded', 'superseded'] satisfies MigrationRunState[])) },
+        { state: 'superseded', endedAt: new Date() },
+      );
       return { run, cells };
     });
   }
 
-  /** The newest run not `succeeded`, or `undefined` when there is none. */
+  /**
+   * The newest run when it has not finished (`running`, `failed` or `interrupted`), else
+   * `undefined`: an older run is never resumed once a newer one exists (a run a newer one found
+   * unfinished is `superseded`).
+   */
   async newestUnfinishedRun(): Promise<MigrationRun | undefined> {
-    const [run] = await this.manager.find(MigrationRun, {
-      where: { state: Not('succeeded') },
-      order: { id: 'DESC' },
-      take: 1,
-    });
-    return run;
+    const [run] = await this.manager.find(MigrationRun, { order: { id: 'DESC' }, take: 1 });
+    return run === undefined || run.state === 'succeeded' || run.state === 'superseded' ? undefined : run;
   }
 
   /** The cells of run `runId`, in the run's order. */
@@ -98,9 +105,12 @@ export class MigrationJournal {
     await this.write(cell);
   }
 
-  /** Records that run `runId` stopped in `state`. */
-  async endRun(runId: number, state: Exclude<MigrationRunState, 'running'>): Promise<void> {
-    await this.manager.update(MigrationRun, { id: runId }, { state, endedAt: new Date() });
+  /**
+   * Records that run `runId` stopped in `state`, unless a newer run superseded it meanwhile (a
+   * process still working on it when `db migrate --all` started again): it stays `superseded`.
+   */
+  async endRun(runId: number, state: Exclude<MigrationRunState, 'running' | 'superseded'>): Promise<void> {
+    await this.manager.update(MigrationRun, { id: runId, state: Not('superseded') }, { state, endedAt: new Date() });
   }
 
   /** The newest journal row of each of `uuids` (its last run's outcome), by cell uuid. */

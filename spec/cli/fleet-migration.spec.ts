@@ -140,6 +140,9 @@ describe('db migrate --all, journaled', () => {
     const pending = journal.cells.filter((c) => c.state === 'pending');
     expect(pending.length).toBeGreaterThan(0);
     for (const row of pending) expect((await cellRecord(world.cells.find((c) => c.uuid === row.cell_uuid)!.db.url)).migrations).toEqual([]);
+    // The table says what the journal says: cells never started are `not started`, none `skipped`.
+    for (const row of pending) expect(interrupted.stdout).toMatch(new RegExp(`│ ${row.cell_name} .*│ not started +│`));
+    expect(interrupted.stdout).not.toMatch(/│ skipped/);
 
     const resumed = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
     expect(resumed.code).toBe(0);
@@ -158,11 +161,15 @@ describe('db migrate --all, journaled', () => {
     await eventually(() => cli.stderr().includes('Interrupted: starting no more cells'), 10_000);
     const second = performance.now();
     cli.kill('SIGINT');
-    expect((await cli.exited).code).toBe(130);
+    const exited = await cli.exited;
+    expect(exited.code).toBe(130);
     // Well before the running migrations' 2 s sleep ends.
     expect(performance.now() - second).toBeLessThan(1500);
     const journal = await readJournal(apiUrlOf(world));
     expect(journal.runs.map((r) => r.state)).toEqual(['running']);
+    expect(exited.stderr.split('\n').filter((line) => line.includes(`#${journal.runs[0]!.id}`))).toEqual([
+      `error: Run #${journal.runs[0]!.id} left running; resume with 'typeorm-cells db migrate --resume'.`,
+    ]);
     const running = journal.cells.filter((c) => c.state === 'running').map((c) => c.cell_uuid);
     expect(running).toHaveLength(2);
     expect((await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir)).code).toBe(0);
@@ -201,7 +208,10 @@ describe('db migrate --all, journaled', () => {
       world.project.dir,
     );
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/The canary failed, so no other cell was started/);
+    expect(result.stderr).toMatch(
+      /^error: The canary of migration run #\d+ failed \(1 of 1 canary cell\(s\)\), so the run stopped before its other waves: 4 cell\(s\) not started\. --continue-on-error does not go past a failed canary: fix it, then run 'typeorm-cells db migrate --resume'\.\n$/,
+    );
+    expect(result.stderr).not.toMatch(/pass --continue-on-error/);
     const report = JSON.parse(result.stdout) as { cells: { name: string; result: string; error?: string }[] };
     expect(report.cells.map((c) => [c.name, c.result])).toEqual([
       [canary.name, 'failed'],
@@ -252,6 +262,23 @@ describe('db migrate --all, journaled', () => {
     }
   }, 60_000);
 
+  it('prints a cell\'s start line (piped) when it really starts, not while it waits for its server slot', async () => {
+    world = await createCliWorld('fleet_slot', role, 4);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 300 });
+    const result = await runCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '4', '--max-per-server', '1'], world.project.dir);
+    expect(result.code).toBe(0);
+    const names = world.cells.map((c) => c.name);
+    let open = 0;
+    let most = 0;
+    for (const line of result.stdout.split('\n')) {
+      if (names.some((name) => line === `❯ ${name}`)) most = Math.max(most, ++open);
+      if (names.some((name) => line.startsWith(`✔ ${name}: `))) open--;
+    }
+    // Two servers, one cell of each at once: never more than 2 cells started and not finished.
+    expect(most).toBe(2);
+    for (const name of names) expect(result.stdout).toContain(`❯ ${name}\n`);
+  }, 60_000);
+
   it('points at api-db migrate when the API database has no journal yet (an upgrade), and migrates nothing', async () => {
     world = await createCliWorld('fleet_old', role, 1);
     await rowsIn(apiUrlOf(world), 'DROP TABLE cell_migration_run_cells, cell_migration_runs');
@@ -261,6 +288,26 @@ describe('db migrate --all, journaled', () => {
     }
     expect((await cellRecord(world.cells[0]!.db.url)).migrations).toEqual([]);
   });
+
+  it('a new --all supersedes older unfinished runs: --resume takes only the newest run, never an older one', async () => {
+    world = await createCliWorld('fleet_sup', role, 2);
+    const broken = world.cells[1]!;
+    const failing = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10, failIn: [broken.db.name] });
+    for (let i = 0; i < 2; i++) {
+      expect((await runCli(['--config', failing, 'db', 'migrate', '--all', '--continue-on-error'], world.project.dir)).code).toBe(1);
+    }
+    const [older, newer] = (await readJournal(apiUrlOf(world))).runs;
+    expect([older!.state, newer!.state]).toEqual(['superseded', 'failed']);
+    expect(older!.ended_at).not.toBeNull();
+    const resumed = await runCli(['--config', failing, 'db', 'migrate', '--resume', '--json'], world.project.dir);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ run: { id: newer!.id, state: 'failed' } });
+    const fixed = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 10 });
+    const done = await runCli(['--config', fixed, 'db', 'migrate', '--resume', '--json'], world.project.dir);
+    expect(JSON.parse(done.stdout)).toMatchObject({ run: { id: newer!.id, state: 'succeeded' } });
+    const again = await runCli(['--config', fixed, 'db', 'migrate', '--resume'], world.project.dir);
+    expect(again).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
+    expect((await readJournal(apiUrlOf(world))).runs.map((r) => r.state)).toEqual(['superseded', 'succeeded']);
+  }, 60_000);
 
   it('refuses --resume with plan options, and --canary with --cell (exit 2)', async () => {
     world = await createCliWorld('fleet_use', role, 1);
@@ -342,6 +389,16 @@ describe('db fleet-status', () => {
     expect(text.stdout).toMatch(new RegExp(`│ ${broken.name} +│ ${broken.uuid} │ - +│ 2 migration\\(s\\) +│ #${runId} failed: .*this cell breaks the migration`));
     expect(text.stdout).toMatch(new RegExp(`│ ${fresh.name} +│ ${fresh.uuid} │ ${slow} +│ up to date +│ - +│`));
     expect(text.stdout).toMatch(new RegExp(`^Newest migration: ${slow}\\.$`, 'm'));
+
+    // A cell whose version cannot be read: pending unknown (null), newest still the config's.
+    await rowsIn(apiUrlOf(world), 'UPDATE cell_mappings SET database_connection = $1 WHERE uuid = $2', [role.urlFor('fleet_no_such_db'), fresh.uuid]);
+    const unreadable = await runCli(['--config', config, 'db', 'fleet-status', '--json'], world.project.dir);
+    expect(unreadable.code).toBe(1);
+    const partial = JSON.parse(unreadable.stdout) as { newest: string; cells: Record<string, unknown>[] };
+    expect(partial.newest).toBe(slow);
+    expect(partial.cells[2]).toEqual({ uuid: fresh.uuid, name: fresh.name, version: null, newest: slow, pending: null, lastRun: null, error: expect.any(String) });
+    const unreadableText = await runCli(['--config', config, 'db', 'fleet-status'], world.project.dir);
+    expect(unreadableText.stdout).toMatch(new RegExp(`│ ${fresh.name} +│ ${fresh.uuid} │ failed: .* +│ unknown +│ - +│`));
   }, 60_000);
 });
 
