@@ -62,7 +62,7 @@ export function loadMysql2(label: string): Mysql2 {
 interface PoolConnection {
   threadId: number | null;
   config: object;
-  stream?: { destroy(error?: Error): void };
+  stream?: { destroy(error?: Error): void; readonly closed?: boolean; once(event: 'close', listener: () => void): unknown };
   query(...args: unknown[]): unknown;
   pause(): void;
   resume(): void;
@@ -95,6 +95,7 @@ interface Pool {
   _createConnectionConfig?: () => object;
   _connectionQueue: { length: number; get(index: number): unknown; removeOne(index: number): unknown };
   getConnection(callback: GetConnectionCallback): void;
+  end(callback?: (error?: unknown) => void): void;
   /** 'connection': a new connection, before its first caller gets it. */
   on(event: 'connection', listener: (connection: PoolConnection) => void): unknown;
 }
@@ -158,7 +159,8 @@ export function guardedMysqlDataSource(
   // every pooled connection then copies: it is hidden there before the pool makes a connection.
   driver.mysql = Object.create(mysqlModule, {
     createPool: {
-      value: (config: object): Pool => readOnlySessions(hidePoolPassword(mysqlModule.createPool(config), secret), bounds.readOnly === true),
+      value: (config: object): Pool =>
+        endClosesSockets(readOnlySessions(hidePoolPassword(mysqlModule.createPool(config), secret), bounds.readOnly === true)),
       enumerable: false,
     },
   }) as Mysql2Module;
@@ -213,6 +215,40 @@ function hidePoolPassword(pool: Pool, secret: SecretSource | undefined): Pool {
     const copy = copyConfig();
     Object.defineProperty(copy, 'password', { value: read(), enumerable: false, writable: true, configurable: true });
     return copy;
+  };
+  return pool;
+}
+
+/**
+ * How long a pool's end waits for the server to close each connection after its COM_QUIT, in ms;
+ * then the socket is destroyed (a server that stopped answering never closes it).
+ */
+const SOCKET_CLOSE_WAIT_MS = 1_000;
+
+/**
+ * `pool` whose `end()` calls back once every connection's socket is closed: mysql2's calls back as
+ * soon as it queued each connection's COM_QUIT, before it is even written, so a DataSource's
+ * `destroy()` resolved with sockets still open (a handle keeping the process alive, a server still
+ * listing the connection). Each socket gets at most SOCKET_CLOSE_WAIT_MS to close, then is destroyed.
+ */
+function endClosesSockets(pool: Pool): Pool {
+  const end = pool.end.bind(pool);
+  pool.end = (callback) => {
+    const streams = Array.from({ length: pool._allConnections.length }, (_, i) => pool._allConnections.get(i).stream);
+    end((error) => {
+      const open = streams.filter((stream): stream is NonNullable<typeof stream> => stream !== undefined && stream.closed !== true);
+      if (open.length === 0) return callback?.(error);
+      let timer: NodeJS.Timeout | undefined;
+      const closed = open.map((stream) => new Promise<void>((resolve) => stream.once('close', resolve)));
+      const bound = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, SOCKET_CLOSE_WAIT_MS);
+      });
+      void Promise.race([Promise.all(closed), bound]).then(() => {
+        clearTimeout(timer);
+        for (const stream of open) if (stream.closed !== true) stream.destroy();
+        callback?.(error);
+      });
+    });
   };
   return pool;
 }

@@ -61,6 +61,20 @@ export async function mysqlConnectionsTo(name: string): Promise<number> {
   return Number(row?.n);
 }
 
+/**
+ * Connections the server still lists to database `name` once every client socket to it is closed:
+ * the server takes a thread off its list just after it closes the socket, so this waits up to
+ * `settleMs` (default 500) for the count to reach 0 and returns the count then.
+ */
+export async function mysqlConnectionsLeft(name: string, settleMs = 500): Promise<number> {
+  const deadline = performance.now() + settleMs;
+  for (;;) {
+    const count = await mysqlConnectionsTo(name);
+    if (count === 0 || performance.now() > deadline) return count;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Creates a uniquely named database on the MySQL test server. */
 export async function createMysqlTestDatabase(label: string, scheme: 'mysql' | 'mariadb' = 'mariadb'): Promise<MysqlTestDatabase> {
   const name = `cells_${label.replace(/[^a-z0-9_]/gi, '_').toLowerCase().slice(0, 40)}_${randomBytes(4).toString('hex')}`;
