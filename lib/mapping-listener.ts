@@ -50,6 +50,8 @@ export class MappingListener {
   private failures = 0;
   private stopped = false;
   private everUp = false;
+  /** Ends of lost connections still under way: `stop()` waits for them, so no socket outlives it. */
+  private readonly ending = new Set<Promise<void>>();
   /** True while connected and listening. */
   listening = false;
   /** Connections lost after having listened. */
@@ -71,7 +73,14 @@ export class MappingListener {
     this.client = undefined;
     this.listening = false;
     // Bounded: an API server that stopped answering never acknowledges the close.
-    if (client !== undefined) await endClient(client, LISTENER_CLOSE_WAIT_MS);
+    if (client !== undefined) this.end(client);
+    await Promise.all(this.ending);
+  }
+
+  /** Ends `client` (bounded, see endClient), tracked until done. */
+  private end(client: Client): void {
+    const ended = endClient(client, LISTENER_CLOSE_WAIT_MS).finally(() => this.ending.delete(ended));
+    this.ending.add(ended);
   }
 
   private async connect(): Promise<void> {
@@ -112,7 +121,7 @@ export class MappingListener {
     if (this.listening) this.reconnects++;
     this.listening = false;
     this.options.onDown();
-    client.end().catch(() => undefined);
+    this.end(client);
     this.retry();
   }
 
