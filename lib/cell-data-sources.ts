@@ -12,13 +12,13 @@ import {
   type DatabaseOptions,
   type PostgresOptions,
 } from './data-source-options';
-import { CellDisabledError, CellUnreachableError, SchemaBehindError, UnknownCellError } from './errors';
+import { CellDisabledError, CellUnreachableError, UnknownCellError } from './errors';
 import { openedFrom, type CellMappings } from './mappings';
 import { DataSourceRegistry, containHook, type OpenedCell, type RegistryEvent } from './registry';
 import { cellRouteLabel } from './route';
 import type { Telemetry } from './telemetry';
 import { RouteTelemetry, markFailedOpen } from './telemetry-attributes';
-import type { SchemaGate } from './schema-gate';
+import { freshRefusal, type SchemaGate } from './schema-gate';
 
 /** Opens of a cell whose mapping keeps changing meanwhile give up after this many attempts. */
 const MAX_OPEN_ATTEMPTS = 5;
@@ -218,10 +218,10 @@ export class CellDataSources {
   ): Promise<{ refusal: (() => Error) | undefined; epoch: number }> {
     for (;;) {
       const epoch = this.schemaEpochs.get(uuid) ?? 0;
-      const behind = await gate.check(dataSource, label);
+      const refused = await gate.check(dataSource, label);
       if ((this.schemaEpochs.get(uuid) ?? 0) !== epoch) continue;
       // A new error per refused call: its stack is that call's.
-      return { refusal: behind && (() => new SchemaBehindError(behind.cell, behind.migration, behind.missing)), epoch };
+      return { refusal: refused && (() => freshRefusal(refused, uuid)), epoch };
     }
   }
 

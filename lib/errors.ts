@@ -249,10 +249,36 @@ export class SchemaBehindError extends CellsError {
     readonly cell: string,
     readonly migration: string,
     readonly missing: number,
+    /** How the CLI names the cell (its uuid); `<cell>` when not given. */
+    cellRef = '<cell>',
   ) {
     super(
       `${sentenceStart(cell)} has not applied migration ${migration}${missing > 1 ? ` (nor ${missing - 1} more)` : ''}, ` +
-        `which requireSchema needs: routed calls to it are refused. Migrate it (typeorm-cells db migrate --cell <cell>).`,
+        `which requireSchema needs: routed calls to it are refused. Migrate it (typeorm-cells db migrate --cell ${cellRef}).`,
+    );
+  }
+}
+
+/**
+ * The schema gate (`requireSchema`) could not read a cell's migrations table for a reason other
+ * than its absence: the server refused the query (no SELECT privilege, a table without a `name`
+ * column: PostgreSQL's SQLSTATE class 42 but 42P01, MySQL's and MariaDB's ER_TABLEACCESS_DENIED_ERROR,
+ * ER_COLUMNACCESS_DENIED_ERROR and ER_BAD_FIELD_ERROR). Routed calls to the cell are refused, as for
+ * a cell whose schema is behind, until a migration is reported for it (`db migrate`,
+ * `cells.mappings.reportMigrated`) or its DataSource is reopened. `reason` is the server's error
+ * code; `cell` names the cell: `cell 'name' (uuid)`.
+ */
+export class SchemaUnreadableError extends CellsError {
+  readonly code = 'CELLS_SCHEMA_UNREADABLE';
+  constructor(
+    readonly cell: string,
+    readonly table: string,
+    readonly reason: string,
+  ) {
+    super(
+      `The schema of ${cell} cannot be checked: its migrations table ${table} could not be read (server error ${reason}), ` +
+        `so requireSchema refuses routed calls to it. Let the cell's user read the table's name column, then ` +
+        `report it (typeorm-cells db migrate, or cells.mappings.reportMigrated).`,
     );
   }
 }

@@ -39,6 +39,7 @@ export {
   QueryTimeoutError,
   ScatterGatherAbortedError,
   SchemaBehindError,
+  SchemaUnreadableError,
   SecretResolutionError,
   ServerBusyError,
   UnknownCellError,

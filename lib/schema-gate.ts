@@ -1,5 +1,5 @@
 import { MigrationExecutor, QueryFailedError, type DataSource, type MigrationInterface } from 'typeorm';
-import { InvalidArgumentError, SchemaBehindError } from './errors';
+import { InvalidArgumentError, SchemaBehindError, SchemaUnreadableError } from './errors';
 
 /**
  * The schema gate (`requireSchema`): which of the application's cell migrations a cell must have
@@ -11,6 +11,26 @@ export type RequireSchema = 'latest' | (string & Record<never, never>) | false;
 
 /** A missing table: PostgreSQL's SQLSTATE, MySQL's and MariaDB's error code. */
 const NO_SUCH_TABLE: ReadonlySet<string> = new Set(['42P01', 'ER_NO_SUCH_TABLE']);
+
+/**
+ * A migrations table the server refuses to read (SchemaUnreadableError): PostgreSQL's class 42
+ * (syntax error or access rule violation: 42501 no privilege, 42703 no such column...) but a
+ * missing table, and MySQL's and MariaDB's refusals of the table or the column.
+ */
+function refusesRead(code: string): boolean {
+  return (/^42/.test(code) && !NO_SUCH_TABLE.has(code)) || MYSQL_REFUSALS.has(code);
+}
+const MYSQL_REFUSALS: ReadonlySet<string> = new Set(['ER_TABLEACCESS_DENIED_ERROR', 'ER_COLUMNACCESS_DENIED_ERROR', 'ER_BAD_FIELD_ERROR']);
+
+/** Why the gate refuses a cell's calls. @internal */
+export type SchemaRefusal = SchemaBehindError | SchemaUnreadableError;
+
+/** A new error like `refusal` (a new one per refused call, so its stack is that call's). @internal */
+export function freshRefusal(refusal: SchemaRefusal, cellRef: string): SchemaRefusal {
+  return refusal instanceof SchemaBehindError
+    ? new SchemaBehindError(refusal.cell, refusal.migration, refusal.missing, cellRef)
+    : new SchemaUnreadableError(refusal.cell, refusal.table, refusal.reason);
+}
 
 /**
  * The names of `migrations` in the order TypeORM applies them: by the timestamp of 13 digits that
@@ -73,20 +93,23 @@ export class SchemaGate {
    * `migrationsTableName`, default `migrations`, in its schema): one query, nothing created. A
    * missing table counts as nothing applied.
    * @param label - how the error names the cell, `cell 'name' (uuid)`.
-   * @returns SchemaBehindError naming the oldest required migration not applied, or undefined.
-   * @throws what the query throws when it fails for another reason than a missing table.
+   * @returns SchemaBehindError naming the oldest required migration not applied,
+   *   SchemaUnreadableError when the server refuses to read the table (see refusesRead), or undefined.
+   * @throws what the query throws when it fails otherwise (the cell unreachable, a deadline passed).
    */
-  async check(dataSource: DataSource, label: string): Promise<SchemaBehindError | undefined> {
+  async check(dataSource: DataSource, label: string): Promise<SchemaRefusal | undefined> {
     let applied: Set<string>;
+    const table = migrationsTableOf(dataSource);
     try {
       const rows: Array<{ name: string }> = await dataSource
         .createQueryBuilder()
         .select(dataSource.driver.escape('name'), 'name')
-        .from(migrationsTableOf(dataSource), 'migrations')
+        .from(table, 'migrations')
         .getRawMany();
       applied = new Set(rows.map((row) => row.name));
     } catch (error) {
       const code = (error instanceof QueryFailedError ? (error.driverError as { code?: unknown } | undefined)?.code : undefined) ?? '';
+      if (refusesRead(String(code))) return new SchemaUnreadableError(label, table, String(code));
       if (!NO_SUCH_TABLE.has(String(code))) throw error;
       applied = new Set();
     }

@@ -1,14 +1,15 @@
 import 'reflect-metadata';
 import type { Logger } from 'typeorm';
-import { Cells, InvalidArgumentError, RaisedError, SchemaBehindError, targetCell, type CellMapping, type CellsOptions } from '../lib';
+import { inspect } from 'node:util';
+import { Cells, InvalidArgumentError, RaisedError, SchemaBehindError, SchemaUnreadableError, targetCell, type CellMapping, type CellsOptions } from '../lib';
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
 import { assertCliBuilt, createSentinelRole, runCli, type CliProject, type SentinelRole } from './support/cli';
-import { rowsIn } from './support/databases';
+import { adminQuery, rowsIn, testDatabaseUrl, withPassword } from './support/databases';
 import { AddWidgetNotes1769500000000, UNDO_NOTES, createGateProject } from './support/schema-gate';
 import { CreateWidgets1764072100000, Widget } from './support/widget';
 import { createTestSdk } from './support/telemetry';
 import { reportFigure } from './reliability/figures';
-import { sleep } from '../dev/wait';
+import { eventually, sleep } from '../dev/wait';
 
 // The schema gate (`requireSchema`) over three PostgreSQL cells whose URLs carry a sentinel
 // password; the last one is left one migration behind. `other` is a second Cells with its own API
@@ -119,6 +120,86 @@ describe('a cell left behind', () => {
     } finally {
       await rowsIn(url, 'ALTER TABLE "migrations_aside" RENAME TO "migrations"');
       await cells.destroy();
+    }
+  });
+});
+
+/** Every way `error` prints: none may show the sentinel password. */
+function printed(error: unknown): string {
+  return [String(error), inspect(error, { depth: Infinity, showHidden: true }), JSON.stringify(error)].join('\n');
+}
+
+describe('a cell whose migrations table cannot be read', () => {
+  /** Fails the 20 interleaved calls to `target` (half of 40, the rest to an up-to-date cell) with `reason`. */
+  async function expectRefused(cells: Cells, target: CellMapping, reason: string): Promise<void> {
+    const other = upToDate.find((c) => c.uuid !== target.uuid)!;
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        targetCell(i % 2 === 0 ? target : other, async () => {
+          await sleep(i % 3);
+          return cells.getRepository(Widget).count();
+        }).then(
+          () => undefined,
+          (error: unknown) => error,
+        ),
+      ),
+    );
+    for (const [i, error] of outcomes.entries()) {
+      if (i % 2 === 1) {
+        expect(error).toBeUndefined();
+        continue;
+      }
+      expect(error).toBeInstanceOf(SchemaUnreadableError);
+      const typed = error as SchemaUnreadableError;
+      expect(typed.code).toBe('CELLS_SCHEMA_UNREADABLE');
+      expect(typed.reason).toBe(reason);
+      expect(typed.message).toContain(target.uuid);
+      expect(printed(error)).not.toContain(role.password);
+    }
+    const gathered = await cells.scatterGather([target, other], () => cells.getRepository(Widget).count());
+    expect(gathered.get(target.uuid)).toBeInstanceOf(RaisedError);
+    expect((gathered.get(target.uuid) as RaisedError).error).toBeInstanceOf(SchemaUnreadableError);
+    expect(typeof gathered.get(other.uuid)).toBe('number');
+  }
+
+  it('refuses routed calls typed when its name column is missing (42703), checked once per open, until a migration is reported', async () => {
+    const target = upToDate[0]!;
+    const url = world.cells.find((c) => c.mapping.uuid === target.uuid)!.db.url;
+    const cells = cellsWith({ requireSchema: 'latest' });
+    await cells.initialize();
+    await rowsIn(url, 'ALTER TABLE "migrations" RENAME COLUMN "name" TO "name_aside"');
+    try {
+      await expectRefused(cells, target, '42703');
+      // The refusal is kept with the open DataSource, as a behind cell's: one open per cell.
+      expect(cells.stats().opened).toBe(2);
+      await rowsIn(url, 'ALTER TABLE "migrations" RENAME COLUMN "name_aside" TO "name"');
+      await cells.mappings.reportMigrated(target.uuid);
+      await eventually(() => targetCell(target, () => cells.getRepository(Widget).count()).then(() => true, () => false), 5_000);
+    } finally {
+      await rowsIn(url, 'ALTER TABLE "migrations" RENAME COLUMN "name_aside" TO "name"').catch(() => undefined);
+      await cells.destroy();
+    }
+  });
+
+  it('refuses routed calls typed when its user may not read the table (42501), the password in no printed form', async () => {
+    const source = world.cells.find((c) => c.mapping.uuid === upToDate[1]!.uuid)!.db;
+    const user = `cells_gate_ro_${Date.now().toString(36)}`;
+    await adminQuery(`CREATE ROLE "${user}" LOGIN PASSWORD '${role.password}'`);
+    let cells: Cells | undefined;
+    let mapped: CellMapping | undefined;
+    try {
+      await rowsIn(source.url, `GRANT SELECT ON widgets TO "${user}"`);
+      const url = new URL(testDatabaseUrl(source.name));
+      url.username = user;
+      cells = cellsWith({ requireSchema: 'latest' });
+      await cells.initialize();
+      mapped = await cells.mappings.createCell({ name: `gate-ro-${user}`, databaseConnection: withPassword(url.toString(), role.password) });
+      await expectRefused(cells, mapped, '42501');
+    } finally {
+      if (mapped !== undefined) await cells!.mappings.deleteCell(mapped.uuid).catch(() => undefined);
+      await cells?.destroy();
+      await rowsIn(source.url, `REVOKE ALL ON widgets FROM "${user}"`);
+      await adminQuery(`DROP ROLE "${user}"`);
     }
   });
 });

@@ -30,6 +30,8 @@ export const CELLS_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_CELL_DISABLED: 503,
   // The cell's schema is behind what this code needs (requireSchema): served once it is migrated.
   CELLS_SCHEMA_BEHIND: 503,
+  // Its migrations table cannot be read (requireSchema): served once it can and is reported.
+  CELLS_SCHEMA_UNREADABLE: 503,
 };
 
 /** The JSON body `CellsExceptionFilter` answers with: Nest's error fields, plus `code` and `requestId`. */

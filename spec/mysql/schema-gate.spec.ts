@@ -1,8 +1,8 @@
 import 'reflect-metadata';
 import { DataSource, type MigrationInterface, type QueryRunner } from 'typeorm';
-import { Cells, RaisedError, SchemaBehindError, targetCell, type CellMapping } from '../../lib';
+import { Cells, RaisedError, SchemaBehindError, SchemaUnreadableError, targetCell, type CellMapping } from '../../lib';
 import { Gadget, createGadgetTable } from '../support/gadget';
-import { createMysqlTestDatabase, describeMysql, type MysqlTestDatabase } from '../support/mysql';
+import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { reportFigure } from '../reliability/figures';
 import { sleep } from '../../dev/wait';
 
@@ -37,6 +37,16 @@ describeMysql('the schema gate on MariaDB', () => {
       migrateApi,
       mappingCache: { pollIntervalMs: 100 },
     });
+  /** Applies the spec's migration to the cell (once: TypeORM skips an applied one). */
+  const migrateCell = async (): Promise<void> => {
+    const ds = new DataSource({ type: 'mysql', url: cellDb.url.replace(/^mariadb:/, 'mysql:'), migrations: [AddGadgetNotes1769600000000], entities: [] });
+    await ds.initialize();
+    try {
+      await ds.runMigrations();
+    } finally {
+      await ds.destroy();
+    }
+  };
   const count = (lib: Cells) => targetCell(cell, () => lib.getRepository(Gadget).count());
 
   beforeAll(async () => {
@@ -63,13 +73,7 @@ describeMysql('the schema gate on MariaDB', () => {
     expect(gathered.get(cell.uuid)).toBeInstanceOf(RaisedError);
     await expect(count(writer)).rejects.toBeInstanceOf(SchemaBehindError);
 
-    const ds = new DataSource({ type: 'mysql', url: cellDb.url.replace(/^mariadb:/, 'mysql:'), migrations: [AddGadgetNotes1769600000000], entities: [] });
-    await ds.initialize();
-    try {
-      await ds.runMigrations();
-    } finally {
-      await ds.destroy();
-    }
+    await migrateCell();
     const opened = other.stats().opened;
     const started = performance.now();
     await writer.mappings.reportMigrated(cell.uuid);
@@ -84,5 +88,33 @@ describeMysql('the schema gate on MariaDB', () => {
     reportFigure('schema gate (MariaDB API, change log polled every 100 ms)', 'ms from reportMigrated to a call of a second Cells passing', ms, '< 1000');
     expect(ms).toBeLessThan(1000);
     expect(other.stats().opened).toBe(opened);
+  }, 30_000);
+
+  it('refuses calls typed (CELLS_SCHEMA_UNREADABLE, ER_BAD_FIELD_ERROR) to a cell whose migrations table has no name column, until reported', async () => {
+    const table = `\`${cellDb.name}\`.migrations`;
+    await migrateCell();
+    const lib = await cellsOn().initialize();
+    await mysqlQuery(`ALTER TABLE ${table} RENAME COLUMN name TO name_aside`);
+    try {
+      const outcomes = await Promise.all(Array.from({ length: 10 }, () => count(lib).then(() => undefined, (e: unknown) => e)));
+      for (const error of outcomes) {
+        expect(error).toBeInstanceOf(SchemaUnreadableError);
+        expect((error as SchemaUnreadableError).reason).toBe('ER_BAD_FIELD_ERROR');
+        expect((error as SchemaUnreadableError).message).toContain(cell.uuid);
+      }
+      const gathered = await lib.scatterGather([cell], () => lib.getRepository(Gadget).count());
+      expect((gathered.get(cell.uuid) as RaisedError).error).toBeInstanceOf(SchemaUnreadableError);
+      expect(lib.stats().opened).toBe(1);
+      await mysqlQuery(`ALTER TABLE ${table} RENAME COLUMN name_aside TO name`);
+      await writer.mappings.reportMigrated(cell.uuid);
+      const started = performance.now();
+      while (!(await count(lib).then(() => true, () => false))) {
+        if (performance.now() - started > 5_000) throw new Error('calls were still refused 5 s after reportMigrated');
+        await sleep(10);
+      }
+    } finally {
+      await mysqlQuery(`ALTER TABLE ${table} RENAME COLUMN name_aside TO name`).catch(() => undefined);
+      await lib.destroy();
+    }
   }, 30_000);
 });
