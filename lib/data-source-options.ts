@@ -79,7 +79,7 @@ export const DEFAULTS = {
   /** `MappingCacheOptions.ttlMs`: 1 min. */
   mappingCacheTtlMs: 60_000,
   /** `MappingCacheOptions.pollIntervalMs`: how often a MySQL/MariaDB API database's change log is read. */
-  mappingPollIntervalMs: 1_000,
+  mappingPollIntervalMs: 500,
   /** `timeoutMs` of `scatterGather`. */
   scatterGatherTimeoutMs: 30_000,
   /** Pool of the API and default main databases when their options set none (pg-pool's default). */
