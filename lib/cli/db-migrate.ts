@@ -6,7 +6,7 @@ import type { Cells } from '../cells';
 import { cellLabel } from '../route';
 import { errorText, migrateCells, type CellMigrationResult } from './cell-migration';
 import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
-import { CanaryFailedError, MigrationInterruptedError, SomeCellsFailedError } from './errors';
+import { CanaryFailedError, MigrationInterruptedError, SomeCellsFailedError, signalExitStatus } from './errors';
 import { resumeFleetMigration, startFleetMigration, type FleetMigrationOutcome, type StopSignal } from './fleet-migration';
 import { MigrationJournal } from './migration-journal';
 import { DEFAULT_LOCK_TIMEOUT_MS } from './migration-runner';
@@ -66,27 +66,34 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
         throwOnFailure(results, 'Applied migrations are not repeated when you run it again.');
         return;
       }
+      // The signal that stopped the run, if any: its exit status.
+      let signal: NodeJS.Signals | undefined;
       const outcome = await s.withCells(async (lib) => {
         const journal = new MigrationJournal(lib.getRepository(MigrationRun, 'api').manager);
         const cells = await lib.mappings.allCells();
-        return whileCatchingSigint(s, async (stop) => {
+        return whileCatchingStopSignals(s, async (stop) => {
+          signal = undefined;
           const onMigrated = reportMigrated(s, lib);
           if (!opts.resume) {
             if (opts.canary !== undefined && /^\d+$/.test(opts.canary) && Number(opts.canary) > cells.length)
               s.output.warn(
                 `--canary ${Number(opts.canary)} is more than the ${cells.length} cell(s) mapped: every cell is a canary, migrated in one wave.`,
               );
-            return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated);
+            return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated).finally(() => {
+              signal = stop.signal;
+            });
           }
           const run = await journal.newestUnfinishedRun();
-          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated);
+          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated).finally(() => {
+            signal = stop.signal;
+          });
         });
       });
       if (outcome === undefined) {
         s.output.result({ run: null, cells: [] }, () => s.output.line('Nothing to resume: every migration run has finished.'));
         return;
       }
-      report(s, outcome);
+      report(s, outcome, signal);
     });
 }
 
@@ -136,36 +143,42 @@ function runOptions(opts: MigrateOptions): MigrationRunOptions {
 }
 
 /**
- * Runs `fn` with a StopSignal that the first SIGINT (Ctrl-C) sets: no more cells start, the
- * running ones finish. A second SIGINT exits at once (130), leaving its cells `running` in the
+ * Runs `fn` with a StopSignal that the first SIGINT (Ctrl-C) or SIGTERM (what a CI system, a
+ * container runtime or Kubernetes sends to cancel a job) sets: no more cells start, the running ones
+ * finish, and the run is recorded `interrupted`. A second signal of either kind exits at once (130
+ * after SIGINT, 143 after SIGTERM, as a shell reports them), leaving its cells `running` in the
  * journal for `--resume`.
  */
-async function whileCatchingSigint<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
+async function whileCatchingStopSignals<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
   const stop: StopSignal = { interrupted: false };
-  const onSigint = (): void => {
+  const onSignal = (signal: NodeJS.Signals): void => {
     if (stop.interrupted) {
       // Its running cells stay `running` in the journal: --resume runs them again.
       if (stop.runId !== undefined) s.output.error(`Run #${stop.runId} left running; resume with 'typeorm-cells db migrate --resume'.`);
-      process.exit(130);
+      process.exit(signalExitStatus(signal));
     }
     stop.interrupted = true;
-    s.output.warn('Interrupted: starting no more cells, letting the running ones finish (Ctrl-C again to exit now).');
+    stop.signal = signal;
+    const again = signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM';
+    s.output.warn(`Interrupted (${signal}): starting no more cells, letting the running ones finish (${again} again to exit now).`);
   };
-  process.on('SIGINT', onSigint);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   try {
     return await fn(stop);
   } finally {
-    process.off('SIGINT', onSigint);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
   }
 }
 
-function report(s: CliSession, { run, results, canaryFailed, canary }: FleetMigrationOutcome): void {
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+function report(s: CliSession, { run, results, canaryFailed, canary }: FleetMigrationOutcome, signal: NodeJS.Signals | undefined): void {
   s.output.result({ run: { id: run.id, state: run.state }, cells: results }, () => {
     printResults(s, results);
     s.output.line(`Run #${run.id}: ${run.state}.`);
   });
   const notDone = results.filter((r) => r.result !== 'migrated').length;
-  if (run.state === 'interrupted') throw new MigrationInterruptedError(run.id, notDone);
+  if (run.state === 'interrupted') throw new MigrationInterruptedError(run.id, notDone, signal);
   if (canaryFailed) {
     const notStarted = results.filter((r) => r.result === 'skipped' || r.result === 'not started').length;
     throw new CanaryFailedError(run.id, canary.failed, canary.cells, notStarted, results.length);

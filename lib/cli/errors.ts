@@ -85,15 +85,29 @@ export class CellVerificationError extends CellsError {
 }
 
 /**
- * `typeorm-cells db migrate --all` (or `--resume`) was interrupted (Ctrl-C, SIGINT): it started no
- * more cells, let the running ones finish and recorded the run as `interrupted`. The CLI exits 130.
+ * The CLI's exit status after a stop by `signal`: 143 for SIGTERM, else 130 (SIGINT); 128 + the
+ * signal's number, as a shell reports a process the signal ended. @internal
+ */
+export function signalExitStatus(signal: NodeJS.Signals | undefined): number {
+  return signal === 'SIGTERM' ? 143 : 130;
+}
+
+/**
+ * `typeorm-cells db migrate --all` (or `--resume`) was interrupted (Ctrl-C / SIGINT, or SIGTERM): it
+ * started no more cells, let the running ones finish and recorded the run as `interrupted`. The CLI
+ * exits 130 after SIGINT, 143 after SIGTERM (128 + the signal's number, as a shell reports it).
  */
 export class MigrationInterruptedError extends CellsError {
   readonly code = 'CELLS_MIGRATION_INTERRUPTED';
-  constructor(readonly runId: number, readonly notDone: number) {
+  constructor(
+    readonly runId: number,
+    readonly notDone: number,
+    /** The signal that stopped the run; SIGINT when not given. */
+    readonly signal: NodeJS.Signals = 'SIGINT',
+  ) {
     super(
       `Interrupted: migration run #${runId} stopped with ${notDone} cell(s) not done; ` +
-        `run 'typeorm-cells db migrate --resume' to continue it.`,
+      `run 'typeorm-cells db migrate --resume' to continue it.`,
     );
   }
 }

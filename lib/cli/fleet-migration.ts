@@ -28,9 +28,11 @@ export interface FleetMigrationOutcome {
   canary: { cells: number; failed: number };
 }
 
-/** Set by the caller's SIGINT handler: start no more cells. */
+/** Set by the caller's SIGINT/SIGTERM handler: start no more cells. */
 export interface StopSignal {
   interrupted: boolean;
+  /** The signal that set `interrupted`. */
+  signal?: NodeJS.Signals;
   /** The run being migrated, once it is known (for the message of a second Ctrl-C). */
   runId?: number;
 }

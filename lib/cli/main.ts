@@ -12,7 +12,7 @@ import {
   UnknownCellError,
 } from '../errors';
 import { registerApiDbCommands } from './api-db';
-import { InvalidMigrationRunError, MigrationInterruptedError } from './errors';
+import { InvalidMigrationRunError, MigrationInterruptedError, signalExitStatus } from './errors';
 import { registerCellCommands } from './cell';
 import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
 import { registerDbCommands } from './db';
@@ -23,7 +23,7 @@ import { flushTelemetry } from './telemetry-flush';
 import { CliSession, type GlobalOptions } from './session';
 
 /** Exit statuses of the CLI, stable for scripts. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130, terminated: 143 } as const;
 
 const HELP_FOOTER = `
 Config: ${DEFAULT_CONFIG_FILES.join(', ')} in the working directory, or --config <path>; it exports
@@ -39,6 +39,7 @@ Exit status:
   2  usage error: unknown command or option, missing or malformed argument, no config file,
      or a migration run to resume whose journal was changed by hand
   130  db migrate --all or --resume interrupted by Ctrl-C (SIGINT); --resume continues it
+  143  the same, stopped by SIGTERM (a CI system or container runtime cancelling the job)
 
 Passwords in connection URLs are masked (***) in all output.`;
 
@@ -101,7 +102,7 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     output.error(describeError(error));
     if (program.opts<GlobalOptions>().debug && error instanceof Error && error.stack)
       output.debug(error.stack);
-    if (error instanceof MigrationInterruptedError) return EXIT.interrupted;
+    if (error instanceof MigrationInterruptedError) return signalExitStatus(error.signal);
     return isUsageError(error) ? EXIT.usage : EXIT.failure;
   } finally {
     unfinished.dispose();

@@ -130,7 +130,7 @@ describe('db migrate --all, journaled', () => {
     cli.kill('SIGINT');
     const interrupted = await cli.exited;
     expect(interrupted.code).toBe(130);
-    expect(interrupted.stderr).toMatch(/^warning: Interrupted: starting no more cells/m);
+    expect(interrupted.stderr).toMatch(/^warning: Interrupted \(SIGINT\): starting no more cells, letting the running ones finish \(Ctrl-C again to exit now\)\.$/m);
     expect(interrupted.stderr).toMatch(/^error: Interrupted: migration run #\d+ stopped with \d+ cell\(s\) not done; run 'typeorm-cells db migrate --resume'/m);
     const journal = await readJournal(apiUrlOf(world));
     expect(journal.runs.map((r) => r.state)).toEqual(['interrupted']);
@@ -152,13 +152,31 @@ describe('db migrate --all, journaled', () => {
     expect(again).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
   }, 120_000);
 
+  it('stops the same way on SIGTERM (a CI system or Kubernetes cancelling the job): running cells finish, exit 143, --resume does the rest', async () => {
+    world = await createCliWorld('fleet_term', role, 4);
+    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 500 });
+    const cli = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '2'], world.project.dir);
+    await untilMidRun(apiUrlOf(world), 0);
+    cli.kill('SIGTERM');
+    const stopped = await cli.exited;
+    expect(stopped.code).toBe(143);
+    expect(stopped.stderr).toMatch(/^warning: Interrupted \(SIGTERM\): starting no more cells, letting the running ones finish \(SIGTERM again to exit now\)\.$/m);
+    const journal = await readJournal(apiUrlOf(world));
+    expect(journal.runs.map((r) => r.state)).toEqual(['interrupted']);
+    expect(journal.cells.some((c) => c.state === 'running')).toBe(false);
+    expect(journal.cells.filter((c) => c.state === 'succeeded').length).toBeGreaterThan(0);
+    const resumed = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
+    expect(resumed.code).toBe(0);
+    for (const cell of world.cells) expect((await cellRecord(cell.db.url)).migrations).toEqual(FLEET_MIGRATIONS);
+  }, 120_000);
+
   it('exits at once on a second Ctrl-C, leaving its running cells to --resume', async () => {
     world = await createCliWorld('fleet_int2', role, 4);
     const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 2000 });
     const cli = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '2'], world.project.dir);
     await untilMidRun(apiUrlOf(world), 0, 2);
     cli.kill('SIGINT');
-    await eventually(() => cli.stderr().includes('Interrupted: starting no more cells'), 10_000);
+    await eventually(() => cli.stderr().includes('Interrupted (SIGINT): starting no more cells'), 10_000);
     const second = performance.now();
     cli.kill('SIGINT');
     const exited = await cli.exited;
@@ -274,8 +292,11 @@ describe('db migrate --all, journaled', () => {
       if (names.some((name) => line === `❯ ${name}`)) most = Math.max(most, ++open);
       if (names.some((name) => line.startsWith(`✔ ${name}: `))) open--;
     }
-    // Two servers, one cell of each at once: never more than 2 cells started and not finished.
-    expect(most).toBe(2);
+    // Two servers, one cell of each at once: never more than 2 cells started and not finished (the
+    // fault printed all 4 at once). Whether both servers overlap depends on the machine's load: the
+    // wave spec checks that they do.
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2);
     for (const name of names) expect(result.stdout).toContain(`❯ ${name}\n`);
   }, 60_000);
 
