@@ -26,7 +26,7 @@ import {
   type DatabaseOptions,
 } from './data-source-options';
 import { MetadataTemplate } from './metadata-template';
-import { migrateLocked } from './cli/migration-runner';
+import { migrateLocked } from './migration-lock';
 import {
   RequestContext,
   bindContext,

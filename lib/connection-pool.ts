@@ -2,9 +2,9 @@ import type { Client, PoolClient } from 'pg';
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { CellClient } from './cell-client';
 import { kLostError, translateConnectionError } from './connection-errors';
-import { currentContext, kCallSignal } from './context';
 import { CellBusyError, CellsNotReadyError } from './errors';
-import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
+import { refusesCheckouts } from './checkout-waiters';
+import { boundedCheckout } from './bounded-checkout';
 import { kIdleSince, type BudgetPool, type ServerBudget } from './server-budget';
 import { connectWithFreshSecret, secretSourceOf } from './secret-reference';
 import type { PoolObserver } from './telemetry';
@@ -68,61 +68,34 @@ export function guardPool(
     // a checkout when the pool is full or has an idle connection (which another caller may take
     // first); only when it opens a new connection is the wait bounded by the connect timeout.
     const mayQueue = pool.idleCount > 0 || pool.totalCount >= pool.options.max;
-    // Inside a scatter-gather, the wait also ends at the gather's deadline.
-    const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
-    const observed = observer?.active === true ? performance.now() : undefined;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      let giveUp = (): void => undefined;
-      let unlist = (): void => undefined;
+    return boundedCheckout<[PoolClient, (error?: unknown) => void]>(driver, { mayQueue, acquireTimeoutMs, observer }, (wait) => {
       const onConnect: ConnectCallback = (error, client, release) => {
-        if (settled) {
+        if (!wait.answer()) {
           // The caller gave up waiting: hand the connection straight back.
           if (error === undefined && client !== undefined) release();
           return;
         }
-        settled = true;
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener('abort', giveUp);
-        unlist();
-        if (error !== undefined || client === undefined) return reject(error);
-        if (observed !== undefined) observer!.waited((performance.now() - observed) / 1000);
+        if (error !== undefined || client === undefined) return wait.reject(error);
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
         if (readOnly) watchReadOnly(client);
         const writable = readOnly ? () => writableSession(client) : () => undefined;
-        resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? writable() ?? budgetRelease?.())]);
+        wait.resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? writable() ?? budgetRelease?.())]);
       };
       const queued = connectWithFreshSecret(secret, (callback: ConnectCallback) => pool.connect(callback), onConnect);
-      if (!mayQueue) return;
-      const started = performance.now();
-      const abandon = (reason?: Error): void => {
-        if (settled) return;
-        settled = true;
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener('abort', giveUp);
-        unlist();
-        // Leave pg-pool's queue too: an abandoned waiter would be handed each freed connection and
-        // hand it back at once, recursively for thousands of them (a stack overflow), and the
-        // queue would only grow while the pool stays saturated.
-        const queue = pool._pendingQueue;
-        const index = queue?.findIndex((item) => item.callback === queued || item.callback === onConnect) ?? -1;
-        if (index >= 0) queue!.splice(index, 1);
-        if (reason !== undefined) return reject(reason);
-        const waitedMs = Math.round(performance.now() - started);
-        observer?.busy();
+      return {
+        // An abandoned waiter left in pg-pool's queue would be handed each freed connection and
+        // hand it back at once, recursively for thousands of them (a stack overflow).
+        leaveQueue: () => {
+          const queue = pool._pendingQueue;
+          const index = queue?.findIndex((item) => item.callback === queued || item.callback === onConnect) ?? -1;
+          if (index >= 0) queue!.splice(index, 1);
+        },
         // Its pool waits for the server's budget, not for its own connections: say so.
-        if (budget?.isWaitedOnBy(pool.options) === true) reject(budget.busyError(label(), waitedMs));
-        else reject(new CellBusyError(label(), pool.options.max, waitedMs));
+        busyError: (waitedMs) =>
+          budget?.isWaitedOnBy(pool.options) === true
+            ? budget.busyError(label(), waitedMs)
+            : new CellBusyError(label(), pool.options.max, waitedMs),
       };
-      giveUp = () => abandon();
-      // A forced close rejects it at once (CellsNotReadyError), rather than leaving it queued.
-      unlist = addCheckoutWaiter(driver, abandon);
-      if (acquireTimeoutMs > 0) timer = setTimeout(giveUp, acquireTimeoutMs);
-      if (signal !== undefined) {
-        if (signal.aborted) giveUp();
-        else signal.addEventListener('abort', giveUp, { once: true });
-      }
     });
   };
 }

@@ -371,3 +371,34 @@ export class SecretResolutionError extends CellsError {
     );
   }
 }
+
+/**
+ * `typeorm-cells db migrate` waited `lockTimeoutMs` for the migration lock of a cell database and
+ * another session still held it: another runner is migrating that cell, or one that stopped
+ * answering still holds the lock. Nothing was applied to the cell.
+ */
+export class MigrationLockTimeoutError extends CellsError {
+  readonly code = 'CELLS_MIGRATION_LOCK_TIMEOUT';
+  /**
+   * @param options.whoHolds - how to find the session holding the lock on the database's engine;
+   * default: PostgreSQL's (pg_stat_activity).
+   * @param options.setting - the setting that bounds the wait; default: the CLI's `--lock-timeout`
+   * (`Cells.initialize()` names its `migrateApiLockTimeoutMs` option).
+   */
+  constructor(
+    readonly cell: string,
+    readonly lockTimeoutMs: number,
+    {
+      whoHolds = 'pg_stat_activity shows it',
+      setting = '--lock-timeout',
+      ...options
+    }: { cause?: unknown; whoHolds?: string; setting?: string } = {},
+  ) {
+    super(
+      `${sentenceStart(cell)}: another session held the migration lock for the ${lockTimeoutMs} ms this run could ` +
+        `wait (${setting}), so nothing was applied. Wait for the other runner and run it again, or end ` +
+        `that session (${whoHolds}).`,
+      options,
+    );
+  }
+}

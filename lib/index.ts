@@ -33,6 +33,7 @@ export {
   DuplicateMappingError,
   IncompatibleEntityError,
   InvalidArgumentError,
+  MigrationLockTimeoutError,
   MissingDriverError,
   NoContextError,
   NoTargetCellError,
@@ -53,7 +54,6 @@ export {
   FleetRunBusyError,
   InvalidMigrationRunError,
   MigrationInterruptedError,
-  MigrationLockTimeoutError,
   SomeCellsFailedError,
 } from './cli/errors';
 export { maskSecrets, redactUrl } from './connection-url';

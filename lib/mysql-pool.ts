@@ -3,10 +3,11 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { QueryDeadlineExceeded } from './cell-client';
 import { kLostError } from './connection-errors';
 import { typeQueryRunnerErrors } from './connection-pool';
-import { currentContext, kCallSignal } from './context';
+import { currentContext } from './context';
 import { DEFAULTS, type CreateDataSource, type MysqlOptions, type PoolBounds } from './data-source-options';
 import { CellBusyError, CellsNotReadyError, MissingDriverError } from './errors';
-import { addCheckoutWaiter, refusesCheckouts } from './checkout-waiters';
+import { refusesCheckouts } from './checkout-waiters';
+import { boundedCheckout } from './bounded-checkout';
 import { hidePassword } from './cell-client';
 import { connectWithFreshSecret, secretSourceOf, type SecretSource } from './secret-reference';
 
@@ -297,56 +298,31 @@ function guardCheckout(driver: MysqlDriverInternals, label: string, bounds: Pool
     // mysql2 queues a checkout only when the pool is full and has no free connection; a new
     // connection's wait is bounded by the connect timeout.
     const mayQueue = pool._freeConnections.length === 0 && pool._allConnections.length >= pool.config.connectionLimit;
-    const signal = mayQueue ? currentContext()?.[kCallSignal] : undefined;
-    const observed = bounds.observer?.active === true ? performance.now() : undefined;
-    return new Promise<PoolConnection>((resolve, reject) => {
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      let giveUp = (): void => undefined;
-      let unlist = (): void => undefined;
+    const { acquireTimeoutMs, observer } = bounds;
+    return boundedCheckout<PoolConnection>(driver, { mayQueue, acquireTimeoutMs, observer }, (wait) => {
       const onConnection: GetConnectionCallback = (error, connection) => {
-        if (settled) {
+        if (!wait.answer()) {
           // The caller gave up waiting: hand the connection straight back.
           if (error === null && connection !== undefined) connection.release();
           return;
         }
-        settled = true;
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener('abort', giveUp);
-        unlist();
-        if (error !== null || connection === undefined) return reject(error ?? new Error('no connection'));
-        if (observed !== undefined) bounds.observer!.waited((performance.now() - observed) / 1000);
+        if (error !== null || connection === undefined) return wait.reject(error ?? new Error('no connection'));
         if (bounds.readOnly === true) readOnlyAgain(connection);
-        resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
+        wait.resolve(driver.prepareDbConnection(guardConnection(connection, bounds.queryTimeoutMs)));
       };
       const queued = connectWithFreshSecret(secret, (callback: GetConnectionCallback) => pool.getConnection(callback), onConnection);
-      if (!mayQueue) return;
-      const started = performance.now();
-      const abandon = (reason?: Error): void => {
-        if (settled) return;
-        settled = true;
-        if (timer !== undefined) clearTimeout(timer);
-        signal?.removeEventListener('abort', giveUp);
-        unlist();
-        // Leave mysql2's queue, which would otherwise only grow while the pool stays saturated.
-        const queue = pool._connectionQueue;
-        for (let index = 0; index < queue.length; index++) {
-          if (queue.get(index) === queued || queue.get(index) === onConnection) {
-            queue.removeOne(index);
-            break;
+      return {
+        leaveQueue: () => {
+          const queue = pool._connectionQueue;
+          for (let index = 0; index < queue.length; index++) {
+            if (queue.get(index) === queued || queue.get(index) === onConnection) {
+              queue.removeOne(index);
+              break;
+            }
           }
-        }
-        if (reason === undefined) bounds.observer?.busy();
-        reject(reason ?? new CellBusyError(label, pool.config.connectionLimit, Math.round(performance.now() - started)));
+        },
+        busyError: (waitedMs) => new CellBusyError(label, pool.config.connectionLimit, waitedMs),
       };
-      giveUp = () => abandon();
-      // A forced close rejects it at once (CellsNotReadyError), rather than leaving it queued.
-      unlist = addCheckoutWaiter(driver, abandon);
-      if (bounds.acquireTimeoutMs > 0) timer = setTimeout(giveUp, bounds.acquireTimeoutMs);
-      if (signal !== undefined) {
-        if (signal.aborted) giveUp();
-        else signal.addEventListener('abort', giveUp, { once: true });
-      }
     });
   };
 }

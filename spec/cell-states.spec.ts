@@ -18,6 +18,8 @@ import {
   migrateApiBeforeCellStates,
   msUntilSeen,
   runLoad,
+  stateChangeFailures,
+  stopLoads,
   type CallOutcome,
 } from './support/cell-states';
 import { createTestDatabase, rowsIn } from './support/databases';
@@ -263,14 +265,12 @@ describe('state changes', () => {
       applied.push({ state, at: { writer: writerAt, other: writerAt + ms } });
       await sleep(250);
     }
-    for (const l of loads) l.stop();
-    const outcomes = (await Promise.all(loads.map((l) => l.done))).flat();
+    const outcomes = await stopLoads(loads);
 
-    const unexpected = outcomes.filter((o) => o.error !== undefined && !(o.error instanceof CellReadOnlyError) && !(o.error instanceof CellDisabledError));
-    expect(unexpected.map((o) => `${o.process} ${o.kind}: ${String(o.error)}`)).toEqual([]);
+    const { unexpected, runningFailed } = stateChangeFailures(outcomes);
+    expect(unexpected).toEqual([]);
     // A transaction whose first write went through was running at any later change: it commits.
-    const runningFailed = outcomes.filter((o) => o.kind === 'transaction' && o.running === true && o.error !== undefined);
-    expect(runningFailed.map((o) => String(o.error))).toEqual([]);
+    expect(runningFailed).toEqual([]);
     // Each call that started after a state was applied in its process (and before the next change)
     // behaved as that state says.
     for (const [index, step] of applied.entries()) {

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { createConnection, type Connection } from 'mysql2/promise';
 import type { QueryRunner } from 'typeorm';
 import type { CellMapping, CellsOptions } from '../lib';
-import { cellDataSource, migrateLocked, mysqlMigrationLockName, withDataSource } from '../lib/cli/migration-runner';
+import { cellDataSource, withDataSource } from '../lib/cli/migration-runner';
+import { migrateLocked, mysqlMigrationLockName } from '../lib/migration-lock';
 import { REPO_ROOT } from '../dev/repo-root';
 import { API_MIGRATIONS } from '../migrations';
 import {
@@ -72,7 +73,7 @@ class CreateGadgets1764072500000 {
   async up(q) {
     await q.query('CREATE TABLE gadgets (id varchar(36) PRIMARY KEY)');
     if (q.connection.options.type !== 'postgres') {
-      const { mysqlMigrationLockName } = require(${JSON.stringify(join(REPO_ROOT, 'dist', 'lib', 'cli', 'migration-runner.js'))});
+      const { mysqlMigrationLockName } = require(${JSON.stringify(join(REPO_ROOT, 'dist', 'lib', 'migration-lock.js'))});
       const [row] = await q.query('SELECT IS_USED_LOCK(?) = CONNECTION_ID() AS holds', [mysqlMigrationLockName(await q.getCurrentDatabase())]);
       await q.query('CREATE TABLE lock_probe (holds int)');
       await q.query('INSERT INTO lock_probe (holds) VALUES (?)', [Number(row.holds)]);

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { Client } from 'pg';
 import { API_MIGRATIONS as MIGRATION_CLASSES, Cells, MigrationLockTimeoutError } from '../lib';
-import { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from '../lib/cli/migration-runner';
+import { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from '../lib/migration-lock';
 import { assertCliBuilt, createProject, runCli } from './support/cli';
 import { createTestDatabase, rowsIn, type TestDatabase } from './support/databases';
 import { createMysqlTestDatabase, describeMysql, mysqlAdmin, mysqlQuery, type MysqlTestDatabase } from './support/mysql';

@@ -24,6 +24,8 @@ import { createTestSdk, exportedText, pointsOf } from './support/telemetry';
 import { reportFigure } from './reliability/figures';
 import { startSecondServer, type SecondServer } from './support/second-server';
 import { Widget } from './support/widget';
+import { repeatCalls } from './support/repeated-calls';
+import { sleep } from '../dev/wait';
 
 const ROTATION = 'secret rotation (PostgreSQL, file reference, reloadCell under load)';
 const STALE = 'stale secret (PostgreSQL, server refuses the resolved password)';
@@ -373,38 +375,26 @@ describe('rotation', () => {
         capture('cells', event);
       },
     });
-    const failures: unknown[] = [];
-    let calls = 0;
-    let running = true;
-    const worker = async (): Promise<void> => {
-      while (running) {
-        try {
-          await targetCell(cell, async () => {
-            const widgets = cells.getRepository(Widget);
-            await widgets.insert(widgetFor(cell.uuid));
-            await widgets.query('SELECT pg_sleep(0.005)');
-          });
-          calls++;
-        } catch (error) {
-          failures.push(error);
-        }
-      }
-    };
+    const load = repeatCalls(12, () =>
+      targetCell(cell, async () => {
+        const widgets = cells.getRepository(Widget);
+        await widgets.insert(widgetFor(cell.uuid));
+        await widgets.query('SELECT pg_sleep(0.005)');
+      }),
+    );
     try {
-      const workers = Array.from({ length: 12 }, () => worker());
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sleep(500);
       // The operator's rotation: the new secret where the reference points, then the server, then reload.
       const next = `${SENTINEL}-three`;
       await writeFile(file, `${next}\n`);
       await alterRole(next);
       password = next;
       cells.reloadCell(cell.uuid);
-      await new Promise((resolve) => setTimeout(resolve, 800));
+      await sleep(800);
       // A second reload: the reopened DataSource resolved the new secret.
       cells.reloadCell(cell.uuid);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      running = false;
-      await Promise.all(workers);
+      await sleep(500);
+      const { calls, failures } = await load.stop();
       capture(...failures);
       reportFigure(ROTATION, 'calls completed by 12 workers', calls, '> 100');
       reportFigure(ROTATION, 'failed calls', failures.length, 'must be 0');
@@ -422,7 +412,7 @@ describe('rotation', () => {
       expect(refused).toMatchObject({ code: '28P01' });
       capture(refused);
     } finally {
-      running = false;
+      await load.stop();
       await cells.destroy();
     }
   }, 30_000);

@@ -15,7 +15,7 @@ import {
 } from '../lib';
 import { parseConnectionUrl } from '../lib/connection-url';
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
-import { createRole, withPassword } from './support/databases';
+import { asRole, createRole, withPassword } from './support/databases';
 import { Widget } from './support/widget';
 import { capturingLogger, closedPort } from './support/peers';
 
@@ -32,13 +32,7 @@ beforeAll(async () => {
   roleUrl = await createRole(`cells_secret_${process.pid}`, SENTINEL);
   world = await createCellWorld('secret', {
     cellCount: 2,
-    connectionUrl: (url) => {
-      const u = new URL(url);
-      const r = new URL(roleUrl);
-      u.username = r.username;
-      u.password = SENTINEL;
-      return u.toString();
-    },
+    connectionUrl: asRole(roleUrl, SENTINEL),
     apiOptions: { logging: 'all', logger: captureLogger },
     cells: {
       logger: (e: CellsLogEvent) => capture('cells', e),

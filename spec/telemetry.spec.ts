@@ -6,7 +6,7 @@ import { SpanKind, SpanStatusCode, metrics, trace } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { CellUnreachableError, Cells, DidNotRespond, RaisedError, RequestContext, runWithContext, targetCell, type CellMapping } from '../lib';
 import { createCellWorld, widgetFor, type CellWorld } from './support/cells';
-import { adminQuery, createRole, testServerUrl } from './support/databases';
+import { adminQuery, asRole, createRole, testServerUrl } from './support/databases';
 import { closedPort, eventually } from './support/peers';
 import { createTestSdk, enableContext, exportedText, pointsOf, renderTrace, type TestSdk } from './support/telemetry';
 import { Widget } from './support/widget';
@@ -25,15 +25,10 @@ beforeAll(async () => {
   sdk = createTestSdk();
   // A role whose password is the sentinel, so the cells log in with it on a server that asks for
   // passwords (the embedded one) as on one that trusts 127.0.0.1.
-  const role = new URL(await createRole(`cells_otel_${process.pid}`, SENTINEL));
+  const roleUrl = await createRole(`cells_otel_${process.pid}`, SENTINEL);
   world = await createCellWorld('otel', {
     cellCount: 3,
-    connectionUrl: (url) => {
-      const u = new URL(url);
-      u.username = role.username;
-      u.password = SENTINEL;
-      return u.toString();
-    },
+    connectionUrl: asRole(roleUrl, SENTINEL),
     cells: {
       // Long enough for 120 concurrent calls on pools of 3 on a loaded machine; the busy test waits it out.
       acquireTimeoutMs: 1500,

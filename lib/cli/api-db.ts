@@ -3,7 +3,8 @@ import { DataSource } from 'typeorm';
 import type { CellsOptions } from '../cells-options';
 import { DEFAULTS, apiDataSourceOptions } from '../data-source-options';
 import { API_LABEL } from '../route';
-import { DEFAULT_LOCK_TIMEOUT_MS, migrateLocked, migrationStatus, withDataSource, withLockTimeout } from './migration-runner';
+import { migrateLocked } from '../migration-lock';
+import { DEFAULT_LOCK_TIMEOUT_MS, migrationStatus, withDataSource, withLockTimeout } from './migration-runner';
 import { timeoutMs } from './option-parsers';
 import type { CliSession } from './session';
 

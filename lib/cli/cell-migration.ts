@@ -7,7 +7,8 @@ import { maskSecrets } from '../connection-url';
 import { CellUnreachableError } from '../errors';
 import { cellLabel } from '../route';
 import { Telemetry } from '../telemetry';
-import { cellDataSource, migrateLocked, withDataSource } from './migration-runner';
+import { migrateLocked } from '../migration-lock';
+import { cellDataSource, withDataSource } from './migration-runner';
 import { formatDuration } from './output';
 
 /** What `db migrate` did to one cell. */
@@ -57,7 +58,7 @@ export const LIVE_PROGRESS_MAX_CELLS = 20;
 
 /**
  * Migrates `cells`, `concurrency` at a time, each through its own short-lived DataSource under
- * the migration lock (migration-lock.ts). Progress shows per cell: live on a terminal for up to
+ * the migration lock (lib/migration-lock.ts). Progress shows per cell: live on a terminal for up to
  * LIVE_PROGRESS_MAX_CELLS cells, one line per event otherwise, nothing when `quiet`. Without `continueOnError`, cells not started by the first
  * failure are skipped. A cell whose migration lock another session holds for `lockTimeoutMs` fails
  * with MigrationLockTimeoutError in its row.

@@ -1,20 +1,17 @@
-import { DataSource, MigrationExecutor, type Logger, type Migration } from 'typeorm';
+import { DataSource, MigrationExecutor, type Logger } from 'typeorm';
 import type { CellMapping } from '../../entities/CellMapping';
 import type { CellsOptions } from '../cells-options';
 import { parseConnectionUrl } from '../connection-url';
 import { forceClose } from '../forced-close';
 import { DEFAULTS, cellDataSourceOptions, connect, fromParts, guardedDataSource, secretSettings } from '../data-source-options';
-import { migrationLockOf } from './migration-lock';
 import { cellRouteLabel } from '../route';
 
 /**
  * How the CLI migrates a database, a cell's or the API database's: a DataSource of its own with a
  * pool of two (`cellDataSource`; the API one is built in api-db.ts), opened and closed around one
- * command (`withDataSource`), migrations applied on the connection holding the database's migration
- * lock (`migrateLocked`, migration-lock.ts) and listed (`migrationStatus`).
+ * command (`withDataSource`), and migrations listed (`migrationStatus`). They are applied under the
+ * database's migration lock by `migrateLocked` (lib/migration-lock.ts, shared with `Cells`).
  */
-
-export { MIGRATION_LOCK_KEY, mysqlMigrationLockName } from './migration-lock';
 
 /**
  * Default of `db migrate --lock-timeout`, in ms: how long a runner waits for another one that
@@ -44,7 +41,7 @@ export function cellDataSource(config: CellsOptions, cell: CellMapping, lockTime
   // A MySQL/MariaDB cell goes through the guarded mysql2 pool of routed cells: its password kept
   // out of every printed form, the wait for a pooled connection bounded. No query deadline, as
   // for PostgreSQL here: a migration takes as long as it takes. Its lock waits are bounded on the
-  // lock's connection instead (migration-lock.ts): MySQL has no lock_timeout startup parameter.
+  // lock's connection instead (lib/migration-lock.ts): MySQL has no lock_timeout startup parameter.
   const dataSource =
     options.type === 'postgres'
       ? new DataSource(lockTimeoutMs === undefined ? options : withLockTimeout(options, lockTimeoutMs))
@@ -103,46 +100,6 @@ async function close(dataSource: DataSource): Promise<void> {
     await closed;
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/**
- * Applies the pending migrations of `dataSource` on one connection that holds the migration
- * lock meanwhile (PostgreSQL's advisory lock, MySQL's and MariaDB's GET_LOCK), so a concurrent runner waits and then finds nothing left to apply.
- * @param label - names the cell in errors.
- * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
- * @param setting - names what bounds the wait in the timeout error (default: `--lock-timeout`).
- * @returns the names of the migrations this call applied.
- * @throws MigrationLockTimeoutError when another session held the lock for `lockTimeoutMs`.
- */
-export async function migrateLocked(
-  dataSource: DataSource,
-  label: string,
-  lockTimeoutMs: number,
-  setting?: string,
-): Promise<string[]> {
-  const lock = dataSource.createQueryRunner();
-  await lock.connect();
-  const migrationLock = migrationLockOf(lock);
-  try {
-    await migrationLock.acquire(lock, label, lockTimeoutMs, setting);
-    // On the session holding the lock: one connection per database, not a second one opened
-    // (a server round trip and a backend started) for each database migrated.
-    const executor = new MigrationExecutor(dataSource, lock);
-    executor.transaction = dataSource.options.migrationsTransactionMode ?? 'all';
-    let applied: Migration[];
-    try {
-      applied = await executor.executePendingMigrations();
-    } catch (error) {
-      // The failure is what counts: a session that broke took its lock with it, and the
-      // caller's DataSource closes this one anyway.
-      await migrationLock.release(lock).catch(() => undefined);
-      throw error;
-    }
-    await migrationLock.release(lock);
-    return applied.map((m) => m.name);
-  } finally {
-    await lock.release();
   }
 }
 

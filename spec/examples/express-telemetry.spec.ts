@@ -5,7 +5,7 @@ import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trac
 import request from 'supertest';
 import { DEFAULT_PROJECT } from '../../examples/express/context';
 import { startTelemetry, type AppTelemetry } from '../../examples/express/telemetry';
-import { createRole } from '../support/databases';
+import { asRole, createRole } from '../support/databases';
 import { createExampleApp, type ExampleApp } from '../support/example-app';
 import { sleep } from '../../dev/wait';
 import { prometheusSeries } from '../support/prometheus-text';
@@ -24,15 +24,10 @@ beforeAll(async () => {
   spans = new InMemorySpanExporter();
   // Before `new Cells()`, as in start.ts: the library takes its meter from the registered provider.
   telemetry = startTelemetry({ env: {}, spanExporters: [spans] });
-  const roleUrl = new URL(await createRole(`cells_otel_example_${process.pid}`, SENTINEL));
+  const roleUrl = await createRole(`cells_otel_example_${process.pid}`, SENTINEL);
   world = await createExampleApp('otelex', {
     cellCount: 2,
-    connectionUrl: (url) => {
-      const u = new URL(url);
-      u.username = roleUrl.username;
-      u.password = SENTINEL;
-      return u.toString();
-    },
+    connectionUrl: asRole(roleUrl, SENTINEL),
     app: { telemetry },
     listen: true,
   });

@@ -1,8 +1,8 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import type { ObjectLiteral, Repository } from 'typeorm';
-import { CellDisabledError, CellReadOnlyError, Cells, targetCell, type CellMapping, type CellState } from '../../lib';
-import { apiMigrationSource, behavesAs, migrateApiBeforeCellStates, msUntilSeen, runLoad } from '../support/cell-states';
+import { CellReadOnlyError, Cells, targetCell, type CellMapping, type CellState } from '../../lib';
+import { apiMigrationSource, behavesAs, migrateApiBeforeCellStates, msUntilSeen, runLoad, stateChangeFailures, stopLoads } from '../support/cell-states';
 import { Gadget, createGadgetTable, gadgetFor } from '../support/gadget';
 import { createMysqlTestDatabase, describeMysql, mysqlQuery, type MysqlTestDatabase } from '../support/mysql';
 import { reportFigure } from '../reliability/figures';
@@ -127,12 +127,9 @@ describeMysql('cell states on MariaDB', () => {
         delays.push(await msUntilSeen(other, repoOf(other), cell, state));
         await sleep(150);
       }
-      for (const load of loads) load.stop();
-      const outcomes = (await Promise.all(loads.map((l) => l.done))).flat();
-      const unexpected = outcomes.filter((o) => o.error !== undefined && !(o.error instanceof CellReadOnlyError) && !(o.error instanceof CellDisabledError));
-      expect(unexpected.map((o) => `${o.process} ${o.kind}: ${String(o.error)}`)).toEqual([]);
-      const runningFailed = outcomes.filter((o) => o.kind === 'transaction' && o.running === true && o.error !== undefined);
-      expect(runningFailed.map((o) => String(o.error))).toEqual([]);
+      const { unexpected, runningFailed } = stateChangeFailures(await stopLoads(loads));
+      expect(unexpected).toEqual([]);
+      expect(runningFailed).toEqual([]);
       const max = Math.max(...delays);
       reportFigure(`cell states (MariaDB API, change log, ${what})`, 'ms until a second Cells applies a state change, max of 4', Math.round(max), `< ${bound}`);
       expect(max).toBeLessThan(bound);

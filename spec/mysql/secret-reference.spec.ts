@@ -7,6 +7,8 @@ import { targetCell, type CellMapping, type CellsLogEvent, type ResolveSecret } 
 import { cellDataSource, createMixedFleet, Gadget, gadgetFor, type MixedFleet } from '../support/mixed-fleet';
 import { describeMysql, mysqlQuery } from '../support/mysql';
 import { reportFigure } from '../reliability/figures';
+import { repeatCalls } from '../support/repeated-calls';
+import { sleep } from '../../dev/wait';
 
 const ROTATION = 'secret rotation (MariaDB, file reference, reloadCell under load)';
 const STALE = 'stale secret (MariaDB, ER_ACCESS_DENIED_ERROR)';
@@ -97,31 +99,19 @@ describeMysql('secret references of a MariaDB cell', () => {
   it('rotates the file secret under load with reloadCell: 0 failed calls', async () => {
     await writeFile(file, `${password}\n`);
     fleet.lib.reloadCell(fileCell.uuid);
-    const failures: unknown[] = [];
-    let calls = 0;
-    let running = true;
-    const worker = async (): Promise<void> => {
-      while (running) {
-        try {
-          await targetCell(fileCell, async () => {
-            await fleet.lib.getRepository(Gadget).insert(gadgetFor(fileCell.uuid));
-            await fleet.lib.getRepository(Gadget).query('SELECT SLEEP(0.005) AS s');
-          });
-          calls++;
-        } catch (error) {
-          failures.push(error);
-        }
-      }
-    };
-    const workers = Array.from({ length: 6 }, () => worker());
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const load = repeatCalls(6, () =>
+      targetCell(fileCell, async () => {
+        await fleet.lib.getRepository(Gadget).insert(gadgetFor(fileCell.uuid));
+        await fleet.lib.getRepository(Gadget).query('SELECT SLEEP(0.005) AS s');
+      }),
+    );
+    await sleep(400);
     password = `${sentinel}-three`;
     await writeFile(file, `${password}\n`);
     await alterUser(password);
     fleet.lib.reloadCell(fileCell.uuid);
-    await new Promise((resolve) => setTimeout(resolve, 800));
-    running = false;
-    await Promise.all(workers);
+    await sleep(800);
+    const { calls, failures } = await load.stop();
     for (const failure of failures) shown.push(inspect(failure, { depth: 10 }));
     reportFigure(ROTATION, 'calls completed by 6 workers', calls, '> 50');
     reportFigure(ROTATION, 'failed calls', failures.length, 'must be 0');

@@ -1,5 +1,5 @@
 import { Client } from 'pg';
-import { MIGRATION_LOCK_KEY } from '../../lib/cli/migration-runner';
+import { MIGRATION_LOCK_KEY } from '../../lib/migration-lock';
 import {
   assertCliBuilt,
   createCliWorld,

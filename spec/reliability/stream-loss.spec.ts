@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { CellUnreachableError, targetCell, type CellMapping } from '../../lib';
 import { createCellWorld, type CellWorld } from '../support/cells';
-import { adminQuery, countConnections, createRole, rowsIn } from '../support/databases';
+import { adminQuery, asRole, countConnections, createRole, rowsIn } from '../support/databases';
 import { eventually } from '../support/peers';
 import { Widget } from '../support/widget';
 import { reportFigure } from './figures';
@@ -22,15 +22,10 @@ const ROLE = `cells_stream_${process.pid}`;
 let world: CellWorld;
 
 beforeAll(async () => {
-  const roleUrl = new URL(await createRole(ROLE, SENTINEL));
+  const roleUrl = await createRole(ROLE, SENTINEL);
   world = await createCellWorld('stream_loss', {
     cellCount: 2,
-    connectionUrl: (url) => {
-      const u = new URL(url);
-      u.username = roleUrl.username;
-      u.password = SENTINEL;
-      return u.toString();
-    },
+    connectionUrl: asRole(roleUrl, SENTINEL),
   });
   for (const { db, mapping } of world.cells) {
     await rowsIn(

@@ -139,6 +139,27 @@ export function runLoad(options: LoadOptions): { stop(): void; done: Promise<Cal
   };
 }
 
+/** Stops `loads` and resolves with every call's outcome once the last call of each has settled. */
+export async function stopLoads(loads: ReturnType<typeof runLoad>[]): Promise<CallOutcome[]> {
+  for (const load of loads) load.stop();
+  return (await Promise.all(loads.map((load) => load.done))).flat();
+}
+
+/**
+ * The failures of a load that state changes may not cause, each as `process kind: error` or as the
+ * error: `unexpected`, a call that failed other than by a state's typed refusal (CellReadOnlyError,
+ * CellDisabledError); `runningFailed`, a transaction that failed after its first write went through
+ * (it was running at a later change, so it must commit).
+ */
+export function stateChangeFailures(outcomes: CallOutcome[]): { unexpected: string[]; runningFailed: string[] } {
+  const unexpected = outcomes.filter((o) => o.error !== undefined && !(o.error instanceof CellReadOnlyError) && !(o.error instanceof CellDisabledError));
+  const runningFailed = outcomes.filter((o) => o.kind === 'transaction' && o.running === true && o.error !== undefined);
+  return {
+    unexpected: unexpected.map((o) => `${o.process} ${o.kind}: ${String(o.error)}`),
+    runningFailed: runningFailed.map((o) => String(o.error)),
+  };
+}
+
 /**
  * Makes the API database at `url` as it was before cell states (the migrations before CellStates),
  * so a spec can insert old rows and then run CellStates over them.

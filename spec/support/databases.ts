@@ -144,6 +144,20 @@ export async function createRole(name: string, password: string): Promise<string
 }
 
 /**
+ * A `connectionUrl` rewrite (createCellWorld's, createExampleApp's): the same database as each URL
+ * it gets, logged in as the role of `roleUrl` (a URL {@link createRole} returned) with `password`.
+ */
+export function asRole(roleUrl: string, password: string): (url: string) => string {
+  const { username } = new URL(roleUrl);
+  return (url) => {
+    const u = new URL(url);
+    u.username = username;
+    u.password = password;
+    return u.toString();
+  };
+}
+
+/**
  * Number of server connections to database `name`, not counting the one asking.
  *
  * @param name - database name.

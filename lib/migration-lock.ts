@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { QueryRunner } from 'typeorm';
+import { MigrationExecutor, type DataSource, type Migration, type QueryRunner } from 'typeorm';
 import { MigrationLockTimeoutError } from './errors';
 
 /**
  * The lock a migration runner holds on its connection while it applies the migrations of one
  * database, per engine: PostgreSQL's session advisory lock, MySQL's and MariaDB's user-level lock
- * (`GET_LOCK`). Both end with their session, so a runner that dies lets the next one in.
+ * (`GET_LOCK`). Both end with their session, so a runner that dies lets the next one in. Taken by
+ * `migrateLocked`, for the CLI's `db migrate` and `api-db migrate` and for `Cells.initialize()`'s
+ * `migrateApi`.
  */
 
 /** Takes and gives back the migration lock of one database on one connection. @internal */
@@ -109,7 +111,47 @@ const mysqlLock: MigrationLock = {
   },
 };
 
-/** The migration lock of the database `runner`'s DataSource reaches. @internal */
-export function migrationLockOf(runner: QueryRunner): MigrationLock {
+/** The migration lock of the database `runner`'s DataSource reaches. */
+function migrationLockOf(runner: QueryRunner): MigrationLock {
   return runner.connection.options.type === 'postgres' ? postgresLock : mysqlLock;
+}
+
+/**
+ * Applies the pending migrations of `dataSource` on one connection that holds the migration
+ * lock meanwhile (PostgreSQL's advisory lock, MySQL's and MariaDB's GET_LOCK), so a concurrent runner waits and then finds nothing left to apply.
+ * @param label - names the cell in errors.
+ * @param lockTimeoutMs - how long to wait for the lock, in ms (0: no limit).
+ * @param setting - names what bounds the wait in the timeout error (default: `--lock-timeout`).
+ * @returns the names of the migrations this call applied.
+ * @throws MigrationLockTimeoutError when another session held the lock for `lockTimeoutMs`.
+ */
+export async function migrateLocked(
+  dataSource: DataSource,
+  label: string,
+  lockTimeoutMs: number,
+  setting?: string,
+): Promise<string[]> {
+  const lock = dataSource.createQueryRunner();
+  await lock.connect();
+  const migrationLock = migrationLockOf(lock);
+  try {
+    await migrationLock.acquire(lock, label, lockTimeoutMs, setting);
+    // On the session holding the lock: one connection per database, not a second one opened
+    // (a server round trip and a backend started) for each database migrated.
+    const executor = new MigrationExecutor(dataSource, lock);
+    executor.transaction = dataSource.options.migrationsTransactionMode ?? 'all';
+    let applied: Migration[];
+    try {
+      applied = await executor.executePendingMigrations();
+    } catch (error) {
+      // The failure is what counts: a session that broke took its lock with it, and the
+      // caller's DataSource closes this one anyway.
+      await migrationLock.release(lock).catch(() => undefined);
+      throw error;
+    }
+    await migrationLock.release(lock);
+    return applied.map((m) => m.name);
+  } finally {
+    await lock.release();
+  }
 }
