@@ -63,13 +63,15 @@ export function registerFleetStatusCommand(db: Command, session: () => CliSessio
           rows.map((r) => [
             r.name,
             r.uuid,
-            r.error === undefined ? r.version ?? '-' : `failed: ${r.error}`,
+            r.error === undefined ? r.version ?? '-' : 'unreadable (below)',
             r.pending === null ? 'unknown' : r.pending === 0 ? 'up to date' : `${r.pending} migration(s)`,
             r.lastRun === null ? '-' : `#${r.lastRun.runId} ${r.lastRun.state}${r.lastRun.error ? `: ${r.lastRun.error}` : ''}`,
           ]),
           { optional: ['UUID'] },
         );
         s.output.line(`Newest migration: ${newest ?? '-'}.`);
+        // Below the table, which a long error would make too wide to read.
+        for (const r of rows) if (r.error !== undefined) s.output.line(`${r.name}: schema version unreadable: ${r.error}`);
       });
       const failed = rows.filter((r) => r.error !== undefined).length;
       if (failed > 0) throw new SomeCellsFailedError('report their status', failed, 0, rows.length);
