@@ -397,7 +397,7 @@ export class CellMappings {
     return this.unique(
       () =>
         this.write(async (tx) => {
-          const cell = await loadCell(tx, uuidOrName);
+          const cell = await loadCell(tx, uuidOrName, 'uuidOrName', true);
           const before = { name: cell.name, openedFrom: openedFrom(cell) };
           if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
           name = cell.name;
@@ -457,7 +457,7 @@ export class CellMappings {
     const uuidOrName = cellKeyOf(cell);
     const force = booleanArg(objectArg(options, 'deleteCell options').force, 'force', false);
     return this.write(async (tx) => {
-      const cell = await loadCell(tx, uuidOrName);
+      const cell = await loadCell(tx, uuidOrName, 'uuidOrName', true);
       const instances = await tx.countBy(InstanceMapping, { cellId: cell.id });
       const hosts = await tx.countBy(HostMapping, { cellId: cell.id });
       if ((instances > 0 || hosts > 0) && !force) {
@@ -714,16 +714,23 @@ async function loadCell(
   tx: EntityManager,
   uuidOrName: string,
   by: 'uuid' | 'uuidOrName' = 'uuidOrName',
+  forUpdate = false,
 ): Promise<CellMapping> {
+  // A write that reads the row, changes it and saves it locks it first (SELECT ... FOR UPDATE):
+  // two processes writing one cell at once (`cell set-state` beside a rotation's URL write) would
+  // otherwise each save the other's columns back as they read them (PostgreSQL's read committed),
+  // and a state set read-only could end active.
+  const find = (where: Partial<Pick<CellMapping, 'uuid' | 'name'>>) =>
+    tx.findOne(CellMapping, { where, ...(forUpdate ? { lock: { mode: 'pessimistic_write' as const } } : {}) });
   if (by === 'uuid' || (typeof uuidOrName === 'string' && UUID_PATTERN.test(uuidOrName))) {
-    const byUuid = await tx.findOneBy(CellMapping, { uuid: uuidArg(uuidOrName, 'cell uuid') });
+    const byUuid = await find({ uuid: uuidArg(uuidOrName, 'cell uuid') });
     if (byUuid !== null || by === 'uuid') {
       if (byUuid === null) throw new UnknownCellError(uuidOrName.toLowerCase());
       return byUuid;
     }
   }
   const key = nameArg(uuidOrName, 'cell name');
-  const byName = await tx.findOneBy(CellMapping, { name: key });
+  const byName = await find({ name: key });
   if (byName === null) throw new UnknownCellError(key);
   return byName;
 }
