@@ -23,15 +23,19 @@ export class MigrationJournal {
    * older run not finished (`running`, `failed`, `interrupted`) `superseded`: `--resume` takes only
    * the newest run.
    * @param plan - the run's cells with their wave (0: the canary).
+   * @param beforeCommit - called with the new run before it is committed (before another process can
+   *   see it): where the caller takes the run's lock, so that no `--resume` takes it first.
    */
   async startRun(
     options: MigrationRunOptions,
     plan: readonly { uuid: string; name: string; wave: number }[],
+    beforeCommit?: (run: MigrationRun) => Promise<void>,
   ): Promise<{ run: MigrationRun; cells: MigrationRunCell[] }> {
     return this.manager.transaction(async (tx) => {
       const run = await tx.save(
         tx.create(MigrationRun, { state: 'running', options, startedAt: new Date(), endedAt: null }),
       );
+      await beforeCommit?.(run);
       const cells = plan.map((cell, position) =>
         tx.create(MigrationRunCell, {
           runId: run.id,
