@@ -6,7 +6,7 @@ import { messageOf } from '../connection-errors';
 import { migrateCells, type CellMigrationResult, type MigrateCellsOptions } from './cell-migration';
 import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan';
 import { FleetRunBusyError } from './errors';
-import { tryLockRun, type FleetRunLock } from './fleet-run-lock';
+import { runLockHolder, tryLockRun, type FleetRunLock } from './fleet-run-lock';
 import type { MigrationJournal } from './migration-journal';
 import { checkJournaledRun } from './migration-run-check';
 
@@ -56,7 +56,7 @@ export async function startFleetMigration(
   try {
     started = await journal.startRun(options, plan, async (run) => {
       lock = await tryLockRun(journal.dataSource, run.id);
-      if (lock === undefined) throw new FleetRunBusyError(run.id);
+      if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
     });
   } catch (error) {
     await lock?.release().catch(() => undefined);
@@ -88,7 +88,7 @@ export async function resumeFleetMigration(
   onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const lock = await tryLockRun(journal.dataSource, run.id);
-  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
   stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);

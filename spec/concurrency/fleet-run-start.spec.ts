@@ -1,8 +1,10 @@
 import 'reflect-metadata';
 import { MigrationRun, type MigrationRunOptions } from '../../entities/MigrationRun';
 import type { MigrationRunCell } from '../../entities/MigrationRunCell';
-import { startFleetMigration } from '../../lib/cli/fleet-migration';
-import { tryLockRun, type FleetRunLock } from '../../lib/cli/fleet-run-lock';
+import { Client } from 'pg';
+import { FleetRunBusyError } from '../../lib';
+import { resumeFleetMigration, startFleetMigration } from '../../lib/cli/fleet-migration';
+import { FLEET_RUN_LOCK_CLASS, tryLockRun, type FleetRunLock } from '../../lib/cli/fleet-run-lock';
 import { MigrationJournal } from '../../lib/cli/migration-journal';
 import { createCellWorld, type CellWorld } from '../support/cells';
 import { CreateWidgets1764072100000, Widget } from '../support/widget';
@@ -54,4 +56,41 @@ it('holds the lock of a new run from the moment another process can see the run'
   expect(other.tried).toBe(true);
   expect(other.lock).toBeUndefined();
   expect(outcome).toMatchObject({ run: { state: 'succeeded' } });
+}, 55_000);
+
+it('names the session holding a run it cannot resume, and how to end it (a process gone with its host)', async () => {
+  const journal = new MigrationJournal(world.lib.getRepository(MigrationRun, 'api').manager);
+  const cells = world.cells.map((c) => c.mapping);
+  const started = await journal.startRun(OPTIONS, cells.map((c) => ({ uuid: c.uuid, name: c.name, wave: 1 })));
+  // The session of a process whose host died: the server still holds it, and its lock.
+  const zombie = new Client({ connectionString: world.api.url });
+  zombie.on('error', () => undefined);
+  await zombie.connect();
+  try {
+    const [{ pid }] = (await zombie.query('SELECT pg_backend_pid() AS pid')).rows as [{ pid: number }];
+    await zombie.query('SELECT pg_advisory_lock($1, $2)', [FLEET_RUN_LOCK_CLASS, started.run.id]);
+    const refused = await resumeFleetMigration(
+      { api: world.api.url, entities: [Widget], migrations: [CreateWidgets1764072100000] },
+      journal,
+      started.run,
+      cells,
+      { interrupted: false },
+      true,
+    ).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(FleetRunBusyError);
+    expect((refused as Error).message).toContain(`pid ${pid}`);
+    expect((refused as Error).message).toContain(`SELECT pg_terminate_backend(${pid})`);
+    await world.lib.getRepository(MigrationRun, 'api').query('SELECT pg_terminate_backend($1)', [pid]);
+  } finally {
+    await zombie.end().catch(() => undefined);
+  }
+  const outcome = await resumeFleetMigration(
+    { api: world.api.url, entities: [Widget], migrations: [CreateWidgets1764072100000] },
+    journal,
+    started.run,
+    cells,
+    { interrupted: false },
+    true,
+  );
+  expect(outcome.run.state).toBe('succeeded');
 }, 55_000);
