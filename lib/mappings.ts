@@ -397,7 +397,7 @@ export class CellMappings {
     return this.unique(
       () =>
         this.write(async (tx) => {
-          const cell = await loadCell(tx, uuidOrName);
+          const cell = await loadCell(tx, uuidOrName, 'uuidOrName', 'update');
           const before = { name: cell.name, openedFrom: openedFrom(cell) };
           if (patch.name !== undefined) cell.name = nameArg(patch.name, 'cell name');
           name = cell.name;
@@ -457,7 +457,7 @@ export class CellMappings {
     const uuidOrName = cellKeyOf(cell);
     const force = booleanArg(objectArg(options, 'deleteCell options').force, 'force', false);
     return this.write(async (tx) => {
-      const cell = await loadCell(tx, uuidOrName);
+      const cell = await loadCell(tx, uuidOrName, 'uuidOrName', 'update');
       const instances = await tx.countBy(InstanceMapping, { cellId: cell.id });
       const hosts = await tx.countBy(HostMapping, { cellId: cell.id });
       if ((instances > 0 || hosts > 0) && !force) {
@@ -487,7 +487,7 @@ export class CellMappings {
     return this.unique(
       () =>
         this.write(async (tx) => {
-          const cell = cellUuid === null ? null : await loadCell(tx, cellUuid, 'uuid');
+          const cell = cellUuid === null ? null : await loadCell(tx, cellUuid, 'uuid', 'share');
           const existing = await tx.findOneBy(InstanceMapping, { instanceUuid });
           const mapping = existing ?? tx.create(InstanceMapping, { instanceUuid, projectId });
           mapping.projectId = projectId;
@@ -544,7 +544,7 @@ export class CellMappings {
     return this.unique(
       () =>
         this.write(async (tx) => {
-          const target = await loadCell(tx, cellUuid, 'uuid');
+          const target = await loadCell(tx, cellUuid, 'uuid', 'share');
           const mapping =
             (await tx.findOneBy(HostMapping, { host: name })) ??
             tx.create(HostMapping, { host: name });
@@ -714,16 +714,27 @@ async function loadCell(
   tx: EntityManager,
   uuidOrName: string,
   by: 'uuid' | 'uuidOrName' = 'uuidOrName',
+  lock?: 'update' | 'share',
 ): Promise<CellMapping> {
+  // A write that reads the row, changes it and saves it locks it first (`update`: SELECT ... FOR
+  // UPDATE): two processes writing one cell at once (`cell set-state` beside a rotation's URL
+  // write) would otherwise each save the other's columns back as they read them (PostgreSQL's read
+  // committed), and a state set read-only could end active. A write that maps something to the
+  // cell holds it (`share`) until it commits: a deleteCell meanwhile waits and then finds the
+  // mapping (CellInUseError), or went first and this one finds no cell (UnknownCellError), where
+  // the insert failed on the foreign key (an untyped QueryFailedError).
+  const mode = lock === 'update' ? ('pessimistic_write' as const) : lock === 'share' ? ('pessimistic_read' as const) : undefined;
+  const find = (where: Partial<Pick<CellMapping, 'uuid' | 'name'>>) =>
+    tx.findOne(CellMapping, { where, ...(mode === undefined ? {} : { lock: { mode } }) });
   if (by === 'uuid' || (typeof uuidOrName === 'string' && UUID_PATTERN.test(uuidOrName))) {
-    const byUuid = await tx.findOneBy(CellMapping, { uuid: uuidArg(uuidOrName, 'cell uuid') });
+    const byUuid = await find({ uuid: uuidArg(uuidOrName, 'cell uuid') });
     if (byUuid !== null || by === 'uuid') {
       if (byUuid === null) throw new UnknownCellError(uuidOrName.toLowerCase());
       return byUuid;
     }
   }
   const key = nameArg(uuidOrName, 'cell name');
-  const byName = await tx.findOneBy(CellMapping, { name: key });
+  const byName = await find({ name: key });
   if (byName === null) throw new UnknownCellError(key);
   return byName;
 }

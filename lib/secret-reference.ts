@@ -95,8 +95,9 @@ class Unresolved extends Error {}
  */
 async function resolveBuiltIn(ref: SecretReference): Promise<string | undefined> {
   if (ref.kind === 'env') {
-    const value = process.env[ref.reference];
-    if (value === undefined || value === '') throw new Unresolved('its environment variable is not set or empty');
+    // Own variables only: `process.env.toString` and the like are Object.prototype's functions.
+    const value = Object.prototype.hasOwnProperty.call(process.env, ref.reference) ? process.env[ref.reference] : undefined;
+    if (typeof value !== 'string' || value === '') throw new Unresolved('its environment variable is not set or empty');
     return value;
   }
   if (ref.kind !== 'file') return undefined;

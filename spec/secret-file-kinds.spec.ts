@@ -77,3 +77,15 @@ it('reads a regular file through a symbolic link, as Kubernetes mounts secrets',
   await symlink(file, link);
   await expect(sourceOf(link).resolve()).resolves.toBe('through-the-link');
 });
+
+describe('an env: reference naming no variable of the environment', () => {
+  it.each(['toString', 'constructor', 'hasOwnProperty', '__proto__'])(
+    "'%s' (a property every object has) is an unset variable, not a password",
+    async (name) => {
+      expect(Object.prototype.hasOwnProperty.call(process.env, name)).toBe(false);
+      const error = await new SecretSource({ kind: 'env', reference: name }, OWNER, { timeoutMs: 2_000 }).resolve().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(SecretResolutionError);
+      expect((error as Error).message).toMatch(/environment variable is not set or empty/);
+    },
+  );
+});

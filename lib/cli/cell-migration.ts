@@ -9,7 +9,7 @@ import { cellLabel } from '../route';
 import { Telemetry } from '../telemetry';
 import { migrateLocked } from '../migration-lock';
 import { cellDataSource, withDataSource } from './migration-runner';
-import { formatDuration } from './output';
+import { formatDuration, printable } from './output';
 
 /** What `db migrate` did to one cell. */
 export interface CellMigrationResult {
@@ -79,8 +79,10 @@ export async function migrateCells(
   const tasks = new Listr(
     cells.map((cell) => ({
       task: async (_ctx: unknown, task: { title: string | undefined; skip(message?: string): void }) => {
+        // Progress goes to the terminal past Output: the name with its control characters escaped.
+        const shown = printable(cell.name, false);
         const named = (): void => {
-          if (task.title === undefined) task.title = cell.name;
+          if (task.title === undefined) task.title = shown;
         };
         if (stopped) {
           named();
@@ -96,7 +98,7 @@ export async function migrateCells(
         }
         const migrate = (): Promise<CellMigrationResult> => {
           named();
-          if (lineRenderer) logger.log(ListrLogLevels.STARTED, cell.name);
+          if (lineRenderer) logger.log(ListrLogLevels.STARTED, shown);
           return migrateCell(config, cell, options.lockTimeoutMs);
         };
         const result = await (options.around ? options.around(cell, migrate) : migrate());
@@ -112,9 +114,9 @@ export async function migrateCells(
         if (result.error !== undefined) {
           if (!options.continueOnError) stopped = true;
           // On a terminal the renderer shows the error in place of the title: keep the cell's name.
-          throw new Error(`${cell.name}: ${result.error}`);
+          throw new Error(printable(`${cell.name}: ${result.error}`, false));
         }
-        task.title = `${cell.name}: ${result.applied.length} migration(s) applied in ${formatDuration(result.ms)}`;
+        task.title = `${shown}: ${result.applied.length} migration(s) applied in ${formatDuration(result.ms)}`;
       },
     })),
     {

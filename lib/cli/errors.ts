@@ -88,10 +88,21 @@ export class MigrationInterruptedError extends CellsError {
  */
 export class FleetRunBusyError extends CellsError {
   readonly code = 'CELLS_FLEET_RUN_BUSY';
-  constructor(readonly runId: number) {
+  /**
+   * @param holder - the API database session holding the run's lock and the statement ending it,
+   *   when the server says.
+   */
+  constructor(
+    readonly runId: number,
+    holder?: { session: string; end: string },
+  ) {
     super(
-      `Migration run #${runId} is being migrated by another process (it holds the run's lock on the API database), ` +
-        `so nothing was started. Wait for it to end, or stop it (Ctrl-C), then run 'typeorm-cells db migrate --resume' again.`,
+      `Migration run #${runId} is being migrated by another process (it holds the run's lock on the API database` +
+        `${holder === undefined ? '' : `: ${holder.session}`}), ` +
+        `so nothing was started. Wait for it to end, or stop it (Ctrl-C), then run 'typeorm-cells db migrate --resume' again.` +
+        (holder === undefined
+          ? ''
+          : ` If its process is gone with its host (its session not yet dropped by the server), end that session with ${holder.end} on the API database first.`),
     );
   }
 }

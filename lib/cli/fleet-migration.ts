@@ -6,7 +6,7 @@ import { messageOf } from '../connection-errors';
 import { migrateCells, type CellMigrationResult, type MigrateCellsOptions } from './cell-migration';
 import { ServerSlots, alternateServers, planWaves, serverOf } from './fleet-plan';
 import { FleetRunBusyError } from './errors';
-import { tryLockRun } from './fleet-run-lock';
+import { runLockHolder, tryLockRun, type FleetRunLock } from './fleet-run-lock';
 import type { MigrationJournal } from './migration-journal';
 import { checkJournaledRun } from './migration-run-check';
 
@@ -51,14 +51,25 @@ export async function startFleetMigration(
   onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const plan = planWaves(cells, { canary: options.canary ?? undefined, waveSize: options.waveSize ?? undefined });
-  const { run, cells: rows } = await journal.startRun(options, plan);
+  // The run's lock is taken before the run is committed: a `--resume` that sees the new run finds
+  // it locked, rather than taking it from this process in between.
+  let lock: FleetRunLock | undefined;
+  let started: Awaited<ReturnType<MigrationJournal['startRun']>>;
+  try {
+    started = await journal.startRun(options, plan, async (run) => {
+      lock = await tryLockRun(journal.dataSource, run.id);
+      if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
+    });
+  } catch (error) {
+    await lock?.release().catch(() => undefined);
+    throw error;
+  }
+  const { run, cells: rows } = started;
   stop.runId = run.id;
-  const lock = await tryLockRun(journal.dataSource, run.id);
-  if (lock === undefined) throw new FleetRunBusyError(run.id);
   try {
     return await runWaves(config, journal, run, rows, cells, stop, quiet, onMigrated);
   } finally {
-    await lock.release().catch(() => undefined);
+    await lock!.release().catch(() => undefined);
   }
 }
 
@@ -79,7 +90,7 @@ export async function resumeFleetMigration(
   onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
   const lock = await tryLockRun(journal.dataSource, run.id);
-  if (lock === undefined) throw new FleetRunBusyError(run.id);
+  if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
   stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);

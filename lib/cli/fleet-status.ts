@@ -15,6 +15,7 @@ import { mapLimit } from './map-limit';
 import { MigrationJournal } from './migration-journal';
 import { cellDataSource, migrationStatus, withDataSource } from './migration-runner';
 import { positiveInteger } from './option-parsers';
+import { oneLine, printable } from './output';
 import type { CliSession } from './session';
 
 /** The last fleet migration run of a cell, from the journal. */
@@ -71,7 +72,7 @@ export function registerFleetStatusCommand(db: Command, session: () => CliSessio
         );
         s.output.line(`Newest migration: ${newest ?? '-'}.`);
         // Below the table, which a long error would make too wide to read.
-        for (const r of rows) if (r.error !== undefined) s.output.line(`${r.name}: schema version unreadable: ${r.error}`);
+        for (const r of rows) if (r.error !== undefined) s.output.line(printable(`${r.name}: schema version unreadable: ${oneLine(r.error)}`, false));
       });
       const failed = rows.filter((r) => r.error !== undefined).length;
       if (failed > 0) throw new SomeCellsFailedError('report their status', failed, 0, rows.length);

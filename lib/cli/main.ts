@@ -18,7 +18,7 @@ import { DEFAULT_CONFIG_FILES, DEFAULT_CONFIG_TIMEOUT_MS } from './config';
 import { registerDbCommands } from './db';
 import { timeoutMs } from './option-parsers';
 import { registerInstanceCommands } from './instance';
-import { Output, oneLine } from './output';
+import { Output, oneLine, printable } from './output';
 import { flushTelemetry } from './telemetry-flush';
 import { CliSession, type GlobalOptions } from './session';
 
@@ -69,8 +69,8 @@ export function buildProgram(session: () => CliSession): Command {
     // CommanderError instead of process.exit.
     .exitOverride()
     .configureOutput({
-      writeOut: (text) => process.stdout.write(maskSecrets(text)),
-      writeErr: (text) => process.stderr.write(maskSecrets(text)),
+      writeOut: (text) => process.stdout.write(printable(maskSecrets(text), true)),
+      writeErr: (text) => process.stderr.write(printable(maskSecrets(text), true)),
       outputError: (text, write) => write(`${oneLine(text)}\n`),
     });
   const version = packageVersion();

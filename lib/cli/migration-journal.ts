@@ -23,15 +23,19 @@ export class MigrationJournal {
    * older run not finished (`running`, `failed`, `interrupted`) `superseded`: `--resume` takes only
    * the newest run.
    * @param plan - the run's cells with their wave (0: the canary).
+   * @param beforeCommit - called with the new run before it is committed (before another process can
+   *   see it): where the caller takes the run's lock, so that no `--resume` takes it first.
    */
   async startRun(
     options: MigrationRunOptions,
     plan: readonly { uuid: string; name: string; wave: number }[],
+    beforeCommit?: (run: MigrationRun) => Promise<void>,
   ): Promise<{ run: MigrationRun; cells: MigrationRunCell[] }> {
     return this.manager.transaction(async (tx) => {
       const run = await tx.save(
         tx.create(MigrationRun, { state: 'running', options, startedAt: new Date(), endedAt: null }),
       );
+      await beforeCommit?.(run);
       const cells = plan.map((cell, position) =>
         tx.create(MigrationRunCell, {
           runId: run.id,
@@ -117,11 +121,21 @@ export class MigrationJournal {
   async lastOutcomes(uuids: readonly string[]): Promise<Map<string, MigrationRunCell>> {
     const outcomes = new Map<string, MigrationRunCell>();
     if (uuids.length === 0) return outcomes;
-    // Newest first, so the first row seen of a cell is its last run's.
-    const rows = await this.manager.find(MigrationRunCell, {
-      where: { cellUuid: In([...uuids]) },
-      order: { runId: 'DESC' },
-    });
+    // One row per cell, its newest run's (a correlated MAX on the cell_uuid index): the journal keeps
+    // every run's rows, which a fleet deployed daily makes millions.
+    const rows = await this.manager
+      .createQueryBuilder(MigrationRunCell, 'cell')
+      .where('cell.cellUuid IN (:...uuids)', { uuids: [...uuids] })
+      .andWhere((qb) => {
+        const newest = qb
+          .subQuery()
+          .select('MAX(newest.runId)')
+          .from(MigrationRunCell, 'newest')
+          .where('newest.cellUuid = cell.cellUuid')
+          .getQuery();
+        return `cell.runId = ${newest}`;
+      })
+      .getMany();
     for (const row of rows) if (!outcomes.has(row.cellUuid)) outcomes.set(row.cellUuid, row);
     return outcomes;
   }

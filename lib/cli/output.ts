@@ -21,7 +21,7 @@ export class Output {
 
   /** Writes one line (or several) to stdout. */
   line(text: string): void {
-    this.streams.out.write(`${maskSecrets(text)}\n`);
+    this.streams.out.write(`${printable(maskSecrets(text), true)}\n`);
   }
 
   /** Writes `value` as indented JSON to stdout. */
@@ -35,7 +35,8 @@ export class Output {
    * Piped output keeps every row on one line, for scripts.
    */
   table(head: string[], rows: (string | number)[][], options: { optional?: string[] } = {}): void {
-    const cells = rows.map((row) => row.map((cell) => maskSecrets(String(cell))));
+    // Control characters escaped here, line breaks too: one row stays one line (piped).
+    const cells = rows.map((row) => row.map((cell) => printable(maskSecrets(String(cell)), false)));
     const terminal = this.streams.out as Partial<Pick<WriteStream, 'isTTY' | 'columns'>>;
     const layout = terminal.isTTY
       ? fitColumns(
@@ -53,7 +54,7 @@ export class Output {
       ...(layout ? { colWidths: layout.widths } : {}),
     });
     table.push(...cells.map(pick));
-    this.line(table.toString());
+    this.streams.out.write(`${table.toString()}\n`);
   }
 
   /** Prints `value` as JSON with `--json`, else calls `human` to print it for people. */
@@ -64,7 +65,7 @@ export class Output {
 
   /** Writes `error: <message>` to stderr as one line. */
   error(message: string): void {
-    this.streams.err.write(`error: ${oneLine(maskSecrets(message))}\n`);
+    this.streams.err.write(`error: ${printable(oneLine(maskSecrets(message)), false)}\n`);
   }
 
   /**
@@ -72,14 +73,28 @@ export class Output {
    * data): something the user should know, not a failure.
    */
   warn(message: string): void {
-    this.streams.err.write(`warning: ${oneLine(maskSecrets(message))}\n`);
+    this.streams.err.write(`warning: ${printable(oneLine(maskSecrets(message)), false)}\n`);
   }
 
   /** Writes raw text to stderr, masked (stack traces under `--debug`). */
   debug(text: string): void {
-    this.streams.err.write(`${maskSecrets(text)}\n`);
+    this.streams.err.write(`${printable(maskSecrets(text), true)}\n`);
   }
 }
+
+/**
+ * Control characters (C0 and C1, DEL), bidirectional overrides and line/paragraph separators as
+ * JSON writes them (`\u001b`), so that nothing printed acts on the terminal (an escape sequence
+ * erasing lines, a cell name's `\r`), or reads in another order than it is stored; line breaks are
+ * kept when `keepNewlines`. Names come from the API database, written by any code.
+ */
+export function printable(text: string, keepNewlines: boolean): string {
+  return text.replace(keepNewlines ? UNPRINTABLE_BUT_NEWLINE : UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it matches
+const UNPRINTABLE_BUT_NEWLINE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /** Width assumed for a terminal that does not report its own. */
 const DEFAULT_TERMINAL_COLUMNS = 100;
