@@ -1,14 +1,12 @@
-import { AsyncResource } from 'node:async_hooks';
 import { Observable, type Subscriber } from 'rxjs';
 
 /**
  * The handler's observable `source()`, subscribed inside `enter` (which runs its argument in a
  * request context, an OpenTelemetry context...): what a handler's observable starts only when
  * subscribed (the interval of an `@Sse()` stream, a `delay`, a deferred query) then runs in that
- * context too, where Nest would subscribe to it from wherever its own pipeline resumed. The
- * subscription is bound to the async context it is made in.
+ * context too, where Nest would subscribe to it from wherever its own pipeline resumed.
  * @internal
  */
 export function subscribedIn<T>(enter: <R>(fn: () => R) => R, source: () => Observable<T>): Observable<T> {
-  return new Observable<T>(AsyncResource.bind((subscriber: Subscriber<T>) => enter(() => source().subscribe(subscriber))));
+  return new Observable<T>((subscriber: Subscriber<T>) => enter(() => source().subscribe(subscriber)));
 }

@@ -79,7 +79,8 @@ export class CellTargetInterceptor implements NestInterceptor {
     // context too): hand the cell over in this one, and subscribe to the handler's observable in
     // the targeted context, so that what it starts on subscription (an @Sse() interval) keeps it.
     return from(cell).pipe(
-      mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => subscribedIn((fn) => targetCell(found, fn), () => next.handle()))),
+      // mergeMap subscribes after this callback returned: the copy is made in the bound context.
+      mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => subscribedIn(AsyncResource.bind((fn) => targetCell(found, fn)), () => next.handle()))),
     );
   }
 }
