@@ -43,15 +43,15 @@ export class CellsContextGuard implements CanActivate {
 }
 
 /**
- * The OpenTelemetry context active here and the request's `own`, when the active one is in no
- * trace or another trace than `own`'s span (a span of the request's own trace, an
- * instrumentation's, is kept).
+ * The OpenTelemetry context active here and the request's `own`, when the active one is in
+ * another trace than `own` (or in one where `own` is in none, or the reverse); a span of the
+ * request's own trace, an instrumentation's, is kept.
  */
 function lostTrace(own: Context): LostTrace | undefined {
   const api = otelApi();
   const active = api?.context.active();
   if (api === undefined || active === undefined || active === own) return undefined;
-  const ownTrace = api.trace.getSpanContext(own)?.traceId;
-  if (ownTrace === undefined || api.trace.getSpanContext(active)?.traceId === ownTrace) return undefined;
+  // Both in no trace, or in the same one: nothing was lost.
+  if (api.trace.getSpanContext(active)?.traceId === api.trace.getSpanContext(own)?.traceId) return undefined;
   return { foreign: active, own };
 }

@@ -52,6 +52,8 @@ class LazySharedClientMiddleware implements NestMiddleware {
 @Injectable()
 class ServerSpanMiddleware implements NestMiddleware {
   use(req: { headers: Record<string, string> }, res: { on(event: string, fn: () => void): void }, next: () => void): void {
+    // A request the HTTP instrumentation does not trace (a path it ignores).
+    if (req.headers['x-untraced'] !== undefined) return next();
     const span = sdk.tracerProvider.getTracer('http').startSpan(`GET ${req.headers['x-request-id']}`);
     res.on('finish', () => span.end());
     otelContext.with(trace.setSpan(otelContext.active(), span), next);
@@ -201,5 +203,16 @@ describe.each(['express', 'fastify'] as const)('a middleware that resumes next()
     expect(calls).toHaveLength(1);
     expect(calls[0]!.spanContext().traceId).toBe(serverSpan.spanContext().traceId);
     expect(calls[0]!.parentSpanContext?.spanId).toBe(serverSpan.spanContext().spanId);
+  });
+
+  it("starts a guard's routed call of an untraced request in no other request's trace", async () => {
+    const server = app.getHttpServer();
+    await request(server).get('/lost/guarded').set('x-request-id', 'A').expect(200);
+    sdk.exporter.reset();
+    await request(server).get('/lost/guarded').set('x-request-id', 'B').set('x-untraced', '1').expect(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const calls = sdk.spans().filter((span) => span.instrumentationScope.name === 'typeorm-cells' && span.name.startsWith('count'));
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.parentSpanContext).toBeUndefined();
   });
 });
