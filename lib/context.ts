@@ -54,6 +54,19 @@ export const kMainTransaction = Symbol('typeorm-cells.mainTransaction');
 export const kApiTransaction = Symbol('typeorm-cells.apiTransaction');
 /** Aborts the waits of a context's calls (a scatter-gather's deadline for its cell). @internal */
 export const kCallSignal = Symbol('typeorm-cells.callSignal');
+/**
+ * The OpenTelemetry context a NestJS guard found active although it belonged to another request
+ * (`foreign`), and this request's own (`own`): the library parents its spans to `own` wherever
+ * `foreign` is still the active one (a guard cannot enter an OpenTelemetry context). Typed loosely
+ * so that the declarations never import `@opentelemetry/api`. @internal
+ */
+export const kLostTrace = Symbol('typeorm-cells.lostTrace');
+
+/** See `kLostTrace`. @internal */
+export interface LostTrace {
+  readonly foreign: object;
+  readonly own: object;
+}
 
 /**
  * The state of one request: who makes it and which cell database it talks to. It lives in an
@@ -77,6 +90,8 @@ export class RequestContext {
   [kApiTransaction]: ActiveTransaction | undefined;
   /** @internal */
   [kCallSignal]: AbortSignal | undefined;
+  /** @internal */
+  [kLostTrace]: LostTrace | undefined;
 
   /**
    * @throws InvalidArgumentError for an `init` that is not an object, an id that is not a string of
@@ -190,6 +205,7 @@ export class RequestContext {
     copy[kMainTransaction] = this[kMainTransaction];
     copy[kApiTransaction] = this[kApiTransaction];
     copy[kCallSignal] = this[kCallSignal];
+    copy[kLostTrace] = this[kLostTrace];
     return copy;
   }
 

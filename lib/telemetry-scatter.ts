@@ -1,5 +1,5 @@
 import type { Context, Span } from '@opentelemetry/api';
-import type { Telemetry } from './telemetry';
+import { parentContext, type Telemetry } from './telemetry';
 import { recordError } from './telemetry-attributes';
 
 /** The outcome of one cell of a scatter-gather, as `typeorm_cells.outcome` names it. */
@@ -29,11 +29,13 @@ export class GatherTelemetry {
     cellCount: number,
   ) {
     const otel = telemetry.api!;
-    this.span = telemetry.tracer?.startSpan('typeorm_cells.scatter_gather', {
-      kind: otel.SpanKind.INTERNAL,
-      attributes: { 'typeorm_cells.scatter_gather.cells': cellCount },
-    });
-    if (this.span !== undefined) this.context = otel.trace.setSpan(otel.context.active(), this.span);
+    const parent = parentContext(otel);
+    this.span = telemetry.tracer?.startSpan(
+      'typeorm_cells.scatter_gather',
+      { kind: otel.SpanKind.INTERNAL, attributes: { 'typeorm_cells.scatter_gather.cells': cellCount } },
+      parent,
+    );
+    if (this.span !== undefined) this.context = otel.trace.setSpan(parent, this.span);
   }
 
   /** Runs `fn`, the work of cell `uuid`, in its child span. */

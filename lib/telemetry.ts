@@ -1,5 +1,6 @@
 import type * as OtelApi from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Meter, Span } from '@opentelemetry/api';
+import { currentContext, kLostTrace } from './context';
 import { RouteTelemetry, errorType, failedOpenRoute, recordError } from './telemetry-attributes';
 import { guardCounter, guardHistogram, guardTracer, reportSdkFailure, type GuardedTracer } from './telemetry-guard';
 import type { TelemetryOptions } from './telemetry-options';
@@ -30,6 +31,18 @@ export function otelApi(): typeof OtelApi | undefined {
     }
   }
   return api ?? undefined;
+}
+
+/**
+ * The OpenTelemetry context the library's spans are children of: the active one, except where it
+ * is the context of another request that a NestJS guard found active (a middleware resumed the
+ * request from a shared client's callback; see `CellsContextGuard`): then the request's own.
+ * @internal
+ */
+export function parentContext(otel: typeof OtelApi): Context {
+  const active = otel.context.active();
+  const lost = currentContext()?.[kLostTrace];
+  return lost !== undefined && lost.foreign === active ? (lost.own as Context) : active;
 }
 
 let version: string | undefined;
@@ -203,8 +216,9 @@ export class Telemetry {
     if (this.tracer !== undefined) {
       const attributes: Attributes = { 'db.operation.name': operation };
       if (collection !== undefined) attributes['db.collection.name'] = collection;
-      span = this.tracer.startSpan(collection === undefined ? operation : `${operation} ${collection}`, { kind: otel.SpanKind.CLIENT, attributes });
-      ctx = otel.trace.setSpan(otel.context.active(), span);
+      const parent = parentContext(otel);
+      span = this.tracer.startSpan(collection === undefined ? operation : `${operation} ${collection}`, { kind: otel.SpanKind.CLIENT, attributes }, parent);
+      ctx = otel.trace.setSpan(parent, span);
     }
     const onRoute: OnRoute = (telemetry) => {
       route = telemetry;
@@ -245,10 +259,11 @@ export class Telemetry {
     if (!this.on) return open();
     const otel = this.api!;
     const started = performance.now();
-    const span = this.tracer?.startSpan('typeorm_cells.open', { kind: otel.SpanKind.INTERNAL, attributes: { 'typeorm_cells.cell.uuid': key } });
+    const parent = parentContext(otel);
+    const span = this.tracer?.startSpan('typeorm_cells.open', { kind: otel.SpanKind.INTERNAL, attributes: { 'typeorm_cells.cell.uuid': key } }, parent);
     const run = () => open();
     try {
-      const value = span === undefined ? await run() : await otel.context.with(otel.trace.setSpan(otel.context.active(), span), run);
+      const value = span === undefined ? await run() : await otel.context.with(otel.trace.setSpan(parent, span), run);
       this.instruments?.opens.add(1, OUTCOME_OK);
       this.instruments?.openDuration.record((performance.now() - started) / 1000, OUTCOME_OK);
       return value;
@@ -298,9 +313,10 @@ export class Telemetry {
   async span<R>(name: string, attributes: Attributes, fn: (span: Span | undefined) => Promise<R>): Promise<R> {
     const otel = this.api;
     if (this.tracer === undefined || otel === undefined) return fn(undefined);
-    const span = this.tracer.startSpan(name, { kind: otel.SpanKind.INTERNAL, attributes });
+    const parent = parentContext(otel);
+    const span = this.tracer.startSpan(name, { kind: otel.SpanKind.INTERNAL, attributes }, parent);
     try {
-      return await otel.context.with(otel.trace.setSpan(otel.context.active(), span), fn, undefined, span);
+      return await otel.context.with(otel.trace.setSpan(parent, span), fn, undefined, span);
     } catch (error) {
       recordError(span, error);
       throw error;

@@ -4,6 +4,7 @@ import { runInternal } from '../context';
 import { otelApi } from '../telemetry';
 import { rememberedOf } from './request-contexts';
 import { rawRequest } from './request-headers';
+import { subscribedIn } from './subscribed-in';
 
 /**
  * Runs each HTTP handler in the RequestContext `CellsContextMiddleware` opened for its request, and
@@ -21,8 +22,9 @@ export class CellsContextInterceptor implements NestInterceptor {
     if (remembered === undefined) return next.handle();
     const { ctx, otel } = remembered;
     const api = otel === undefined ? undefined : otelApi();
-    // Nest binds the handler to the async context in which handle() is called.
-    const handle = api === undefined ? () => next.handle() : () => api.context.with(otel!, () => next.handle());
-    return runInternal(ctx, handle);
+    // Nest binds the handler to the async context in which handle() is called; its observable is
+    // subscribed in that context too, so that what it starts on subscription keeps it.
+    const enter = <R>(fn: () => R): R => runInternal(ctx, api === undefined ? fn : () => api.context.with(otel!, fn));
+    return subscribedIn(enter, () => next.handle());
   }
 }

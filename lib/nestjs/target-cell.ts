@@ -15,6 +15,7 @@ import { Cells } from '../cells';
 import { targetCell } from '../context';
 import { InvalidArgumentError } from '../errors';
 import { MissingRouteParameterError } from './errors';
+import { subscribedIn } from './subscribed-in';
 
 /** What a handler is targeted by: the cell of an instance, or a cell, named by a route parameter. */
 interface CellTarget {
@@ -75,7 +76,11 @@ export class CellTargetInterceptor implements NestInterceptor {
     const cell = target.by === 'instance' ? this.cells.mappings.instanceCell(value) : this.cells.mappings.cell(value);
     // Nest binds the handler to the async context in which handle() is called; the lookup resolves
     // where Nest subscribed, which may be another request's async context (its OpenTelemetry
-    // context too): hand the cell over in this one.
-    return from(cell).pipe(mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => targetCell(found, () => next.handle()))));
+    // context too): hand the cell over in this one, and subscribe to the handler's observable in
+    // the targeted context, so that what it starts on subscription (an @Sse() interval) keeps it.
+    return from(cell).pipe(
+      // mergeMap subscribes after this callback returned: the copy is made in the bound context.
+      mergeMap(AsyncResource.bind((found: Awaited<typeof cell>) => subscribedIn(AsyncResource.bind((fn) => targetCell(found, fn)), () => next.handle()))),
+    );
   }
 }

@@ -22,7 +22,7 @@ import { Test } from '@nestjs/testing';
 import { context as otelContext, trace } from '@opentelemetry/api';
 import type { Observable } from 'rxjs';
 import request from 'supertest';
-import { Cells, tryGetContext } from '../../lib';
+import { Cells, targetCell, tryGetContext } from '../../lib';
 import { CellsContextMiddleware, CellsExceptionFilter, CellsModule, TargetCell, requestContextOf } from '../../lib/nestjs';
 import { createCellWorld, type CellWorld } from '../support/cells';
 import { createTestSdk, enableContext, type TestSdk } from '../support/telemetry';
@@ -52,6 +52,8 @@ class LazySharedClientMiddleware implements NestMiddleware {
 @Injectable()
 class ServerSpanMiddleware implements NestMiddleware {
   use(req: { headers: Record<string, string> }, res: { on(event: string, fn: () => void): void }, next: () => void): void {
+    // A request the HTTP instrumentation does not trace (a path it ignores).
+    if (req.headers['x-untraced'] !== undefined) return next();
     const span = sdk.tracerProvider.getTracer('http').startSpan(`GET ${req.headers['x-request-id']}`);
     res.on('finish', () => span.end());
     otelContext.with(trace.setSpan(otelContext.active(), span), next);
@@ -84,6 +86,17 @@ class SeeInterceptor implements NestInterceptor {
   }
 }
 
+/** An auth guard that reads through the library: its routed call runs before CellsContextInterceptor. */
+@Injectable()
+class LookupGuard implements CanActivate {
+  constructor(@Inject(Cells) private readonly cells: Cells) {}
+
+  async canActivate(): Promise<boolean> {
+    await targetCell(world.cells[0]!.mapping, () => this.cells.getRepository(Widget).count());
+    return true;
+  }
+}
+
 @Controller('lost')
 class LostController {
   constructor(@Inject(Cells) private readonly cells: Cells) {}
@@ -93,6 +106,12 @@ class LostController {
   see(@Req() req: { raw?: Seen } & Seen): unknown {
     const seen = seenOf(req);
     return { guard: seen.guard, interceptor: seen.interceptor, useGlobal: seen.useGlobal, handler: describeContext(), of: requestContextOf(req)?.requestId };
+  }
+
+  @Get('guarded')
+  @UseGuards(LookupGuard)
+  guarded(): unknown {
+    return { ok: true };
   }
 
   @Get('cell/:cell')
@@ -170,5 +189,30 @@ describe.each(['express', 'fastify'] as const)('a middleware that resumes next()
     const library = spans.filter((span) => span.instrumentationScope.name === 'typeorm-cells');
     expect(library.length).toBeGreaterThan(0);
     for (const span of library) expect(span.spanContext().traceId).toBe(serverSpan.spanContext().traceId);
+  });
+
+  it("puts the spans of a guard's routed call under the server span of its own request", async () => {
+    const server = app.getHttpServer();
+    await request(server).get('/lost/guarded').set('x-request-id', 'A').expect(200);
+    sdk.exporter.reset();
+    await request(server).get('/lost/guarded').set('x-request-id', 'B').expect(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const spans = sdk.spans();
+    const serverSpan = spans.find((span) => span.name === 'GET B')!;
+    const calls = spans.filter((span) => span.instrumentationScope.name === 'typeorm-cells' && span.name.startsWith('count'));
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.spanContext().traceId).toBe(serverSpan.spanContext().traceId);
+    expect(calls[0]!.parentSpanContext?.spanId).toBe(serverSpan.spanContext().spanId);
+  });
+
+  it("starts a guard's routed call of an untraced request in no other request's trace", async () => {
+    const server = app.getHttpServer();
+    await request(server).get('/lost/guarded').set('x-request-id', 'A').expect(200);
+    sdk.exporter.reset();
+    await request(server).get('/lost/guarded').set('x-request-id', 'B').set('x-untraced', '1').expect(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const calls = sdk.spans().filter((span) => span.instrumentationScope.name === 'typeorm-cells' && span.name.startsWith('count'));
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.parentSpanContext).toBeUndefined();
   });
 });
