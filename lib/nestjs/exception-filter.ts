@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { Catch, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { throwError, type Observable } from 'rxjs';
 import { maskSecrets } from '../connection-url';
 import { tryGetContext } from '../context';
 import { CellsError } from '../errors';
@@ -69,7 +70,21 @@ interface AdapterResponse {
 export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
   private readonly logger = new Logger('CellsExceptionFilter');
 
-  catch(error: CellsError, host: ArgumentsHost): void {
+  /**
+   * Answers `error` on an HTTP host. On another host (an APP_FILTER also sees the handlers of a
+   * microservice, a GraphQL resolver or a gateway), it writes nothing: a microservice (`rpc`) gets
+   * an Observable failing with the typed error, as Nest's own RPC filters return; any other host
+   * gets the error back, for its own error handling.
+   */
+  catch(error: CellsError, host: ArgumentsHost): Observable<never> | CellsError | undefined {
+    const type = host.getType<string>();
+    if (type === 'rpc') return throwError(() => error);
+    if (type !== 'http') return error;
+    this.answer(error, host);
+    return undefined;
+  }
+
+  private answer(error: CellsError, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const response = http.getResponse<AdapterResponse>();
     const requestId = (contextOfRequest(rawRequest(http.getRequest())) ?? tryGetContext())?.requestId ?? null;
