@@ -254,15 +254,18 @@ describe('state changes', () => {
     const loads = [load('writer', world.lib), load('other', other)];
     const steps: CellState[] = ['read-only', 'active', 'draining', 'disabled', 'active', 'read-only', 'disabled', 'active'];
     // When each state was applied in each process: from it on, every call that starts behaves so.
-    const applied: Array<{ state: CellState; at: { writer: number; other: number } }> = [];
+    const applied: Array<{ state: CellState; asked: number; at: { writer: number; other: number } }> = [];
     const delays: number[] = [];
     await sleep(200);
     for (const state of steps) {
+      // The change may apply anywhere between the call and its answer: calls started in between
+      // may behave as either state, so the previous state's window ends at the call.
+      const asked = performance.now();
       await world.lib.mappings.setCellState(cell.uuid, state);
       const writerAt = performance.now();
       const ms = await msUntilSeen(other, otherWidgets as unknown as Repository<ObjectLiteral>, cell, state);
       delays.push(ms);
-      applied.push({ state, at: { writer: writerAt, other: writerAt + ms } });
+      applied.push({ state, asked, at: { writer: writerAt, other: writerAt + ms } });
       await sleep(250);
     }
     const outcomes = await stopLoads(loads);
@@ -277,7 +280,7 @@ describe('state changes', () => {
       const next = applied[index + 1];
       for (const o of outcomes) {
         const from = step.at[o.process as 'writer' | 'other'];
-        const until = next === undefined ? Infinity : next.at.writer;
+        const until = next === undefined ? Infinity : next.asked;
         if (o.started < from || o.started >= until) continue;
         expect({ step: step.state, kind: o.kind, error: o.error }).toEqual({ step: step.state, kind: o.kind, error: expectedError(step.state, o) });
       }
