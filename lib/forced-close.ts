@@ -145,8 +145,11 @@ function forceCloseMysql(driver: { pool?: MysqlPool }): void {
   const threads = busy.flatMap((c) => (c.threadId === null ? [] : [c.threadId]));
   // Stop their statements on the server (a closed socket does not stop a running one), then close.
   const killed = threads.length === 0 ? Promise.resolve() : killMysql(pool, threads);
+  // Every socket, idle ones included: the pool's end sent them COM_QUIT, but a server that stopped
+  // answering never closes them (the end would wait its own bound, past destroy()'s).
+  const all = Array.from({ length: pool._allConnections.length }, (_, i) => pool._allConnections.get(i));
   const released = Promise.race([killed, wait(SERVER_RELEASE_WAIT_MS)]).then(() => {
-    for (const connection of busy) connection.stream?.destroy();
+    for (const connection of all) connection.stream?.destroy();
   });
   // Already ending (a graceful close that did not finish): its sockets are destroyed all the same.
   if (pool._closed === true) return;

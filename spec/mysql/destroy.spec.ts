@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import { Cells, targetCell } from '../../lib';
 import { cellDataSource } from '../support/mixed-fleet';
 import { Gadget, createGadgetTable } from '../support/gadget';
+import { startForwarder } from '../support/forwarder';
 import { createMysqlTestDatabase, describeMysql, mysqlConnectionsLeft, type MysqlTestDatabase } from '../support/mysql';
 
 /**
@@ -46,4 +47,26 @@ describeMysql('destroy() of Cells with MariaDB databases', () => {
     }
     expect({ open, left }).toEqual({ open: [0, 0, 0, 0, 0], left: [0, 0, 0, 0, 0] });
   });
+
+  it('past its deadline, on a server that stopped answering mid-statement, resolves with no socket of the cell pool left open (idle ones included)', async () => {
+    const forwarder = await startForwarder(cellDb.url);
+    const lib = await new Cells({ api: api.url, entities: [Gadget], poolSize: 4 }).initialize();
+    try {
+      const cell = await lib.mappings.createCell({ name: 'stalled', databaseConnection: forwarder.url(cellDb.url) });
+      const gadgets = lib.getRepository(Gadget);
+      await Promise.all(Array.from({ length: 4 }, () => targetCell(cell, () => gadgets.query('SELECT SLEEP(0.02)'))));
+      const sockets = socketsOf(await cellDataSource(lib, cell));
+      const running = targetCell(cell, () => gadgets.query('SELECT SLEEP(0.5)')).catch((error: unknown) => error);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      forwarder.stall();
+      await lib.destroy({ timeoutMs: 200 });
+      expect(sockets.filter((socket) => !socket.closed).length).toBe(0);
+      await running;
+    } finally {
+      await lib.destroy();
+      forwarder.flow();
+      await forwarder.close();
+    }
+  });
 });
+
