@@ -332,6 +332,17 @@ export class DuplicateMappingError extends CellsError {
   readonly code = 'CELLS_DUPLICATE_MAPPING';
 }
 
+/**
+ * A mapping write the API database rolled back to break a deadlock with other writes, every time
+ * it was run (5 times): retry later.
+ */
+export class MappingWriteConflictError extends CellsError {
+  readonly code = 'CELLS_MAPPING_WRITE_CONFLICT';
+  constructor(readonly attempts: number, options?: { cause?: unknown }) {
+    super(`The mapping write was rolled back by the API database to break a deadlock with concurrent writes, ${attempts} times; retry it.`, options);
+  }
+}
+
 /** The caller's AbortSignal ended a scatter-gather before every cell answered; `cause` is its reason. */
 export class ScatterGatherAbortedError extends CellsError {
   readonly code = 'CELLS_SCATTER_GATHER_ABORTED';

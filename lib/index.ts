@@ -31,6 +31,7 @@ export {
   CellsError,
   CellsNotReadyError,
   DuplicateMappingError,
+  MappingWriteConflictError,
   IncompatibleEntityError,
   InvalidArgumentError,
   MigrationLockTimeoutError,

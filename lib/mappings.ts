@@ -17,6 +17,7 @@ import {
   UnknownCellError,
   UnknownHostError,
   UnknownInstanceError,
+  MappingWriteConflictError,
 } from './errors';
 import { ALL_CELLS_KEY, type CachedValue, type LookupCounts, type MappingKind, type MappingCache, type MappingCacheOptions, type MappingCacheStats } from './mapping-cache';
 import type { MappingChange } from './mapping-listener';
@@ -664,13 +665,13 @@ export class CellMappings {
     const manager = this.manager;
     const release = this.options.onWrite?.();
     try {
-      const [result, change] = await manager
-        .transaction(async (tx) => {
+      const attempt = () =>
+        manager.transaction(async (tx) => {
           const out = await body(tx);
           if (out[1] !== null) await this.sync.notify(tx, out[1]);
           return out;
-        })
-        .catch(apiFailure);
+        });
+      const [result, change] = await retryDeadlocks(attempt).catch(apiFailure);
       if (change !== null) await this.sync.apply(change);
       return result;
     } finally {
@@ -688,6 +689,31 @@ export class CellMappings {
         });
       }
       throw error;
+    }
+  }
+}
+
+/** A transaction the server rolled back to break a deadlock: PostgreSQL's SQLSTATE, MySQL's and MariaDB's code. */
+const DEADLOCKS: ReadonlySet<string> = new Set(['40P01', 'ER_LOCK_DEADLOCK']);
+
+/** How many times a mapping write runs when the server keeps choosing it to break a deadlock. */
+const DEADLOCK_ATTEMPTS = 5;
+
+/**
+ * Runs `attempt` (one whole transaction) again when the server rolled it back to break a deadlock
+ * (InnoDB picks one of two racing inserts or deletes of a mapping, PostgreSQL one of two row locks
+ * taken in turn), after a short random pause; the last attempt's deadlock is
+ * MappingWriteConflictError.
+ */
+async function retryDeadlocks<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      const code = error instanceof QueryFailedError ? (error.driverError as { code?: unknown } | undefined)?.code : undefined;
+      if (typeof code !== 'string' || !DEADLOCKS.has(code)) throw error;
+      if (tries >= DEADLOCK_ATTEMPTS) throw new MappingWriteConflictError(tries, { cause: maskErrorSecrets(error) });
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * tries));
     }
   }
 }

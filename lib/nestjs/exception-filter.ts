@@ -19,6 +19,8 @@ export const CELLS_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_UNKNOWN_HOST: 404,
   CELLS_DUPLICATE_MAPPING: 409,
   CELLS_CELL_IN_USE: 409,
+  // Concurrent mapping writes kept deadlocking on the API database: retry later.
+  CELLS_MAPPING_WRITE_CONFLICT: 503,
   CELLS_CELL_UNREACHABLE: 503,
   CELLS_CELL_BUSY: 503,
   CELLS_SERVER_BUSY: 503,
