@@ -84,15 +84,16 @@ const URL_PARAMETERS: Readonly<Record<Engine, ReadonlySet<string>>> = {
 const URL_PASSWORD_START = /\b[a-z][a-z0-9+.-]{0,31}:\/\/[^:/\s"]{0,512}:/gi;
 /**
  * `password=...` (libpq keywords, also `PGPASSWORD=`), `password: '...'` (inspect) and
- * `"password":"..."` (JSON), and ODBC's and ADO.NET's `Pwd=`. A quoted value runs to its closing
- * quote (backslash escapes kept); an unquoted one, as in libpq, to whitespace or `}` (which ends an
- * object), past a `;` (a libpq password may hold one; in a `key=value;` string the rest of it is
+ * `"password":"..."` (JSON), and ODBC's and ADO.NET's `Pwd=`; also after `_` (`MYSQL_PWD=`, the
+ * MySQL client's variable, `DB_PASSWORD=`). A quoted value runs to its closing quote (backslash
+ * escapes kept), an ODBC braced one to its closing `}` (`}}` is one inside it); an unquoted one, as
+ * in libpq, to whitespace or `}` (which ends an object), past a `;` (a libpq password may hold one; in a `key=value;` string the rest of it is
  * masked too: more, never less), and a `"` belongs to it unless it closes a JSON string around the
  * keyword.
  */
 // MySQL's and MariaDB's `(using password: YES)` (or `NO`) says only whether one was sent: kept.
 const KEYWORD_PASSWORD =
-  /(\b(?:pg)?(?:password|pwd)["']?\s*[:=]\s*)(?!(?<=\(using password: )(?:YES|NO)\))("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|(?:\\.|[^\s\\}"]|"(?=[^\s,;}\]"]))+)/gi;
+  /((?:\b|(?<=_))(?:pg)?(?:password|pwd)["']?\s*[:=]\s*)(?!(?<=\(using password: )(?:YES|NO)\))("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|\{(?:[^}]|\}\})*\}|(?:\\.|[^\s\\}"]|"(?=[^\s,;}\]"]))+)/gi;
 /** What follows a URL's password: `@host:port` or `@host/path` (or `?query`). */
 const URL_REST = /^@(?:[^\s"@/?#:[\]]+|\[[0-9a-f:.%]+\])(?::\d{1,5}(?:[/?#]|$)|[/?#])/i;
 /** What follows a URL's password, at the least: `@host`. */

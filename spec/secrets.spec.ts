@@ -197,6 +197,12 @@ describe('connection secrets', () => {
         `host=h password=Kw1x;Kw2x dbname=d`,
         `Server=h;Uid=u;Pwd=Kw1x;Kw2x`,
         `Server=h;Uid=u;PWD=Kw1x.Kw2x;`,
+        // ODBC's braced value holds spaces, ';' and '}' (doubled).
+        `Driver={MariaDB};Server=h;Uid=u;Pwd={Kw1x Kw2x};Database=d`,
+        `Driver={MariaDB};Uid=u;PWD={Kw1x}};Kw2x} Database=d`,
+        // The MySQL client's own variable, and an application's.
+        `MYSQL_PWD=Kw1x,Kw2x mysql -h h`,
+        `DB_PASSWORD=Kw1x,Kw2x node app.js`,
         `{ password: 'Kw1x, Kw2x', host: 'h' }`,
         JSON.stringify({ password: 'Kw1x" Kw2x', host: 'h' }),
         JSON.stringify({ Password: 'Kw1x Kw2x' }),
