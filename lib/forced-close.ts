@@ -58,8 +58,12 @@ function forceClosePg(driver: { master?: PgPool }): void {
   const idle = new Set((pool._idle ?? []).map((item) => item.client));
   const released: Array<Promise<void>> = [];
   for (const client of pool._clients ?? []) {
-    // Idle ones end gracefully with the pool.
-    if (idle.has(client)) continue;
+    // Idle ones end gracefully with the pool; a server that stopped answering never closes them.
+    if (idle.has(client)) {
+      const ended = new Promise<void>((resolve) => client.once('end', resolve));
+      released.push(Promise.race([ended, wait(SERVER_RELEASE_WAIT_MS)]).then(() => client.connection?.stream?.destroy()));
+      continue;
+    }
     const running = client._getActiveQuery?.() != null && client.processID !== null && client.secretKey !== null;
     if (!running) {
       // Between statements (or still connecting): the server notices the closed socket at once.
