@@ -75,12 +75,25 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
   /**
    * Answers `error` on an HTTP host. On another host (an APP_FILTER also sees the handlers of a
    * microservice, a GraphQL resolver or a gateway), it writes nothing: a microservice (`rpc`) gets
-   * an Observable failing with the typed error, as Nest's own RPC filters return; any other host
-   * gets the error back, for its own error handling.
+   * an Observable failing with the typed error, as Nest's own RPC filters return; a gateway (`ws`)
+   * client gets an `exception` event `{ status: 'error', code, message }` (masked), as Nest's
+   * BaseWsExceptionFilter emits (a gateway ignores what a filter returns: the error would vanish);
+   * any other host (GraphQL) gets the error back, for its own error handling.
    */
   catch(error: CellsError, host: ArgumentsHost): Observable<never> | CellsError | undefined {
     const type = host.getType<string>();
     if (type === 'rpc') return throwError(() => error);
+    if (type === 'ws') {
+      const client = host.switchToWs().getClient<{ emit?: unknown } | undefined>();
+      if (typeof client?.emit === 'function') {
+        (client.emit as (event: string, payload: unknown) => unknown).call(client, 'exception', {
+          status: 'error',
+          code: error.code,
+          message: maskSecrets(error.message),
+        });
+      }
+      return undefined;
+    }
     if (type !== 'http') return error;
     this.answer(error, host);
     return undefined;

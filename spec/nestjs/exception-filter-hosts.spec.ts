@@ -19,7 +19,20 @@ describe('CellsExceptionFilter outside HTTP', () => {
     await expect(lastValueFrom(result as Observable<unknown>)).rejects.toBe(error);
   });
 
-  it.each(['graphql', 'ws'])('hands the typed error back to a %s handler rather than write an HTTP answer', (type) => {
+  // Nest's gateways ignore what a filter returns (WsExceptionsHandler stops at a matching filter):
+  // the filter tells the client, as BaseWsExceptionFilter does ('exception' event), or the error
+  // vanished, no event, no log, and a client waiting for an acknowledgement waited for ever.
+  it('emits an exception event with the code and the masked message to a gateway (ws) client', () => {
+    const emitted: unknown[][] = [];
+    const client = { emit: (...args: unknown[]) => emitted.push(args) };
+    const host = new ExecutionContextHost([client, { id: 1 }, 'servers.get']);
+    host.setType('ws');
+    const failure = new UnknownInstanceError('0f8fad5b-d9cb-469f-a165-70867728950e');
+    filter.catch(failure, host);
+    expect(emitted).toEqual([['exception', { status: 'error', code: 'CELLS_UNKNOWN_INSTANCE', message: failure.message }]]);
+  });
+
+  it.each(['graphql'])('hands the typed error back to a %s handler rather than write an HTTP answer', (type) => {
     const host = new ExecutionContextHost([{}, {}, {}, {}]);
     host.setType(type);
     expect(filter.catch(error, host)).toBe(error);
