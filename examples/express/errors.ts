@@ -62,6 +62,8 @@ export const LIBRARY_ERROR_STATUS: Readonly<Record<string, number>> = {
   CELLS_SCHEMA_BEHIND: 503,
   // Its migrations table cannot be read (requireSchema): served once it can and is reported.
   CELLS_SCHEMA_UNREADABLE: 503,
+  // A mapping write the API database kept rolling back to break deadlocks: retry.
+  CELLS_MAPPING_WRITE_CONFLICT: 503,
 };
 
 /**
