@@ -12,19 +12,18 @@ import {
   type INestApplication,
   type MiddlewareConsumer,
   type NestInterceptor,
-  type NestMiddleware,
   type NestModule,
 } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { context as otelContext, trace } from '@opentelemetry/api';
 import type { Observable } from 'rxjs';
 import request from 'supertest';
 import { Cells, targetCell, tryGetContext } from '../../lib';
 import { CellsContextMiddleware, CellsExceptionFilter, CellsModule, TargetCell, requestContextOf } from '../../lib/nestjs';
 import { createCellWorld, type CellWorld } from '../support/cells';
+import { serverSpanMiddleware, sharedClientResume } from '../support/nest-middleware';
 import { createTestSdk, enableContext, type TestSdk } from '../support/telemetry';
 import { Widget } from '../support/widget';
 
@@ -37,28 +36,8 @@ import { Widget } from '../support/widget';
 let world: CellWorld;
 let sdk: TestSdk;
 let disable: () => void;
-let ticker: NodeJS.Timeout | undefined;
-const queued: Array<() => void> = [];
-
-@Injectable()
-class LazySharedClientMiddleware implements NestMiddleware {
-  use(_request: unknown, _response: unknown, next: () => void): void {
-    ticker ??= setInterval(() => queued.splice(0).forEach((resume) => resume()), 5);
-    queued.push(next);
-  }
-}
-
-/** Stands in for the HTTP instrumentation: a SERVER span active for the rest of the request. */
-@Injectable()
-class ServerSpanMiddleware implements NestMiddleware {
-  use(req: { headers: Record<string, string> }, res: { on(event: string, fn: () => void): void }, next: () => void): void {
-    // A request the HTTP instrumentation does not trace (a path it ignores).
-    if (req.headers['x-untraced'] !== undefined) return next();
-    const span = sdk.tracerProvider.getTracer('http').startSpan(`GET ${req.headers['x-request-id']}`);
-    res.on('finish', () => span.end());
-    otelContext.with(trace.setSpan(otelContext.active(), span), next);
-  }
-}
+const resume = sharedClientResume();
+const ServerSpanMiddleware = serverSpanMiddleware(() => sdk.tracerProvider);
 
 type Seen = Record<string, unknown>;
 const seenOf = (req: { raw?: Seen } & Seen): Seen => req.raw ?? req;
@@ -124,7 +103,7 @@ class LostController {
 @Module({ controllers: [LostController], providers: [{ provide: APP_INTERCEPTOR, useClass: SeeInterceptor }] })
 class LostModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(ServerSpanMiddleware, CellsContextMiddleware, LazySharedClientMiddleware).forRoutes(LostController);
+    consumer.apply(ServerSpanMiddleware, CellsContextMiddleware, resume.Middleware).forRoutes(LostController);
   }
 }
 
@@ -134,7 +113,7 @@ beforeAll(async () => {
   world = await createCellWorld('nestlost', { cellCount: 1 });
 }, 60_000);
 afterAll(async () => {
-  clearInterval(ticker);
+  resume.stop();
   await world?.destroy();
   await sdk?.shutdown();
   disable?.();
@@ -161,8 +140,7 @@ describe.each(['express', 'fastify'] as const)('a middleware that resumes next()
   }, 60_000);
   afterAll(async () => {
     await app?.close();
-    clearInterval(ticker);
-    ticker = undefined;
+    resume.stop();
   });
 
   it('leaves guards, earlier interceptors and the handler in their own request context', async () => {

@@ -2,22 +2,20 @@ import type { AddressInfo } from 'node:net';
 import {
   Controller,
   Inject,
-  Injectable,
   Module,
   Sse,
   type INestApplication,
   type MiddlewareConsumer,
-  type NestMiddleware,
   type NestModule,
 } from '@nestjs/common';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { context as otelContext, trace } from '@opentelemetry/api';
 import { interval, mergeMap, take, type Observable } from 'rxjs';
 import { Cells, targetCell, tryGetContext } from '../../lib';
 import { CellsContextMiddleware, CellsExceptionFilter, CellsModule, TargetCell } from '../../lib/nestjs';
 import { createCellWorld, type CellWorld } from '../support/cells';
+import { serverSpanMiddleware, sharedClientResume } from '../support/nest-middleware';
 import { createTestSdk, enableContext, type TestSdk } from '../support/telemetry';
 import { Widget } from '../support/widget';
 
@@ -30,28 +28,8 @@ import { Widget } from '../support/widget';
 let world: CellWorld;
 let sdk: TestSdk;
 let disable: () => void;
-let ticker: NodeJS.Timeout | undefined;
-const queued: Array<() => void> = [];
-
-/** A shared client created lazily in the first request: it resumes every later request there. */
-@Injectable()
-class LazySharedClientMiddleware implements NestMiddleware {
-  use(_request: unknown, _response: unknown, next: () => void): void {
-    ticker ??= setInterval(() => queued.splice(0).forEach((resume) => resume()), 5);
-    queued.push(next);
-  }
-}
-
-/** Stands in for the HTTP instrumentation: a SERVER span active for the rest of the request. */
-@Injectable()
-class ServerSpanMiddleware implements NestMiddleware {
-  use(req: { headers: Record<string, string> }, res: { on(event: string, fn: () => void): void }, next: () => void): void {
-    const span = sdk.tracerProvider.getTracer('http').startSpan(`GET ${req.headers['x-request-id']}`);
-    res.on('finish', () => span.end());
-    res.on('close', () => span.end());
-    otelContext.with(trace.setSpan(otelContext.active(), span), next);
-  }
-}
+const resume = sharedClientResume();
+const ServerSpanMiddleware = serverSpanMiddleware(() => sdk.tracerProvider);
 
 const where = (): string => {
   const ctx = tryGetContext();
@@ -92,7 +70,7 @@ class StreamController {
 @Module({ controllers: [StreamController] })
 class StreamModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(ServerSpanMiddleware, CellsContextMiddleware, LazySharedClientMiddleware).forRoutes(StreamController);
+    consumer.apply(ServerSpanMiddleware, CellsContextMiddleware, resume.Middleware).forRoutes(StreamController);
   }
 }
 
@@ -102,7 +80,7 @@ beforeAll(async () => {
   world = await createCellWorld('nestsse', { cellCount: 2 });
 }, 60_000);
 afterAll(async () => {
-  clearInterval(ticker);
+  resume.stop();
   await world?.destroy();
   await sdk?.shutdown();
   disable?.();
@@ -133,8 +111,7 @@ describe.each(['express', 'fastify'] as const)('an observable handler under %s',
   }, 60_000);
   afterAll(async () => {
     await app?.close();
-    clearInterval(ticker);
-    ticker = undefined;
+    resume.stop();
   });
 
   async function get(path: string, requestId: string): Promise<unknown[]> {
