@@ -62,6 +62,8 @@ it('names the session holding a run it cannot resume, and how to end it (a proce
   const journal = new MigrationJournal(world.lib.getRepository(MigrationRun, 'api').manager);
   const cells = world.cells.map((c) => c.mapping);
   const started = await journal.startRun(OPTIONS, cells.map((c) => ({ uuid: c.uuid, name: c.name, wave: 1 })));
+  const resume = () =>
+    resumeFleetMigration({ api: world.api.url, entities: [Widget], migrations: [CreateWidgets1764072100000] }, journal, started.run, cells, { interrupted: false }, true);
   // The session of a process whose host died: the server still holds it, and its lock.
   const zombie = new Client({ connectionString: world.api.url });
   zombie.on('error', () => undefined);
@@ -69,14 +71,7 @@ it('names the session holding a run it cannot resume, and how to end it (a proce
   try {
     const [{ pid }] = (await zombie.query('SELECT pg_backend_pid() AS pid')).rows as [{ pid: number }];
     await zombie.query('SELECT pg_advisory_lock($1, $2)', [FLEET_RUN_LOCK_CLASS, started.run.id]);
-    const refused = await resumeFleetMigration(
-      { api: world.api.url, entities: [Widget], migrations: [CreateWidgets1764072100000] },
-      journal,
-      started.run,
-      cells,
-      { interrupted: false },
-      true,
-    ).catch((error: unknown) => error);
+    const refused = await resume().catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(FleetRunBusyError);
     expect((refused as Error).message).toContain(`pid ${pid}`);
     expect((refused as Error).message).toContain(`SELECT pg_terminate_backend(${pid})`);
@@ -84,13 +79,6 @@ it('names the session holding a run it cannot resume, and how to end it (a proce
   } finally {
     await zombie.end().catch(() => undefined);
   }
-  const outcome = await resumeFleetMigration(
-    { api: world.api.url, entities: [Widget], migrations: [CreateWidgets1764072100000] },
-    journal,
-    started.run,
-    cells,
-    { interrupted: false },
-    true,
-  );
+  const outcome = await resume();
   expect(outcome.run.state).toBe('succeeded');
 }, 55_000);
