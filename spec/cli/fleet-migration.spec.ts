@@ -122,15 +122,20 @@ describe('db migrate --all, journaled', () => {
     );
   }, 120_000);
 
-  it('stops starting cells at Ctrl-C, lets the running ones finish, exits 130, and --resume does the rest', async () => {
-    world = await createCliWorld('fleet_int', role, 6);
+  it.each([
+    ['Ctrl-C (SIGINT)', 130, 'SIGINT', 'Ctrl-C', 'fleet_int'],
+    ['SIGTERM (a CI system or Kubernetes cancelling the job)', 143, 'SIGTERM', 'SIGTERM', 'fleet_term'],
+  ] as const)('stops starting cells at %s, lets the running ones finish, exits %i, and --resume does the rest', async (_what, code, signal, again, label) => {
+    world = await createCliWorld(label, role, 6);
     const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 500 });
     const cli = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '2'], world.project.dir);
     await untilMidRun(apiUrlOf(world), 0);
-    cli.kill('SIGINT');
+    cli.kill(signal);
     const interrupted = await cli.exited;
-    expect(interrupted.code).toBe(130);
-    expect(interrupted.stderr).toMatch(/^warning: Interrupted \(SIGINT\): starting no more cells, letting the running ones finish \(Ctrl-C again to exit now\)\.$/m);
+    expect(interrupted.code).toBe(code);
+    expect(interrupted.stderr).toMatch(
+      new RegExp(`^warning: Interrupted \\(${signal}\\): starting no more cells, letting the running ones finish \\(${again} again to exit now\\)\\.$`, 'm'),
+    );
     expect(interrupted.stderr).toMatch(/^error: Interrupted: migration run #\d+ stopped with \d+ cell\(s\) not done; run 'typeorm-cells db migrate --resume'/m);
     const journal = await readJournal(apiUrlOf(world));
     expect(journal.runs.map((r) => r.state)).toEqual(['interrupted']);
@@ -148,26 +153,8 @@ describe('db migrate --all, journaled', () => {
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toMatch(/^Run #\d+: succeeded\.$/m);
     for (const cell of world.cells) expect((await cellRecord(cell.db.url)).migrations).toEqual(FLEET_MIGRATIONS);
-    const again = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
-    expect(again).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
-  }, 120_000);
-
-  it('stops the same way on SIGTERM (a CI system or Kubernetes cancelling the job): running cells finish, exit 143, --resume does the rest', async () => {
-    world = await createCliWorld('fleet_term', role, 4);
-    const config = await writeFleetConfig(world.project.dir, apiUrlOf(world), { sleepMs: 500 });
-    const cli = startCli(['--config', config, 'db', 'migrate', '--all', '--concurrency', '2'], world.project.dir);
-    await untilMidRun(apiUrlOf(world), 0);
-    cli.kill('SIGTERM');
-    const stopped = await cli.exited;
-    expect(stopped.code).toBe(143);
-    expect(stopped.stderr).toMatch(/^warning: Interrupted \(SIGTERM\): starting no more cells, letting the running ones finish \(SIGTERM again to exit now\)\.$/m);
-    const journal = await readJournal(apiUrlOf(world));
-    expect(journal.runs.map((r) => r.state)).toEqual(['interrupted']);
-    expect(journal.cells.some((c) => c.state === 'running')).toBe(false);
-    expect(journal.cells.filter((c) => c.state === 'succeeded').length).toBeGreaterThan(0);
-    const resumed = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
-    expect(resumed.code).toBe(0);
-    for (const cell of world.cells) expect((await cellRecord(cell.db.url)).migrations).toEqual(FLEET_MIGRATIONS);
+    const repeat = await runCli(['--config', config, 'db', 'migrate', '--resume'], world.project.dir);
+    expect(repeat).toMatchObject({ code: 0, stdout: 'Nothing to resume: every migration run has finished.\n' });
   }, 120_000);
 
   it('exits at once on a second Ctrl-C, leaving its running cells to --resume', async () => {
