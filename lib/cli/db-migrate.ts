@@ -66,34 +66,29 @@ export function registerMigrateCommand(db: Command, session: () => CliSession): 
         throwOnFailure(results, 'Applied migrations are not repeated when you run it again.');
         return;
       }
-      // The signal that stopped the run, if any: its exit status.
-      let signal: NodeJS.Signals | undefined;
+      // Set by the first SIGINT or SIGTERM; its signal gives the exit status.
+      const stop: StopSignal = { interrupted: false };
       const outcome = await s.withCells(async (lib) => {
         const journal = new MigrationJournal(lib.getRepository(MigrationRun, 'api').manager);
         const cells = await lib.mappings.allCells();
-        return whileCatchingStopSignals(s, async (stop) => {
-          signal = undefined;
+        return whileCatchingStopSignals(s, stop, async () => {
           const onMigrated = reportMigrated(s, lib);
           if (!opts.resume) {
             if (opts.canary !== undefined && /^\d+$/.test(opts.canary) && Number(opts.canary) > cells.length)
               s.output.warn(
                 `--canary ${Number(opts.canary)} is more than the ${cells.length} cell(s) mapped: every cell is a canary, migrated in one wave.`,
               );
-            return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated).finally(() => {
-              signal = stop.signal;
-            });
+            return startFleetMigration(config, journal, cells, runOptions(opts), stop, s.output.json, onMigrated);
           }
           const run = await journal.newestUnfinishedRun();
-          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated).finally(() => {
-            signal = stop.signal;
-          });
+          return run && resumeFleetMigration(config, journal, run, cells, stop, s.output.json, onMigrated);
         });
       });
       if (outcome === undefined) {
         s.output.result({ run: null, cells: [] }, () => s.output.line('Nothing to resume: every migration run has finished.'));
         return;
       }
-      report(s, outcome, signal);
+      report(s, outcome, stop.signal);
     });
 }
 
@@ -143,14 +138,13 @@ function runOptions(opts: MigrateOptions): MigrationRunOptions {
 }
 
 /**
- * Runs `fn` with a StopSignal that the first SIGINT (Ctrl-C) or SIGTERM (what a CI system, a
- * container runtime or Kubernetes sends to cancel a job) sets: no more cells start, the running ones
- * finish, and the run is recorded `interrupted`. A second signal of either kind exits at once (130
+ * Runs `fn` with a handler of SIGINT (Ctrl-C) and SIGTERM (what a CI system, a container runtime
+ * or Kubernetes sends to cancel a job): the first sets `stop` (and its signal), so no more cells
+ * start, the running ones finish, and the run is recorded `interrupted`. A second signal of either kind exits at once (130
  * after SIGINT, 143 after SIGTERM, as a shell reports them), leaving its cells `running` in the
  * journal for `--resume`.
  */
-async function whileCatchingStopSignals<T>(s: CliSession, fn: (stop: StopSignal) => Promise<T>): Promise<T> {
-  const stop: StopSignal = { interrupted: false };
+async function whileCatchingStopSignals<T>(s: CliSession, stop: StopSignal, fn: () => Promise<T>): Promise<T> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stop.interrupted) {
       // Its running cells stay `running` in the journal: --resume runs them again.
@@ -164,7 +158,7 @@ async function whileCatchingStopSignals<T>(s: CliSession, fn: (stop: StopSignal)
   };
   for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   try {
-    return await fn(stop);
+    return await fn();
   } finally {
     for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
   }
