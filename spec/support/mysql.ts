@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
+import { eventually } from '../../dev/wait';
 
 /** The variable naming a MySQL or MariaDB server for the MySQL specs (`mysql://root@127.0.0.1:3306/mysql`). */
 export const MYSQL_URL_VARIABLE = 'CELLS_TEST_MYSQL_URL';
@@ -67,12 +68,8 @@ export async function mysqlConnectionsTo(name: string): Promise<number> {
  * `settleMs` (default 500) for the count to reach 0 and returns the count then.
  */
 export async function mysqlConnectionsLeft(name: string, settleMs = 500): Promise<number> {
-  const deadline = performance.now() + settleMs;
-  for (;;) {
-    const count = await mysqlConnectionsTo(name);
-    if (count === 0 || performance.now() > deadline) return count;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await eventually(async () => (await mysqlConnectionsTo(name)) === 0, settleMs).catch(() => undefined);
+  return mysqlConnectionsTo(name);
 }
 
 /** Creates a uniquely named database on the MySQL test server. */
