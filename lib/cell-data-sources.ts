@@ -243,12 +243,15 @@ export class CellDataSources {
         markFailedOpen(error, new RouteTelemetry({ type: undefined }, cell));
         throw error;
       }
+      const telemetry = new RouteTelemetry(parts, cell);
+      // A call that waited for this open learns its route from the error (markFailedOpen).
+      const failed = (error: unknown): never => {
+        markFailedOpen(error, telemetry);
+        throw error;
+      };
       const deadline = host.cellQueryTimeouts.get(cell.uuid.toLowerCase()) ?? host.cellQueryTimeouts.get(cell.name);
       const shared = cellDataSourceOptions(host.options);
-      await host.prepareEngine(parts.type, label).catch((error: unknown) => {
-        markFailedOpen(error, new RouteTelemetry(parts, cell));
-        throw error;
-      });
+      await host.prepareEngine(parts.type, label).catch(failed);
       const owner = { label, uuid: cell.uuid, name: cell.name };
       const secrets = secretSettings(host.options);
       const dataSource = host.guardedDataSource(fromParts(shared, parts, owner, secrets), label, deadline, key, readOnly);
@@ -262,13 +265,9 @@ export class CellDataSources {
           onEvent: (event) => this.replicaEvent(event),
         }).attach(dataSource);
       }
-      try {
-        await connect(dataSource, label);
-      } catch (error) {
-        markFailedOpen(error, new RouteTelemetry(parts, cell));
-        throw error;
-      }
+      await connect(dataSource, label).catch(failed);
       const gate = host.schemaGate();
+      const from = openedFrom(cell);
       for (;;) {
         let schema: { refusal: (() => Error) | undefined; epoch: number } | undefined;
         try {
@@ -280,11 +279,11 @@ export class CellDataSources {
         // Checked again after connecting (a cache hit unless it changed): the registry takes the
         // DataSource in the same tick, so no change can slip in between.
         const now = await host.mappings().cellByUuid(key).catch(() => undefined);
-        if (now === undefined || openedFrom(now) !== openedFrom(cell) || (this.epochs.get(key) ?? 0) !== epoch) break;
+        if (now === undefined || openedFrom(now) !== from || (this.epochs.get(key) ?? 0) !== epoch) break;
         // A migration reported during that lookup found no entry to check again: check here.
         if (schema !== undefined && (this.schemaEpochs.get(key) ?? 0) !== schema.epoch) continue;
-        this.connections.set(key, openedFrom(cell));
-        return { dataSource, label, readOnly, telemetry: new RouteTelemetry(parts, cell), refusal: schema?.refusal };
+        this.connections.set(key, from);
+        return { dataSource, label, readOnly, telemetry, refusal: schema?.refusal };
       }
       await closeDataSource(dataSource);
       if (attempt === MAX_OPEN_ATTEMPTS) {

@@ -1,4 +1,4 @@
-import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, integerArg, nameArg, objectArg } from './arguments';
+import { MAX_TIMER_MS, UUID_PATTERN, booleanArg, functionArg, integerArg, nameArg, objectArg } from './arguments';
 import { DEFAULTS, engineTypeArg, type CellDataSourceOptions, type DatabaseConfig, type PostgresOptions } from './data-source-options';
 import { InvalidArgumentError } from './errors';
 import type { ReplicaEvent } from './cell-readers';
@@ -238,10 +238,7 @@ export function validateOptions(options: CellsOptions): CellsOptions {
   // Checked here, not where they are first used: a bad logger would otherwise throw a TypeError
   // from inside the registry at the first cell open, long after start-up.
   for (const name of ['logger', 'resolveSecret'] as const) {
-    const value: unknown = options[name];
-    if (value !== undefined && typeof value !== 'function') {
-      throw new InvalidArgumentError(`The '${name}' option must be a function, got ${value === null ? 'null' : typeof value}.`);
-    }
+    if (options[name] !== undefined) functionArg(options[name], `The '${name}' option`);
   }
   // Each cell's engine is its URL's scheme; options shared by every cell name none (or, as before, PostgreSQL's).
   const sharedType = (options.cellDataSourceOptions as { type?: unknown } | undefined)?.type;

@@ -78,8 +78,11 @@ export function guardPool(
         if (error !== undefined || client === undefined) return wait.reject(error);
         const budgetRelease = budget === undefined ? undefined : () => giveBack(pool, client, budget);
         if (readOnly) watchReadOnly(client);
-        const writable = readOnly ? () => writableSession(client) : () => undefined;
-        wait.resolve([client, (releaseError?: unknown) => release(releaseError ?? dirtyState(client) ?? writable() ?? budgetRelease?.())]);
+        wait.resolve([
+          client,
+          (releaseError?: unknown) =>
+            release(releaseError ?? dirtyState(client) ?? (readOnly ? writableSession(client) : undefined) ?? budgetRelease?.()),
+        ]);
       };
       const queued = connectWithFreshSecret(secret, (callback: ConnectCallback) => pool.connect(callback), onConnect);
       return {

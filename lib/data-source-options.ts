@@ -367,9 +367,9 @@ function authenticationHint(ref: SecretReference | undefined): string {
 
 /**
  * True for a refused login: PostgreSQL's class 28 (28P01 wrong password, 28000 no such role or no
- * pg_hba entry) and MySQL's ER_ACCESS_DENIED_ERROR (1045). @internal
+ * pg_hba entry) and MySQL's ER_ACCESS_DENIED_ERROR (1045).
  */
-export function isAuthenticationFailure(error: unknown): boolean {
+function isAuthenticationFailure(error: unknown): boolean {
   const { code } = (error ?? {}) as { code?: unknown };
   return code === '28P01' || code === '28000' || code === 'ER_ACCESS_DENIED_ERROR';
 }

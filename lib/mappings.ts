@@ -391,9 +391,9 @@ export class CellMappings {
       throw new InvalidArgumentError('updateCell needs a patch object: { name?, databaseConnection?, readConnections?, transportUrl?, state? }.');
     }
     const transportUrl = optionalNameArg(patch.transportUrl, 'transport URL', MAX_TRANSPORT_URL);
-    const state = cellStateArg(patch.state);
+    const given = cellStateArg(patch.state);
     const disabled = booleanArg(patch.disabled, 'disabled');
-    stateOf(state, disabled);
+    const state = stateOf(given, disabled);
     let name: string | undefined;
     return this.unique(
       () =>
@@ -410,7 +410,8 @@ export class CellMappings {
           if (readConnections !== undefined) cell.readConnections = readConnections;
           readersFit(cell.databaseConnection, cell.readConnections, `cell '${cell.name}' (${cell.uuid})`);
           if (transportUrl !== undefined) cell.transportUrl = transportUrl;
-          const next = state ?? (disabled === true ? 'disabled' : disabled === false && cell.state === 'disabled' ? 'active' : undefined);
+          // `disabled: false` makes a disabled cell active and leaves another state as it is.
+          const next = state ?? (disabled === false && cell.state === 'disabled' ? 'active' : undefined);
           if (next !== undefined) cell.state = next;
           const saved = await tx.save(cell);
           // Restating a connection, even unchanged, reopens the cell: its secret reference

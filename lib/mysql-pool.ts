@@ -261,12 +261,15 @@ function endClosesSockets(pool: Pool): Pool {
  */
 function readOnlySessions(pool: Pool, readOnly: boolean): Pool {
   if (!readOnly) return pool;
-  pool.on('connection', (connection: PoolConnection) => {
-    connection.query('SET SESSION TRANSACTION READ ONLY', (error: unknown) => {
-      if (error) connection.destroy();
-    });
-  });
+  pool.on('connection', setSessionReadOnly);
   return pool;
+}
+
+/** Queues `SET SESSION TRANSACTION READ ONLY` on `connection`, destroying it if the statement fails. */
+function setSessionReadOnly(connection: PoolConnection): void {
+  connection.query('SET SESSION TRANSACTION READ ONLY', (error: unknown) => {
+    if (error) connection.destroy();
+  });
 }
 
 /**
@@ -279,9 +282,7 @@ function readOnlyAgain(connection: PoolConnection): void {
     connection[kCheckedOut] = true;
     return;
   }
-  connection.query('SET SESSION TRANSACTION READ ONLY', (error: unknown) => {
-    if (error) connection.destroy();
-  });
+  setSessionReadOnly(connection);
 }
 
 /**
