@@ -50,6 +50,17 @@ function isFatalMysqlError(candidate: { code?: unknown; fatal?: unknown }): bool
 const CLIENT_GONE_MESSAGES =
   /closed state|Connection terminated|connection timeout|timeout expired|timeout exceeded when trying to connect|Client has encountered a connection error/i;
 
+/**
+ * The server's error code of a failed query (TypeORM's QueryFailedError): PostgreSQL's SQLSTATE
+ * (`42P01`), MySQL's and MariaDB's name (`ER_NO_SUCH_TABLE`); undefined for any other error.
+ * @internal
+ */
+export function queryErrorCode(error: unknown): string | undefined {
+  if (!(error instanceof QueryFailedError)) return undefined;
+  const code = (error.driverError as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /** True when `error` says the database could not be reached or dropped the connection. */
 export function isConnectionError(error: unknown): boolean {
   const candidates = [error, error instanceof QueryFailedError ? error.driverError : undefined];

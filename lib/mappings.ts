@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { inspect } from 'node:util';
-import { QueryFailedError, type DataSource, type EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { CELL0_UUID, CellMapping, type CellState } from '../entities/CellMapping';
 import { HostMapping } from '../entities/HostMapping';
 import { InstanceMapping } from '../entities/InstanceMapping';
 import { UUID_PATTERN, booleanArg, cellStateArg, nameArg, objectArg, optionalNameArg, uuidArg } from './arguments';
 import { parseConnectionUrl } from './connection-url';
-import { maskErrorSecrets, translateConnectionError } from './connection-errors';
+import { maskErrorSecrets, queryErrorCode, translateConnectionError } from './connection-errors';
 import { cellUuidOf, type CellRef } from './context';
 import {
   BadConnectionUrlError,
@@ -684,7 +684,7 @@ export class CellMappings {
     try {
       return await write();
     } catch (error) {
-      if (error instanceof QueryFailedError && UNIQUE_VIOLATIONS.has((error.driverError as { code?: string } | undefined)?.code ?? '')) {
+      if (UNIQUE_VIOLATIONS.has(queryErrorCode(error) ?? '')) {
         throw new DuplicateMappingError(typeof message === 'string' ? message : await message(), {
           cause: maskErrorSecrets(error),
         });
@@ -711,8 +711,7 @@ async function retryDeadlocks<T>(attempt: () => Promise<T>): Promise<T> {
     try {
       return await attempt();
     } catch (error) {
-      const code = error instanceof QueryFailedError ? (error.driverError as { code?: unknown } | undefined)?.code : undefined;
-      if (typeof code !== 'string' || !DEADLOCKS.has(code)) throw error;
+      if (!DEADLOCKS.has(queryErrorCode(error) ?? '')) throw error;
       if (tries >= DEADLOCK_ATTEMPTS) throw new MappingWriteConflictError(tries, { cause: maskErrorSecrets(error) });
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * tries));
     }

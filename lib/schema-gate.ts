@@ -1,5 +1,6 @@
-import { MigrationExecutor, QueryFailedError, type DataSource, type MigrationInterface } from 'typeorm';
+import { MigrationExecutor, type DataSource, type MigrationInterface } from 'typeorm';
 import { InvalidArgumentError, SchemaBehindError, SchemaUnreadableError } from './errors';
+import { queryErrorCode } from './connection-errors';
 
 /**
  * The schema gate (`requireSchema`): which of the application's cell migrations a cell must have
@@ -108,9 +109,9 @@ export class SchemaGate {
         .getRawMany();
       applied = new Set(rows.map((row) => row.name));
     } catch (error) {
-      const code = (error instanceof QueryFailedError ? (error.driverError as { code?: unknown } | undefined)?.code : undefined) ?? '';
-      if (refusesRead(String(code))) return new SchemaUnreadableError(label, table, String(code));
-      if (!NO_SUCH_TABLE.has(String(code))) throw error;
+      const code = queryErrorCode(error) ?? '';
+      if (refusesRead(code)) return new SchemaUnreadableError(label, table, code);
+      if (!NO_SUCH_TABLE.has(code)) throw error;
       applied = new Set();
     }
     const missing = this.required.filter((name) => !applied.has(name));
