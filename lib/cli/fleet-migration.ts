@@ -119,10 +119,10 @@ async function runWaves(
   const todo = rows.filter((row) => row.state !== 'succeeded');
   const results = new Map<string, CellMigrationResult>();
   let failed = false;
-  let canaryFailed = false;
+  // Wave 0 is the canary (fleet-plan.ts): the run failed its canary when a cell of it failed.
   const canary = { cells: 0, failed: 0 };
   for (const wave of [...new Set(todo.map((row) => row.wave))].sort((a, b) => a - b)) {
-    if (stop.interrupted || canaryFailed || (failed && !options.continueOnError)) break;
+    if (stop.interrupted || canary.failed > 0 || (failed && !options.continueOnError)) break;
     const waveRows = todo.filter((row) => row.wave === wave);
     const rowOf = new Map(waveRows.map((row) => [row.cellUuid, row]));
     const mapped: CellMapping[] = [];
@@ -163,10 +163,7 @@ async function runWaves(
       },
     });
     for (const result of waveResults) results.set(result.uuid, result);
-    if (waveResults.some((r) => r.result === 'failed')) {
-      failed = true;
-      if (wave === 0) canaryFailed = true;
-    }
+    if (waveResults.some((r) => r.result === 'failed')) failed = true;
     if (wave === 0) {
       canary.cells = waveResults.length;
       canary.failed = waveResults.filter((r) => r.result === 'failed').length;
@@ -185,7 +182,7 @@ async function runWaves(
   const reported = todo.map(
     (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: unreached, applied: [], ms: 0 },
   );
-  return { run, results: reported, canaryFailed, canary };
+  return { run, results: reported, canaryFailed: canary.failed > 0, canary };
 }
 
 async function skipPending(journal: MigrationJournal, rows: readonly MigrationRunCell[]): Promise<void> {
