@@ -57,8 +57,7 @@ export async function startFleetMigration(
   let started: Awaited<ReturnType<MigrationJournal['startRun']>>;
   try {
     started = await journal.startRun(options, plan, async (run) => {
-      lock = await tryLockRun(journal.dataSource, run.id);
-      if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
+      lock = await lockRun(journal, run.id);
     });
   } catch (error) {
     await lock?.release().catch(() => undefined);
@@ -89,8 +88,7 @@ export async function resumeFleetMigration(
   quiet: boolean,
   onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
-  const lock = await tryLockRun(journal.dataSource, run.id);
-  if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
+  const lock = await lockRun(journal, run.id);
   stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);
@@ -101,6 +99,16 @@ export async function resumeFleetMigration(
   } finally {
     await lock.release().catch(() => undefined);
   }
+}
+
+/**
+ * Takes run `runId`'s lock without waiting.
+ * @throws FleetRunBusyError, naming the session that holds it, when another process does.
+ */
+async function lockRun(journal: MigrationJournal, runId: number): Promise<FleetRunLock> {
+  const lock = await tryLockRun(journal.dataSource, runId);
+  if (lock === undefined) throw new FleetRunBusyError(runId, await runLockHolder(journal.dataSource, runId));
+  return lock;
 }
 
 async function runWaves(
