@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Cells } from '../lib';
-import { LIVE_PROGRESS_MAX_CELLS } from '../lib/cli/db';
+import { LIVE_PROGRESS_MAX_CELLS } from '../lib/cli/cell-migration';
 import {
   assertCliBuilt,
   cliTranscript,

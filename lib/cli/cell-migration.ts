@@ -86,13 +86,7 @@ export async function migrateCells(
         };
         if (stopped) {
           named();
-          results.set(cell.uuid, {
-            uuid: cell.uuid,
-            name: cell.name,
-            result: 'skipped',
-            applied: [],
-            ms: 0,
-          });
+          results.set(cell.uuid, skipped(cell));
           task.skip('skipped after an earlier failure');
           return;
         }
@@ -132,16 +126,12 @@ export async function migrateCells(
   );
   lineRenderer = tasks.rendererClass === SimpleRenderer;
   await tasks.run();
-  return cells.map(
-    (cell) =>
-      results.get(cell.uuid) ?? {
-        uuid: cell.uuid,
-        name: cell.name,
-        result: 'skipped',
-        applied: [],
-        ms: 0,
-      },
-  );
+  return cells.map((cell) => results.get(cell.uuid) ?? skipped(cell));
+}
+
+/** A cell not started after an earlier failure. */
+function skipped(cell: CellMapping): CellMigrationResult {
+  return { uuid: cell.uuid, name: cell.name, result: 'skipped', applied: [], ms: 0 };
 }
 
 async function migrateCell(

@@ -12,9 +12,6 @@ import { positiveInteger } from './option-parsers';
 import { DEFAULT_CONCURRENCY, selectCells, type SelectionOptions } from './cell-selection';
 import type { CliSession } from './session';
 
-export { LIVE_PROGRESS_MAX_CELLS, migrateCells, type CellMigrationResult, type MigrateCellsOptions } from './cell-migration';
-export { positiveInteger, timeoutMs } from './option-parsers';
-
 /** Applied and pending migrations of one cell, or why they could not be read. */
 export interface CellStatusResult {
   uuid: string;

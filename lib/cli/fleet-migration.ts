@@ -57,8 +57,7 @@ export async function startFleetMigration(
   let started: Awaited<ReturnType<MigrationJournal['startRun']>>;
   try {
     started = await journal.startRun(options, plan, async (run) => {
-      lock = await tryLockRun(journal.dataSource, run.id);
-      if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
+      lock = await lockRun(journal, run.id);
     });
   } catch (error) {
     await lock?.release().catch(() => undefined);
@@ -89,8 +88,7 @@ export async function resumeFleetMigration(
   quiet: boolean,
   onMigrated?: MigrateCellsOptions['onMigrated'],
 ): Promise<FleetMigrationOutcome> {
-  const lock = await tryLockRun(journal.dataSource, run.id);
-  if (lock === undefined) throw new FleetRunBusyError(run.id, await runLockHolder(journal.dataSource, run.id));
+  const lock = await lockRun(journal, run.id);
   stop.runId = run.id;
   try {
     const rows = await journal.cellsOf(run.id);
@@ -101,6 +99,16 @@ export async function resumeFleetMigration(
   } finally {
     await lock.release().catch(() => undefined);
   }
+}
+
+/**
+ * Takes run `runId`'s lock without waiting.
+ * @throws FleetRunBusyError, naming the session that holds it, when another process does.
+ */
+async function lockRun(journal: MigrationJournal, runId: number): Promise<FleetRunLock> {
+  const lock = await tryLockRun(journal.dataSource, runId);
+  if (lock === undefined) throw new FleetRunBusyError(runId, await runLockHolder(journal.dataSource, runId));
+  return lock;
 }
 
 async function runWaves(
@@ -119,10 +127,10 @@ async function runWaves(
   const todo = rows.filter((row) => row.state !== 'succeeded');
   const results = new Map<string, CellMigrationResult>();
   let failed = false;
-  let canaryFailed = false;
+  // Wave 0 is the canary (fleet-plan.ts): the run failed its canary when a cell of it failed.
   const canary = { cells: 0, failed: 0 };
   for (const wave of [...new Set(todo.map((row) => row.wave))].sort((a, b) => a - b)) {
-    if (stop.interrupted || canaryFailed || (failed && !options.continueOnError)) break;
+    if (stop.interrupted || canary.failed > 0 || (failed && !options.continueOnError)) break;
     const waveRows = todo.filter((row) => row.wave === wave);
     const rowOf = new Map(waveRows.map((row) => [row.cellUuid, row]));
     const mapped: CellMapping[] = [];
@@ -163,10 +171,7 @@ async function runWaves(
       },
     });
     for (const result of waveResults) results.set(result.uuid, result);
-    if (waveResults.some((r) => r.result === 'failed')) {
-      failed = true;
-      if (wave === 0) canaryFailed = true;
-    }
+    if (waveResults.some((r) => r.result === 'failed')) failed = true;
     if (wave === 0) {
       canary.cells = waveResults.length;
       canary.failed = waveResults.filter((r) => r.result === 'failed').length;
@@ -185,7 +190,7 @@ async function runWaves(
   const reported = todo.map(
     (row) => results.get(row.cellUuid) ?? { uuid: row.cellUuid, name: row.cellName, result: unreached, applied: [], ms: 0 },
   );
-  return { run, results: reported, canaryFailed, canary };
+  return { run, results: reported, canaryFailed: canary.failed > 0, canary };
 }
 
 async function skipPending(journal: MigrationJournal, rows: readonly MigrationRunCell[]): Promise<void> {

@@ -1,6 +1,7 @@
 import type { MigrationRun } from '../../entities/MigrationRun';
 import type { MigrationRunCell, MigrationRunCellState } from '../../entities/MigrationRunCell';
 import { InvalidMigrationRunError } from './errors';
+import { MAX_TIMEOUT_MS } from './option-parsers';
 
 /**
  * Checks a journaled run before `db migrate --resume` continues it: its options and cell states are
@@ -10,8 +11,6 @@ import { InvalidMigrationRunError } from './errors';
 
 /** The cell states a run's journal holds. */
 const CELL_STATES: readonly MigrationRunCellState[] = ['pending', 'running', 'succeeded', 'failed', 'skipped'];
-/** PostgreSQL's largest `lock_timeout`, in ms (option-parsers.ts). */
-const MAX_TIMEOUT_MS = 2_147_483_647;
 
 const isCount = (value: unknown): boolean => Number.isSafeInteger(value) && (value as number) >= 1;
 

@@ -13,7 +13,7 @@ export function positiveInteger(value: string): number {
 }
 
 /** PostgreSQL's largest `lock_timeout`, in ms; also the largest delay of Node's `setTimeout`. */
-const MAX_TIMEOUT_MS = 2_147_483_647;
+export const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /**
  * Commander argument parser of a timeout option (`--lock-timeout`, `--config-timeout`): ms from 0

@@ -4,8 +4,7 @@ import { throwError, type Observable } from 'rxjs';
 import { maskSecrets } from '../connection-url';
 import { tryGetContext } from '../context';
 import { CellsError } from '../errors';
-import { contextOfRequest } from './request-contexts';
-import { rawRequest } from './request-headers';
+import { requestContextOf } from './request-contexts';
 
 /**
  * The HTTP status of each typeorm-cells error code; any other `CellsError` (a programming error
@@ -102,7 +101,7 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
   private answer(error: CellsError, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const response = http.getResponse<AdapterResponse>();
-    const requestId = (contextOfRequest(rawRequest(http.getRequest())) ?? tryGetContext())?.requestId ?? null;
+    const requestId = (requestContextOf(http.getRequest()) ?? tryGetContext())?.requestId ?? null;
     const status = CELLS_ERROR_STATUS[error.code] ?? 500;
     const raw = response.raw ?? (response as unknown as ServerResponse);
     if (raw.headersSent) {

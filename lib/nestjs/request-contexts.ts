@@ -28,11 +28,6 @@ export function rememberedOf(request: IncomingMessage | undefined): Remembered |
   return request === undefined ? undefined : contexts.get(request);
 }
 
-/** The context the middleware gave `request`, if any. @internal */
-export function contextOfRequest(request: IncomingMessage | undefined): RequestContext | undefined {
-  return rememberedOf(request)?.ctx;
-}
-
 /**
  * The RequestContext `CellsContextMiddleware` opened for `request`: an Express request, a Fastify
  * request, or the Node request under either. Reads it from the request, not from the async
@@ -41,5 +36,5 @@ export function contextOfRequest(request: IncomingMessage | undefined): RequestC
  * @returns `undefined` when the middleware did not run for `request` (or it is not a request).
  */
 export function requestContextOf(request: unknown): RequestContext | undefined {
-  return contextOfRequest(rawRequest(request));
+  return rememberedOf(rawRequest(request))?.ctx;
 }
