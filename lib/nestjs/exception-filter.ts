@@ -75,7 +75,8 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
    * Answers `error` on an HTTP host. On another host (an APP_FILTER also sees the handlers of a
    * microservice, a GraphQL resolver or a gateway), it writes nothing: a microservice (`rpc`) gets
    * an Observable failing with the typed error, as Nest's own RPC filters return; a gateway (`ws`)
-   * client gets an `exception` event `{ status: 'error', code, message }` (masked), as Nest's
+   * client gets an `exception` event `{ status: 'error', code, message }` (masked; for a 500 only
+   * `INTERNAL`, as HTTP answers, the error logged), as Nest's
    * BaseWsExceptionFilter emits (a gateway ignores what a filter returns: the error would vanish);
    * any other host (GraphQL) gets the error back, for its own error handling.
    */
@@ -84,12 +85,10 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
     if (type === 'rpc') return throwError(() => error);
     if (type === 'ws') {
       const client = host.switchToWs().getClient<{ emit?: unknown } | undefined>();
+      const { status, code, message } = shownError(error);
+      if (status === 500) this.logger.error(`[-] ${describe(error)}`);
       if (typeof client?.emit === 'function') {
-        (client.emit as (event: string, payload: unknown) => unknown).call(client, 'exception', {
-          status: 'error',
-          code: error.code,
-          message: maskSecrets(error.message),
-        });
+        (client.emit as (event: string, payload: unknown) => unknown).call(client, 'exception', { status: 'error', code, message });
       }
       return undefined;
     }
@@ -102,7 +101,7 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
     const http = host.switchToHttp();
     const response = http.getResponse<AdapterResponse>();
     const requestId = (requestContextOf(http.getRequest()) ?? tryGetContext())?.requestId ?? null;
-    const status = CELLS_ERROR_STATUS[error.code] ?? 500;
+    const { status, code, message } = shownError(error);
     const raw = response.raw ?? (response as unknown as ServerResponse);
     if (raw.headersSent) {
       this.logger.error(`[${requestId ?? '-'}] response cut after its headers were sent: ${describe(error)}`);
@@ -110,12 +109,7 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
       return;
     }
     if (status === 500) this.logger.error(`[${requestId ?? '-'}] ${describe(error)}`);
-    const body: CellsErrorBody = {
-      statusCode: status,
-      code: status === 500 ? 'INTERNAL' : error.code,
-      message: status === 500 ? 'Internal server error.' : maskSecrets(error.message),
-      requestId,
-    };
+    const body: CellsErrorBody = { statusCode: status, code, message, requestId };
     if (typeof response.status !== 'function') {
       // A middleware's error under Fastify: middie hands it the Node response, not the reply.
       raw.statusCode = status;
@@ -127,6 +121,17 @@ export class CellsExceptionFilter implements ExceptionFilter<CellsError> {
     if (typeof answer.json === 'function') answer.json(body);
     else answer.send(body);
   }
+}
+
+/**
+ * What a client is told of `error`: its status (CELLS_ERROR_STATUS, else 500), and its code and
+ * masked message, or for a 500 (a server bug) only `INTERNAL` and `Internal server error.`.
+ */
+function shownError(error: CellsError): { status: number; code: string; message: string } {
+  const status = CELLS_ERROR_STATUS[error.code] ?? 500;
+  return status === 500
+    ? { status, code: 'INTERNAL', message: 'Internal server error.' }
+    : { status, code: error.code, message: maskSecrets(error.message) };
 }
 
 function describe(error: CellsError): string {

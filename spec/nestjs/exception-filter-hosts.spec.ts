@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { isObservable, lastValueFrom, type Observable } from 'rxjs';
-import { UnknownInstanceError } from '../../lib';
+import { NoContextError, UnknownInstanceError } from '../../lib';
 import { CellsExceptionFilter } from '../../lib/nestjs';
 
 // CellsExceptionFilter registered as an APP_FILTER also sees errors of handlers that are not HTTP
@@ -30,6 +30,15 @@ describe('CellsExceptionFilter outside HTTP', () => {
     const failure = new UnknownInstanceError('0f8fad5b-d9cb-469f-a165-70867728950e');
     filter.catch(failure, host);
     expect(emitted).toEqual([['exception', { status: 'error', code: 'CELLS_UNKNOWN_INSTANCE', message: failure.message }]]);
+  });
+
+  it('tells a gateway client no more than HTTP does of an error answered 500 (a server bug)', () => {
+    const emitted: unknown[][] = [];
+    const client = { emit: (...args: unknown[]) => emitted.push(args) };
+    const host = new ExecutionContextHost([client, { id: 1 }, 'servers.get']);
+    host.setType('ws');
+    filter.catch(new NoContextError(), host);
+    expect(emitted).toEqual([['exception', { status: 'error', code: 'INTERNAL', message: 'Internal server error.' }]]);
   });
 
   it.each(['graphql'])('hands the typed error back to a %s handler rather than write an HTTP answer', (type) => {
